@@ -1,0 +1,18 @@
+//! ferrymail's Rust core: the per-recipient renderer (render/) behind a thin PyO3 module (py/).
+
+pub mod error;
+pub mod py;
+pub mod render;
+pub mod wire;
+
+use pyo3::prelude::*;
+
+/// The extension module `ferrymail._core`: the whole surface Python sees.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<py::PyCompiledCampaign>()?;
+    m.add_function(wrap_pyfunction!(py::compile_campaign, m)?)?;
+    m.add_function(wrap_pyfunction!(py::render, m)?)?;
+    m.add_function(wrap_pyfunction!(py::wire_roundtrip, m)?)?;
+    Ok(())
+}

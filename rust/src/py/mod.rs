@@ -1,0 +1,112 @@
+//! The PyO3 glue: the only module that touches Python. Each function decodes
+//! MessagePack, calls the pure-Rust core with the GIL released, encodes, maps errors.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::error::CompileError;
+use crate::render::headers::format_date;
+use crate::render::{render_batch, CompiledCampaign};
+use crate::wire::{CampaignSpec, Recipient, RenderOutcome};
+
+/// A compiled campaign, shared by every render and (later) every delivery of it.
+#[pyclass(frozen, module = "ferrymail._core", name = "CompiledCampaign")]
+pub struct PyCompiledCampaign {
+    inner: Arc<CompiledCampaign>,
+}
+
+/// Compiles a MessagePack `CampaignSpec`; raises `ferrymail.TemplateError` or
+/// `ferrymail.ConfigError` naming what is wrong.
+#[pyfunction]
+pub fn compile_campaign(py: Python<'_>, spec: &[u8]) -> PyResult<PyCompiledCampaign> {
+    let spec: CampaignSpec = decode(py, "CampaignSpec", spec)?;
+    let compiled = py
+        .detach(|| CompiledCampaign::compile(&spec))
+        .map_err(|e| compile_error(py, e))?;
+    Ok(PyCompiledCampaign {
+        inner: Arc::new(compiled),
+    })
+}
+
+/// Renders a MessagePack array of `Recipient`s; returns a MessagePack array of
+/// `RenderOutcome`s in the same order. `threads`: 1 = this thread, 0 = every core.
+#[pyfunction]
+#[pyo3(signature = (campaign, recipients, threads = 0, now_ms = None))]
+pub fn render(
+    py: Python<'_>,
+    campaign: &PyCompiledCampaign,
+    recipients: &[u8],
+    threads: usize,
+    now_ms: Option<i64>,
+) -> PyResult<Py<PyBytes>> {
+    let campaign = Arc::clone(&campaign.inner);
+    let encoded = py.detach(|| -> Result<Vec<u8>, String> {
+        let recipients: Vec<Recipient> =
+            rmp_serde::from_slice(recipients).map_err(|e| format!("recipients: {e}"))?;
+        let now_ms = now_ms.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        });
+        let date = format_date(now_ms.div_euclid(1000));
+        let outcomes: Vec<RenderOutcome> = render_batch(&campaign, &recipients, &date, threads);
+        rmp_serde::to_vec(&outcomes).map_err(|e| e.to_string())
+    });
+    let encoded = encoded.map_err(|e| error(py, "WireError", e))?;
+    Ok(PyBytes::new(py, &encoded).unbind())
+}
+
+/// Decodes `data` as the wire struct `kind` and encodes it again: the Python side's
+/// conformance test checks that both sides agree byte for byte.
+#[pyfunction]
+pub fn wire_roundtrip(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<Py<PyBytes>> {
+    fn again<T: serde::de::DeserializeOwned + serde::Serialize>(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<Vec<u8>> {
+        let value: T = decode(py, kind, data)?;
+        rmp_serde::to_vec(&value).map_err(|e| error(py, "WireError", format!("{kind}: {e}")))
+    }
+    use crate::wire::*;
+    let out = match kind {
+        "CampaignSpec" => again::<CampaignSpec>(py, kind, data)?,
+        "TrackingSpec" => again::<TrackingSpec>(py, kind, data)?,
+        "UnsubscribeSpec" => again::<UnsubscribeSpec>(py, kind, data)?,
+        "Recipient" => again::<Recipient>(py, kind, data)?,
+        "RenderOutcome" => again::<RenderOutcome>(py, kind, data)?,
+        _ => return Err(error(py, "WireError", format!("unknown wire struct {kind:?}"))),
+    };
+    Ok(PyBytes::new(py, &out).unbind())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<T> {
+    rmp_serde::from_slice(data).map_err(|e| error(py, "WireError", format!("{kind}: {e}")))
+}
+
+/// Builds an exception of the Python class `ferrymail.errors.<class>`: the hierarchy
+/// lives in Python, where each class can also inherit the builtin it is.
+fn error(py: Python<'_>, class: &str, message: impl Into<String>) -> PyErr {
+    let message = message.into();
+    let made = py
+        .import("ferrymail.errors")
+        .and_then(|m| m.getattr(class))
+        .and_then(|cls| cls.call1((message.clone(),)));
+    match made {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+fn compile_error(py: Python<'_>, e: CompileError) -> PyErr {
+    let message = e.to_string();
+    let made = py.import("ferrymail.errors").and_then(|m| match &e {
+        CompileError::Template { part, line, column, .. } => m
+            .getattr("TemplateError")?
+            .call1((message.clone(), part.clone(), *line, *column)),
+        CompileError::Config { field, .. } => m.getattr("ConfigError")?.call1((message.clone(), field.clone())),
+    });
+    match made {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}

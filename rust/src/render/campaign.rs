@@ -1,0 +1,398 @@
+//! A compiled campaign: validated settings and templates, and the assembly of one
+//! recipient's message (headers, tracked links, open pixel, unsubscribe, MIME body).
+
+use minijinja::value::Value;
+use sha2::{Digest, Sha256};
+
+use super::address::Mailbox;
+use super::context::vars_to_context;
+use super::headers::{check_value, write_unstructured, NameAddr};
+use super::links::{escape_attribute, insert_before_body_end, rewrite_html, rewrite_text, LinkRewriter};
+use super::mime::{write_body, Part};
+use super::template::{Templates, HTML};
+use super::token::{RecipientKey, TokenKind, TokenSigner};
+use crate::error::{CompileError, RenderError};
+use crate::wire::{CampaignSpec, Recipient};
+
+const SUBJECT: &str = "subject";
+const FROM: &str = "from_";
+const REPLY_TO: &str = "reply_to";
+const TEXT: &str = "text";
+
+/// Fields ferrymail writes itself; an extra header may not set them (Bcc would leak).
+const RESERVED_HEADERS: &[&str] = &[
+    "from", "to", "subject", "date", "message-id", "reply-to", "mime-version",
+    "content-type", "content-transfer-encoding", "list-unsubscribe",
+    "list-unsubscribe-post", "dkim-signature", "bcc", "return-path",
+];
+
+struct Tracking {
+    base_url: String,
+    signer: TokenSigner,
+    opens: bool,
+    clicks: bool,
+}
+
+struct Unsubscribe {
+    url: Option<String>,
+    mailto: Option<String>,
+    signer: TokenSigner,
+}
+
+/// Everything about a campaign that is the same for every recipient, checked and
+/// compiled once; `render` is then pure per-recipient work.
+pub struct CompiledCampaign {
+    id: String,
+    sender: Mailbox,
+    templates: Templates,
+    /// Extra headers in order: name, and the name its template is compiled under.
+    headers: Vec<(String, String)>,
+    tracking: Option<Tracking>,
+    unsubscribe: Option<Unsubscribe>,
+}
+
+/// One recipient's finished message.
+#[derive(Debug)]
+pub struct Rendered {
+    pub envelope_from: String,
+    pub rcpt_to: String,
+    pub data: Vec<u8>,
+    pub message_id: String,
+    pub smtputf8: bool,
+}
+
+impl CompiledCampaign {
+    pub fn compile(spec: &CampaignSpec) -> Result<Self, CompileError> {
+        let sender = Mailbox::parse(&spec.sender).map_err(|e| CompileError::config("sender", e))?;
+        if spec.html.is_none() && spec.text.is_none() {
+            return Err(CompileError::config("html/text", "a campaign needs an html or a text part"));
+        }
+        let mut templates = Templates::new();
+        templates.add(SUBJECT, &spec.subject)?;
+        templates.add(FROM, &spec.from_)?;
+        if let Some(reply_to) = &spec.reply_to {
+            templates.add(REPLY_TO, reply_to)?;
+        }
+        if let Some(html) = &spec.html {
+            templates.add(HTML, html)?;
+        }
+        if let Some(text) = &spec.text {
+            templates.add(TEXT, text)?;
+        }
+        let mut headers = Vec::with_capacity(spec.headers.len());
+        for (name, value) in &spec.headers {
+            check_header_name(name)?;
+            let part = format!("headers[{name:?}]");
+            templates.add(&part, value)?;
+            headers.push((name.clone(), part));
+        }
+        let tracking = spec
+            .tracking
+            .as_ref()
+            .map(|t| -> Result<Tracking, CompileError> {
+                check_url("tracking.base_url", &t.base_url)?;
+                check_secret("tracking.secret", &t.secret)?;
+                Ok(Tracking {
+                    base_url: t.base_url.clone(),
+                    signer: TokenSigner::new(&t.secret),
+                    opens: t.opens,
+                    clicks: t.clicks,
+                })
+            })
+            .transpose()?;
+        let unsubscribe = spec
+            .unsubscribe
+            .as_ref()
+            .map(|u| -> Result<Unsubscribe, CompileError> {
+                if let Some(url) = &u.url {
+                    check_url("unsubscribe.url", url)?;
+                    check_secret("unsubscribe.secret", &u.secret)?;
+                }
+                let mailto = u
+                    .mailto
+                    .as_deref()
+                    .map(|m| Mailbox::parse(m).map(|m| m.address()))
+                    .transpose()
+                    .map_err(|e| CompileError::config("unsubscribe.mailto", e))?;
+                if u.url.is_none() && mailto.is_none() {
+                    return Err(CompileError::config("unsubscribe", "give a url, a mailto, or both"));
+                }
+                Ok(Unsubscribe {
+                    url: u.url.clone(),
+                    mailto,
+                    signer: TokenSigner::new(&u.secret),
+                })
+            })
+            .transpose()?;
+        Ok(CompiledCampaign {
+            id: spec.id.clone(),
+            sender,
+            templates,
+            headers,
+            tracking,
+            unsubscribe,
+        })
+    }
+
+    /// MAIL FROM of every message of this campaign.
+    pub fn envelope_from(&self) -> String {
+        self.sender.address()
+    }
+
+    /// Renders one recipient's message. `date` is the Date field, shared by a batch.
+    pub fn render(&self, recipient: &Recipient, date: &str) -> Result<Rendered, RenderError> {
+        let rcpt = Mailbox::parse(&recipient.address).map_err(|reason| RenderError::Address {
+            address: recipient.address.clone(),
+            reason,
+        })?;
+        let rcpt_to = rcpt.address();
+        let key = RecipientKey::new(recipient.id.as_ref(), &rcpt_to);
+
+        let mut vars = vars_to_context(&recipient.vars).map_err(RenderError::Vars)?;
+        let (unsubscribe_url, unsubscribe_mailto) = self.unsubscribe_links(&key);
+        if let Some(url) = &unsubscribe_url {
+            vars.insert("unsubscribe_url".into(), Value::from(url.as_str()));
+        }
+        let context = Value::from(vars);
+
+        let subject = self.header_value(SUBJECT, "Subject", &context)?;
+        let from = NameAddr::parse("From", &self.header_value(FROM, "From", &context)?)?;
+        let reply_to = if self.templates.has(REPLY_TO) {
+            Some(NameAddr::parse("Reply-To", &self.header_value(REPLY_TO, "Reply-To", &context)?)?)
+        } else {
+            None
+        };
+        let mut extra = Vec::with_capacity(self.headers.len());
+        for (name, part) in &self.headers {
+            extra.push((name, self.header_value(part, name, &context)?));
+        }
+
+        let mut links = RecipientLinks {
+            campaign: self,
+            key,
+            unsubscribe_url: unsubscribe_url.as_deref(),
+            seen: Vec::new(),
+        };
+        let html = if self.templates.has(HTML) {
+            Some(self.html_part(&context, &mut links)?)
+        } else {
+            None
+        };
+        let text = if self.templates.has(TEXT) {
+            Some(self.text_part(&context, &mut links)?)
+        } else {
+            None
+        };
+
+        let digest = message_digest(&self.id, &key);
+        let message_id = format!("<{}@{}>", &digest, self.sender.domain);
+        let size_hint = html.as_ref().map_or(0, String::len) + text.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(size_hint + size_hint / 8 + 1024);
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        from.write(&mut out, "From");
+        out.extend_from_slice(b"To: ");
+        out.extend_from_slice(rcpt_to.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        write_unstructured(&mut out, "Subject", &subject);
+        out.extend_from_slice(b"Message-ID: ");
+        out.extend_from_slice(message_id.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(reply_to) = &reply_to {
+            reply_to.write(&mut out, "Reply-To");
+        }
+        write_list_unsubscribe(&mut out, unsubscribe_url.as_deref(), unsubscribe_mailto.as_deref());
+        for (name, value) in &extra {
+            write_unstructured(&mut out, name, value);
+        }
+        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+        let parts: Vec<Part<'_>> = [
+            text.as_deref().map(|t| Part { media_type: "text/plain", text: t }),
+            html.as_deref().map(|h| Part { media_type: "text/html", text: h }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        write_body(&mut out, &parts, &digest);
+
+        Ok(Rendered {
+            envelope_from: self.sender.address(),
+            smtputf8: rcpt.smtputf8 || self.sender.smtputf8,
+            rcpt_to,
+            data: out,
+            message_id,
+        })
+    }
+
+    fn header_value(&self, part: &str, header: &str, context: &Value) -> Result<String, RenderError> {
+        let value = self.templates.render(part, context)?;
+        check_value(header, &value)?;
+        Ok(value)
+    }
+
+    fn html_part(&self, context: &Value, links: &mut RecipientLinks<'_>) -> Result<String, RenderError> {
+        let html = self.templates.render(HTML, context)?;
+        let Some(tracking) = &self.tracking else {
+            return Ok(html);
+        };
+        let mut out = if tracking.clicks {
+            let mut out = String::with_capacity(html.len() + 1024);
+            rewrite_html(&html, links, &mut out);
+            out
+        } else {
+            html
+        };
+        if tracking.opens {
+            let mut pixel = String::with_capacity(200);
+            pixel.push_str("<img src=\"");
+            let mut src = tracking.base_url.clone();
+            tracking.signer.append_token(&mut src, TokenKind::Open, &self.id, &links.key, 0, None);
+            escape_attribute(&src, &mut pixel);
+            pixel.push_str("\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">");
+            insert_before_body_end(&mut out, &pixel);
+        }
+        Ok(out)
+    }
+
+    fn text_part(&self, context: &Value, links: &mut RecipientLinks<'_>) -> Result<String, RenderError> {
+        let text = self.templates.render(TEXT, context)?;
+        match &self.tracking {
+            Some(t) if t.clicks => {
+                let mut out = String::with_capacity(text.len() + 1024);
+                rewrite_text(&text, links, &mut out);
+                Ok(out)
+            }
+            _ => Ok(text),
+        }
+    }
+
+    /// The recipient's one-click unsubscribe URL and mailto URI, each with its token.
+    fn unsubscribe_links(&self, key: &RecipientKey<'_>) -> (Option<String>, Option<String>) {
+        let Some(u) = &self.unsubscribe else {
+            return (None, None);
+        };
+        let token = || {
+            let mut t = String::with_capacity(96);
+            u.signer.append_token(&mut t, TokenKind::Unsubscribe, &self.id, key, 0, None);
+            t
+        };
+        let url = u.url.as_ref().map(|base| base.clone() + &token());
+        let mailto = u.mailto.as_ref().map(|m| format!("mailto:{m}?subject=unsubscribe-{}", token()));
+        (url, mailto)
+    }
+}
+
+/// RFC 2369 List-Unsubscribe, and RFC 8058's one-click marker when there is a URL.
+fn write_list_unsubscribe(out: &mut Vec<u8>, url: Option<&str>, mailto: Option<&str>) {
+    if url.is_none() && mailto.is_none() {
+        return;
+    }
+    out.extend_from_slice(b"List-Unsubscribe:");
+    let mut first = true;
+    for uri in [url, mailto].into_iter().flatten() {
+        if !first {
+            out.extend_from_slice(b",\r\n");
+        }
+        out.extend_from_slice(b" <");
+        out.extend_from_slice(uri.as_bytes());
+        out.extend_from_slice(b">");
+        first = false;
+    }
+    out.extend_from_slice(b"\r\n");
+    if url.is_some() {
+        out.extend_from_slice(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+    }
+}
+
+/// Replaces each http(s) link with its tracking URL; numbers links by distinct URL in
+/// order of first appearance (html, then text), so one link is one number in both parts.
+struct RecipientLinks<'a> {
+    campaign: &'a CompiledCampaign,
+    key: RecipientKey<'a>,
+    unsubscribe_url: Option<&'a str>,
+    seen: Vec<String>,
+}
+
+impl LinkRewriter for RecipientLinks<'_> {
+    fn rewrite(&mut self, url: &str) -> Option<String> {
+        let tracking = self.campaign.tracking.as_ref()?;
+        let is_http = starts_with_ignore_case(url, "http://") || starts_with_ignore_case(url, "https://");
+        if !is_http || Some(url) == self.unsubscribe_url || url.starts_with(&tracking.base_url) {
+            return None;
+        }
+        let index = match self.seen.iter().position(|u| u == url) {
+            Some(i) => i,
+            None => {
+                self.seen.push(url.to_string());
+                self.seen.len() - 1
+            }
+        };
+        let mut out = String::with_capacity(tracking.base_url.len() + url.len() * 4 / 3 + 96);
+        out.push_str(&tracking.base_url);
+        tracking
+            .signer
+            .append_token(&mut out, TokenKind::Click, &self.campaign.id, &self.key, index as u32, Some(url));
+        Some(out)
+    }
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// 128 bits of SHA-256 over (campaign, recipient key), hex: the same for a recipient on
+/// every retry, distinct across recipients and campaigns.
+fn message_digest(campaign: &str, key: &RecipientKey<'_>) -> String {
+    let mut h = Sha256::new();
+    h.update((campaign.len() as u64).to_be_bytes());
+    h.update(campaign.as_bytes());
+    match key {
+        RecipientKey::Int(i) => {
+            h.update(b"i");
+            h.update(i.to_be_bytes());
+        }
+        RecipientKey::Str(s) => {
+            h.update(b"s");
+            h.update(s.as_bytes());
+        }
+    }
+    let digest = h.finalize();
+    let mut hex = String::with_capacity(32);
+    for b in &digest[..16] {
+        hex.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
+        hex.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
+    }
+    hex
+}
+
+fn check_header_name(name: &str) -> Result<(), CompileError> {
+    let field = format!("headers[{name:?}]");
+    if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+        return Err(CompileError::config(field, "a header name is printable ASCII without ':' or spaces"));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(CompileError::config(
+            field,
+            "ferrymail writes this header itself (use from_, reply_to, subject, unsubscribe…)",
+        ));
+    }
+    Ok(())
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), CompileError> {
+    let ok = (starts_with_ignore_case(url, "https://") || starts_with_ignore_case(url, "http://"))
+        && !url.bytes().any(|b| b <= b' ' || b == b'"' || b == b'<' || b == b'>' || b >= 0x7f);
+    if ok {
+        Ok(())
+    } else {
+        Err(CompileError::config(field, format!("{url:?} is not an http(s) URL of printable ASCII")))
+    }
+}
+
+fn check_secret(field: &str, secret: &[u8]) -> Result<(), CompileError> {
+    if secret.len() < 16 {
+        return Err(CompileError::config(field, "a signing secret needs at least 16 bytes"));
+    }
+    Ok(())
+}

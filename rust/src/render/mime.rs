@@ -1,0 +1,215 @@
+//! MIME bodies: picks a transfer encoding per part and writes the single part or the
+//! multipart/alternative structure, with CRLF line ends and lines of at most 998 octets.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use memchr::memmem;
+
+/// RFC 5322 §2.1.1: a line is at most 998 octets before its CRLF.
+pub const MAX_LINE: usize = 998;
+/// RFC 2045 §6.7 (quoted-printable) and §6.8 (base64): at most 76 characters a line.
+const ENCODED_LINE: usize = 76;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferEncoding {
+    SevenBit,
+    QuotedPrintable,
+    Base64,
+}
+
+impl TransferEncoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransferEncoding::SevenBit => "7bit",
+            TransferEncoding::QuotedPrintable => "quoted-printable",
+            TransferEncoding::Base64 => "base64",
+        }
+    }
+
+    /// 7bit when the text is ASCII without NUL and its lines fit; base64 when more
+    /// than a third is non-ASCII (quoted-printable would triple it); else quoted-printable.
+    pub fn choose(text: &str) -> TransferEncoding {
+        let bytes = text.as_bytes();
+        let non_ascii = bytes.iter().filter(|&&b| b >= 0x80).count();
+        if non_ascii * 3 > bytes.len() {
+            return TransferEncoding::Base64;
+        }
+        if non_ascii == 0 && !bytes.contains(&0) && longest_line(bytes) <= MAX_LINE {
+            return TransferEncoding::SevenBit;
+        }
+        TransferEncoding::QuotedPrintable
+    }
+}
+
+fn longest_line(bytes: &[u8]) -> usize {
+    bytes
+        .split(|&b| b == b'\n' || b == b'\r')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0)
+}
+
+/// One body part: its media type (`text/plain`, `text/html`) and decoded text.
+pub struct Part<'a> {
+    pub media_type: &'static str,
+    pub text: &'a str,
+}
+
+/// Writes the MIME headers (from Content-Type on) and the body for `parts`: one part
+/// as the whole body, two or more as multipart/alternative in the order given (RFC 2046
+/// §5.1.4: the plainest first). `boundary_seed` makes the boundary unique per message.
+pub fn write_body(out: &mut Vec<u8>, parts: &[Part<'_>], boundary_seed: &str) {
+    if let [only] = parts {
+        let encoding = TransferEncoding::choose(only.text);
+        write_part_headers(out, only.media_type, encoding);
+        out.extend_from_slice(b"\r\n");
+        write_encoded(out, only.text, encoding);
+        return;
+    }
+    // "=_" never occurs in quoted-printable or base64 output; a 7bit part that happens
+    // to contain the boundary is sent quoted-printable instead.
+    let boundary = format!("=_ferrymail_{boundary_seed}");
+    out.extend_from_slice(b"Content-Type: multipart/alternative;\r\n boundary=\"");
+    out.extend_from_slice(boundary.as_bytes());
+    out.extend_from_slice(b"\"\r\n\r\n");
+    for part in parts {
+        let mut encoding = TransferEncoding::choose(part.text);
+        if encoding == TransferEncoding::SevenBit && memmem::find(part.text.as_bytes(), boundary.as_bytes()).is_some() {
+            encoding = TransferEncoding::QuotedPrintable;
+        }
+        out.extend_from_slice(b"--");
+        out.extend_from_slice(boundary.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        write_part_headers(out, part.media_type, encoding);
+        out.extend_from_slice(b"\r\n");
+        write_encoded(out, part.text, encoding);
+    }
+    out.extend_from_slice(b"--");
+    out.extend_from_slice(boundary.as_bytes());
+    out.extend_from_slice(b"--\r\n");
+}
+
+fn write_part_headers(out: &mut Vec<u8>, media_type: &str, encoding: TransferEncoding) {
+    out.extend_from_slice(b"Content-Type: ");
+    out.extend_from_slice(media_type.as_bytes());
+    out.extend_from_slice(b"; charset=utf-8\r\nContent-Transfer-Encoding: ");
+    out.extend_from_slice(encoding.name().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `text` in `encoding`, ending with CRLF (an empty text writes nothing).
+fn write_encoded(out: &mut Vec<u8>, text: &str, encoding: TransferEncoding) {
+    match encoding {
+        TransferEncoding::SevenBit => write_crlf_lines(out, text.as_bytes()),
+        TransferEncoding::QuotedPrintable => write_quoted_printable(out, text.as_bytes()),
+        TransferEncoding::Base64 => write_base64(out, text.as_bytes()),
+    }
+}
+
+/// Splits at CRLF, LF or a lone CR: each is a line break in a text body.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let trimmed = match bytes {
+        [rest @ .., b'\r', b'\n'] | [rest @ .., b'\n'] | [rest @ .., b'\r'] => rest,
+        all => all,
+    };
+    let empty = bytes.is_empty();
+    let mut rest = Some(trimmed).filter(|_| !empty);
+    std::iter::from_fn(move || {
+        let cur = rest?;
+        match memchr::memchr2(b'\r', b'\n', cur) {
+            Some(i) => {
+                let skip = if cur[i] == b'\r' && cur.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                rest = Some(&cur[i + skip..]);
+                Some(&cur[..i])
+            }
+            None => {
+                rest = None;
+                Some(cur)
+            }
+        }
+    })
+}
+
+fn write_crlf_lines(out: &mut Vec<u8>, bytes: &[u8]) {
+    for line in lines(bytes) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// RFC 2045 §6.7 quoted-printable with CRLF hard breaks and `=` soft breaks at 76.
+pub fn write_quoted_printable(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + bytes.len() / 8);
+    for line in lines(bytes) {
+        let mut column = 0;
+        for (i, &b) in line.iter().enumerate() {
+            let last = i + 1 == line.len();
+            // Trailing whitespace is encoded, or transports may strip it (rule 3).
+            let literal = matches!(b, b'!'..=b'<' | b'>'..=b'~') || (matches!(b, b' ' | b'\t') && !last);
+            let width = if literal { 1 } else { 3 };
+            // Leave room for the soft break "=" unless this is the line's last char.
+            let limit = if last { ENCODED_LINE } else { ENCODED_LINE - 1 };
+            if column + width > limit {
+                out.extend_from_slice(b"=\r\n");
+                column = 0;
+            }
+            if literal {
+                out.push(b);
+            } else {
+                out.extend_from_slice(&[b'=', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            }
+            column += width;
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// RFC 2045 §6.8 base64 in 76-character lines; line breaks are normalised to CRLF first.
+fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut canonical = Vec::with_capacity(bytes.len() + 64);
+    write_crlf_lines(&mut canonical, bytes);
+    let encoded = STANDARD.encode(&canonical);
+    for line in encoded.as_bytes().chunks(ENCODED_LINE) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qp(s: &str) -> String {
+        let mut out = Vec::new();
+        write_quoted_printable(&mut out, s.as_bytes());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn quoted_printable_escapes_and_soft_breaks() {
+        assert_eq!(qp("a=b é \nend "), "a=3Db =C3=A9=20\r\nend=20\r\n");
+        let long = qp(&"x".repeat(200));
+        assert!(long.split("\r\n").all(|l| l.len() <= 76));
+        assert_eq!(long.replace("=\r\n", "").trim_end(), "x".repeat(200));
+    }
+
+    #[test]
+    fn line_breaks_of_every_kind_become_crlf() {
+        let mut out = Vec::new();
+        write_crlf_lines(&mut out, b"a\rb\nc\r\nd");
+        assert_eq!(out, b"a\r\nb\r\nc\r\nd\r\n");
+        out.clear();
+        write_crlf_lines(&mut out, b"");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn encoding_choice() {
+        assert_eq!(TransferEncoding::choose("plain"), TransferEncoding::SevenBit);
+        assert_eq!(TransferEncoding::choose(&"x".repeat(1000)), TransferEncoding::QuotedPrintable);
+        assert_eq!(TransferEncoding::choose("Grüße aus Berlin"), TransferEncoding::QuotedPrintable);
+        assert_eq!(TransferEncoding::choose("日本語のテキスト"), TransferEncoding::Base64);
+    }
+}

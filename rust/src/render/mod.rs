@@ -1,0 +1,14 @@
+//! The per-recipient renderer: one campaign, many recipients, one unique message each.
+
+pub mod address;
+pub mod batch;
+pub mod campaign;
+pub mod context;
+pub mod headers;
+pub mod links;
+pub mod mime;
+pub mod template;
+pub mod token;
+
+pub use batch::render_batch;
+pub use campaign::CompiledCampaign;

@@ -1,0 +1,84 @@
+//! The MessagePack structs that cross between Python and Rust; python/ferrymail/wire.py mirrors them.
+//!
+//! msgspec encodes `array_like` structs as arrays in field order, and rmp-serde decodes a
+//! plain serde struct from such an array. New fields go only at the end, with
+//! `#[serde(default)]`, because rmp-serde rejects trailing elements it does not know.
+
+use serde::{Deserialize, Serialize};
+
+/// Click and open tracking settings of a campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackingSpec {
+    /// Prefix of every tracking URL; the signed token is appended to it.
+    pub base_url: String,
+    /// HMAC key that signs tokens (the tracking server verifies with the same key).
+    #[serde(with = "serde_bytes")]
+    pub secret: Vec<u8>,
+    pub opens: bool,
+    pub clicks: bool,
+}
+
+/// List-Unsubscribe settings of a campaign (RFC 2369, RFC 8058).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnsubscribeSpec {
+    /// One-click URL prefix; the signed per-recipient token is appended to it.
+    pub url: Option<String>,
+    /// Mailbox that receives unsubscribe requests by mail.
+    pub mailto: Option<String>,
+    /// HMAC key for unsubscribe tokens.
+    #[serde(with = "serde_bytes")]
+    pub secret: Vec<u8>,
+}
+
+/// One campaign as the ESP hands it over: templates and settings shared by all recipients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignSpec {
+    pub id: String,
+    /// Envelope sender (MAIL FROM).
+    pub sender: String,
+    /// From header template.
+    pub from_: String,
+    pub subject: String,
+    pub html: Option<String>,
+    pub text: Option<String>,
+    pub reply_to: Option<String>,
+    /// Extra headers in order: (name, value template).
+    pub headers: Vec<(String, String)>,
+    pub tracking: Option<TrackingSpec>,
+    pub unsubscribe: Option<UnsubscribeSpec>,
+}
+
+/// The ESP's own key for a recipient: what tokens, Message-IDs and events name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RecipientId {
+    Int(i64),
+    Str(String),
+}
+
+/// One recipient of a campaign, with the variables its message is personalised with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub address: String,
+    /// A map of template variables; kept as raw MessagePack values so that one
+    /// recipient with an unusable value fails alone instead of failing the batch.
+    pub vars: rmpv::Value,
+    pub id: Option<RecipientId>,
+}
+
+/// What rendering one recipient produced: the message, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenderOutcome {
+    /// MAIL FROM address (A-label domain).
+    pub envelope_from: String,
+    /// The exact bytes DATA will carry (CRLF line ends, no dot-stuffing), or None on error.
+    #[serde(with = "serde_bytes")]
+    pub data: Option<Vec<u8>>,
+    pub message_id: Option<String>,
+    /// Why the recipient could not be rendered, or None.
+    pub error: Option<String>,
+    /// True when an address needs the SMTPUTF8 extension (non-ASCII local part).
+    pub smtputf8: bool,
+    /// The recipient's address as it goes to RCPT TO (A-label domain), or None on error.
+    pub rcpt_to: Option<String>,
+}
