@@ -7,6 +7,9 @@ pub mod wire;
 
 use pyo3::prelude::*;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The extension module `ferrymail._core`: the whole surface Python sees.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -43,20 +43,42 @@ pub fn render(
     now_ms: Option<i64>,
 ) -> PyResult<Py<PyBytes>> {
     let campaign = Arc::clone(&campaign.inner);
-    let encoded = py.detach(|| -> Result<Vec<u8>, String> {
-        let recipients: Vec<Recipient> =
-            rmp_serde::from_slice(recipients).map_err(|e| format!("recipients: {e}"))?;
-        let now_ms = now_ms.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64)
-        });
-        let date = format_date(now_ms.div_euclid(1000));
-        let outcomes: Vec<RenderOutcome> = render_batch(&campaign, &recipients, &date, threads);
-        rmp_serde::to_vec(&outcomes).map_err(|e| e.to_string())
-    });
-    let encoded = encoded.map_err(|e| error(py, "WireError", e))?;
-    Ok(PyBytes::new(py, &encoded).unbind())
+    let outcomes = py
+        .detach(|| -> Result<Vec<RenderOutcome>, String> {
+            let recipients: Vec<Recipient> =
+                rmp_serde::from_slice(recipients).map_err(|e| format!("recipients: {e}"))?;
+            let now_ms = now_ms.unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64)
+            });
+            let date = format_date(now_ms.div_euclid(1000));
+            Ok(render_batch(&campaign, &recipients, &date, threads))
+        })
+        .map_err(|e| error(py, "WireError", e))?;
+    // Encode straight into the Python bytes object: one copy of the messages, not two.
+    let mut counter = ByteCounter(0);
+    rmp_serde::encode::write(&mut counter, &outcomes).map_err(|e| error(py, "WireError", e.to_string()))?;
+    let encoded = PyBytes::new_with(py, counter.0, |mut buf: &mut [u8]| {
+        rmp_serde::encode::write(&mut buf, &outcomes)
+            .map_err(|e| error(py, "WireError", e.to_string()))
+    })?;
+    py.detach(move || drop(outcomes));
+    Ok(encoded.unbind())
+}
+
+/// A writer that only counts, to size the output before encoding into it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Decodes `data` as the wire struct `kind` and encodes it again: the Python side's

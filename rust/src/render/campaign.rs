@@ -187,7 +187,8 @@ impl CompiledCampaign {
         let digest = message_digest(&self.id, &key);
         let message_id = format!("<{}@{}>", &digest, self.sender.domain);
         let size_hint = html.as_ref().map_or(0, String::len) + text.as_ref().map_or(0, String::len);
-        let mut out = Vec::with_capacity(size_hint + size_hint / 8 + 1024);
+        // Room for quoted-printable growth and the headers, so the buffer never moves.
+        let mut out = Vec::with_capacity(size_hint + size_hint / 4 + 2048);
         out.extend_from_slice(b"Date: ");
         out.extend_from_slice(date.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -391,6 +392,9 @@ fn check_url(field: &str, url: &str) -> Result<(), CompileError> {
 }
 
 fn check_secret(field: &str, secret: &[u8]) -> Result<(), CompileError> {
+    if secret.is_empty() {
+        return Err(CompileError::config(field, "no signing secret: give one here or in Tracking(secret=...)"));
+    }
     if secret.len() < 16 {
         return Err(CompileError::config(field, "a signing secret needs at least 16 bytes"));
     }

@@ -158,15 +158,25 @@ fn decode_entities(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Escapes a value for a double-quoted HTML attribute.
 pub fn escape_attribute(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
+    // Tracking URLs rarely need escaping: two SIMD scans beat a byte loop.
+    if memchr::memchr3(b'&', b'"', b'<', s.as_bytes()).is_none() && memchr(b'>', s.as_bytes()).is_none() {
+        out.push_str(s);
+        return;
     }
+    let mut copied = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let entity = match b {
+            b'&' => "&amp;",
+            b'"' => "&quot;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            _ => continue,
+        };
+        out.push_str(&s[copied..i]);
+        out.push_str(entity);
+        copied = i + 1;
+    }
+    out.push_str(&s[copied..]);
 }
 
 /// Copies plain `text` to `out`, offering every bare http(s) URL to `rewriter`.

@@ -30,23 +30,39 @@ impl TransferEncoding {
     /// than a third is non-ASCII (quoted-printable would triple it); else quoted-printable.
     pub fn choose(text: &str) -> TransferEncoding {
         let bytes = text.as_bytes();
-        let non_ascii = bytes.iter().filter(|&&b| b >= 0x80).count();
-        if non_ascii * 3 > bytes.len() {
-            return TransferEncoding::Base64;
+        if text.is_ascii() {
+            if memchr::memchr(0, bytes).is_none() && longest_line(bytes) <= MAX_LINE {
+                return TransferEncoding::SevenBit;
+            }
+            return TransferEncoding::QuotedPrintable;
         }
-        if non_ascii == 0 && !bytes.contains(&0) && longest_line(bytes) <= MAX_LINE {
-            return TransferEncoding::SevenBit;
+        if count_non_ascii(bytes) * 3 > bytes.len() {
+            TransferEncoding::Base64
+        } else {
+            TransferEncoding::QuotedPrintable
         }
-        TransferEncoding::QuotedPrintable
     }
 }
 
+/// Bytes with the high bit set, counted eight at a time.
+fn count_non_ascii(bytes: &[u8]) -> usize {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut n = 0;
+    for c in &mut chunks {
+        let word = u64::from_le_bytes(c.try_into().expect("chunks of 8"));
+        n += (word & 0x8080_8080_8080_8080).count_ones() as usize;
+    }
+    n + chunks.remainder().iter().filter(|&&b| b >= 0x80).count()
+}
+
 fn longest_line(bytes: &[u8]) -> usize {
-    bytes
-        .split(|&b| b == b'\n' || b == b'\r')
-        .map(<[u8]>::len)
-        .max()
-        .unwrap_or(0)
+    let mut longest = 0;
+    let mut start = 0;
+    for i in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+        longest = longest.max(i - start);
+        start = i + 1;
+    }
+    longest.max(bytes.len() - start)
 }
 
 /// One body part: its media type (`text/plain`, `text/html`) and decoded text.
@@ -139,28 +155,65 @@ fn write_crlf_lines(out: &mut Vec<u8>, bytes: &[u8]) {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
+/// Bytes that quoted-printable must encode anywhere in a line (RFC 2045 §6.7 rule 2):
+/// everything but printable ASCII other than `=`, and space and tab, which are only
+/// encoded at the end of a line (rule 3).
+const QP_ENCODE: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut b = 33;
+    while b <= 126 {
+        t[b] = b == b'=' as usize;
+        b += 1;
+    }
+    t[b' ' as usize] = false;
+    t[b'\t' as usize] = false;
+    t
+};
+
 /// RFC 2045 §6.7 quoted-printable with CRLF hard breaks and `=` soft breaks at 76.
+/// This is the renderer's hottest loop (every byte of every body passes here), so runs
+/// of literal bytes are found with a table and copied whole.
 pub fn write_quoted_printable(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(bytes.len() + bytes.len() / 8);
     for line in lines(bytes) {
+        let len = line.len();
         let mut column = 0;
-        for (i, &b) in line.iter().enumerate() {
-            let last = i + 1 == line.len();
-            // Trailing whitespace is encoded, or transports may strip it (rule 3).
-            let literal = matches!(b, b'!'..=b'<' | b'>'..=b'~') || (matches!(b, b' ' | b'\t') && !last);
-            let width = if literal { 1 } else { 3 };
-            // Leave room for the soft break "=" unless this is the line's last char.
-            let limit = if last { ENCODED_LINE } else { ENCODED_LINE - 1 };
-            if column + width > limit {
-                out.extend_from_slice(b"=\r\n");
-                column = 0;
+        let mut i = 0;
+        while i < len {
+            let mut run_end = i;
+            while run_end < len && !QP_ENCODE[line[run_end] as usize] {
+                run_end += 1;
             }
-            if literal {
-                out.push(b);
-            } else {
+            // Whitespace ending a line is encoded, or transports may strip it (rule 3).
+            if run_end == len && matches!(line[len - 1], b' ' | b'\t') && run_end > i {
+                run_end -= 1;
+            }
+            while i < run_end {
+                // Columns left before a soft break's "=" is needed; the line's very
+                // last character may take the 76th column itself.
+                let room = ENCODED_LINE - 1 - column;
+                let rest = run_end - i;
+                if rest <= room || (run_end == len && rest == room + 1) {
+                    out.extend_from_slice(&line[i..run_end]);
+                    column += rest;
+                    i = run_end;
+                } else {
+                    out.extend_from_slice(&line[i..i + room]);
+                    out.extend_from_slice(b"=\r\n");
+                    column = 0;
+                    i += room;
+                }
+            }
+            if i < len {
+                let b = line[i];
+                let limit = if i + 1 == len { ENCODED_LINE } else { ENCODED_LINE - 1 };
+                if column + 3 > limit {
+                    out.extend_from_slice(b"=\r\n");
+                    column = 0;
+                }
                 out.extend_from_slice(&[b'=', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                column += 3;
+                i += 1;
             }
-            column += width;
         }
         out.extend_from_slice(b"\r\n");
     }

@@ -1,0 +1,23 @@
+"""ferrymail: an outbound email delivery engine for ESPs (rendering in Rust, orchestration in asyncio)."""
+
+from . import tracking
+from .campaign import Campaign, Tracking, Unsubscribe
+from .errors import ConfigError, Error, TemplateError, TokenError, WireError
+from .render import RenderedMessage, RenderError, render
+from .wire import Recipient
+
+__all__ = [
+    "Campaign",
+    "ConfigError",
+    "Error",
+    "Recipient",
+    "RenderError",
+    "RenderedMessage",
+    "TemplateError",
+    "TokenError",
+    "Tracking",
+    "Unsubscribe",
+    "WireError",
+    "render",
+    "tracking",
+]
