@@ -1,6 +1,8 @@
 //! A compiled campaign: validated settings and templates, and the assembly of one
 //! recipient's message (headers, tracked links, open pixel, unsubscribe, MIME body).
 
+use std::borrow::Cow;
+
 use minijinja::value::Value;
 use sha2::{Digest, Sha256};
 
@@ -28,6 +30,8 @@ const RESERVED_HEADERS: &[&str] = &[
 
 struct Tracking {
     base_url: String,
+    /// `base_url` escaped for an HTML attribute.
+    base_url_html: String,
     signer: TokenSigner,
     opens: bool,
     clicks: bool,
@@ -92,8 +96,11 @@ impl CompiledCampaign {
             .map(|t| -> Result<Tracking, CompileError> {
                 check_url("tracking.base_url", &t.base_url)?;
                 check_secret("tracking.secret", &t.secret)?;
+                let mut base_url_html = String::new();
+                escape_attribute(&t.base_url, &mut base_url_html);
                 Ok(Tracking {
                     base_url: t.base_url.clone(),
+                    base_url_html,
                     signer: TokenSigner::new(&t.secret),
                     opens: t.opens,
                     clicks: t.clicks,
@@ -151,7 +158,15 @@ impl CompiledCampaign {
         let mut vars = vars_to_context(&recipient.vars).map_err(RenderError::Vars)?;
         let (unsubscribe_url, unsubscribe_mailto) = self.unsubscribe_links(&key);
         if let Some(url) = &unsubscribe_url {
-            vars.insert("unsubscribe_url".into(), Value::from(url.as_str()));
+            // check_url allows no quotes or angle brackets, and the token is base64url:
+            // without '&' the URL is already HTML-safe, and escaping it would only turn
+            // its slashes into &#x2f; in the html part.
+            let value = if url.contains('&') {
+                Value::from(url.as_str())
+            } else {
+                Value::from_safe_string(url.clone())
+            };
+            vars.insert("unsubscribe_url".into(), value);
         }
         let context = Value::from(vars);
 
@@ -172,6 +187,7 @@ impl CompiledCampaign {
             key,
             unsubscribe_url: unsubscribe_url.as_deref(),
             seen: Vec::new(),
+            seen_urls: String::new(),
         };
         let html = if self.templates.has(HTML) {
             Some(self.html_part(&context, &mut links)?)
@@ -226,14 +242,14 @@ impl CompiledCampaign {
         })
     }
 
-    fn header_value(&self, part: &str, header: &str, context: &Value) -> Result<String, RenderError> {
+    fn header_value(&self, part: &str, header: &str, context: &Value) -> Result<Cow<'_, str>, RenderError> {
         let value = self.templates.render(part, context)?;
         check_value(header, &value)?;
         Ok(value)
     }
 
     fn html_part(&self, context: &Value, links: &mut RecipientLinks<'_>) -> Result<String, RenderError> {
-        let html = self.templates.render(HTML, context)?;
+        let html = self.templates.render(HTML, context)?.into_owned();
         let Some(tracking) = &self.tracking else {
             return Ok(html);
         };
@@ -247,9 +263,8 @@ impl CompiledCampaign {
         if tracking.opens {
             let mut pixel = String::with_capacity(200);
             pixel.push_str("<img src=\"");
-            let mut src = tracking.base_url.clone();
-            tracking.signer.append_token(&mut src, TokenKind::Open, &self.id, &links.key, 0, None);
-            escape_attribute(&src, &mut pixel);
+            pixel.push_str(&tracking.base_url_html);
+            tracking.signer.append_token(&mut pixel, TokenKind::Open, &self.id, &links.key, 0, None);
             pixel.push_str("\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">");
             insert_before_body_end(&mut out, &pixel);
         }
@@ -257,7 +272,7 @@ impl CompiledCampaign {
     }
 
     fn text_part(&self, context: &Value, links: &mut RecipientLinks<'_>) -> Result<String, RenderError> {
-        let text = self.templates.render(TEXT, context)?;
+        let text = self.templates.render(TEXT, context)?.into_owned();
         match &self.tracking {
             Some(t) if t.clicks => {
                 let mut out = String::with_capacity(text.len() + 1024);
@@ -273,13 +288,10 @@ impl CompiledCampaign {
         let Some(u) = &self.unsubscribe else {
             return (None, None);
         };
-        let token = || {
-            let mut t = String::with_capacity(96);
-            u.signer.append_token(&mut t, TokenKind::Unsubscribe, &self.id, key, 0, None);
-            t
-        };
-        let url = u.url.as_ref().map(|base| base.clone() + &token());
-        let mailto = u.mailto.as_ref().map(|m| format!("mailto:{m}?subject=unsubscribe-{}", token()));
+        let mut token = String::with_capacity(96);
+        u.signer.append_token(&mut token, TokenKind::Unsubscribe, &self.id, key, 0, None);
+        let url = u.url.as_ref().map(|base| format!("{base}{token}"));
+        let mailto = u.mailto.as_ref().map(|m| format!("mailto:{m}?subject=unsubscribe-{token}"));
         (url, mailto)
     }
 }
@@ -312,29 +324,35 @@ struct RecipientLinks<'a> {
     campaign: &'a CompiledCampaign,
     key: RecipientKey<'a>,
     unsubscribe_url: Option<&'a str>,
-    seen: Vec<String>,
+    /// Distinct URLs so far, as ranges of `seen_urls` (one buffer, not one String each).
+    seen: Vec<std::ops::Range<usize>>,
+    seen_urls: String,
 }
 
 impl LinkRewriter for RecipientLinks<'_> {
-    fn rewrite(&mut self, url: &str) -> Option<String> {
-        let tracking = self.campaign.tracking.as_ref()?;
+    fn rewrite(&mut self, url: &str, html: bool, out: &mut String) -> bool {
+        let Some(tracking) = self.campaign.tracking.as_ref() else {
+            return false;
+        };
         let is_http = starts_with_ignore_case(url, "http://") || starts_with_ignore_case(url, "https://");
         if !is_http || Some(url) == self.unsubscribe_url || url.starts_with(&tracking.base_url) {
-            return None;
+            return false;
         }
-        let index = match self.seen.iter().position(|u| u == url) {
+        let seen_urls = self.seen_urls.as_bytes();
+        let index = match self.seen.iter().position(|r| &seen_urls[r.clone()] == url.as_bytes()) {
             Some(i) => i,
             None => {
-                self.seen.push(url.to_string());
+                let start = self.seen_urls.len();
+                self.seen_urls.push_str(url);
+                self.seen.push(start..self.seen_urls.len());
                 self.seen.len() - 1
             }
         };
-        let mut out = String::with_capacity(tracking.base_url.len() + url.len() * 4 / 3 + 96);
-        out.push_str(&tracking.base_url);
+        out.push_str(if html { &tracking.base_url_html } else { &tracking.base_url });
         tracking
             .signer
-            .append_token(&mut out, TokenKind::Click, &self.campaign.id, &self.key, index as u32, Some(url));
-        Some(out)
+            .append_token(out, TokenKind::Click, &self.campaign.id, &self.key, index as u32, Some(url));
+        true
     }
 }
 

@@ -9,15 +9,17 @@
 
 use memchr::{memchr, memmem};
 
-/// Decides what a link becomes: `Some(new_url)` to replace it, `None` to leave it.
+/// Decides what a link becomes. To replace `url`, append the replacement to `out` (in
+/// HTML, already attribute-escaped) and return true; return false to leave it as it is.
 pub trait LinkRewriter {
-    fn rewrite(&mut self, url: &str) -> Option<String>;
+    fn rewrite(&mut self, url: &str, html: bool, out: &mut String) -> bool;
 }
 
 /// Copies `html` to `out`, passing the value of each `<a href>` (entities decoded) to
-/// `rewriter` and writing back the replacement HTML-escaped.
+/// `rewriter`, which writes the replacement.
 pub fn rewrite_html(html: &str, rewriter: &mut impl LinkRewriter, out: &mut String) {
     let bytes = html.as_bytes();
+    let mut decoded = String::new();
     let mut copied = 0; // bytes[..copied] are already in `out`
     let mut pos = 0;
     while let Some(off) = memchr(b'<', &bytes[pos..]) {
@@ -31,17 +33,20 @@ pub fn rewrite_html(html: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
         } else if starts_with_tag(rest, b"a") {
             let (end, href) = scan_tag(bytes, lt + 2);
             if let Some((vstart, vend, quoted)) = href {
-                let url = decode_entities(&html[vstart..vend]);
-                if let Some(new_url) = rewriter.rewrite(url.trim()) {
-                    out.push_str(&html[copied..vstart]);
-                    if !quoted {
-                        out.push('"');
-                    }
-                    escape_attribute(&new_url, out);
-                    if !quoted {
-                        out.push('"');
-                    }
+                let url = decode_entities(&html[vstart..vend], &mut decoded).trim();
+                out.push_str(&html[copied..vstart]);
+                copied = vstart;
+                if !quoted {
+                    out.push('"');
+                }
+                let mark = out.len();
+                if rewriter.rewrite(url, true, out) {
                     copied = vend;
+                    if !quoted {
+                        out.push('"');
+                    }
+                } else {
+                    out.truncate(mark - usize::from(!quoted));
                 }
             }
             pos = end;
@@ -116,17 +121,19 @@ fn scan_tag(b: &[u8], mut pos: usize) -> (usize, Option<(usize, usize, bool)>) {
     }
 }
 
-/// Decodes the character references that occur in URLs (`&amp;` and friends, numeric ones).
-fn decode_entities(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains('&') {
-        return s.into();
+/// Decodes the character references that occur in URLs (`&amp;` and friends, numeric
+/// ones), using `scratch` when there are any.
+fn decode_entities<'a>(s: &'a str, scratch: &'a mut String) -> &'a str {
+    if memchr(b'&', s.as_bytes()).is_none() {
+        return s;
     }
-    let mut out = String::with_capacity(s.len());
+    let out = scratch;
+    out.clear();
     let mut rest = s;
-    while let Some(i) = rest.find('&') {
+    while let Some(i) = memchr(b'&', rest.as_bytes()) {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
-        let decoded = rest.find(';').filter(|&e| e <= 10).and_then(|e| {
+        let decoded = memchr(b';', &rest.as_bytes()[..rest.len().min(11)]).and_then(|e| {
             let c = match &rest[1..e] {
                 "amp" => Some('&'),
                 "quot" => Some('"'),
@@ -153,7 +160,7 @@ fn decode_entities(s: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out.push_str(rest);
-    out.into()
+    out
 }
 
 /// Escapes a value for a double-quoted HTML attribute.
@@ -202,11 +209,8 @@ pub fn rewrite_text(text: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
         if end == pos {
             continue;
         }
-        if let Some(new_url) = rewriter.rewrite(&text[start..end]) {
-            out.push_str(&text[copied..start]);
-            out.push_str(&new_url);
-            copied = end;
-        }
+        out.push_str(&text[copied..start]);
+        copied = if rewriter.rewrite(&text[start..end], false, out) { end } else { start };
         pos = end;
     }
     out.push_str(&text[copied..]);
@@ -250,9 +254,19 @@ mod tests {
 
     struct Upper(Vec<String>);
     impl LinkRewriter for Upper {
-        fn rewrite(&mut self, url: &str) -> Option<String> {
+        fn rewrite(&mut self, url: &str, html: bool, out: &mut String) -> bool {
             self.0.push(url.to_string());
-            url.starts_with("http").then(|| format!("T[{url}]"))
+            if !url.starts_with("http") {
+                return false;
+            }
+            out.push_str("T[");
+            if html {
+                escape_attribute(url, out);
+            } else {
+                out.push_str(url);
+            }
+            out.push(']');
+            true
         }
     }
 

@@ -170,6 +170,30 @@ const QP_ENCODE: [bool; 256] = {
     t
 };
 
+/// Where the run of bytes quoted-printable leaves as they are, starting at `i`, ends.
+/// Eight bytes at a time: a word with no `=`, control or non-ASCII byte is skipped whole
+/// (the bit tricks may only over-report, and the byte loop then decides exactly).
+fn literal_run_end(line: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    while let Some(chunk) = line.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let special = has_zero(w ^ (ONES * u64::from(b'=')))
+            | has_zero(w ^ (ONES * 0x7f))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH) // a byte below 0x20
+            | (w & HIGH); // a byte of 0x80 or more
+        if special != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < line.len() && !QP_ENCODE[line[i] as usize] {
+        i += 1;
+    }
+    i
+}
+
 /// RFC 2045 §6.7 quoted-printable with CRLF hard breaks and `=` soft breaks at 76.
 /// This is the renderer's hottest loop (every byte of every body passes here), so runs
 /// of literal bytes are found with a table and copied whole.
@@ -179,10 +203,7 @@ pub fn write_quoted_printable(out: &mut Vec<u8>, bytes: &[u8]) {
         let mut column = 0;
         let mut i = 0;
         while i < len {
-            let mut run_end = i;
-            while run_end < len && !QP_ENCODE[line[run_end] as usize] {
-                run_end += 1;
-            }
+            let mut run_end = literal_run_end(line, i);
             // Whitespace ending a line is encoded, or transports may strip it (rule 3).
             if run_end == len && matches!(line[len - 1], b' ' | b'\t') && run_end > i {
                 run_end -= 1;
@@ -246,6 +267,18 @@ mod tests {
         let long = qp(&"x".repeat(200));
         assert!(long.split("\r\n").all(|l| l.len() <= 76));
         assert_eq!(long.replace("=\r\n", "").trim_end(), "x".repeat(200));
+    }
+
+    #[test]
+    fn literal_runs_stop_at_every_byte_that_needs_encoding() {
+        for special in [b'=', 0x7f, 0x80, 0xff, 0x00, 0x1f, b'\t'] {
+            for at in 0..20 {
+                let mut line = vec![b'a'; 20];
+                line[at] = special;
+                let expected = if special == b'\t' { 20 } else { at };
+                assert_eq!(literal_run_end(&line, 0), expected, "byte {special:#x} at {at}");
+            }
+        }
     }
 
     #[test]

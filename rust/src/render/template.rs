@@ -1,6 +1,7 @@
 //! The campaign's templates (minijinja, Jinja2 syntax): compiled once per campaign,
 //! rendered per recipient with strict undefined variables; HTML auto-escaped, nothing else.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use minijinja::value::Value;
@@ -16,6 +17,9 @@ pub struct Templates {
     env: Environment<'static>,
     /// Top-level variables each part reads, to name the missing one in an error.
     variables: BTreeMap<String, BTreeSet<String>>,
+    /// Parts without any template tag (a fixed From, most extra headers): their text,
+    /// handed out as is instead of running the template engine per recipient.
+    literals: BTreeMap<String, String>,
 }
 
 impl Templates {
@@ -39,6 +43,7 @@ impl Templates {
         Templates {
             env,
             variables: BTreeMap::new(),
+            literals: BTreeMap::new(),
         }
     }
 
@@ -61,6 +66,10 @@ impl Templates {
             .into_iter()
             .collect::<BTreeSet<_>>();
         self.variables.insert(part.to_string(), vars);
+        if !source.contains('{') {
+            // No `{{`, `{%` or `{#`: rendering would return the source unchanged.
+            self.literals.insert(part.to_string(), source.to_string());
+        }
         Ok(())
     }
 
@@ -69,9 +78,15 @@ impl Templates {
     }
 
     /// Renders `part` for one recipient. An undefined variable names the variable.
-    pub fn render(&self, part: &str, context: &Value) -> Result<String, RenderError> {
+    pub fn render(&self, part: &str, context: &Value) -> Result<Cow<'_, str>, RenderError> {
+        if let Some(literal) = self.literals.get(part) {
+            return Ok(Cow::Borrowed(literal));
+        }
         let template = self.env.get_template(part).map_err(|e| RenderError::Internal(e.to_string()))?;
-        template.render(context.clone()).map_err(|e| self.explain(part, context, &e))
+        template
+            .render(context.clone())
+            .map(Cow::Owned)
+            .map_err(|e| self.explain(part, context, &e))
     }
 
     fn explain(&self, part: &str, context: &Value, e: &minijinja::Error) -> RenderError {
