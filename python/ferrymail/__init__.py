@@ -1,7 +1,7 @@
 """ferrymail: an outbound email delivery engine for ESPs (rendering in Rust, orchestration in asyncio)."""
 
 from . import tracking
-from .campaign import Campaign, Tracking, Unsubscribe
+from .campaign import Campaign, DkimKey, Tracking, Unsubscribe
 from .errors import ConfigError, Error, TemplateError, TokenError, WireError
 from .render import RenderedMessage, RenderError, render
 from .wire import Recipient
@@ -9,6 +9,7 @@ from .wire import Recipient
 __all__ = [
     "Campaign",
     "ConfigError",
+    "DkimKey",
     "Error",
     "Recipient",
     "RenderError",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
 from . import _core
-from .wire import CampaignSpec, TrackingSpec, UnsubscribeSpec
+from .wire import CampaignSpec, DkimKeySpec, TrackingSpec, UnsubscribeSpec
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -36,6 +36,27 @@ class Unsubscribe(msgspec.Struct, frozen=True):
     secret: str | bytes | None = None
 
 
+class DkimKey(msgspec.Struct, frozen=True):
+    """A DKIM signing key (RFC 6376): each message gets one DKIM-Signature per key.
+
+    `private_key` is PEM text (or bytes): RSA of 2048 to 8192 bits in PKCS#1 or PKCS#8,
+    or Ed25519 in PKCS#8 (RFC 8463). `algorithm` ("rsa-sha256" or "ed25519-sha256") is
+    taken from the key when None. `headers` replaces the default list of signed headers
+    (From, To, Subject, Date, Message-ID, MIME-Version, Content-Type, Reply-To,
+    List-Unsubscribe, List-Unsubscribe-Post, Feedback-ID, when present, and From once
+    more). `canonicalization` is "relaxed/relaxed" (default) or "simple/simple".
+    A key that cannot be used raises `ConfigError` naming domain and selector when the
+    campaign is built.
+    """
+
+    domain: str
+    selector: str
+    private_key: str | bytes
+    algorithm: str | None = None
+    headers: Sequence[str] | None = None
+    canonicalization: str = "relaxed/relaxed"
+
+
 def _secret_bytes(secret: str | bytes) -> bytes:
     return secret.encode() if isinstance(secret, str) else bytes(secret)
 
@@ -49,8 +70,8 @@ class Campaign:
     bad setting raises `ConfigError` naming it.
     """
 
-    __slots__ = ("_inner", "from_", "headers", "html", "id", "reply_to", "sender", "spec",
-                 "subject", "text", "tracking", "unsubscribe")
+    __slots__ = ("_inner", "dkim", "from_", "headers", "html", "id", "reply_to", "sender",
+                 "spec", "subject", "text", "tracking", "unsubscribe")
 
     def __init__(
         self,
@@ -64,6 +85,7 @@ class Campaign:
         headers: Mapping[str, str] | None = None,
         tracking: Tracking | None = None,
         unsubscribe: Unsubscribe | None = None,
+        dkim: DkimKey | Sequence[DkimKey] = (),
     ) -> None:
         self.id = str(id)
         self.sender = sender
@@ -75,6 +97,7 @@ class Campaign:
         self.headers = dict(headers or {})
         self.tracking = tracking
         self.unsubscribe = unsubscribe
+        self.dkim = (dkim,) if isinstance(dkim, DkimKey) else tuple(dkim)
         self.spec = CampaignSpec(
             id=self.id,
             sender=sender,
@@ -86,6 +109,7 @@ class Campaign:
             headers=list(self.headers.items()),
             tracking=_tracking_spec(tracking),
             unsubscribe=_unsubscribe_spec(unsubscribe, tracking),
+            dkim=[_dkim_spec(k) for k in self.dkim],
         )
         self._inner = _core.compile_campaign(_encoder.encode(self.spec))
 
@@ -116,4 +140,16 @@ def _unsubscribe_spec(
         url=unsubscribe.url,
         mailto=unsubscribe.mailto,
         secret=_secret_bytes(secret) if secret is not None else b"",
+    )
+
+
+def _dkim_spec(key: DkimKey) -> DkimKeySpec:
+    pem = key.private_key
+    return DkimKeySpec(
+        domain=key.domain,
+        selector=key.selector,
+        private_key=pem.decode("ascii", "replace") if isinstance(pem, bytes) else pem,
+        algorithm=key.algorithm,
+        headers=list(key.headers) if key.headers is not None else None,
+        canonicalization=key.canonicalization,
     )

@@ -25,6 +25,15 @@ class UnsubscribeSpec(msgspec.Struct, array_like=True, frozen=True):
     secret: bytes
 
 
+class DkimKeySpec(msgspec.Struct, array_like=True, frozen=True):
+    domain: str
+    selector: str
+    private_key: str
+    algorithm: str | None
+    headers: list[str] | None
+    canonicalization: str
+
+
 class CampaignSpec(msgspec.Struct, array_like=True, frozen=True):
     id: str
     sender: str
@@ -36,6 +45,7 @@ class CampaignSpec(msgspec.Struct, array_like=True, frozen=True):
     headers: list[tuple[str, str]]
     tracking: TrackingSpec | None
     unsubscribe: UnsubscribeSpec | None
+    dkim: list[DkimKeySpec] = []
 
 
 class Recipient(msgspec.Struct, array_like=True, frozen=True):

@@ -46,6 +46,26 @@ pub struct CampaignSpec {
     pub headers: Vec<(String, String)>,
     pub tracking: Option<TrackingSpec>,
     pub unsubscribe: Option<UnsubscribeSpec>,
+    /// DKIM keys; one DKIM-Signature per key, in this order.
+    #[serde(default)]
+    pub dkim: Vec<DkimKeySpec>,
+}
+
+/// One DKIM signing key (RFC 6376).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DkimKeySpec {
+    /// The signing domain (d=).
+    pub domain: String,
+    /// The selector (s=): the key's DNS name is `selector._domainkey.domain`.
+    pub selector: String,
+    /// PEM text: PKCS#1 or PKCS#8 RSA, or PKCS#8 Ed25519.
+    pub private_key: String,
+    /// "rsa-sha256" or "ed25519-sha256"; None takes it from the key.
+    pub algorithm: Option<String>,
+    /// Header names to sign; None signs the default set.
+    pub headers: Option<Vec<String>>,
+    /// "relaxed/relaxed" (the default in Python) or "simple/simple", or a mix.
+    pub canonicalization: String,
 }
 
 /// The ESP's own key for a recipient: what tokens, Message-IDs and events name.

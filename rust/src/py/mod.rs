@@ -8,8 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::error::CompileError;
-use crate::render::headers::format_date;
-use crate::render::{render_batch, CompiledCampaign};
+use crate::render::{render_batch, CompiledCampaign, Now};
 use crate::wire::{CampaignSpec, Recipient, RenderOutcome};
 
 /// A compiled campaign, shared by every render and (later) every delivery of it.
@@ -52,13 +51,18 @@ pub fn render(
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64)
             });
-            let date = format_date(now_ms.div_euclid(1000));
-            Ok(render_batch(&campaign, &recipients, &date, threads))
+            Ok(render_batch(
+                &campaign,
+                &recipients,
+                &Now::at(now_ms.div_euclid(1000)),
+                threads,
+            ))
         })
         .map_err(|e| error(py, "WireError", e))?;
     // Encode straight into the Python bytes object: one copy of the messages, not two.
     let mut counter = ByteCounter(0);
-    rmp_serde::encode::write(&mut counter, &outcomes).map_err(|e| error(py, "WireError", e.to_string()))?;
+    rmp_serde::encode::write(&mut counter, &outcomes)
+        .map_err(|e| error(py, "WireError", e.to_string()))?;
     let encoded = PyBytes::new_with(py, counter.0, |mut buf: &mut [u8]| {
         rmp_serde::encode::write(&mut buf, &outcomes)
             .map_err(|e| error(py, "WireError", e.to_string()))
@@ -85,7 +89,11 @@ impl std::io::Write for ByteCounter {
 /// conformance test checks that both sides agree byte for byte.
 #[pyfunction]
 pub fn wire_roundtrip(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<Py<PyBytes>> {
-    fn again<T: serde::de::DeserializeOwned + serde::Serialize>(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<Vec<u8>> {
+    fn again<T: serde::de::DeserializeOwned + serde::Serialize>(
+        py: Python<'_>,
+        kind: &str,
+        data: &[u8],
+    ) -> PyResult<Vec<u8>> {
         let value: T = decode(py, kind, data)?;
         rmp_serde::to_vec(&value).map_err(|e| error(py, "WireError", format!("{kind}: {e}")))
     }
@@ -94,9 +102,16 @@ pub fn wire_roundtrip(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<Py<Py
         "CampaignSpec" => again::<CampaignSpec>(py, kind, data)?,
         "TrackingSpec" => again::<TrackingSpec>(py, kind, data)?,
         "UnsubscribeSpec" => again::<UnsubscribeSpec>(py, kind, data)?,
+        "DkimKeySpec" => again::<DkimKeySpec>(py, kind, data)?,
         "Recipient" => again::<Recipient>(py, kind, data)?,
         "RenderOutcome" => again::<RenderOutcome>(py, kind, data)?,
-        _ => return Err(error(py, "WireError", format!("unknown wire struct {kind:?}"))),
+        _ => {
+            return Err(error(
+                py,
+                "WireError",
+                format!("unknown wire struct {kind:?}"),
+            ))
+        }
     };
     Ok(PyBytes::new(py, &out).unbind())
 }
@@ -122,10 +137,14 @@ fn error(py: Python<'_>, class: &str, message: impl Into<String>) -> PyErr {
 fn compile_error(py: Python<'_>, e: CompileError) -> PyErr {
     let message = e.to_string();
     let made = py.import("ferrymail.errors").and_then(|m| match &e {
-        CompileError::Template { part, line, column, .. } => m
+        CompileError::Template {
+            part, line, column, ..
+        } => m
             .getattr("TemplateError")?
             .call1((message.clone(), part.clone(), *line, *column)),
-        CompileError::Config { field, .. } => m.getattr("ConfigError")?.call1((message.clone(), field.clone())),
+        CompileError::Config { field, .. } => m
+            .getattr("ConfigError")?
+            .call1((message.clone(), field.clone())),
     });
     match made {
         Ok(exc) => PyErr::from_value(exc),

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-use super::campaign::CompiledCampaign;
+use super::campaign::{CompiledCampaign, Now};
 use crate::error::RenderError;
 use crate::wire::{Recipient, RenderOutcome};
 
@@ -18,10 +18,10 @@ const PARALLEL_MIN: usize = 64;
 pub fn render_batch(
     campaign: &CompiledCampaign,
     recipients: &[Recipient],
-    date: &str,
+    now: &Now,
     threads: usize,
 ) -> Vec<RenderOutcome> {
-    let one = |r: &Recipient| render_one(campaign, r, date);
+    let one = |r: &Recipient| render_one(campaign, r, now);
     if threads == 1 || recipients.len() < PARALLEL_MIN {
         return recipients.iter().map(one).collect();
     }
@@ -34,16 +34,17 @@ pub fn render_batch(
 }
 
 /// One outcome; a panic in this recipient's rendering becomes this recipient's error.
-fn render_one(campaign: &CompiledCampaign, recipient: &Recipient, date: &str) -> RenderOutcome {
-    let result = catch_unwind(AssertUnwindSafe(|| campaign.render(recipient, date)))
-        .unwrap_or_else(|panic| {
+fn render_one(campaign: &CompiledCampaign, recipient: &Recipient, now: &Now) -> RenderOutcome {
+    let result = catch_unwind(AssertUnwindSafe(|| campaign.render(recipient, now))).unwrap_or_else(
+        |panic| {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             Err(RenderError::Internal(what))
-        });
+        },
+    );
     match result {
         Ok(m) => RenderOutcome {
             envelope_from: m.envelope_from,
@@ -66,7 +67,10 @@ fn render_one(campaign: &CompiledCampaign, recipient: &Recipient, date: &str) ->
 
 fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     pools
         .entry(threads)
         .or_insert_with(|| {

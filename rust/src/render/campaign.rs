@@ -8,8 +8,11 @@ use sha2::{Digest, Sha256};
 
 use super::address::Mailbox;
 use super::context::vars_to_context;
+use super::dkim::{sign_message, DkimSigner};
 use super::headers::{check_value, write_unstructured, NameAddr};
-use super::links::{escape_attribute, insert_before_body_end, rewrite_html, rewrite_text, LinkRewriter};
+use super::links::{
+    escape_attribute, insert_before_body_end, rewrite_html, rewrite_text, LinkRewriter,
+};
 use super::mime::{write_body, Part};
 use super::template::{Templates, HTML};
 use super::token::{RecipientKey, TokenKind, TokenSigner};
@@ -23,9 +26,20 @@ const TEXT: &str = "text";
 
 /// Fields ferrymail writes itself; an extra header may not set them (Bcc would leak).
 const RESERVED_HEADERS: &[&str] = &[
-    "from", "to", "subject", "date", "message-id", "reply-to", "mime-version",
-    "content-type", "content-transfer-encoding", "list-unsubscribe",
-    "list-unsubscribe-post", "dkim-signature", "bcc", "return-path",
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "reply-to",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "dkim-signature",
+    "bcc",
+    "return-path",
 ];
 
 struct Tracking {
@@ -53,6 +67,22 @@ pub struct CompiledCampaign {
     headers: Vec<(String, String)>,
     tracking: Option<Tracking>,
     unsubscribe: Option<Unsubscribe>,
+    dkim: Vec<DkimSigner>,
+}
+
+/// The moment a batch is rendered: its Date field and DKIM `t=`.
+pub struct Now {
+    pub date: String,
+    pub unix: i64,
+}
+
+impl Now {
+    pub fn at(unix: i64) -> Self {
+        Now {
+            date: super::headers::format_date(unix),
+            unix,
+        }
+    }
 }
 
 /// One recipient's finished message.
@@ -69,7 +99,10 @@ impl CompiledCampaign {
     pub fn compile(spec: &CampaignSpec) -> Result<Self, CompileError> {
         let sender = Mailbox::parse(&spec.sender).map_err(|e| CompileError::config("sender", e))?;
         if spec.html.is_none() && spec.text.is_none() {
-            return Err(CompileError::config("html/text", "a campaign needs an html or a text part"));
+            return Err(CompileError::config(
+                "html/text",
+                "a campaign needs an html or a text part",
+            ));
         }
         let mut templates = Templates::new();
         templates.add(SUBJECT, &spec.subject)?;
@@ -122,7 +155,10 @@ impl CompiledCampaign {
                     .transpose()
                     .map_err(|e| CompileError::config("unsubscribe.mailto", e))?;
                 if u.url.is_none() && mailto.is_none() {
-                    return Err(CompileError::config("unsubscribe", "give a url, a mailto, or both"));
+                    return Err(CompileError::config(
+                        "unsubscribe",
+                        "give a url, a mailto, or both",
+                    ));
                 }
                 Ok(Unsubscribe {
                     url: u.url.clone(),
@@ -131,7 +167,14 @@ impl CompiledCampaign {
                 })
             })
             .transpose()?;
+        let dkim = spec
+            .dkim
+            .iter()
+            .enumerate()
+            .map(|(i, key)| DkimSigner::new(key, i))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(CompiledCampaign {
+            dkim,
             id: spec.id.clone(),
             sender,
             templates,
@@ -146,8 +189,8 @@ impl CompiledCampaign {
         self.sender.address()
     }
 
-    /// Renders one recipient's message. `date` is the Date field, shared by a batch.
-    pub fn render(&self, recipient: &Recipient, date: &str) -> Result<Rendered, RenderError> {
+    /// Renders (and signs) one recipient's message at `now`, shared by a batch.
+    pub fn render(&self, recipient: &Recipient, now: &Now) -> Result<Rendered, RenderError> {
         let rcpt = Mailbox::parse(&recipient.address).map_err(|reason| RenderError::Address {
             address: recipient.address.clone(),
             reason,
@@ -173,7 +216,10 @@ impl CompiledCampaign {
         let subject = self.header_value(SUBJECT, "Subject", &context)?;
         let from = NameAddr::parse("From", &self.header_value(FROM, "From", &context)?)?;
         let reply_to = if self.templates.has(REPLY_TO) {
-            Some(NameAddr::parse("Reply-To", &self.header_value(REPLY_TO, "Reply-To", &context)?)?)
+            Some(NameAddr::parse(
+                "Reply-To",
+                &self.header_value(REPLY_TO, "Reply-To", &context)?,
+            )?)
         } else {
             None
         };
@@ -206,7 +252,7 @@ impl CompiledCampaign {
         // Room for quoted-printable growth and the headers, so the buffer never moves.
         let mut out = Vec::with_capacity(size_hint + size_hint / 4 + 2048);
         out.extend_from_slice(b"Date: ");
-        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(now.date.as_bytes());
         out.extend_from_slice(b"\r\n");
         from.write(&mut out, "From");
         out.extend_from_slice(b"To: ");
@@ -219,19 +265,30 @@ impl CompiledCampaign {
         if let Some(reply_to) = &reply_to {
             reply_to.write(&mut out, "Reply-To");
         }
-        write_list_unsubscribe(&mut out, unsubscribe_url.as_deref(), unsubscribe_mailto.as_deref());
+        write_list_unsubscribe(
+            &mut out,
+            unsubscribe_url.as_deref(),
+            unsubscribe_mailto.as_deref(),
+        );
         for (name, value) in &extra {
             write_unstructured(&mut out, name, value);
         }
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
         let parts: Vec<Part<'_>> = [
-            text.as_deref().map(|t| Part { media_type: "text/plain", text: t }),
-            html.as_deref().map(|h| Part { media_type: "text/html", text: h }),
+            text.as_deref().map(|t| Part {
+                media_type: "text/plain",
+                text: t,
+            }),
+            html.as_deref().map(|h| Part {
+                media_type: "text/html",
+                text: h,
+            }),
         ]
         .into_iter()
         .flatten()
         .collect();
         write_body(&mut out, &parts, &digest);
+        let out = sign_message(&self.dkim, out, now.unix);
 
         Ok(Rendered {
             envelope_from: self.sender.address(),
@@ -242,13 +299,22 @@ impl CompiledCampaign {
         })
     }
 
-    fn header_value(&self, part: &str, header: &str, context: &Value) -> Result<Cow<'_, str>, RenderError> {
+    fn header_value(
+        &self,
+        part: &str,
+        header: &str,
+        context: &Value,
+    ) -> Result<Cow<'_, str>, RenderError> {
         let value = self.templates.render(part, context)?;
         check_value(header, &value)?;
         Ok(value)
     }
 
-    fn html_part(&self, context: &Value, links: &mut RecipientLinks<'_>) -> Result<String, RenderError> {
+    fn html_part(
+        &self,
+        context: &Value,
+        links: &mut RecipientLinks<'_>,
+    ) -> Result<String, RenderError> {
         let html = self.templates.render(HTML, context)?.into_owned();
         let Some(tracking) = &self.tracking else {
             return Ok(html);
@@ -264,14 +330,25 @@ impl CompiledCampaign {
             let mut pixel = String::with_capacity(200);
             pixel.push_str("<img src=\"");
             pixel.push_str(&tracking.base_url_html);
-            tracking.signer.append_token(&mut pixel, TokenKind::Open, &self.id, &links.key, 0, None);
+            tracking.signer.append_token(
+                &mut pixel,
+                TokenKind::Open,
+                &self.id,
+                &links.key,
+                0,
+                None,
+            );
             pixel.push_str("\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">");
             insert_before_body_end(&mut out, &pixel);
         }
         Ok(out)
     }
 
-    fn text_part(&self, context: &Value, links: &mut RecipientLinks<'_>) -> Result<String, RenderError> {
+    fn text_part(
+        &self,
+        context: &Value,
+        links: &mut RecipientLinks<'_>,
+    ) -> Result<String, RenderError> {
         let text = self.templates.render(TEXT, context)?.into_owned();
         match &self.tracking {
             Some(t) if t.clicks => {
@@ -289,9 +366,13 @@ impl CompiledCampaign {
             return (None, None);
         };
         let mut token = String::with_capacity(96);
-        u.signer.append_token(&mut token, TokenKind::Unsubscribe, &self.id, key, 0, None);
+        u.signer
+            .append_token(&mut token, TokenKind::Unsubscribe, &self.id, key, 0, None);
         let url = u.url.as_ref().map(|base| format!("{base}{token}"));
-        let mailto = u.mailto.as_ref().map(|m| format!("mailto:{m}?subject=unsubscribe-{token}"));
+        let mailto = u
+            .mailto
+            .as_ref()
+            .map(|m| format!("mailto:{m}?subject=unsubscribe-{token}"));
         (url, mailto)
     }
 }
@@ -334,12 +415,17 @@ impl LinkRewriter for RecipientLinks<'_> {
         let Some(tracking) = self.campaign.tracking.as_ref() else {
             return false;
         };
-        let is_http = starts_with_ignore_case(url, "http://") || starts_with_ignore_case(url, "https://");
+        let is_http =
+            starts_with_ignore_case(url, "http://") || starts_with_ignore_case(url, "https://");
         if !is_http || Some(url) == self.unsubscribe_url || url.starts_with(&tracking.base_url) {
             return false;
         }
         let seen_urls = self.seen_urls.as_bytes();
-        let index = match self.seen.iter().position(|r| &seen_urls[r.clone()] == url.as_bytes()) {
+        let index = match self
+            .seen
+            .iter()
+            .position(|r| &seen_urls[r.clone()] == url.as_bytes())
+        {
             Some(i) => i,
             None => {
                 let start = self.seen_urls.len();
@@ -348,10 +434,19 @@ impl LinkRewriter for RecipientLinks<'_> {
                 self.seen.len() - 1
             }
         };
-        out.push_str(if html { &tracking.base_url_html } else { &tracking.base_url });
-        tracking
-            .signer
-            .append_token(out, TokenKind::Click, &self.campaign.id, &self.key, index as u32, Some(url));
+        out.push_str(if html {
+            &tracking.base_url_html
+        } else {
+            &tracking.base_url
+        });
+        tracking.signer.append_token(
+            out,
+            TokenKind::Click,
+            &self.campaign.id,
+            &self.key,
+            index as u32,
+            Some(url),
+        );
         true
     }
 }
@@ -388,7 +483,10 @@ fn message_digest(campaign: &str, key: &RecipientKey<'_>) -> String {
 fn check_header_name(name: &str) -> Result<(), CompileError> {
     let field = format!("headers[{name:?}]");
     if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
-        return Err(CompileError::config(field, "a header name is printable ASCII without ':' or spaces"));
+        return Err(CompileError::config(
+            field,
+            "a header name is printable ASCII without ':' or spaces",
+        ));
     }
     if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
         return Err(CompileError::config(
@@ -401,20 +499,31 @@ fn check_header_name(name: &str) -> Result<(), CompileError> {
 
 fn check_url(field: &str, url: &str) -> Result<(), CompileError> {
     let ok = (starts_with_ignore_case(url, "https://") || starts_with_ignore_case(url, "http://"))
-        && !url.bytes().any(|b| b <= b' ' || b == b'"' || b == b'<' || b == b'>' || b >= 0x7f);
+        && !url
+            .bytes()
+            .any(|b| b <= b' ' || b == b'"' || b == b'<' || b == b'>' || b >= 0x7f);
     if ok {
         Ok(())
     } else {
-        Err(CompileError::config(field, format!("{url:?} is not an http(s) URL of printable ASCII")))
+        Err(CompileError::config(
+            field,
+            format!("{url:?} is not an http(s) URL of printable ASCII"),
+        ))
     }
 }
 
 fn check_secret(field: &str, secret: &[u8]) -> Result<(), CompileError> {
     if secret.is_empty() {
-        return Err(CompileError::config(field, "no signing secret: give one here or in Tracking(secret=...)"));
+        return Err(CompileError::config(
+            field,
+            "no signing secret: give one here or in Tracking(secret=...)",
+        ));
     }
     if secret.len() < 16 {
-        return Err(CompileError::config(field, "a signing secret needs at least 16 bytes"));
+        return Err(CompileError::config(
+            field,
+            "a signing secret needs at least 16 bytes",
+        ));
     }
     Ok(())
 }

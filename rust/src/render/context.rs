@@ -15,7 +15,10 @@ pub fn vars_to_context(vars: &Mp) -> Result<BTreeMap<String, Value>, String> {
                 let key = k
                     .as_str()
                     .ok_or_else(|| format!("variable names must be strings, got {k}"))?;
-                Ok((key.to_string(), to_value(v).map_err(|e| format!("{key}: {e}"))?))
+                Ok((
+                    key.to_string(),
+                    to_value(v).map_err(|e| format!("{key}: {e}"))?,
+                ))
             })
             .collect(),
         other => Err(format!("vars must be a map, got {other}")),
@@ -37,6 +40,10 @@ fn to_value(v: &Mp) -> Result<Value, String> {
         Mp::Binary(b) => Value::from_bytes(b.clone()),
         Mp::Array(items) => Value::from(items.iter().map(to_value).collect::<Result<Vec<_>, _>>()?),
         Mp::Map(_) => Value::from(vars_to_context(v)?),
-        Mp::Ext(tag, _) => return Err(format!("unsupported value (MessagePack extension type {tag})")),
+        Mp::Ext(tag, _) => {
+            return Err(format!(
+                "unsupported value (MessagePack extension type {tag})"
+            ))
+        }
     })
 }

@@ -106,7 +106,10 @@ impl NameAddr {
             header: header.to_string(),
             message,
         };
-        let (name, addr) = match value.strip_suffix('>').and_then(|v| v.rfind('<').map(|i| (v, i))) {
+        let (name, addr) = match value
+            .strip_suffix('>')
+            .and_then(|v| v.rfind('<').map(|i| (v, i)))
+        {
             Some((v, i)) => (Some(unquote(v[..i].trim())), &v[i + 1..]),
             None => (None, value),
         };
@@ -160,7 +163,10 @@ impl NameAddr {
 
 /// RFC 5322 specials that force a display name into a quoted-string.
 fn is_special(b: u8) -> bool {
-    matches!(b, b'(' | b')' | b'<' | b'>' | b'[' | b']' | b':' | b';' | b'@' | b'\\' | b',' | b'.' | b'"')
+    matches!(
+        b,
+        b'(' | b')' | b'<' | b'>' | b'[' | b']' | b':' | b';' | b'@' | b'\\' | b',' | b'.' | b'"'
+    )
 }
 
 fn unquote(s: &str) -> String {
@@ -169,7 +175,11 @@ fn unquote(s: &str) -> String {
             let mut out = String::with_capacity(inner.len());
             let mut chars = inner.chars();
             while let Some(c) = chars.next() {
-                out.push(if c == '\\' { chars.next().unwrap_or('\\') } else { c });
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or('\\')
+                } else {
+                    c
+                });
             }
             out
         }
@@ -232,7 +242,11 @@ mod tests {
         for line in f.split("\r\n").filter(|l| !l.is_empty()) {
             assert!(line.len() <= FOLD_AT + 3, "{line}");
             let word = line.trim_start().trim_start_matches("Subject: ");
-            let b64 = word.strip_prefix("=?utf-8?B?").unwrap().strip_suffix("?=").unwrap();
+            let b64 = word
+                .strip_prefix("=?utf-8?B?")
+                .unwrap()
+                .strip_suffix("?=")
+                .unwrap();
             String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap();
         }
     }
@@ -246,10 +260,14 @@ mod tests {
     #[test]
     fn display_names_are_quoted_or_encoded() {
         let mut out = Vec::new();
-        NameAddr::parse("From", "Lee, Ann <ann@Example.com>").unwrap().write(&mut out, "From");
+        NameAddr::parse("From", "Lee, Ann <ann@Example.com>")
+            .unwrap()
+            .write(&mut out, "From");
         assert_eq!(out, b"From: \"Lee, Ann\" <ann@example.com>\r\n");
         out.clear();
-        NameAddr::parse("From", "\"Zoë\" <z@bücher.example>").unwrap().write(&mut out, "From");
+        NameAddr::parse("From", "\"Zoë\" <z@bücher.example>")
+            .unwrap()
+            .write(&mut out, "From");
         assert!(out.starts_with(b"From: =?utf-8?B?"));
         assert!(out.ends_with(b"<z@xn--bcher-kva.example>\r\n"));
     }
@@ -257,6 +275,9 @@ mod tests {
     #[test]
     fn dates_are_rfc5322() {
         assert_eq!(format_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(format_date(1_795_936_322), "Sun, 29 Nov 2026 07:12:02 +0000");
+        assert_eq!(
+            format_date(1_795_936_322),
+            "Sun, 29 Nov 2026 07:12:02 +0000"
+        );
     }
 }

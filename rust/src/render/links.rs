@@ -28,7 +28,11 @@ pub fn rewrite_html(html: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
         if rest.starts_with(b"<!--") {
             pos = memmem::find(&rest[4..], b"-->").map_or(bytes.len(), |e| lt + 4 + e + 3);
         } else if starts_with_tag(rest, b"script") || starts_with_tag(rest, b"style") {
-            let name: &[u8] = if starts_with_tag(rest, b"script") { b"</script" } else { b"</style" };
+            let name: &[u8] = if starts_with_tag(rest, b"script") {
+                b"</script"
+            } else {
+                b"</style"
+            };
             pos = find_ignore_case(&bytes[lt + 1..], name).map_or(bytes.len(), |e| lt + 1 + e);
         } else if starts_with_tag(rest, b"a") {
             let (end, href) = scan_tag(bytes, lt + 2);
@@ -61,7 +65,10 @@ pub fn rewrite_html(html: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
 fn starts_with_tag(s: &[u8], name: &[u8]) -> bool {
     s.len() > name.len() + 1
         && s[1..=name.len()].eq_ignore_ascii_case(name)
-        && matches!(s[name.len() + 1], b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' | b'>' | b'/')
+        && matches!(
+            s[name.len() + 1],
+            b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' | b'>' | b'/'
+        )
 }
 
 fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -85,7 +92,10 @@ fn scan_tag(b: &[u8], mut pos: usize) -> (usize, Option<(usize, usize, bool)>) {
             return (pos + 1, href);
         }
         let name_start = pos;
-        while pos < b.len() && !matches!(b[pos], b'=' | b'>' | b'/') && !b[pos].is_ascii_whitespace() {
+        while pos < b.len()
+            && !matches!(b[pos], b'=' | b'>' | b'/')
+            && !b[pos].is_ascii_whitespace()
+        {
             pos += 1;
         }
         let name = &b[name_start..pos];
@@ -140,9 +150,9 @@ fn decode_entities<'a>(s: &'a str, scratch: &'a mut String) -> &'a str {
                 "apos" | "#39" => Some('\''),
                 "lt" => Some('<'),
                 "gt" => Some('>'),
-                n if n.starts_with("#x") || n.starts_with("#X") => {
-                    u32::from_str_radix(&n[2..], 16).ok().and_then(char::from_u32)
-                }
+                n if n.starts_with("#x") || n.starts_with("#X") => u32::from_str_radix(&n[2..], 16)
+                    .ok()
+                    .and_then(char::from_u32),
                 n if n.starts_with('#') => n[1..].parse().ok().and_then(char::from_u32),
                 _ => None,
             };
@@ -166,7 +176,9 @@ fn decode_entities<'a>(s: &'a str, scratch: &'a mut String) -> &'a str {
 /// Escapes a value for a double-quoted HTML attribute.
 pub fn escape_attribute(s: &str, out: &mut String) {
     // Tracking URLs rarely need escaping: two SIMD scans beat a byte loop.
-    if memchr::memchr3(b'&', b'"', b'<', s.as_bytes()).is_none() && memchr(b'>', s.as_bytes()).is_none() {
+    if memchr::memchr3(b'&', b'"', b'<', s.as_bytes()).is_none()
+        && memchr(b'>', s.as_bytes()).is_none()
+    {
         out.push_str(s);
         return;
     }
@@ -210,7 +222,11 @@ pub fn rewrite_text(text: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
             continue;
         }
         out.push_str(&text[copied..start]);
-        copied = if rewriter.rewrite(&text[start..end], false, out) { end } else { start };
+        copied = if rewriter.rewrite(&text[start..end], false, out) {
+            end
+        } else {
+            start
+        };
         pos = end;
     }
     out.push_str(&text[copied..]);
@@ -220,7 +236,10 @@ pub fn rewrite_text(text: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
 /// trailing sentence punctuation (and a closing parenthesis it did not open).
 fn url_end(b: &[u8], from: usize) -> usize {
     let mut end = from;
-    while end < b.len() && !b[end].is_ascii_whitespace() && !matches!(b[end], b'<' | b'>' | b'"' | b'\'' | b'`') {
+    while end < b.len()
+        && !b[end].is_ascii_whitespace()
+        && !matches!(b[end], b'<' | b'>' | b'"' | b'\'' | b'`')
+    {
         end += 1;
     }
     while end > from {
@@ -279,9 +298,22 @@ mod tests {
         let mut r = Upper(vec![]);
         let mut out = String::new();
         rewrite_html(html, &mut r, &mut out);
-        assert_eq!(r.0, ["https://a.example/?x=1&y=2", "http://b.example/p", "mailto:x@y.z"]);
-        assert!(out.contains("HREF='T[https://a.example/?x=1&amp;y=2]'"), "{out}");
-        assert!(out.contains("<a href=\"T[http://b.example/p]\">b</a>"), "{out}");
+        assert_eq!(
+            r.0,
+            [
+                "https://a.example/?x=1&y=2",
+                "http://b.example/p",
+                "mailto:x@y.z"
+            ]
+        );
+        assert!(
+            out.contains("HREF='T[https://a.example/?x=1&amp;y=2]'"),
+            "{out}"
+        );
+        assert!(
+            out.contains("<a href=\"T[http://b.example/p]\">b</a>"),
+            "{out}"
+        );
         assert!(out.contains("http://comment.example") && out.contains("http://js.example"));
         assert!(out.contains("href=\"mailto:x@y.z\""));
     }
@@ -293,7 +325,10 @@ mod tests {
         let mut out = String::new();
         rewrite_text(text, &mut r, &mut out);
         assert_eq!(r.0, ["https://a.example/x", "http://b.example/y"]);
-        assert_eq!(out, "See T[https://a.example/x]. Or (T[http://b.example/y]), xhttp://no.example");
+        assert_eq!(
+            out,
+            "See T[https://a.example/x]. Or (T[http://b.example/y]), xhttp://no.example"
+        );
     }
 
     #[test]

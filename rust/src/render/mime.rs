@@ -90,7 +90,9 @@ pub fn write_body(out: &mut Vec<u8>, parts: &[Part<'_>], boundary_seed: &str) {
     out.extend_from_slice(b"\"\r\n\r\n");
     for part in parts {
         let mut encoding = TransferEncoding::choose(part.text);
-        if encoding == TransferEncoding::SevenBit && memmem::find(part.text.as_bytes(), boundary.as_bytes()).is_some() {
+        if encoding == TransferEncoding::SevenBit
+            && memmem::find(part.text.as_bytes(), boundary.as_bytes()).is_some()
+        {
             encoding = TransferEncoding::QuotedPrintable;
         }
         out.extend_from_slice(b"--");
@@ -134,7 +136,11 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
         let cur = rest?;
         match memchr::memchr2(b'\r', b'\n', cur) {
             Some(i) => {
-                let skip = if cur[i] == b'\r' && cur.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                let skip = if cur[i] == b'\r' && cur.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
                 rest = Some(&cur[i + skip..]);
                 Some(&cur[..i])
             }
@@ -226,7 +232,11 @@ pub fn write_quoted_printable(out: &mut Vec<u8>, bytes: &[u8]) {
             }
             if i < len {
                 let b = line[i];
-                let limit = if i + 1 == len { ENCODED_LINE } else { ENCODED_LINE - 1 };
+                let limit = if i + 1 == len {
+                    ENCODED_LINE
+                } else {
+                    ENCODED_LINE - 1
+                };
                 if column + 3 > limit {
                     out.extend_from_slice(b"=\r\n");
                     column = 0;
@@ -276,7 +286,11 @@ mod tests {
                 let mut line = vec![b'a'; 20];
                 line[at] = special;
                 let expected = if special == b'\t' { 20 } else { at };
-                assert_eq!(literal_run_end(&line, 0), expected, "byte {special:#x} at {at}");
+                assert_eq!(
+                    literal_run_end(&line, 0),
+                    expected,
+                    "byte {special:#x} at {at}"
+                );
             }
         }
     }
@@ -293,9 +307,21 @@ mod tests {
 
     #[test]
     fn encoding_choice() {
-        assert_eq!(TransferEncoding::choose("plain"), TransferEncoding::SevenBit);
-        assert_eq!(TransferEncoding::choose(&"x".repeat(1000)), TransferEncoding::QuotedPrintable);
-        assert_eq!(TransferEncoding::choose("Grüße aus Berlin"), TransferEncoding::QuotedPrintable);
-        assert_eq!(TransferEncoding::choose("日本語のテキスト"), TransferEncoding::Base64);
+        assert_eq!(
+            TransferEncoding::choose("plain"),
+            TransferEncoding::SevenBit
+        );
+        assert_eq!(
+            TransferEncoding::choose(&"x".repeat(1000)),
+            TransferEncoding::QuotedPrintable
+        );
+        assert_eq!(
+            TransferEncoding::choose("Grüße aus Berlin"),
+            TransferEncoding::QuotedPrintable
+        );
+        assert_eq!(
+            TransferEncoding::choose("日本語のテキスト"),
+            TransferEncoding::Base64
+        );
     }
 }

@@ -4,6 +4,7 @@ pub mod address;
 pub mod batch;
 pub mod campaign;
 pub mod context;
+pub mod dkim;
 pub mod headers;
 pub mod links;
 pub mod mime;
@@ -11,4 +12,4 @@ pub mod template;
 pub mod token;
 
 pub use batch::render_batch;
-pub use campaign::CompiledCampaign;
+pub use campaign::{CompiledCampaign, Now};

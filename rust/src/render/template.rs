@@ -82,7 +82,10 @@ impl Templates {
         if let Some(literal) = self.literals.get(part) {
             return Ok(Cow::Borrowed(literal));
         }
-        let template = self.env.get_template(part).map_err(|e| RenderError::Internal(e.to_string()))?;
+        let template = self
+            .env
+            .get_template(part)
+            .map_err(|e| RenderError::Internal(e.to_string()))?;
         template
             .render(context.clone())
             .map(Cow::Owned)
@@ -98,7 +101,10 @@ impl Templates {
                 .map(String::as_str)
                 .collect();
             if missing.is_empty() {
-                format!("undefined value{line}: {}", e.detail().unwrap_or("an attribute or item is missing"))
+                format!(
+                    "undefined value{line}: {}",
+                    e.detail().unwrap_or("an attribute or item is missing")
+                )
             } else {
                 format!(
                     "undefined variable {}{line} (give it in the recipient's vars, or use the `default` filter)",
@@ -153,7 +159,9 @@ mod tests {
         let mut t = Templates::new();
         let err = t.add("html", "<p>\n  {{ name }\n</p>").unwrap_err();
         match err {
-            CompileError::Template { part, line, column, .. } => {
+            CompileError::Template {
+                part, line, column, ..
+            } => {
                 assert_eq!((part.as_str(), line), ("html", 2));
                 assert!(column > 1, "column {column}");
             }
@@ -165,12 +173,16 @@ mod tests {
     fn html_is_escaped_text_is_not_and_undefined_is_named() {
         let mut t = Templates::new();
         t.add("html", "<b>{{ name }}</b>").unwrap();
-        t.add("text", "Hi {{ name }} {{ missing|default('x') }}").unwrap();
+        t.add("text", "Hi {{ name }} {{ missing|default('x') }}")
+            .unwrap();
         t.add("subject", "Hi {{ first_name }}").unwrap();
         let c = ctx(&[("name", "<Ann & co>")]);
         assert_eq!(t.render("html", &c).unwrap(), "<b>&lt;Ann &amp; co&gt;</b>");
         assert_eq!(t.render("text", &c).unwrap(), "Hi <Ann & co> x");
         let err = t.render("subject", &c).unwrap_err().to_string();
-        assert!(err.contains("`first_name`") && err.contains("subject"), "{err}");
+        assert!(
+            err.contains("`first_name`") && err.contains("subject"),
+            "{err}"
+        );
     }
 }

@@ -136,6 +136,9 @@ mod tests {
         mac.update(payload);
         assert_eq!(&mac.finalize().into_bytes()[..TAG_LEN], tag);
         let v: (u8, u8, String, i64, u32, Option<String>) = rmp_serde::from_slice(payload).unwrap();
-        assert_eq!(v, (1, 1, "c1".into(), 7, 2, Some("https://example.com/".into())));
+        assert_eq!(
+            v,
+            (1, 1, "c1".into(), 7, 2, Some("https://example.com/".into()))
+        );
     }
 }
