@@ -1,4 +1,4 @@
-"""ferrymail: an outbound email delivery engine for ESPs (rendering in Rust, orchestration in asyncio)."""
+"""ferrymail: an outbound email delivery engine for ESPs (Rust core, asyncio orchestration)."""
 
 from . import tracking
 from .campaign import Campaign, DkimKey, Tracking, Unsubscribe

@@ -70,8 +70,21 @@ class Campaign:
     bad setting raises `ConfigError` naming it.
     """
 
-    __slots__ = ("_inner", "dkim", "from_", "headers", "html", "id", "reply_to", "sender",
-                 "spec", "subject", "text", "tracking", "unsubscribe")
+    __slots__ = (
+        "_inner",
+        "dkim",
+        "from_",
+        "headers",
+        "html",
+        "id",
+        "reply_to",
+        "sender",
+        "spec",
+        "subject",
+        "text",
+        "tracking",
+        "unsubscribe",
+    )
 
     def __init__(
         self,

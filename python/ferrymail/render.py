@@ -48,7 +48,8 @@ def render(
     batch = [r if isinstance(r, Recipient) else Recipient(r) for r in recipients]
     n_threads = 0 if threads is None else max(1, int(threads))
     try:
-        outcomes = _outcomes.decode(_core.render(campaign._inner, _encoder.encode(batch), n_threads))
+        encoded = _core.render(campaign._inner, _encoder.encode(batch), n_threads)
+        outcomes = _outcomes.decode(encoded)
     except (TypeError, ValueError, OverflowError, WireError):
         # A recipient the wire cannot carry (say, vars holding a set, or an id beyond
         # 64 bits) must fail alone: retry one by one to find it.
