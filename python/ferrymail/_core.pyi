@@ -2,6 +2,8 @@
 
 from typing import final
 
+__all__ = ["CompiledCampaign", "compile_campaign", "render", "wire_roundtrip"]
+
 @final
 class CompiledCampaign: ...
 

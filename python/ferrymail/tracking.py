@@ -47,6 +47,10 @@ def verify(token: str, secret: str | bytes) -> TokenClaims:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError) as e:
         raise TokenError(f"token is not base64url: {e}") from None
+    # The decoder is lenient (it skips junk, accepts '+' and '/', ignores unused bits):
+    # only the exact encoding ferrymail writes is a token.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != token.encode("ascii", "replace"):
+        raise TokenError("token is not in canonical base64url form")
     if len(raw) <= TAG_LEN:
         raise TokenError("token is too short")
     payload, tag = raw[:-TAG_LEN], raw[-TAG_LEN:]

@@ -73,6 +73,8 @@ pub struct DkimKeySpec {
 #[serde(untagged)]
 pub enum RecipientId {
     Int(i64),
+    /// Ids from 2^63 to 2^64 - 1 (MessagePack keeps them unsigned).
+    UInt(u64),
     Str(String),
 }
 

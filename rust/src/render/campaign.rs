@@ -105,9 +105,12 @@ impl CompiledCampaign {
             ));
         }
         let mut templates = Templates::new();
+        check_header_template("subject", &spec.subject)?;
         templates.add(SUBJECT, &spec.subject)?;
+        check_header_template("from_", &spec.from_)?;
         templates.add(FROM, &spec.from_)?;
         if let Some(reply_to) = &spec.reply_to {
+            check_header_template("reply_to", reply_to)?;
             templates.add(REPLY_TO, reply_to)?;
         }
         if let Some(html) = &spec.html {
@@ -120,6 +123,7 @@ impl CompiledCampaign {
         for (name, value) in &spec.headers {
             check_header_name(name)?;
             let part = format!("headers[{name:?}]");
+            check_header_template(&part, value)?;
             templates.add(&part, value)?;
             headers.push((name.clone(), part));
         }
@@ -144,9 +148,14 @@ impl CompiledCampaign {
             .unsubscribe
             .as_ref()
             .map(|u| -> Result<Unsubscribe, CompileError> {
+                if u.url.is_none() && u.mailto.is_none() {
+                    return Err(CompileError::config(
+                        "unsubscribe",
+                        "give a url, a mailto, or both",
+                    ));
+                }
                 if let Some(url) = &u.url {
                     check_url("unsubscribe.url", url)?;
-                    check_secret("unsubscribe.secret", &u.secret)?;
                 }
                 let mailto = u
                     .mailto
@@ -154,12 +163,9 @@ impl CompiledCampaign {
                     .map(|m| Mailbox::parse(m).map(|m| m.address()))
                     .transpose()
                     .map_err(|e| CompileError::config("unsubscribe.mailto", e))?;
-                if u.url.is_none() && mailto.is_none() {
-                    return Err(CompileError::config(
-                        "unsubscribe",
-                        "give a url, a mailto, or both",
-                    ));
-                }
+                // The mailto subject carries a token too: unsigned, anyone could
+                // unsubscribe anyone.
+                check_secret("unsubscribe.secret", &u.secret)?;
                 Ok(Unsubscribe {
                     url: u.url.clone(),
                     mailto,
@@ -466,9 +472,17 @@ fn message_digest(campaign: &str, key: &RecipientKey<'_>) -> String {
             h.update(b"i");
             h.update(i.to_be_bytes());
         }
+        RecipientKey::UInt(u) => {
+            h.update(b"u");
+            h.update(u.to_be_bytes());
+        }
         RecipientKey::Str(s) => {
             h.update(b"s");
             h.update(s.as_bytes());
+        }
+        RecipientKey::Address(a) => {
+            h.update(b"a");
+            h.update(a.as_bytes());
         }
     }
     let digest = h.finalize();
@@ -492,6 +506,17 @@ fn check_header_name(name: &str) -> Result<(), CompileError> {
         return Err(CompileError::config(
             field,
             "ferrymail writes this header itself (use from_, reply_to, subject, unsubscribe…)",
+        ));
+    }
+    Ok(())
+}
+
+/// A line break typed into a header template would fail every recipient: say so now.
+fn check_header_template(field: &str, source: &str) -> Result<(), CompileError> {
+    if source.contains(['\r', '\n']) {
+        return Err(CompileError::config(
+            field,
+            "a header template cannot contain a line break",
         ));
     }
     Ok(())

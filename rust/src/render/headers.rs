@@ -37,8 +37,9 @@ pub fn check_value(header: &str, value: &str) -> Result<(), RenderError> {
 pub fn write_unstructured(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b":");
-    let longest_word = value.split([' ', '\t']).map(str::len).max().unwrap_or(0);
-    if value.is_ascii() && name.len() + 2 + longest_word <= FOLD_AT {
+    // Folding happens at spaces only, so a tab is part of a word here.
+    let longest_word = value.split(' ').map(str::len).max().unwrap_or(0);
+    if value.is_ascii() && !value.contains("=?") && name.len() + 2 + longest_word <= FOLD_AT {
         write_folded(out, name.len() + 1, value);
     } else {
         write_encoded_words(out, name.len() + 1, value);
@@ -126,7 +127,7 @@ impl NameAddr {
         out.extend_from_slice(b":");
         let mut column = field.len() + 1;
         if let Some(name) = &self.name {
-            if !name.is_ascii() {
+            if needs_encoded_words(name) {
                 column = write_encoded_words(out, column, name);
             } else if name.bytes().any(is_special) {
                 out.extend_from_slice(b" \"");
@@ -159,6 +160,17 @@ impl NameAddr {
         }
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// A display name is written as encoded-words when it is not ASCII, could be read as an
+/// encoded-word itself (`=?`), would lose whitespace (tabs, runs of spaces) when
+/// unfolded, or is too long for one line (encoded-words can be folded).
+fn needs_encoded_words(name: &str) -> bool {
+    !name.is_ascii()
+        || name.contains("=?")
+        || name.contains('\t')
+        || name.contains("  ")
+        || name.len() > 60
 }
 
 /// RFC 5322 specials that force a display name into a quoted-string.

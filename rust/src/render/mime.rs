@@ -101,6 +101,14 @@ pub fn write_body(out: &mut Vec<u8>, parts: &[Part<'_>], boundary_seed: &str) {
         write_part_headers(out, part.media_type, encoding);
         out.extend_from_slice(b"\r\n");
         write_encoded(out, part.text, encoding);
+        // RFC 2046 §5.1.1: the CRLF before a boundary belongs to the boundary. The
+        // writers end every line with CRLF, so a part whose text ends in a line break
+        // (or is empty) needs one more for that break to survive. Base64 ignores it.
+        if encoding != TransferEncoding::Base64
+            && (part.text.is_empty() || ends_with_break(part.text))
+        {
+            out.extend_from_slice(b"\r\n");
+        }
     }
     out.extend_from_slice(b"--");
     out.extend_from_slice(boundary.as_bytes());
@@ -122,6 +130,10 @@ fn write_encoded(out: &mut Vec<u8>, text: &str, encoding: TransferEncoding) {
         TransferEncoding::QuotedPrintable => write_quoted_printable(out, text.as_bytes()),
         TransferEncoding::Base64 => write_base64(out, text.as_bytes()),
     }
+}
+
+fn ends_with_break(text: impl AsRef<[u8]>) -> bool {
+    matches!(text.as_ref().last(), Some(b'\n' | b'\r'))
 }
 
 /// Splits at CRLF, LF or a lone CR: each is a line break in a text body.
@@ -254,6 +266,9 @@ pub fn write_quoted_printable(out: &mut Vec<u8>, bytes: &[u8]) {
 fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut canonical = Vec::with_capacity(bytes.len() + 64);
     write_crlf_lines(&mut canonical, bytes);
+    if !bytes.is_empty() && !ends_with_break(bytes) {
+        canonical.truncate(canonical.len() - 2); // the text has no final line break
+    }
     let encoded = STANDARD.encode(&canonical);
     for line in encoded.as_bytes().chunks(ENCODED_LINE) {
         out.extend_from_slice(line);

@@ -69,15 +69,20 @@ impl TokenSigner {
 #[derive(Debug, Clone, Copy)]
 pub enum RecipientKey<'a> {
     Int(i64),
+    UInt(u64),
     Str(&'a str),
+    /// No id was given: the address stands in (a string in tokens, but kept apart from
+    /// string ids in Message-IDs, so id "bob@x.org" and address bob@x.org differ).
+    Address(&'a str),
 }
 
 impl<'a> RecipientKey<'a> {
     pub fn new(id: Option<&'a RecipientId>, address: &'a str) -> Self {
         match id {
             Some(RecipientId::Int(i)) => RecipientKey::Int(*i),
+            Some(RecipientId::UInt(u)) => RecipientKey::UInt(*u),
             Some(RecipientId::Str(s)) => RecipientKey::Str(s),
-            None => RecipientKey::Str(address),
+            None => RecipientKey::Address(address),
         }
     }
 }
@@ -99,7 +104,10 @@ fn write_payload(
         RecipientKey::Int(i) => {
             let _ = rmp::encode::write_sint(buf, *i);
         }
-        RecipientKey::Str(s) => {
+        RecipientKey::UInt(u) => {
+            let _ = rmp::encode::write_uint(buf, *u);
+        }
+        RecipientKey::Str(s) | RecipientKey::Address(s) => {
             let _ = rmp::encode::write_str(buf, s);
         }
     }
