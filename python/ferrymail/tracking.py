@@ -1,7 +1,7 @@
 """Reads the signed tokens of click, open and unsubscribe URLs (see rust/src/render/token.rs).
 
 A token is base64url(payload || tag): `payload` is the MessagePack array
-`[version, kind, campaign, recipient, link, url]`, `tag` the first 16 bytes of
+`[version, kind, campaign, link, url, recipient]`, `tag` the first 16 bytes of
 HMAC-SHA256(secret, payload). This reader uses only the standard library's hmac, so a
 tracking server can verify tokens without the Rust extension.
 """
@@ -25,7 +25,7 @@ _KINDS: dict[int, Literal["click", "open", "unsubscribe"]] = {
     2: "open",
     3: "unsubscribe",
 }
-_payload = msgspec.msgpack.Decoder(tuple[int, int, str, str | int, int, str | None])
+_payload = msgspec.msgpack.Decoder(tuple[int, int, str, int, str | None, str | int])
 
 
 class TokenClaims(msgspec.Struct, frozen=True):
@@ -58,7 +58,7 @@ def verify(token: str, secret: str | bytes) -> TokenClaims:
     if not hmac.compare_digest(tag, expected):
         raise TokenError("token signature does not match (tampered, or signed with another secret)")
     try:
-        version, kind, campaign, recipient, link, url = _payload.decode(payload)
+        version, kind, campaign, link, url, recipient = _payload.decode(payload)
     except msgspec.DecodeError as e:
         raise TokenError(f"token payload is malformed: {e}") from None
     if version != VERSION or kind not in _KINDS:
