@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from .campaign import Campaign, Tracking, Unsubscribe
+from .campaign import Campaign, DkimKey, Tracking, Unsubscribe
 from .wire import Recipient
 
 SENDER = "bounces@news.example.com"
@@ -83,7 +83,7 @@ _CITIES = ["Oslo", "Bergen", "Hamburg", "Kiel", "Göteborg", "Halifax", "Seattle
 _NAMES = ["Ann", "Bo", "Chiara", "Dmitri", "Émilie", "Farah", "Günther", "Hiro", "Ines"]
 
 
-def campaign(campaign_id: str = "autumn-2026") -> Campaign:
+def campaign(campaign_id: str = "autumn-2026", dkim: Sequence[DkimKey] = ()) -> Campaign:
     """The sample campaign with click and open tracking and one-click unsubscribe."""
     return Campaign(
         id=campaign_id,
@@ -95,6 +95,7 @@ def campaign(campaign_id: str = "autumn-2026") -> Campaign:
         headers={"Feedback-ID": "autumn-2026:news:ferry"},
         tracking=Tracking(base_url=TRACKING_BASE, secret=SECRET),
         unsubscribe=Unsubscribe(url=UNSUBSCRIBE_BASE, mailto="unsubscribe@example.com"),
+        dkim=dkim,
     )
 
 

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::address::Mailbox;
 use super::context::vars_to_context;
-use super::dkim::{sign_message, DkimSigner};
+use super::dkim::{sign_message, DkimSigner, SIGNATURE_SIZE};
 use super::headers::{check_value, write_unstructured, NameAddr};
 use super::links::{
     escape_attribute, insert_before_body_end, rewrite_html, rewrite_text, LinkRewriter,
@@ -256,7 +256,8 @@ impl CompiledCampaign {
         let message_id = format!("<{}@{}>", &digest, self.sender.domain);
         let size_hint = html.as_ref().map_or(0, String::len) + text.as_ref().map_or(0, String::len);
         // Room for quoted-printable growth and the headers, so the buffer never moves.
-        let mut out = Vec::with_capacity(size_hint + size_hint / 4 + 2048);
+        let mut out =
+            Vec::with_capacity(size_hint + size_hint / 4 + 2048 + SIGNATURE_SIZE * self.dkim.len());
         out.extend_from_slice(b"Date: ");
         out.extend_from_slice(now.date.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -326,7 +327,9 @@ impl CompiledCampaign {
             return Ok(html);
         };
         let mut out = if tracking.clicks {
-            let mut out = String::with_capacity(html.len() + 1024);
+            // Tracked links are longer than the originals (the URL rides in the token)
+            // and the pixel follows: size for that, so the buffer is never reallocated.
+            let mut out = String::with_capacity(html.len() * 2 + 1024);
             rewrite_html(&html, links, &mut out);
             out
         } else {
@@ -358,7 +361,7 @@ impl CompiledCampaign {
         let text = self.templates.render(TEXT, context)?.into_owned();
         match &self.tracking {
             Some(t) if t.clicks => {
-                let mut out = String::with_capacity(text.len() + 1024);
+                let mut out = String::with_capacity(text.len() * 2 + 1024);
                 rewrite_text(&text, links, &mut out);
                 Ok(out)
             }
