@@ -51,8 +51,8 @@ def render(
         encoded = _core.render(campaign._inner, _encoder.encode(batch), n_threads)
         outcomes = _outcomes.decode(encoded)
     except (TypeError, ValueError, OverflowError, WireError):
-        # A recipient the wire cannot carry (say, vars holding a set, or an id beyond
-        # 64 bits) must fail alone: retry one by one to find it.
+        # A recipient the wire cannot carry (vars holding an arbitrary object, an id
+        # beyond 64 bits) must fail alone: retry one by one to find it.
         return [_render_alone(campaign, r) for r in batch]
     return [_result(r, o) for r, o in zip(batch, outcomes, strict=True)]
 
