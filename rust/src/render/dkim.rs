@@ -295,6 +295,16 @@ fn canonicalize_field(canon: Canonicalization, raw: &[u8], out: &mut Vec<u8>) {
     out.extend(trim_wsp(&raw[..colon]).iter().map(u8::to_ascii_lowercase));
     out.push(b':');
     let value = raw.get(colon + 1..).unwrap_or_default();
+    // Most fields the renderer writes are one line with single spaces: then relaxed
+    // only trims the value.
+    let unfolded = value.strip_suffix(b"\r\n").unwrap_or(value);
+    if memchr::memchr3(b'\r', b'\n', b'\t', unfolded).is_none()
+        && memmem::find(unfolded, b"  ").is_none()
+    {
+        out.extend_from_slice(trim_wsp(unfolded));
+        out.extend_from_slice(b"\r\n");
+        return;
+    }
     // Copy the runs between whitespace whole; each whitespace run (folding included)
     // becomes one space, except at the start and the end of the value.
     let mut pending_space = false;
