@@ -1,8 +1,9 @@
-//! ferrymail's Rust core: the per-recipient renderer (render/) behind a thin PyO3 module (py/).
+//! ferrymail's Rust core: the renderer (render/), SMTP protocol pieces (smtp/), and the thin PyO3 module (py/).
 
 pub mod error;
 pub mod py;
 pub mod render;
+pub mod smtp;
 pub mod wire;
 
 use pyo3::prelude::*;
