@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -13,22 +14,28 @@ from .render import RenderedMessage
 
 
 def demo(recipients: int, threads: int | None) -> int:
-    """Renders the sample campaign for `recipients` recipients, prints the first
-    message and the throughput."""
+    """Renders the sample campaign for `recipients` recipients, 1,000 at a time as a
+    sending pipeline would, prints the first message and the throughput."""
     campaign = sample.campaign()
-    batch = list(sample.recipients(recipients))
+    stream = sample.recipients(recipients)
+    first: RenderedMessage | None = None
+    rendered = failed = size = 0
     started = time.perf_counter()
-    results = render(campaign, batch, threads=threads)
+    while chunk := list(itertools.islice(stream, 1_000)):
+        for result in render(campaign, chunk, threads=threads):
+            if isinstance(result, RenderedMessage):
+                first = first or result
+                rendered += 1
+                size += len(result.data)
+            else:
+                failed += 1
     elapsed = time.perf_counter() - started
-    messages = [r for r in results if isinstance(r, RenderedMessage)]
-    failed = len(results) - len(messages)
-    if messages:
-        sys.stdout.write(messages[0].data.decode("utf-8", "replace"))
+    if first is not None:
+        sys.stdout.write(first.data.decode("utf-8", "replace"))
     cores = "1 thread" if threads == 1 else f"{threads or os.cpu_count()} threads"
     print(
-        f"\nrendered {len(messages):,} messages ({failed} failed) in {elapsed:.3f} s on {cores}: "
-        f"{len(messages) / elapsed:,.0f} messages/s, "
-        f"{sum(len(m.data) for m in messages) / max(1, len(messages)):,.0f} bytes each"
+        f"\nrendered {rendered:,} messages ({failed} failed) in {elapsed:.3f} s on {cores}: "
+        f"{rendered / elapsed:,.0f} messages/s, {size / max(1, rendered):,.0f} bytes each"
     )
     return 0 if not failed else 1
 
