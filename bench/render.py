@@ -369,11 +369,10 @@ def dkim_table(recipients: int, repeat: int) -> str:
             f"{one / solo:.0%}",
         )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    unsigned = rate["ferrymail, no DKIM, 1 thread"]
-    ed = rate["ferrymail, Ed25519, 1 thread"]
-    lines.append(
-        f"\nEd25519-signed rendering runs at {ed / unsigned:.0%} of the unsigned rate (1 thread)."
-    )
+    for label in ("1 thread", f"{cores()} threads"):
+        ratio = rate[f"ferrymail, Ed25519, {label}"] / rate[f"ferrymail, no DKIM, {label}"]
+        lines.append(f"Ed25519-signed rendering: {ratio:.0%} of the unsigned rate ({label}).")
+    lines.insert(len(lines) - 2, "")
     return "\n".join(lines)
 
 
