@@ -13,12 +13,12 @@
 //! bytes, instead of hashing and encoding the whole URL for every recipient.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
+use rustc_hash::FxHashMap;
 use sha2::Sha256;
 
 use crate::wire::RecipientId;
@@ -63,7 +63,7 @@ struct Prefix {
 /// Per render thread: the prefixes, and a scratch buffer for the per-token tail.
 #[derive(Default)]
 struct Cache {
-    prefixes: HashMap<(u64, u8, u32), Prefix>,
+    prefixes: FxHashMap<(u64, u8, u32), Prefix>,
     scratch: Vec<u8>,
 }
 
