@@ -382,3 +382,15 @@ def test_bad_from_address_is_a_render_error() -> None:
     assert isinstance(result, RenderError)
     assert "From" in result.reason
     assert "'@'" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("from_", "Ferry <news@localhost>"), ("reply_to", "no address here")],
+)
+def test_a_fixed_from_or_reply_to_is_checked_when_the_campaign_is_built(
+    field: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        campaign(**{field: value})
+    assert info.value.field == field

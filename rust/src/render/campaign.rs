@@ -63,6 +63,10 @@ pub struct CompiledCampaign {
     id: String,
     sender: Mailbox,
     templates: Templates,
+    /// From and Reply-To parsed once when their templates are plain text (the usual
+    /// case): checked when the campaign is built, not per recipient.
+    from: Option<NameAddr>,
+    reply_to: Option<NameAddr>,
     /// Extra headers in order: name, and the name its template is compiled under.
     headers: Vec<(String, String)>,
     tracking: Option<Tracking>,
@@ -179,7 +183,23 @@ impl CompiledCampaign {
             .enumerate()
             .map(|(i, key)| DkimSigner::new(key, i))
             .collect::<Result<Vec<_>, _>>()?;
+        let literal =
+            |field: &str, header: &str, source: &str| -> Result<Option<NameAddr>, CompileError> {
+                if source.contains('{') {
+                    return Ok(None);
+                }
+                NameAddr::parse(header, source)
+                    .map(Some)
+                    .map_err(|e| CompileError::config(field, e.to_string()))
+            };
+        let from = literal("from_", "From", &spec.from_)?;
+        let reply_to = match &spec.reply_to {
+            Some(r) => literal("reply_to", "Reply-To", r)?,
+            None => None,
+        };
         Ok(CompiledCampaign {
+            from,
+            reply_to,
             dkim,
             id: spec.id.clone(),
             sender,
@@ -220,14 +240,26 @@ impl CompiledCampaign {
         let context = Value::from(vars);
 
         let subject = self.header_value(SUBJECT, "Subject", &context)?;
-        let from = NameAddr::parse("From", &self.header_value(FROM, "From", &context)?)?;
-        let reply_to = if self.templates.has(REPLY_TO) {
-            Some(NameAddr::parse(
-                "Reply-To",
-                &self.header_value(REPLY_TO, "Reply-To", &context)?,
-            )?)
-        } else {
-            None
+        let rendered_from;
+        let from = match &self.from {
+            Some(from) => from,
+            None => {
+                rendered_from =
+                    NameAddr::parse("From", &self.header_value(FROM, "From", &context)?)?;
+                &rendered_from
+            }
+        };
+        let rendered_reply_to;
+        let reply_to = match &self.reply_to {
+            Some(reply_to) => Some(reply_to),
+            None if self.templates.has(REPLY_TO) => {
+                rendered_reply_to = NameAddr::parse(
+                    "Reply-To",
+                    &self.header_value(REPLY_TO, "Reply-To", &context)?,
+                )?;
+                Some(&rendered_reply_to)
+            }
+            None => None,
         };
         let mut extra = Vec::with_capacity(self.headers.len());
         for (name, part) in &self.headers {
@@ -269,7 +301,7 @@ impl CompiledCampaign {
         out.extend_from_slice(b"Message-ID: ");
         out.extend_from_slice(message_id.as_bytes());
         out.extend_from_slice(b"\r\n");
-        if let Some(reply_to) = &reply_to {
+        if let Some(reply_to) = reply_to {
             reply_to.write(&mut out, "Reply-To");
         }
         write_list_unsubscribe(
