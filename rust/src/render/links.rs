@@ -25,16 +25,20 @@ pub fn rewrite_html(html: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
     while let Some(off) = memchr(b'<', &bytes[pos..]) {
         let lt = pos + off;
         let rest = &bytes[lt..];
-        if rest.starts_with(b"<!--") {
+        // Dispatch on the byte after '<': most tags are none of the three we care about.
+        let next = rest.get(1).map_or(0, u8::to_ascii_lowercase);
+        if next == b'!' && rest.starts_with(b"<!--") {
             pos = memmem::find(&rest[4..], b"-->").map_or(bytes.len(), |e| lt + 4 + e + 3);
-        } else if starts_with_tag(rest, b"script") || starts_with_tag(rest, b"style") {
+        } else if next == b's'
+            && (starts_with_tag(rest, b"script") || starts_with_tag(rest, b"style"))
+        {
             let name: &[u8] = if starts_with_tag(rest, b"script") {
                 b"</script"
             } else {
                 b"</style"
             };
             pos = find_ignore_case(&bytes[lt + 1..], name).map_or(bytes.len(), |e| lt + 1 + e);
-        } else if starts_with_tag(rest, b"a") {
+        } else if next == b'a' && starts_with_tag(rest, b"a") {
             let (end, href) = scan_tag(bytes, lt + 2);
             if let Some((vstart, vend, quoted)) = href {
                 let url = decode_entities(&html[vstart..vend], &mut decoded).trim();
@@ -235,13 +239,21 @@ pub fn rewrite_text(text: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
 /// Where a URL in running text ends: at whitespace, a quote or angle bracket, minus
 /// trailing sentence punctuation (and a closing parenthesis it did not open).
 fn url_end(b: &[u8], from: usize) -> usize {
-    let mut end = from;
-    while end < b.len()
-        && !b[end].is_ascii_whitespace()
-        && !matches!(b[end], b'<' | b'>' | b'"' | b'\'' | b'`')
-    {
-        end += 1;
-    }
+    const STOP: [bool; 256] = {
+        let mut t = [false; 256];
+        let stops = b" \t\n\r\x0c<>\"'`";
+        let mut k = 0;
+        while k < stops.len() {
+            t[stops[k] as usize] = true;
+            k += 1;
+        }
+        t
+    };
+    let end = b[from..]
+        .iter()
+        .position(|&c| STOP[c as usize])
+        .map_or(b.len(), |i| from + i);
+    let mut end = end;
     while end > from {
         match b[end - 1] {
             b'.' | b',' | b';' | b':' | b'!' | b'?' | b']' | b'}' => end -= 1,
