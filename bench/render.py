@@ -28,6 +28,7 @@ import itertools
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -369,11 +370,35 @@ def dkim_table(recipients: int, repeat: int) -> str:
             f"{one / solo:.0%}",
         )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    for label in ("1 thread", f"{cores()} threads"):
-        ratio = rate[f"ferrymail, Ed25519, {label}"] / rate[f"ferrymail, no DKIM, {label}"]
-        lines.append(f"Ed25519-signed rendering: {ratio:.0%} of the unsigned rate ({label}).")
-    lines.insert(len(lines) - 2, "")
+    lines.append("")
+    lines.extend(paired_ratios(campaigns, rounds=max(5, repeat)))
     return "\n".join(lines)
+
+
+def paired_ratios(campaigns: dict[str, Campaign], rounds: int) -> list[str]:
+    """The goals as ratios of measurements taken back to back, median of `rounds`: on a
+    shared machine whose speed drifts from minute to minute, two numbers taken a second
+    apart compare better than two best-of figures taken minutes apart."""
+    small = chunked(sample.recipients(2_000))
+
+    def rate(campaign: Campaign, threads: int | None) -> float:
+        run = time_ferrymail(campaign, small, threads)
+        return run.messages / run.seconds
+
+    rsa, ed, unsigned = (campaigns[k] for k in ("RSA-2048", "Ed25519", "no DKIM"))
+    results: dict[str, list[float]] = {"rsa": [], "ed1": [], "edn": []}
+    for _ in range(rounds):
+        results["rsa"].append(rate(rsa, 1) / openssl_signs_per_second("rsa2048", 1, seconds=1))
+        results["ed1"].append(rate(ed, 1) / rate(unsigned, 1))
+        results["edn"].append(rate(ed, None) / rate(unsigned, None))
+    median = {k: statistics.median(v) for k, v in results.items()}
+    return [
+        f"Back to back, median of {rounds} rounds:",
+        f"- RSA-2048-signed rendering, 1 thread: {median['rsa']:.0%} of openssl's signatures/s"
+        " on 1 core (goal: at least 80%).",
+        f"- Ed25519-signed rendering: {median['ed1']:.0%} of the unsigned rate on 1 thread,"
+        f" {median['edn']:.0%} on {cores()} threads (goal: at least 50%).",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
