@@ -5,6 +5,8 @@
 //! and its crypto features pull in a DNS resolver, while the renderer already holds the
 //! exact message it wrote. The crypto itself is AWS-LC's (aws-lc-rs).
 
+use std::sync::LazyLock;
+
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
 use base64::engine::general_purpose::STANDARD;
@@ -33,6 +35,12 @@ pub const DEFAULT_SIGNED_HEADERS: &[&str] = &[
     "list-unsubscribe-post",
     "feedback-id",
 ];
+
+/// Built once: `memmem::find` would build its searcher on every call, which costs more
+/// than searching a header field.
+static DOUBLE_SPACE: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"  "));
+static SPACE_CR: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b" \r"));
 
 /// Room for one DKIM-Signature field (an RSA-4096 one is about 1,000 bytes).
 pub const SIGNATURE_SIZE: usize = 1100;
@@ -296,13 +304,23 @@ fn canonicalize_field(canon: Canonicalization, raw: &[u8], out: &mut Vec<u8>) {
     out.extend(trim_wsp(&raw[..colon]).iter().map(u8::to_ascii_lowercase));
     out.push(b':');
     let value = raw.get(colon + 1..).unwrap_or_default();
-    // Most fields the renderer writes are one line with single spaces: then relaxed
-    // only trims the value.
-    let unfolded = value.strip_suffix(b"\r\n").unwrap_or(value);
-    if memchr::memchr3(b'\r', b'\n', b'\t', unfolded).is_none()
-        && memmem::find(unfolded, b"  ").is_none()
-    {
-        out.extend_from_slice(trim_wsp(unfolded));
+    // The fields the renderer writes have single spaces and no tabs, folded or not:
+    // then relaxed is each line trimmed, the lines joined by one space.
+    if memchr::memchr(b'\t', value).is_none() && DOUBLE_SPACE.find(value).is_none() {
+        let mut start = 0;
+        let mut first = true;
+        for end in memchr::memchr_iter(b'\n', value).chain([value.len()]) {
+            let line = &value[start..end];
+            let line = trim_wsp(line.strip_suffix(b"\r").unwrap_or(line));
+            if !line.is_empty() {
+                if !first {
+                    out.push(b' ');
+                }
+                out.extend_from_slice(line);
+                first = false;
+            }
+            start = (end + 1).min(value.len());
+        }
         out.extend_from_slice(b"\r\n");
         return;
     }
@@ -405,8 +423,8 @@ fn body_hash(canon: Canonicalization, body: &[u8]) -> [u8; 32] {
 /// are CRLF: the renderer writes no other (and DATA refuses any other, see smtp/dot.rs).
 fn needs_relaxing(body: &[u8]) -> bool {
     memchr::memchr(b'\t', body).is_some()
-        || memmem::find(body, b"  ").is_some()
-        || memmem::find(body, b" \r").is_some()
+        || DOUBLE_SPACE.find(body).is_some()
+        || SPACE_CR.find(body).is_some()
         || body.ends_with(b" ")
 }
 
@@ -537,6 +555,24 @@ mod tests {
         assert_eq!(names, [&b"From"[..], b"Subject", b"To"]);
         assert_eq!(m.fields[1].raw, b"Subject: x\r\n y\r\n");
         assert_eq!(m.body, b"body\r\n");
+    }
+
+    #[test]
+    fn relaxed_unfolds_folded_fields() {
+        let mut out = Vec::new();
+        canonicalize_field(
+            Canonicalization::Relaxed,
+            b"Subject: =?utf-8?B?QQ==?=\r\n =?utf-8?B?Qg==?= \r\n",
+            &mut out,
+        );
+        assert_eq!(out, b"subject:=?utf-8?B?QQ==?= =?utf-8?B?Qg==?=\r\n");
+        out.clear();
+        canonicalize_field(
+            Canonicalization::Relaxed,
+            b"DKIM-Signature: v=1; h=from:\r\n to; b=",
+            &mut out,
+        );
+        assert_eq!(out, b"dkim-signature:v=1; h=from: to; b=\r\n");
     }
 
     #[test]
