@@ -1,8 +1,59 @@
-"""pytest setup for the renderer tests: hypothesis settings shared by the property tests."""
+"""pytest setup: hypothesis settings for the property tests, and fixtures that start real
+SMTP peers on loopback (tests/smtp_peers.py) and stop them at teardown."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+
+import pytest
 from hypothesis import HealthCheck, settings
+from smtp_peers import PrivateCa, RawServer, ScriptedServer, SmtpSink, TlsFiles
 
 # Rendering is fast, but the first call in a process builds thread pools; a deadline
 # would flake on that. Example counts are set per test.
 settings.register_profile("ferrymail", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ferrymail")
+
+
+@pytest.fixture(scope="session")
+def private_ca(tmp_path_factory: pytest.TempPathFactory) -> PrivateCa:
+    """A throwaway CA whose files live in a session tmp dir; it issues the peers' certificates."""
+    return PrivateCa(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def mx_tls(private_ca: PrivateCa) -> TlsFiles:
+    """A certificate for mx.test and 127.0.0.1 from private_ca: a verifying client accepts it."""
+    return private_ca.issue(["mx.test"], ["127.0.0.1"])
+
+
+@pytest.fixture(scope="session")
+def wrong_name_tls(private_ca: PrivateCa) -> TlsFiles:
+    """A certificate from the same CA for wrong.test only: required TLS to mx.test refuses it."""
+    return private_ca.issue(["wrong.test"])
+
+
+# Each peer fixture is a factory, so that a test picks the peer's options (and may start
+# several); the ExitStack stops every peer started, in reverse order, pass or fail.
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[Callable[..., ScriptedServer]]:
+    """scripted_server(**options) starts a ScriptedServer (aiosmtpd with scripted replies)."""
+    with ExitStack() as peers:
+        yield lambda **options: peers.enter_context(ScriptedServer(**options))
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[..., RawServer]]:
+    """raw_server(**options) starts a RawServer (hand-written SMTP that misbehaves on cue)."""
+    with ExitStack() as peers:
+        yield lambda **options: peers.enter_context(RawServer(**options))
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[Callable[..., SmtpSink]]:
+    """smtp_sink(**options) starts Postfix's smtp-sink on a free loopback port."""
+    with ExitStack() as peers:
+        yield lambda **options: peers.enter_context(SmtpSink(**options))
