@@ -1,11 +1,23 @@
 """Type stub of the Rust extension ferrymail._core (checked by mypy.stubtest in the tests)."""
 
-from typing import final
+from typing import Any, final
 
-__all__ = ["CompiledCampaign", "compile_campaign", "render", "wire_roundtrip"]
+__all__ = ["CompiledCampaign", "Transport", "compile_campaign", "render", "wire_roundtrip"]
 
 @final
 class CompiledCampaign: ...
+
+@final
+class Transport:
+    def __new__(cls, options: bytes) -> Transport: ...
+    def deliver(
+        self,
+        campaign: CompiledCampaign,
+        recipients: bytes,
+        route: bytes,
+        now_ms: int | None = None,
+    ) -> Any: ...
+    def close(self) -> Any: ...
 
 def compile_campaign(spec: bytes) -> CompiledCampaign: ...
 def render(

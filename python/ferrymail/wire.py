@@ -65,3 +65,93 @@ class RenderOutcome(msgspec.Struct, array_like=True, frozen=True, gc=False):
     error: str | None
     smtputf8: bool
     rcpt_to: str | None
+
+
+# Defaults of SmtpOptions, with where they come from.
+CONNECT_TIMEOUT = 30.0  # Postfix smtp_connect_timeout
+GREETING_TIMEOUT = 300.0  # RFC 5321 §4.5.3.2.1 initial 220 message: 5 minutes
+EHLO_TIMEOUT = 300.0  # Postfix smtp_helo_timeout
+STARTTLS_TIMEOUT = 300.0  # Postfix smtp_starttls_timeout
+MAIL_TIMEOUT = 300.0  # RFC 5321 §4.5.3.2.2 MAIL: 5 minutes
+RCPT_TIMEOUT = 300.0  # RFC 5321 §4.5.3.2.3 RCPT: 5 minutes
+DATA_TIMEOUT = 120.0  # RFC 5321 §4.5.3.2.4 DATA initiation: 2 minutes
+DATA_BLOCK_TIMEOUT = 180.0  # RFC 5321 §4.5.3.2.5 data block: 3 minutes
+DOT_TIMEOUT = 600.0  # RFC 5321 §4.5.3.2.6 DATA termination: 10 minutes
+# Ten connections per MX address: Postfix allows 20 per destination (domain) and large
+# mailbox providers start deferring beyond about ten per sending IP.
+MAX_CONNECTIONS_PER_HOST = 10
+# 100 messages per connection, PowerMTA's usual max-msg-per-connection: long enough to
+# amortise the handshake, short enough that receivers' per-connection limits rarely bite.
+MAX_MESSAGES_PER_CONNECTION = 100
+# An idle connection is closed after 30 s: between batches to a busy domain it is reused;
+# far below the 5 minutes a server waits (RFC 5321 §4.5.3.2.7) before dropping it.
+IDLE_TIMEOUT = 30.0
+
+
+class SmtpOptions(msgspec.Struct, array_like=True, frozen=True):
+    """How the SMTP client behaves. Times are in seconds. `tls` is "off", "opportunistic"
+    (STARTTLS when offered, any certificate; plaintext again if the handshake fails) or
+    "required" (a certificate valid for the MX name from the system's roots or
+    `ca_file`, else a transient failure). `source_address` binds connections to one
+    local IP (an ESP's IP pool). Checked when a `Transport` is made."""
+
+    helo_name: str
+    tls: str = "opportunistic"
+    source_address: str | None = None
+    connect_timeout: float = CONNECT_TIMEOUT
+    max_connections_per_host: int = MAX_CONNECTIONS_PER_HOST
+    max_messages_per_connection: int = MAX_MESSAGES_PER_CONNECTION
+    idle_timeout: float = IDLE_TIMEOUT
+    greeting_timeout: float = GREETING_TIMEOUT
+    ehlo_timeout: float = EHLO_TIMEOUT
+    starttls_timeout: float = STARTTLS_TIMEOUT
+    mail_timeout: float = MAIL_TIMEOUT
+    rcpt_timeout: float = RCPT_TIMEOUT
+    data_timeout: float = DATA_TIMEOUT
+    data_block_timeout: float = DATA_BLOCK_TIMEOUT
+    dot_timeout: float = DOT_TIMEOUT
+    ca_file: str | None = None
+
+
+class MxHost(msgspec.Struct, array_like=True, frozen=True):
+    """One mail server: its name (reported in outcomes, and what a certificate must
+    name under tls="required") and its IP addresses, tried in order."""
+
+    name: str
+    addresses: list[str]
+    port: int = 25
+
+
+class Route(msgspec.Struct, array_like=True, frozen=True):
+    """Where a batch goes: mail servers in the order to try them (MX preference order)."""
+
+    hosts: list[MxHost]
+
+
+class Outcome(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """What became of one recipient's message in one delivery attempt.
+
+    `status`: "delivered" (2xx to the final dot), "transient" (4xx, or no usable
+    answer: try again later) or "permanent" (5xx, or refused before sending).
+    `code`, `enhanced` and `text` are the deciding reply (`code` is None when there was
+    none: a connection failure, a timeout, a render error). `stage`: connect, banner,
+    ehlo, starttls, mail, rcpt, data, dot or render. `mx` and `address`: the MX host and
+    IP the attempt ended on; `tls`: the TLS version or None; `elapsed_ms`: from the
+    start of this message's attempt (including any connection it opened) to the
+    outcome; `message_id`: the Message-ID header value.
+
+    A "transient" outcome at stage "dot" with no code means the connection was lost
+    after the whole message was sent: the server may have delivered it, and a retry may
+    deliver it twice, as with every MTA.
+    """
+
+    status: str
+    code: int | None
+    enhanced: str | None
+    text: str
+    stage: str
+    mx: str | None
+    address: str | None
+    tls: str | None
+    elapsed_ms: float
+    message_id: str | None

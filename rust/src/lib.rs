@@ -1,4 +1,4 @@
-//! ferrymail's Rust core: the renderer (render/), SMTP protocol pieces (smtp/), and the thin PyO3 module (py/).
+//! ferrymail's Rust core: the renderer (render/), the SMTP client (smtp/), and the thin PyO3 module (py/).
 
 pub mod error;
 pub mod py;
@@ -15,6 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::PyCompiledCampaign>()?;
+    m.add_class::<py::PyTransport>()?;
     m.add_function(wrap_pyfunction!(py::compile_campaign, m)?)?;
     m.add_function(wrap_pyfunction!(py::render, m)?)?;
     m.add_function(wrap_pyfunction!(py::wire_roundtrip, m)?)?;

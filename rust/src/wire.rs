@@ -104,3 +104,69 @@ pub struct RenderOutcome {
     /// The recipient's address as it goes to RCPT TO (A-label domain), or None on error.
     pub rcpt_to: Option<String>,
 }
+
+/// How the SMTP client behaves (Python's `ferrymail.SmtpOptions`); checked and turned
+/// into `smtp::ClientOptions` when a transport is made. Times are seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmtpOptions {
+    pub helo_name: String,
+    /// "off", "opportunistic" or "required".
+    pub tls: String,
+    pub source_address: Option<String>,
+    pub connect_timeout: f64,
+    pub max_connections_per_host: u32,
+    pub max_messages_per_connection: u32,
+    pub idle_timeout: f64,
+    pub greeting_timeout: f64,
+    pub ehlo_timeout: f64,
+    pub starttls_timeout: f64,
+    pub mail_timeout: f64,
+    pub rcpt_timeout: f64,
+    pub data_timeout: f64,
+    pub data_block_timeout: f64,
+    pub dot_timeout: f64,
+    /// PEM file of CA certificates trusted under tls="required", besides the system's.
+    pub ca_file: Option<String>,
+}
+
+/// One mail server of a route: its name (for logs, outcomes and TLS) and the addresses
+/// the caller resolved for it, tried in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MxHost {
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub port: u16,
+}
+
+/// Where a batch goes: mail servers in the order to try them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    pub hosts: Vec<MxHost>,
+}
+
+/// What became of one recipient's message in one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// "delivered" (2xx after the final dot), "transient" (4xx, or no usable answer:
+    /// retry later) or "permanent" (5xx, or refused before sending: do not retry).
+    pub status: String,
+    /// The SMTP reply code, or None when there was no reply (connection failure,
+    /// timeout, render error).
+    pub code: Option<u16>,
+    /// The enhanced status code (RFC 3463), e.g. "5.1.1", when the reply had one.
+    pub enhanced: Option<String>,
+    /// The reply text, or what went wrong.
+    pub text: String,
+    /// Where it ended: connect, banner, ehlo, starttls, mail, rcpt, data, dot or render.
+    pub stage: String,
+    /// The MX host name the attempt ended on, if any.
+    pub mx: Option<String>,
+    /// The IP address the attempt ended on, if any.
+    pub address: Option<String>,
+    /// The TLS version of the connection ("TLSv1.3"), or None for plaintext.
+    pub tls: Option<String>,
+    /// Milliseconds from the start of this message's attempt to its outcome.
+    pub elapsed_ms: f64,
+    /// The Message-ID header value of the message ("<…@…>"), None if it was not rendered.
+    pub message_id: Option<String>,
+}

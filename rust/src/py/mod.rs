@@ -11,6 +11,9 @@ use crate::error::CompileError;
 use crate::render::{render_batch, CompiledCampaign, Now};
 use crate::wire::{CampaignSpec, Recipient, RenderOutcome};
 
+mod transport;
+pub use transport::PyTransport;
+
 /// A compiled campaign, shared by every render and (later) every delivery of it.
 #[pyclass(frozen, module = "ferrymail._core", name = "CompiledCampaign")]
 pub struct PyCompiledCampaign {
@@ -46,11 +49,7 @@ pub fn render(
         .detach(|| -> Result<Vec<RenderOutcome>, String> {
             let recipients: Vec<Recipient> =
                 rmp_serde::from_slice(recipients).map_err(|e| format!("recipients: {e}"))?;
-            let now_ms = now_ms.unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64)
-            });
+            let now_ms = now_or_clock(now_ms);
             Ok(render_batch(
                 &campaign,
                 &recipients,
@@ -69,6 +68,15 @@ pub fn render(
     })?;
     py.detach(move || drop(outcomes));
     Ok(encoded.unbind())
+}
+
+/// `now_ms`, or the clock's time in milliseconds since the epoch.
+fn now_or_clock(now_ms: Option<i64>) -> i64 {
+    now_ms.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })
 }
 
 /// A writer that only counts, to size the output before encoding into it.
@@ -105,6 +113,10 @@ pub fn wire_roundtrip(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<Py<Py
         "DkimKeySpec" => again::<DkimKeySpec>(py, kind, data)?,
         "Recipient" => again::<Recipient>(py, kind, data)?,
         "RenderOutcome" => again::<RenderOutcome>(py, kind, data)?,
+        "SmtpOptions" => again::<SmtpOptions>(py, kind, data)?,
+        "MxHost" => again::<MxHost>(py, kind, data)?,
+        "Route" => again::<Route>(py, kind, data)?,
+        "Outcome" => again::<Outcome>(py, kind, data)?,
         _ => {
             return Err(error(
                 py,
@@ -116,13 +128,17 @@ pub fn wire_roundtrip(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<Py<Py
     Ok(PyBytes::new(py, &out).unbind())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    py: Python<'_>,
+    kind: &str,
+    data: &[u8],
+) -> PyResult<T> {
     rmp_serde::from_slice(data).map_err(|e| error(py, "WireError", format!("{kind}: {e}")))
 }
 
 /// Builds an exception of the Python class `ferrymail.errors.<class>`: the hierarchy
 /// lives in Python, where each class can also inherit the builtin it is.
-fn error(py: Python<'_>, class: &str, message: impl Into<String>) -> PyErr {
+pub(crate) fn error(py: Python<'_>, class: &str, message: impl Into<String>) -> PyErr {
     let message = message.into();
     let made = py
         .import("ferrymail.errors")

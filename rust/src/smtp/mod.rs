@@ -1,9 +1,22 @@
-//! The SMTP client's pure protocol parts: reply parsing, EHLO capabilities, DATA dot-stuffing.
+//! The SMTP client: reply parsing, EHLO capabilities, dot-stuffing, sessions with PIPELINING and STARTTLS, pools, batch delivery.
 
 pub mod capabilities;
+pub mod client;
+pub mod deliver;
 pub mod dot;
+pub mod error;
+pub mod options;
+pub mod pool;
 pub mod reply;
+pub mod session;
+pub mod stream;
+pub mod tls;
+pub mod transaction;
 
 pub use capabilities::Capabilities;
+pub use client::Client;
+pub use deliver::{deliver, Destination};
 pub use dot::{dot_stuff, stuffed_len, DotError};
+pub use error::{ClientError, Failure, Stage};
+pub use options::{ClientOptions, TlsPolicy};
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};

@@ -1,0 +1,87 @@
+//! The PyO3 glue of the SMTP transport: `Transport(options)`, `deliver` and `close` as asyncio awaitables on the tokio runtime.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use super::{decode, error, now_or_clock, PyCompiledCampaign};
+use crate::render::Now;
+use crate::smtp::{deliver, Client, ClientOptions, Destination};
+use crate::wire::{Recipient, Route, SmtpOptions};
+
+/// One transport: checked options, TLS configurations and a connection pool.
+#[pyclass(frozen, module = "ferrymail._core", name = "Transport")]
+pub struct PyTransport {
+    client: Arc<Client>,
+}
+
+#[pymethods]
+impl PyTransport {
+    /// Takes a MessagePack `SmtpOptions`; a bad option raises `ferrymail.ConfigError`.
+    #[new]
+    fn new(py: Python<'_>, options: &[u8]) -> PyResult<Self> {
+        let wire: SmtpOptions = decode(py, "SmtpOptions", options)?;
+        let options = ClientOptions::from_wire(&wire).map_err(|e| error(py, "ConfigError", e))?;
+        // The tokio runtime starts at the first transport, not at import: a runtime
+        // does not survive fork(), and importing must stay cheap.
+        let runtime = pyo3_async_runtimes::tokio::get_runtime();
+        let client = py
+            .detach(|| {
+                let _entered = runtime.enter();
+                Client::new(options)
+            })
+            .map_err(|e| error(py, "ConfigError", e))?;
+        Ok(Self {
+            client: Arc::new(client),
+        })
+    }
+
+    /// Renders and delivers a MessagePack array of `Recipient`s along a MessagePack
+    /// `Route`; the awaitable gives a MessagePack array of `Outcome`s, in order. The
+    /// work is a detached tokio task: cancelling the await does not cut an SMTP
+    /// transaction in half, it only drops the result.
+    #[pyo3(signature = (campaign, recipients, route, now_ms = None))]
+    fn deliver<'py>(
+        &self,
+        py: Python<'py>,
+        campaign: &PyCompiledCampaign,
+        recipients: &[u8],
+        route: &[u8],
+        now_ms: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let route: Route = decode(py, "Route", route)?;
+        let destination =
+            Destination::from_wire(&route).map_err(|e| error(py, "ConfigError", e))?;
+        let recipients: Vec<Recipient> = py
+            .detach(|| rmp_serde::from_slice(recipients))
+            .map_err(|e| error(py, "WireError", format!("recipients: {e}")))?;
+        let (client, campaign) = (self.client.clone(), campaign.inner.clone());
+        let now = Now::at(now_or_clock(now_ms).div_euclid(1000));
+        let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+            let outcomes = deliver(client, campaign, recipients, destination, now).await;
+            rmp_serde::to_vec(&outcomes).map_err(|e| e.to_string())
+        });
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let encoded = task
+                .await
+                .map_err(|e| PyRuntimeError::new_err(format!("delivery task failed: {e}")))?
+                .map_err(|e| PyRuntimeError::new_err(format!("encoding outcomes: {e}")))?;
+            Ok(Cow::<'static, [u8]>::Owned(encoded))
+        })
+    }
+
+    /// Sends QUIT on every idle connection and closes it; connections in use close
+    /// when their batch ends. The awaitable completes when the QUITs are done.
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        let task = pyo3_async_runtimes::tokio::get_runtime()
+            .spawn(async move { client.pool.close().await });
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            task.await
+                .map_err(|e| PyRuntimeError::new_err(format!("closing failed: {e}")))?;
+            Ok(())
+        })
+    }
+}

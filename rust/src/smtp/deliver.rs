@@ -1,0 +1,490 @@
+//! Delivering one batch: render on rayon while workers send over pooled sessions, failing over host by host; one outcome per recipient.
+//!
+//! Up to `max_connections_per_host` workers share the batch's queue. Each holds one
+//! session and sends message after message on it. A worker that cannot connect
+//! anywhere hands its message back and stops while others still hold sessions (the
+//! server turned away one connection too many); the last worker standing declares
+//! the route dead, and every message left gets the last failure as a transient
+//! outcome: only when every host and address has failed is a recipient deferred.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use super::client::Client;
+use super::error::{ClientError, Failure, Stage};
+use super::pool::{Lease, Permit};
+use super::session::Session;
+use super::transaction::{Ending, Message, Transaction};
+use crate::render::{render_batch, CompiledCampaign, Now};
+use crate::wire::{Outcome, Recipient, RenderOutcome, Route};
+
+/// Recipients rendered per step: enough to keep every core busy for a few
+/// milliseconds, few enough that the first messages leave at once.
+const RENDER_CHUNK: usize = 256;
+
+/// A route's hosts with their addresses parsed.
+pub struct Destination {
+    hosts: Vec<(Arc<str>, Vec<SocketAddr>)>,
+}
+
+impl Destination {
+    /// Checks a wire route; the error names the host and the address that is wrong.
+    pub fn from_wire(route: &Route) -> Result<Self, String> {
+        let mut hosts = Vec::with_capacity(route.hosts.len());
+        for host in &route.hosts {
+            let mut addresses = Vec::with_capacity(host.addresses.len());
+            for text in &host.addresses {
+                let ip: IpAddr = text
+                    .parse()
+                    .map_err(|_| format!("MX host {}: {text:?} is not an IP address", host.name))?;
+                addresses.push(SocketAddr::new(ip, host.port));
+            }
+            hosts.push((Arc::from(host.name.as_str()), addresses));
+        }
+        Ok(Self { hosts })
+    }
+}
+
+/// Renders and delivers `recipients` of `campaign` to `route`; outcomes in order.
+pub async fn deliver(
+    client: Arc<Client>,
+    campaign: Arc<CompiledCampaign>,
+    recipients: Vec<Recipient>,
+    route: Destination,
+    now: Now,
+) -> Vec<Outcome> {
+    let count = recipients.len();
+    let batch = Arc::new(Batch {
+        client,
+        route,
+        state: Mutex::new(State {
+            outcomes: vec![None; count],
+            workers: 0,
+            ..State::default()
+        }),
+        work: Notify::new(),
+        room: Notify::new(),
+    });
+    let workers = batch
+        .client
+        .options
+        .max_connections_per_host
+        .min(count.max(1));
+    batch.lock().workers = workers;
+    let handles: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(work(batch.clone())))
+        .collect();
+    produce(&batch, campaign, recipients, now).await;
+    for handle in handles {
+        // A worker that panicked leaves its message without an outcome; it is
+        // filled in below, so nothing is lost.
+        let _ = handle.await;
+    }
+    let outcomes = std::mem::take(&mut batch.lock().outcomes);
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| internal("delivery ended without an outcome")))
+        .collect()
+}
+
+/// One rendered message waiting to be sent.
+struct Job {
+    index: usize,
+    envelope_from: String,
+    rcpt_to: String,
+    data: Vec<u8>,
+    message_id: String,
+    smtputf8: bool,
+}
+
+struct Batch {
+    client: Arc<Client>,
+    route: Destination,
+    state: Mutex<State>,
+    /// Jobs were queued, or production ended.
+    work: Notify,
+    /// A job was taken off the queue.
+    room: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    produced: bool,
+    outcomes: Vec<Option<Outcome>>,
+    /// Workers that have not stopped.
+    workers: usize,
+    /// Sessions workers hold, per address: a refused extra connection to an address
+    /// that already carries sessions means "enough", not "down".
+    live: HashMap<SocketAddr, usize>,
+    /// Addresses that failed and are not tried again in this batch.
+    failed: HashSet<SocketAddr>,
+    /// The last connection failure, with its host and address.
+    last_failure: Option<(Failure, Arc<str>, SocketAddr)>,
+    /// Set when no host can be reached: every job left gets this outcome.
+    dead: Option<Outcome>,
+}
+
+impl Batch {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn finish(&self, index: usize, outcome: Outcome) {
+        self.lock().outcomes[index] = Some(outcome);
+    }
+
+    /// The next job, waiting for the renderer; None when all are taken.
+    async fn next(&self) -> Option<Job> {
+        loop {
+            let mut queued = pin!(self.work.notified());
+            queued.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if let Some(job) = state.queue.pop_front() {
+                    drop(state);
+                    self.room.notify_one();
+                    return Some(job);
+                }
+                if state.produced {
+                    return None;
+                }
+            }
+            queued.await;
+        }
+    }
+}
+
+/// Renders chunk by chunk on rayon and queues the messages, staying at most two
+/// chunks ahead of the workers so memory stays bounded whatever the batch size.
+async fn produce(
+    batch: &Arc<Batch>,
+    campaign: Arc<CompiledCampaign>,
+    recipients: Vec<Recipient>,
+    now: Now,
+) {
+    let recipients = Arc::new(recipients);
+    let now = Arc::new(now);
+    for start in (0..recipients.len()).step_by(RENDER_CHUNK) {
+        loop {
+            let mut room = pin!(batch.room.notified());
+            room.as_mut().enable();
+            if batch.lock().queue.len() < 2 * RENDER_CHUNK {
+                break;
+            }
+            room.await;
+        }
+        let end = (start + RENDER_CHUNK).min(recipients.len());
+        let (campaign, recipients, now) = (campaign.clone(), recipients.clone(), now.clone());
+        let rendered = tokio::task::spawn_blocking(move || {
+            render_batch(&campaign, &recipients[start..end], &now, 0)
+        })
+        .await;
+        let rendered = match rendered {
+            Ok(rendered) => rendered,
+            Err(e) => vec![render_failure(format!("renderer failed: {e}")); end - start],
+        };
+        let mut state = batch.lock();
+        for (offset, outcome) in rendered.into_iter().enumerate() {
+            let index = start + offset;
+            match outcome {
+                RenderOutcome {
+                    envelope_from,
+                    data: Some(data),
+                    message_id: Some(message_id),
+                    rcpt_to: Some(rcpt_to),
+                    smtputf8,
+                    ..
+                } => state.queue.push_back(Job {
+                    index,
+                    envelope_from,
+                    rcpt_to,
+                    data,
+                    message_id,
+                    smtputf8,
+                }),
+                failed => {
+                    let reason = failed
+                        .error
+                        .unwrap_or_else(|| "no message was produced".into());
+                    state.outcomes[index] = Some(render_outcome(reason));
+                }
+            }
+        }
+        drop(state);
+        batch.work.notify_waiters();
+    }
+    batch.lock().produced = true;
+    batch.work.notify_waiters();
+}
+
+/// A session a worker holds, with its place in the pool.
+struct Held {
+    session: Session,
+    permit: Permit,
+}
+
+/// Why a worker has no session.
+enum NoSession {
+    /// An address that carries other sessions of this batch refused one more.
+    Busy,
+    /// Every address has failed.
+    Exhausted,
+}
+
+/// One worker: takes jobs and sends each on its session until the queue is empty.
+async fn work(batch: Arc<Batch>) {
+    let client = batch.client.clone();
+    let timeouts = client.options.timeouts;
+    let mut held: Option<Held> = None;
+    while let Some(job) = batch.next().await {
+        let started = Instant::now();
+        if let Some(dead) = batch.lock().dead.clone() {
+            batch.finish(job.index, with_message_id(dead, &job));
+            continue;
+        }
+        let mut stale_retries = 0;
+        loop {
+            let mut h = match held.take() {
+                Some(h) => h,
+                None => match connect(&batch).await {
+                    Ok(h) => h,
+                    Err(why) => {
+                        if give_up(&batch, job, why, started) {
+                            return;
+                        }
+                        break;
+                    }
+                },
+            };
+            let message = Message {
+                from: &job.envelope_from,
+                to: &job.rcpt_to,
+                data: &job.data,
+                smtputf8: job.smtputf8,
+            };
+            let transaction = h.session.transact(&message, &timeouts).await;
+            if transaction.stale && stale_retries < 2 {
+                stale_retries += 1;
+                drop_session(&batch, h);
+                continue;
+            }
+            let outcome = outcome(&transaction, &h.session, started, &job);
+            batch.finish(job.index, outcome);
+            if transaction.reusable && !client.pool.is_spent(&h.session) {
+                held = Some(h);
+            } else if transaction.reusable {
+                batch.forget_live(h.session.address);
+                client.pool.release(h.session, h.permit);
+            } else {
+                drop_session(&batch, h);
+            }
+            break;
+        }
+    }
+    if let Some(h) = held {
+        batch.forget_live(h.session.address);
+        client.pool.release(h.session, h.permit);
+    }
+    batch.lock().workers -= 1;
+}
+
+impl Batch {
+    fn forget_live(&self, address: SocketAddr) {
+        let mut state = self.lock();
+        if let Some(n) = state.live.get_mut(&address) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// Drops a session that cannot go on (closing its socket) and its place in the pool.
+fn drop_session(batch: &Batch, h: Held) {
+    batch.forget_live(h.session.address);
+    drop(h);
+}
+
+/// A worker without a session: hands the job back and stops if others still work,
+/// else declares the route dead and fails the job. True when the worker must stop.
+fn give_up(batch: &Batch, job: Job, why: NoSession, started: Instant) -> bool {
+    let mut state = batch.lock();
+    if state.workers > 1 {
+        state.workers -= 1;
+        state.queue.push_front(job);
+        drop(state);
+        batch.work.notify_one();
+        return true;
+    }
+    let dead = match (&why, &state.last_failure) {
+        (_, Some((failure, mx, address))) => failure_outcome(failure, Some(mx), Some(*address)),
+        (NoSession::Busy, None) | (NoSession::Exhausted, None) => Outcome {
+            status: "transient".into(),
+            code: None,
+            enhanced: None,
+            text: "the route has no address to connect to".into(),
+            stage: Stage::Connect.as_str().into(),
+            mx: None,
+            address: None,
+            tls: None,
+            elapsed_ms: 0.0,
+            message_id: None,
+        },
+    };
+    state.dead = Some(dead.clone());
+    let mut outcome = with_message_id(dead, &job);
+    outcome.elapsed_ms = millis(started);
+    state.outcomes[job.index] = Some(outcome);
+    false
+}
+
+/// A session from the pool or a new one, trying hosts in order and each host's
+/// addresses in order, skipping addresses that failed earlier in the batch.
+async fn connect(batch: &Batch) -> Result<Held, NoSession> {
+    let client = &batch.client;
+    for (mx, addresses) in &batch.route.hosts {
+        for &address in addresses {
+            if batch.lock().failed.contains(&address) {
+                continue;
+            }
+            let permit = match client.pool.acquire(&client.key(address)).await {
+                Lease::Reuse(session, permit) => {
+                    *batch.lock().live.entry(address).or_default() += 1;
+                    return Ok(Held {
+                        session: *session,
+                        permit,
+                    });
+                }
+                Lease::Open(permit) => permit,
+            };
+            match client.open(mx, address).await {
+                Ok(session) => {
+                    *batch.lock().live.entry(address).or_default() += 1;
+                    return Ok(Held { session, permit });
+                }
+                Err(failure) => {
+                    drop(permit);
+                    let mut state = batch.lock();
+                    if state.live.get(&address).copied().unwrap_or(0) > 0 {
+                        return Err(NoSession::Busy);
+                    }
+                    state.failed.insert(address);
+                    state.last_failure = Some((failure, mx.clone(), address));
+                }
+            }
+        }
+    }
+    Err(NoSession::Exhausted)
+}
+
+/// The recipient's outcome from how its transaction ended.
+fn outcome(transaction: &Transaction, session: &Session, started: Instant, job: &Job) -> Outcome {
+    let mx = Some(&session.mx);
+    let address = Some(session.address);
+    let mut outcome = match &transaction.ending {
+        Ending::Reply { stage, reply } => Outcome {
+            status: match reply.code / 100 {
+                2 => "delivered",
+                5 => "permanent",
+                _ => "transient",
+            }
+            .into(),
+            code: Some(reply.code),
+            enhanced: reply.enhanced.map(|e| e.to_string()),
+            text: reply.text(),
+            stage: stage.as_str().into(),
+            mx: mx.map(|m| m.to_string()),
+            address: address.map(|a| a.ip().to_string()),
+            tls: None,
+            elapsed_ms: 0.0,
+            message_id: None,
+        },
+        Ending::Failed(failure) => failure_outcome(failure, mx, address),
+    };
+    outcome.tls = session.tls.map(str::to_string);
+    outcome.elapsed_ms = millis(started);
+    with_message_id(outcome, job)
+}
+
+/// The transient outcome of a failure without a usable reply (or a refused session).
+fn failure_outcome(
+    failure: &Failure,
+    mx: Option<&Arc<str>>,
+    address: Option<SocketAddr>,
+) -> Outcome {
+    let reply = failure.error.reply();
+    let mut text = failure.error.to_string();
+    if failure.stage == Stage::Dot && !matches!(failure.error, ClientError::Refused(_)) {
+        text.push_str(
+            " after the whole message was sent; it may have been delivered, and a retry may \
+             deliver it twice",
+        );
+    }
+    Outcome {
+        status: "transient".into(),
+        code: reply.map(|r| r.code),
+        enhanced: reply.and_then(|r| r.enhanced).map(|e| e.to_string()),
+        text,
+        stage: failure.stage.as_str().into(),
+        mx: mx.map(|m| m.to_string()),
+        address: address.map(|a| a.ip().to_string()),
+        tls: None,
+        elapsed_ms: 0.0,
+        message_id: None,
+    }
+}
+
+fn with_message_id(mut outcome: Outcome, job: &Job) -> Outcome {
+    outcome.message_id = Some(job.message_id.clone());
+    outcome
+}
+
+fn render_outcome(reason: String) -> Outcome {
+    Outcome {
+        status: "permanent".into(),
+        code: None,
+        enhanced: None,
+        text: reason,
+        stage: Stage::Render.as_str().into(),
+        mx: None,
+        address: None,
+        tls: None,
+        elapsed_ms: 0.0,
+        message_id: None,
+    }
+}
+
+fn render_failure(reason: String) -> RenderOutcome {
+    RenderOutcome {
+        envelope_from: String::new(),
+        data: None,
+        message_id: None,
+        error: Some(reason),
+        smtputf8: false,
+        rcpt_to: None,
+    }
+}
+
+/// A transient outcome for a fault of ferrymail's own: retrying is safe.
+fn internal(reason: &str) -> Outcome {
+    Outcome {
+        status: "transient".into(),
+        code: None,
+        enhanced: None,
+        text: format!("internal error: {reason}"),
+        stage: Stage::Connect.as_str().into(),
+        mx: None,
+        address: None,
+        tls: None,
+        elapsed_ms: 0.0,
+        message_id: None,
+    }
+}
+
+fn millis(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}

@@ -1,0 +1,110 @@
+//! Where in an SMTP attempt something went wrong ([`Stage`]) and what, when there was no reply to tell ([`ClientError`]).
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::reply::{Reply, ReplyError};
+
+/// The step of an attempt an outcome comes from. Python's retry policy and reports
+/// read it: a failure at `connect` or `banner` says nothing about the recipient, one
+/// at `rcpt` is about the mailbox, one at `dot` about the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Connect,
+    Banner,
+    Ehlo,
+    Starttls,
+    Mail,
+    Rcpt,
+    Data,
+    Dot,
+    Render,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Banner => "banner",
+            Stage::Ehlo => "ehlo",
+            Stage::Starttls => "starttls",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::Data => "data",
+            Stage::Dot => "dot",
+            Stage::Render => "render",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An attempt that ended without a reply saying how, or with a reply that ends the
+/// session. Every one is transient for the recipients it touches: the message may go
+/// through another host or a later attempt. The session that met it is closed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The TCP connection could not be made.
+    #[error("connect failed: {0}")]
+    Connect(io::Error),
+    /// No answer (or no progress writing) within the stage's timeout.
+    #[error("timed out after {:.1} s", .0.as_secs_f64())]
+    Timeout(Duration),
+    /// The connection broke, or the server closed it.
+    #[error("connection lost: {0}")]
+    Io(io::Error),
+    /// The server sent something that is not an SMTP reply.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ReplyError),
+    /// TLS could not be set up, or the policy forbids going on without it.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The server refused the session: a 421 or 5xx banner, EHLO and HELO refused, or a
+    /// refused STARTTLS under tls="required".
+    #[error("{} {}", .0.code, .0.text())]
+    Refused(Reply),
+}
+
+impl ClientError {
+    /// The server's reply, when the error is one.
+    pub fn reply(&self) -> Option<&Reply> {
+        match self {
+            ClientError::Refused(reply) => Some(reply),
+            _ => None,
+        }
+    }
+
+    /// The error of a connection the server closed without a word.
+    pub fn closed() -> Self {
+        ClientError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection",
+        ))
+    }
+}
+
+/// A [`ClientError`] and the stage it happened at.
+#[derive(Debug)]
+pub struct Failure {
+    pub stage: Stage,
+    pub error: ClientError,
+}
+
+impl Failure {
+    pub fn new(stage: Stage, error: ClientError) -> Self {
+        Self { stage, error }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {}", self.error, self.stage)
+    }
+}

@@ -1,0 +1,161 @@
+//! How the SMTP client behaves: HELO name, TLS policy, egress address, pool limits and per-stage timeouts.
+//!
+//! Python's `ferrymail.SmtpOptions` (a wire struct) becomes a [`ClientOptions`] here,
+//! checked once when a transport is made, so a session never meets a bad setting.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::wire::SmtpOptions;
+
+/// RSET waits at most this long (Postfix's `smtp_rset_timeout`); the option set of
+/// RFC 5321 §4.5.3.2 has no value for it.
+pub const RSET_TIMEOUT: Duration = Duration::from_secs(20);
+/// QUIT is a courtesy to a server we are done with: waiting minutes for its reply (as
+/// Postfix's `smtp_quit_timeout` of 300 s allows) would hold a connection slot for
+/// nothing.
+pub const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When to use STARTTLS (RFC 3207).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsPolicy {
+    /// Never: plaintext even when the server offers STARTTLS.
+    Off,
+    /// STARTTLS whenever offered, any certificate accepted (RFC 7435 opportunistic
+    /// security: it defeats passive listeners, which is all an MX lookup without DANE
+    /// or MTA-STS can promise). A failed handshake falls back to plaintext on a new
+    /// connection, as Postfix does with `smtp_tls_security_level = may`.
+    Opportunistic,
+    /// STARTTLS with a certificate valid for the MX name, from the system's roots or
+    /// the configured CA file; anything less is a transient failure of that host.
+    Required,
+}
+
+impl TlsPolicy {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "off" => Some(Self::Off),
+            "opportunistic" => Some(Self::Opportunistic),
+            "required" => Some(Self::Required),
+            _ => None,
+        }
+    }
+}
+
+/// How long the client waits at each stage; a wait that runs out is a transient
+/// failure of the attempt, reported with the stage it happened in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// The 220 banner (RFC 5321 §4.5.3.2.1: 5 minutes).
+    pub greeting: Duration,
+    /// The EHLO (or HELO) reply.
+    pub ehlo: Duration,
+    /// The STARTTLS reply and the TLS handshake.
+    pub starttls: Duration,
+    /// The MAIL FROM reply (§4.5.3.2.2: 5 minutes).
+    pub mail: Duration,
+    /// Each RCPT TO reply (§4.5.3.2.3: 5 minutes).
+    pub rcpt: Duration,
+    /// The reply to DATA (§4.5.3.2.4: 2 minutes).
+    pub data: Duration,
+    /// Each write of message content (§4.5.3.2.5: 3 minutes).
+    pub data_block: Duration,
+    /// The reply to the final "." (§4.5.3.2.6: 10 minutes).
+    pub dot: Duration,
+}
+
+/// Everything a transport needs to know to open, use and keep connections.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The name sent with EHLO/HELO: this host's name, as its PTR record says.
+    pub helo_name: String,
+    pub tls: TlsPolicy,
+    /// The local address connections leave from (an ESP's IP pool), or the system's choice.
+    pub source_address: Option<IpAddr>,
+    /// Extra CA certificates (PEM) trusted under [`TlsPolicy::Required`].
+    pub ca_file: Option<PathBuf>,
+    /// Most connections open at once to one address (busy, connecting or idle).
+    pub max_connections_per_host: usize,
+    /// A connection closes after this many transactions.
+    pub max_messages_per_connection: usize,
+    /// A connection unused this long is closed with QUIT.
+    pub idle_timeout: Duration,
+    pub timeouts: Timeouts,
+}
+
+impl ClientOptions {
+    /// Checks and converts the wire form; the error names the field and says why.
+    pub fn from_wire(o: &SmtpOptions) -> Result<Self, String> {
+        let helo_name = o.helo_name.trim();
+        if helo_name.is_empty()
+            || helo_name.len() > 255
+            || !helo_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+        {
+            return Err(format!(
+                "helo_name {:?}: must be this host's domain name (letters, digits, '-' and '.') \
+                 or an address literal",
+                o.helo_name
+            ));
+        }
+        let tls = TlsPolicy::parse(&o.tls).ok_or_else(|| {
+            format!(
+                "tls {:?}: must be \"off\", \"opportunistic\" or \"required\"",
+                o.tls
+            )
+        })?;
+        let source_address = match &o.source_address {
+            None => None,
+            Some(text) => Some(
+                text.parse::<IpAddr>()
+                    .map_err(|_| format!("source_address {text:?}: not an IPv4 or IPv6 address"))?,
+            ),
+        };
+        let seconds = |name: &str, value: f64| -> Result<Duration, String> {
+            if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                Err(format!(
+                    "{name} {value}: must be a number of seconds above 0 and at most one day"
+                ))
+            }
+        };
+        let count = |name: &str, value: u32| -> Result<usize, String> {
+            if value == 0 {
+                Err(format!("{name}: must be at least 1"))
+            } else {
+                Ok(value as usize)
+            }
+        };
+        Ok(Self {
+            helo_name: helo_name.to_string(),
+            tls,
+            source_address,
+            ca_file: o.ca_file.as_ref().map(PathBuf::from),
+            max_connections_per_host: count(
+                "max_connections_per_host",
+                o.max_connections_per_host,
+            )?,
+            max_messages_per_connection: count(
+                "max_messages_per_connection",
+                o.max_messages_per_connection,
+            )?,
+            idle_timeout: seconds("idle_timeout", o.idle_timeout)?,
+            timeouts: Timeouts {
+                connect: seconds("connect_timeout", o.connect_timeout)?,
+                greeting: seconds("greeting_timeout", o.greeting_timeout)?,
+                ehlo: seconds("ehlo_timeout", o.ehlo_timeout)?,
+                starttls: seconds("starttls_timeout", o.starttls_timeout)?,
+                mail: seconds("mail_timeout", o.mail_timeout)?,
+                rcpt: seconds("rcpt_timeout", o.rcpt_timeout)?,
+                data: seconds("data_timeout", o.data_timeout)?,
+                data_block: seconds("data_block_timeout", o.data_block_timeout)?,
+                dot: seconds("dot_timeout", o.dot_timeout)?,
+            },
+        })
+    }
+}

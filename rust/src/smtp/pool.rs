@@ -1,0 +1,228 @@
+//! The connection pool: greeted sessions kept per destination for reuse, and the cap on connections to one address.
+//!
+//! A slot per [`PoolKey`] counts the connections to it, busy, being opened or idle,
+//! and never lets them pass `max_connections_per_host`; a task that wants one more
+//! waits until one is handed back or closed. Idle sessions are checked before reuse
+//! and closed with QUIT after the idle timeout, by a reaper task.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::options::{ClientOptions, TlsPolicy};
+use super::session::Session;
+
+/// What makes two connections interchangeable: the same server address and port,
+/// from the same source address, under the same TLS policy and HELO name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub address: SocketAddr,
+    pub source: Option<IpAddr>,
+    pub tls: TlsPolicy,
+    pub helo: Arc<str>,
+}
+
+/// The right to one connection to a key's address. Dropping it (the connection is
+/// closed, or was never opened) frees the place for a waiting task.
+pub struct Permit {
+    slot: Arc<Slot>,
+    armed: bool,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.armed {
+            self.slot.lock().open -= 1;
+            self.slot.notify.notify_one();
+        }
+    }
+}
+
+/// What [`Pool::acquire`] hands out.
+pub enum Lease {
+    /// An idle session that looked alive.
+    Reuse(Box<Session>, Permit),
+    /// A place for a new connection: open it, keep the permit with it.
+    Open(Permit),
+}
+
+pub struct Pool {
+    slots: Mutex<HashMap<PoolKey, Arc<Slot>>>,
+    max_connections: usize,
+    max_transactions: usize,
+    idle_timeout: Duration,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+struct Slot {
+    state: Mutex<SlotState>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// Connections counted against the limit: with a permit out, or idle.
+    open: usize,
+    idle: Vec<Session>,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Pool {
+    /// A pool with `options`' limits, and its reaper running on the current tokio
+    /// runtime for as long as the pool lives.
+    pub fn new(options: &ClientOptions) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            slots: Mutex::default(),
+            max_connections: options.max_connections_per_host,
+            max_transactions: options.max_messages_per_connection,
+            idle_timeout: options.idle_timeout,
+            closed: Default::default(),
+        });
+        let period =
+            (options.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::spawn(reap(Arc::downgrade(&pool), period));
+        pool
+    }
+
+    fn slot(&self, key: &PoolKey) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    state: Mutex::default(),
+                    notify: Notify::new(),
+                })
+            })
+            .clone()
+    }
+
+    /// An idle session to `key` or the right to open one, waiting while the key is
+    /// at its connection limit.
+    pub async fn acquire(&self, key: &PoolKey) -> Lease {
+        let slot = self.slot(key);
+        loop {
+            let freed = slot.notify.notified();
+            let mut dead = Vec::new();
+            let lease = {
+                let mut state = slot.lock();
+                let mut lease = None;
+                while let Some(session) = state.idle.pop() {
+                    if session.idle_since.elapsed() < self.idle_timeout && session.is_alive() {
+                        lease = Some(Lease::Reuse(Box::new(session), self.permit(&slot)));
+                        break;
+                    }
+                    state.open -= 1;
+                    dead.push(session);
+                }
+                if lease.is_none() && state.open < self.max_connections {
+                    state.open += 1;
+                    lease = Some(Lease::Open(self.permit(&slot)));
+                }
+                lease
+            };
+            for session in dead {
+                tokio::spawn(session.quit());
+            }
+            if let Some(lease) = lease {
+                return lease;
+            }
+            freed.await;
+        }
+    }
+
+    fn permit(&self, slot: &Arc<Slot>) -> Permit {
+        Permit {
+            slot: slot.clone(),
+            armed: true,
+        }
+    }
+
+    /// Takes a session back after a transaction it can follow with another; closes
+    /// it instead when it has carried its share or the pool is closing.
+    pub fn release(&self, mut session: Session, mut permit: Permit) {
+        let closing = self.closed.load(std::sync::atomic::Ordering::Acquire);
+        if closing || session.transactions >= self.max_transactions {
+            tokio::spawn(async move {
+                session.quit().await;
+                drop(permit);
+            });
+            return;
+        }
+        session.idle_since = Instant::now();
+        permit.armed = false;
+        permit.slot.lock().idle.push(session);
+        permit.slot.notify.notify_one();
+    }
+
+    /// Whether a session has carried as many transactions as one connection may.
+    pub fn is_spent(&self, session: &Session) -> bool {
+        session.transactions >= self.max_transactions
+    }
+
+    /// Closes every idle session with QUIT, and makes sessions handed back later close
+    /// too. Returns when the QUITs are done.
+    pub async fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let idle = self.take_idle(|_| true);
+        quit_all(idle).await;
+    }
+
+    /// Removes the idle sessions `pick` chooses, freeing their places.
+    fn take_idle(&self, pick: impl Fn(&Session) -> bool) -> Vec<Session> {
+        let slots: Vec<Arc<Slot>> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut taken = Vec::new();
+        for slot in slots {
+            let mut state = slot.lock();
+            let (out, keep): (Vec<_>, Vec<_>) = state.idle.drain(..).partition(|s| pick(s));
+            state.idle = keep;
+            state.open -= out.len();
+            drop(state);
+            for _ in 0..out.len() {
+                slot.notify.notify_one();
+            }
+            taken.extend(out);
+        }
+        taken
+    }
+}
+
+async fn quit_all(sessions: Vec<Session>) {
+    let quits: Vec<_> = sessions
+        .into_iter()
+        .map(|s| tokio::spawn(s.quit()))
+        .collect();
+    for quit in quits {
+        let _ = quit.await;
+    }
+}
+
+/// Closes sessions idle past the timeout, every `period`, until the pool is gone.
+async fn reap(pool: Weak<Pool>, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        ticks.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let timeout = pool.idle_timeout;
+        let expired = pool.take_idle(|s| s.idle_since.elapsed() >= timeout);
+        drop(pool);
+        if !expired.is_empty() {
+            tokio::spawn(quit_all(expired));
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Opening an SMTP session (connect, banner, EHLO or HELO, STARTTLS, EHLO again), checking an idle one, and QUIT.
+//!
+//! A [`Session`] is one connection that has been greeted and is ready for mail
+//! transactions (see transaction.rs). Everything that goes wrong while opening is a
+//! [`Failure`] with the stage it happened at; the caller moves on to the next address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+use super::capabilities::Capabilities;
+use super::error::{ClientError, Failure, Stage};
+use super::options::{ClientOptions, TlsPolicy, QUIT_TIMEOUT};
+use super::reply::Reply;
+use super::stream::{Stream, Wire};
+use super::tls::{version_name, TlsSetup};
+
+/// A greeted connection to one address of one MX host.
+pub struct Session {
+    pub(super) wire: Wire,
+    /// What the server offered in its (last) EHLO reply; empty after HELO.
+    pub caps: Capabilities,
+    /// The MX host name this connection was opened for.
+    pub mx: Arc<str>,
+    pub address: SocketAddr,
+    /// The negotiated TLS version, None in plaintext.
+    pub tls: Option<&'static str>,
+    /// Mail transactions begun on this connection.
+    pub transactions: usize,
+    /// The last transaction ended before its final reply: send RSET before the next.
+    pub(super) needs_rset: bool,
+    /// When the connection was last handed back to its pool.
+    pub idle_since: Instant,
+    /// Reusable buffers: the commands of one transaction, and its dot-stuffed content.
+    pub(super) commands: Vec<u8>,
+    pub(super) content: Vec<u8>,
+}
+
+impl Session {
+    /// Connects to `address` and greets it. `starttls` says whether to upgrade when the
+    /// server offers STARTTLS (false for the plaintext retry after a failed handshake
+    /// under the opportunistic policy).
+    pub async fn open(
+        mx: Arc<str>,
+        address: SocketAddr,
+        options: &ClientOptions,
+        tls: &TlsSetup,
+        starttls: bool,
+    ) -> Result<Session, Failure> {
+        let tcp = connect(address, options).await?;
+        let mut session = Session {
+            wire: Wire::new(Stream::Plain(tcp)),
+            caps: Capabilities::default(),
+            mx,
+            address,
+            tls: None,
+            transactions: 0,
+            needs_rset: false,
+            idle_since: Instant::now(),
+            commands: Vec::with_capacity(512),
+            content: Vec::new(),
+        };
+        let t = &options.timeouts;
+        let banner = session.read(t.greeting, Stage::Banner).await?;
+        if banner.code != 220 {
+            // A 5xx greeting invites QUIT (RFC 5321 §3.1); a 421 closes by itself.
+            if banner.is_permanent() {
+                session.quit().await;
+            }
+            return Err(Failure::new(Stage::Banner, ClientError::Refused(banner)));
+        }
+        session.greet(options).await?;
+        if options.tls == TlsPolicy::Off || !starttls {
+            return Ok(session);
+        }
+        if !session.caps.starttls {
+            if options.tls == TlsPolicy::Required {
+                return Err(Failure::new(
+                    Stage::Starttls,
+                    ClientError::Tls(
+                        "tls=\"required\" but the server does not offer STARTTLS".into(),
+                    ),
+                ));
+            }
+            return Ok(session);
+        }
+        let reply = session
+            .command(b"STARTTLS\r\n", t.starttls, Stage::Starttls)
+            .await?;
+        if reply.code != 220 {
+            // Under the opportunistic policy a refused STARTTLS leaves the session
+            // where it was (RFC 3207 §4): go on in plaintext.
+            if options.tls == TlsPolicy::Required || reply.code == 421 {
+                return Err(Failure::new(Stage::Starttls, ClientError::Refused(reply)));
+            }
+            return Ok(session);
+        }
+        let mut session = session.upgrade(options, tls).await?;
+        session.greet(options).await?;
+        Ok(session)
+    }
+
+    /// EHLO, or HELO when EHLO is refused with a 5xx (RFC 5321 §3.2: a server that
+    /// does not know EHLO).
+    async fn greet(&mut self, options: &ClientOptions) -> Result<(), Failure> {
+        let limit = options.timeouts.ehlo;
+        let ehlo = format!("EHLO {}\r\n", options.helo_name);
+        let reply = self.command(ehlo.as_bytes(), limit, Stage::Ehlo).await?;
+        if reply.is_positive_completion() {
+            self.caps = Capabilities::from_ehlo(&reply);
+            return Ok(());
+        }
+        if !reply.is_permanent() {
+            return Err(Failure::new(Stage::Ehlo, ClientError::Refused(reply)));
+        }
+        let helo = format!("HELO {}\r\n", options.helo_name);
+        let reply = self.command(helo.as_bytes(), limit, Stage::Ehlo).await?;
+        if !reply.is_positive_completion() {
+            return Err(Failure::new(Stage::Ehlo, ClientError::Refused(reply)));
+        }
+        self.caps = Capabilities::default();
+        Ok(())
+    }
+
+    /// The TLS handshake after "220" to STARTTLS, within the STARTTLS timeout.
+    async fn upgrade(mut self, options: &ClientOptions, tls: &TlsSetup) -> Result<Self, Failure> {
+        let fail = |error| Failure::new(Stage::Starttls, error);
+        let Stream::Plain(tcp) = self.wire.into_stream().map_err(fail)? else {
+            return Err(fail(ClientError::Tls(
+                "STARTTLS on a TLS connection".into(),
+            )));
+        };
+        let limit = options.timeouts.starttls;
+        let handshake = tls.handshake(options.tls, &self.mx, self.address.ip(), tcp);
+        let stream = match timeout(limit, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(fail(ClientError::Tls(e))),
+            Err(_) => return Err(fail(ClientError::Timeout(limit))),
+        };
+        self.tls = Some(version_name(&stream));
+        self.wire = Wire::new(Stream::Tls(Box::new(stream)));
+        Ok(self)
+    }
+
+    /// Sends one command and reads its reply.
+    pub(super) async fn command(
+        &mut self,
+        line: &[u8],
+        limit: Duration,
+        stage: Stage,
+    ) -> Result<Reply, Failure> {
+        self.wire
+            .send(line, limit)
+            .await
+            .map_err(|e| Failure::new(stage, e))?;
+        self.read(limit, stage).await
+    }
+
+    pub(super) async fn read(&mut self, limit: Duration, stage: Stage) -> Result<Reply, Failure> {
+        self.wire
+            .read_reply(limit)
+            .await
+            .map_err(|e| Failure::new(stage, e))
+    }
+
+    /// Whether an idle connection can carry another transaction: the server has said
+    /// nothing since (a server closing an idle connection sends 421 or just FIN) and
+    /// the socket is still open. Costs one non-blocking read.
+    pub fn is_alive(&self) -> bool {
+        if self.wire.has_unread() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.wire.stream().tcp().try_read(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Ends the session politely: QUIT, a short wait for its reply, close.
+    pub async fn quit(mut self) {
+        if self.wire.send(b"QUIT\r\n", QUIT_TIMEOUT).await.is_ok() {
+            let _ = self.wire.read_reply(QUIT_TIMEOUT).await;
+        }
+        self.wire.shutdown().await;
+    }
+}
+
+/// The TCP connection, from the configured source address, within the connect timeout.
+async fn connect(address: SocketAddr, options: &ClientOptions) -> Result<TcpStream, Failure> {
+    let fail = |e| Failure::new(Stage::Connect, ClientError::Connect(e));
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    if let Some(source) = options.source_address {
+        socket.bind(SocketAddr::new(source, 0)).map_err(fail)?;
+    }
+    let limit = options.timeouts.connect;
+    let tcp = match timeout(limit, socket.connect(address)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(fail(e)),
+        Err(_) => return Err(Failure::new(Stage::Connect, ClientError::Timeout(limit))),
+    };
+    // Commands are written whole, one write per group: Nagle would only delay them.
+    tcp.set_nodelay(true).map_err(fail)?;
+    Ok(tcp)
+}

@@ -1,0 +1,338 @@
+//! One mail transaction on an open session: MAIL, RCPT, DATA (pipelined when offered, RFC 2920), content, final dot.
+//!
+//! Every message ferrymail sends is personalised, so a transaction carries one
+//! message to one recipient. Its [`Transaction`] says how it ended and whether the
+//! connection can carry the next one.
+
+use std::time::Duration;
+
+use super::dot::dot_stuff;
+use super::error::{ClientError, Failure, Stage};
+use super::options::{Timeouts, RSET_TIMEOUT};
+use super::reply::{EnhancedCode, Reply};
+use super::session::Session;
+
+/// A rendered message and its envelope.
+pub struct Message<'a> {
+    /// MAIL FROM address (A-label domain), without angle brackets.
+    pub from: &'a str,
+    /// RCPT TO address, without angle brackets.
+    pub to: &'a str,
+    /// The message as DATA carries it, before dot-stuffing; CRLF line ends.
+    pub data: &'a [u8],
+    /// An address needs SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
+}
+
+/// How a transaction ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// The reply that decided the recipient's fate and the stage it answered: 2xx at
+    /// `Dot` is a delivery. Replies ferrymail makes up itself (a message over the
+    /// server's SIZE, an extension the message needs and the server lacks) say "not
+    /// sent" in their text.
+    Reply { stage: Stage, reply: Reply },
+    /// No usable reply: the connection broke, timed out or spoke garbage.
+    Failed(Failure),
+}
+
+/// The result of [`Session::transact`].
+#[derive(Debug)]
+pub struct Transaction {
+    pub ending: Ending,
+    /// The connection can carry another transaction.
+    pub reusable: bool,
+    /// A reused connection turned out dead before it said anything about this
+    /// message (or said 421 at once): nothing happened, send it on a fresh connection.
+    pub stale: bool,
+}
+
+impl Transaction {
+    fn ended(stage: Stage, reply: Reply, reusable: bool) -> Self {
+        let reusable = reusable && reply.code != 421;
+        Self {
+            ending: Ending::Reply { stage, reply },
+            reusable,
+            stale: false,
+        }
+    }
+
+    fn failed(failure: Failure) -> Self {
+        Self {
+            ending: Ending::Failed(failure),
+            reusable: false,
+            stale: false,
+        }
+    }
+}
+
+impl Session {
+    /// Runs one transaction. Never panics and never leaves the session half-way: when
+    /// the result says `reusable`, the next transaction can begin.
+    pub async fn transact(&mut self, message: &Message<'_>, t: &Timeouts) -> Transaction {
+        if let Some(refusal) = self.refuse_before_sending(message) {
+            return Transaction::ended(Stage::Mail, refusal, true);
+        }
+        let reused = self.transactions > 0;
+        self.transactions += 1;
+        let mut heard = Heard::default();
+        let result = if self.caps.pipelining {
+            self.pipelined(message, t, &mut heard).await
+        } else {
+            self.lockstep(message, t, &mut heard).await
+        };
+        // A connection that sat in the pool may have been closed by the server in the
+        // meantime (with or without a 421) though it looked alive when taken.
+        let stale = reused
+            && match &result {
+                Ok(_) => heard.first == Some(421),
+                Err(failure) => {
+                    heard.first.is_none() && matches!(failure.error, ClientError::Io(_))
+                }
+            };
+        let transaction = result.unwrap_or_else(Transaction::failed);
+        Transaction {
+            stale,
+            ..transaction
+        }
+    }
+
+    /// What the client refuses to send, as a made-up permanent reply: the server would
+    /// refuse it, or could not deliver it faithfully.
+    fn refuse_before_sending(&mut self, message: &Message<'_>) -> Option<Reply> {
+        let caps = &self.caps;
+        if message.smtputf8 && !caps.smtputf8 {
+            return Some(made_up(
+                553,
+                (5, 6, 7),
+                format!(
+                    "{} does not offer SMTPUTF8, which the address {} needs; not sent",
+                    self.mx, message.to
+                ),
+            ));
+        }
+        let size = declared_size(message.data);
+        if let Some(limit) = caps.max_size.filter(|&limit| size > limit) {
+            return Some(made_up(
+                552,
+                (5, 3, 4),
+                format!(
+                    "message of {size} bytes exceeds the size limit of {limit} bytes of {}; not sent",
+                    self.mx
+                ),
+            ));
+        }
+        if !message.data.is_ascii() && !caps.eight_bit_mime && !caps.smtputf8 {
+            return Some(made_up(
+                554,
+                (5, 6, 3),
+                format!(
+                    "the message has 8-bit content and {} offers neither 8BITMIME nor SMTPUTF8; not sent",
+                    self.mx
+                ),
+            ));
+        }
+        self.content.clear();
+        if let Err(e) = dot_stuff(message.data, &mut self.content) {
+            return Some(made_up(554, (5, 6, 0), format!("{e}; not sent")));
+        }
+        None
+    }
+
+    /// MAIL, RCPT and DATA in one write, then their replies (RFC 2920). A preceding
+    /// RSET joins the group: RFC 2920 §3.1 allows it anywhere in one.
+    async fn pipelined(
+        &mut self,
+        message: &Message<'_>,
+        t: &Timeouts,
+        heard: &mut Heard,
+    ) -> Result<Transaction, Failure> {
+        let rset = std::mem::take(&mut self.needs_rset);
+        let mut commands = std::mem::take(&mut self.commands);
+        commands.clear();
+        if rset {
+            commands.extend_from_slice(b"RSET\r\n");
+        }
+        self.write_mail_from(message, &mut commands);
+        write_rcpt_to(message, &mut commands);
+        commands.extend_from_slice(b"DATA\r\n");
+        let sent = self.wire.send(&commands, t.mail).await;
+        self.commands = commands;
+        sent.map_err(|e| Failure::new(Stage::Mail, e))?;
+
+        if rset {
+            let reply = self.expect(RSET_TIMEOUT, Stage::Mail, heard).await?;
+            if !reply.is_positive_completion() {
+                return Ok(Transaction::ended(Stage::Mail, reply, false));
+            }
+        }
+        let mail = self.expect(t.mail, Stage::Mail, heard).await?;
+        if mail.code == 421 {
+            return Ok(Transaction::ended(Stage::Mail, mail, false));
+        }
+        let rcpt = self.expect(t.rcpt, Stage::Rcpt, heard).await?;
+        if rcpt.code == 421 {
+            return Ok(Transaction::ended(Stage::Rcpt, rcpt, false));
+        }
+        let data = self.expect(t.data, Stage::Data, heard).await?;
+        let (stage, refusal) = if !mail.is_positive_completion() {
+            (Stage::Mail, Some(mail))
+        } else if !rcpt.is_positive_completion() {
+            (Stage::Rcpt, Some(rcpt))
+        } else {
+            (Stage::Data, None)
+        };
+        if let Some(refusal) = refusal {
+            if data.code == 354 {
+                // RFC 2920 §3.1: DATA accepted though nothing else was. A lone "."
+                // ends that empty message; the server must refuse it for want of
+                // recipients.
+                self.wire
+                    .send(b".\r\n", t.data_block)
+                    .await
+                    .map_err(|e| Failure::new(Stage::Data, e))?;
+                self.expect(t.dot, Stage::Dot, heard).await?;
+            }
+            self.needs_rset = true;
+            return Ok(Transaction::ended(stage, refusal, data.code != 421));
+        }
+        if data.code != 354 {
+            self.needs_rset = true;
+            return Ok(Transaction::ended(Stage::Data, data, true));
+        }
+        self.content_and_dot(t).await
+    }
+
+    /// One command at a time, for servers without PIPELINING.
+    async fn lockstep(
+        &mut self,
+        message: &Message<'_>,
+        t: &Timeouts,
+        heard: &mut Heard,
+    ) -> Result<Transaction, Failure> {
+        if std::mem::take(&mut self.needs_rset) {
+            let reply = self
+                .ask(b"RSET\r\n", RSET_TIMEOUT, Stage::Mail, heard)
+                .await?;
+            if !reply.is_positive_completion() {
+                return Ok(Transaction::ended(Stage::Mail, reply, false));
+            }
+        }
+        let mut line = Vec::with_capacity(128);
+        self.write_mail_from(message, &mut line);
+        let mail = self.ask(&line, t.mail, Stage::Mail, heard).await?;
+        if !mail.is_positive_completion() {
+            self.needs_rset = true;
+            return Ok(Transaction::ended(Stage::Mail, mail, true));
+        }
+        let mut line = Vec::with_capacity(128);
+        write_rcpt_to(message, &mut line);
+        let rcpt = self.ask(&line, t.rcpt, Stage::Rcpt, heard).await?;
+        if !rcpt.is_positive_completion() {
+            self.needs_rset = true;
+            return Ok(Transaction::ended(Stage::Rcpt, rcpt, true));
+        }
+        let data = self.ask(b"DATA\r\n", t.data, Stage::Data, heard).await?;
+        if data.code != 354 {
+            self.needs_rset = true;
+            return Ok(Transaction::ended(Stage::Data, data, true));
+        }
+        self.content_and_dot(t).await
+    }
+
+    /// After 354: the dot-stuffed content with its final ".", then the reply that
+    /// decides the message. Whatever that reply says, the transaction is over (RFC
+    /// 5321 §4.1.1.4), so no RSET is needed after it.
+    async fn content_and_dot(&mut self, t: &Timeouts) -> Result<Transaction, Failure> {
+        let content = std::mem::take(&mut self.content);
+        let sent = self.wire.send_content(&content, t.data_block).await;
+        self.content = content;
+        sent.map_err(|e| Failure::new(Stage::Data, e))?;
+        match self.wire.read_reply(t.dot).await {
+            Ok(reply) => Ok(Transaction::ended(Stage::Dot, reply, true)),
+            // The message went out whole; without the reply nobody knows whether it
+            // was delivered. A retry may deliver it twice, as with every MTA (RFC
+            // 1047); losing it would be worse.
+            Err(error) => Err(Failure::new(Stage::Dot, error)),
+        }
+    }
+
+    /// Sends `line`, then reads its reply.
+    async fn ask(
+        &mut self,
+        line: &[u8],
+        limit: Duration,
+        stage: Stage,
+        heard: &mut Heard,
+    ) -> Result<Reply, Failure> {
+        self.wire
+            .send(line, limit)
+            .await
+            .map_err(|e| Failure::new(stage, e))?;
+        self.expect(limit, stage, heard).await
+    }
+
+    /// Reads one reply, noting the first of the transaction in `heard`.
+    async fn expect(
+        &mut self,
+        limit: Duration,
+        stage: Stage,
+        heard: &mut Heard,
+    ) -> Result<Reply, Failure> {
+        let reply = self
+            .wire
+            .read_reply(limit)
+            .await
+            .map_err(|e| Failure::new(stage, e))?;
+        heard.first.get_or_insert(reply.code);
+        Ok(reply)
+    }
+
+    /// `MAIL FROM:<…>` with the parameters the server and the message call for.
+    fn write_mail_from(&self, message: &Message<'_>, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"MAIL FROM:<");
+        out.extend_from_slice(message.from.as_bytes());
+        out.push(b'>');
+        if self.caps.size {
+            out.extend_from_slice(format!(" SIZE={}", declared_size(message.data)).as_bytes());
+        }
+        if self.caps.eight_bit_mime && !message.data.is_ascii() {
+            out.extend_from_slice(b" BODY=8BITMIME");
+        }
+        if message.smtputf8 {
+            out.extend_from_slice(b" SMTPUTF8");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// What the server has said so far in a transaction: the code of its first reply.
+#[derive(Default)]
+struct Heard {
+    first: Option<u16>,
+}
+
+fn write_rcpt_to(message: &Message<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"RCPT TO:<");
+    out.extend_from_slice(message.to.as_bytes());
+    out.extend_from_slice(b">\r\n");
+}
+
+/// RFC 1870 §3: the size counts the message with its CRLFs, not the dot-stuffing.
+fn declared_size(data: &[u8]) -> u64 {
+    let final_crlf = if data.is_empty() || data.ends_with(b"\r\n") {
+        0
+    } else {
+        2
+    };
+    (data.len() + final_crlf) as u64
+}
+
+/// A reply the client makes up for a refusal of its own.
+fn made_up(code: u16, (class, subject, detail): (u8, u16, u16), text: String) -> Reply {
+    Reply {
+        code,
+        enhanced: EnhancedCode::new(class, subject, detail),
+        lines: vec![text],
+    }
+}
