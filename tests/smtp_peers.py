@@ -832,7 +832,9 @@ class SmtpSink:
             self.port = chosen or free_port(self.host)
             if self._launch(flags):
                 return self
-        raise RuntimeError(f"smtp-sink did not start: {self.errors()}")
+        errors = self.errors()
+        self.stop()  # removes the temporary directory
+        raise RuntimeError(f"smtp-sink did not start: {errors}")
 
     def _launch(self, flags: list[str]) -> bool:
         assert self._dir is not None
@@ -846,7 +848,7 @@ class SmtpSink:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
-            if listening(self.host, self.port):
+            if listening(self.host, self.port, self.process.pid):
                 return True
             time.sleep(0.005)
         self.process.kill()
@@ -873,8 +875,10 @@ class SmtpSink:
     def counters(self) -> SinkCounters:
         assert self._dir is not None
         # One "sess=N quit=N mesg=N" record per update, each ended by a CR; the last may
-        # still be being written.
-        records = _COUNTERS.findall((self._dir / "counters").read_bytes())
+        # still be being written. A benchmark writes megabytes of them: read the tail.
+        with open(self._dir / "counters", "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 256))
+            records = _COUNTERS.findall(f.read())
         return SinkCounters(*map(int, records[-1])) if records else SinkCounters(0, 0, 0)
 
     def wait_for(self, messages: int = 0, sessions: int = 0, timeout: float = 5.0) -> SinkCounters:
@@ -919,18 +923,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def listening(host: str, port: int) -> bool:
-    """Whether an IPv4 socket listens on host:port, read from /proc/net/tcp: connecting
-    to find out would count as a session in smtp-sink's counters."""
+def listening(host: str, port: int, pid: int) -> bool:
+    """Whether process `pid` listens on IPv4 host:port. Read from /proc: connecting to
+    find out would count as a session in smtp-sink's counters."""
     # /proc/net/tcp lists local addresses as the in-memory bytes in hex (little-endian
-    # here), ":", the port in hex; state 0A is LISTEN.
+    # here), ":", the port in hex; state 0A is LISTEN; field 9 is the socket's inode,
+    # which the owner's /proc/PID/fd links to as "socket:[inode]".
     wanted = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
     with open("/proc/net/tcp") as f:
-        return any(
-            fields[1] == wanted and fields[3] == "0A"
+        inodes = {
+            fields[9]
             for fields in (line.split() for line in f)
-            if len(fields) > 3
-        )
+            if len(fields) > 9 and fields[1] == wanted and fields[3] == "0A"
+        }
+    if not inodes:
+        return False
+    try:
+        links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    except OSError:  # it exited meanwhile (or an fd closed as we read)
+        return False
+    return any(f"socket:[{inode}]" in links for inode in inodes)
 
 
 # --- TLS material: a private CA and the peers' certificates -----------------------------
