@@ -12,8 +12,12 @@ from ferrymail.errors import WireError
 from ferrymail.wire import (
     CampaignSpec,
     DkimKeySpec,
+    MxHost,
+    Outcome,
     Recipient,
     RenderOutcome,
+    Route,
+    SmtpOptions,
     TrackingSpec,
     UnsubscribeSpec,
 )
@@ -152,6 +156,70 @@ INSTANCES: dict[str, list[tuple[str, msgspec.Struct]]] = {
             "empty-values",
             RenderOutcome(
                 envelope_from="", data=b"", message_id="", error="", smtputf8=False, rcpt_to=""
+            ),
+        ),
+    ],
+    "SmtpOptions": [
+        ("defaults", SmtpOptions("mta1.example.com")),
+        (
+            "everything-set",
+            SmtpOptions(
+                "[192.0.2.1]",
+                tls="required",
+                source_address="2001:db8::25",
+                connect_timeout=0.25,
+                max_connections_per_host=1,
+                max_messages_per_connection=2**32 - 1,
+                idle_timeout=1e-3,
+                greeting_timeout=1.5,
+                ehlo_timeout=2.5,
+                starttls_timeout=3.5,
+                mail_timeout=4.5,
+                rcpt_timeout=5.5,
+                data_timeout=6.5,
+                data_block_timeout=7.5,
+                dot_timeout=86_400.0,
+                ca_file="/etc/ferrymail/ca ü.pem",
+            ),
+        ),
+    ],
+    "MxHost": [
+        ("v4-and-v6", MxHost("mx1.example.com.", ["192.0.2.25", "2001:db8::25"])),
+        ("no-addresses-high-port", MxHost("mx.bücher.example", [], port=65_535)),
+    ],
+    "Route": [
+        ("empty", Route([])),
+        ("two-hosts", Route([MxHost("a.example", ["127.0.0.2"], 2525), MxHost("b", ["::1"])])),
+    ],
+    "Outcome": [
+        (
+            "delivered",
+            Outcome(
+                status="delivered",
+                code=250,
+                enhanced="2.0.0",
+                text="Ok: queued as 4Zk1",
+                stage="dot",
+                mx="mx1.example.com",
+                address="2001:db8::25",
+                tls="TLSv1.3",
+                elapsed_ms=12.625,
+                message_id="<abc@example.com>",
+            ),
+        ),
+        (
+            "no-reply",
+            Outcome(
+                status="transient",
+                code=None,
+                enhanced=None,
+                text="connect failed: Connection refused (os error 111)",
+                stage="connect",
+                mx=None,
+                address=None,
+                tls=None,
+                elapsed_ms=0.0,
+                message_id=None,
             ),
         ),
     ],

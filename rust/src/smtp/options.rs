@@ -159,3 +159,116 @@ impl ClientOptions {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire() -> SmtpOptions {
+        SmtpOptions {
+            helo_name: "mta1.example.com".into(),
+            tls: "opportunistic".into(),
+            source_address: None,
+            connect_timeout: 30.0,
+            max_connections_per_host: 10,
+            max_messages_per_connection: 100,
+            idle_timeout: 30.0,
+            greeting_timeout: 300.0,
+            ehlo_timeout: 300.0,
+            starttls_timeout: 300.0,
+            mail_timeout: 300.0,
+            rcpt_timeout: 300.0,
+            data_timeout: 120.0,
+            data_block_timeout: 180.0,
+            dot_timeout: 600.0,
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn good_options_convert() {
+        let o = ClientOptions::from_wire(&SmtpOptions {
+            source_address: Some("2001:db8::1".into()),
+            tls: "required".into(),
+            ..wire()
+        })
+        .unwrap();
+        assert_eq!(o.tls, TlsPolicy::Required);
+        assert_eq!(o.source_address, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(o.timeouts.dot, Duration::from_secs(600));
+        assert_eq!(o.timeouts.data, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn each_bad_option_is_named() {
+        let cases: Vec<(SmtpOptions, &str)> = vec![
+            (
+                SmtpOptions {
+                    tls: "yes".into(),
+                    ..wire()
+                },
+                "tls \"yes\"",
+            ),
+            (
+                SmtpOptions {
+                    helo_name: "".into(),
+                    ..wire()
+                },
+                "helo_name",
+            ),
+            (
+                SmtpOptions {
+                    helo_name: "a b".into(),
+                    ..wire()
+                },
+                "helo_name",
+            ),
+            (
+                SmtpOptions {
+                    source_address: Some("eth0".into()),
+                    ..wire()
+                },
+                "source_address \"eth0\"",
+            ),
+            (
+                SmtpOptions {
+                    rcpt_timeout: 0.0,
+                    ..wire()
+                },
+                "rcpt_timeout",
+            ),
+            (
+                SmtpOptions {
+                    dot_timeout: f64::NAN,
+                    ..wire()
+                },
+                "dot_timeout",
+            ),
+            (
+                SmtpOptions {
+                    connect_timeout: -1.0,
+                    ..wire()
+                },
+                "connect_timeout",
+            ),
+            (
+                SmtpOptions {
+                    max_connections_per_host: 0,
+                    ..wire()
+                },
+                "max_connections_per_host",
+            ),
+            (
+                SmtpOptions {
+                    max_messages_per_connection: 0,
+                    ..wire()
+                },
+                "max_messages_per_connection",
+            ),
+        ];
+        for (options, named) in cases {
+            let err = ClientOptions::from_wire(&options).unwrap_err();
+            assert!(err.starts_with(named), "{err:?} should name {named}");
+        }
+    }
+}

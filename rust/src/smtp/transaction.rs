@@ -336,3 +336,23 @@ fn made_up(code: u16, (class, subject, detail): (u8, u16, u16), text: String) ->
         lines: vec![text],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_size_counts_crlfs_and_a_missing_final_one() {
+        assert_eq!(declared_size(b"a\r\n.b\r\n"), 7);
+        assert_eq!(declared_size(b"a\r\nb"), 6);
+        assert_eq!(declared_size(b""), 0);
+    }
+
+    #[test]
+    fn made_up_replies_carry_their_enhanced_code() {
+        let reply = made_up(552, (5, 3, 4), "too big; not sent".into());
+        assert!(reply.is_permanent());
+        assert_eq!(reply.enhanced.unwrap().to_string(), "5.3.4");
+        assert_eq!(reply.text(), "too big; not sent");
+    }
+}
