@@ -415,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{c} connections; smtp-sink on {HOST}, PIPELINING on\n")
 
     rows: list[Row] = []
+    notes = []
     with Sink(c) as sink:
         port = sink.port
         rows.append(sink.measure(f"smtp-source, {c} conn", n, run_smtp_source(port, n, c, message)))
@@ -433,11 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             label = f"ferrymail{' tracked' if args.tracking else ''}, {c} conn"
             send = run_ferrymail(fm, port, campaign, recipients, args)
             rows.append(sink.measure(label, n, send))
-            print(f"ferrymail renders every message too (≈{size:,} bytes each)")
+            notes.append(f"ferrymail renders every message too (≈{size:,} bytes each).")
     print(table(rows))
     print("\nclient CPU: smtp-source's rusage; this process's CPU for the Python clients")
     print("(ferrymail's includes rendering). sink CPU: smtp-sink's, from /proc/PID/stat.")
     print("sessions and sink counted: smtp-sink's own -c counters during the row.")
+    print(*notes, sep="\n")
     if any(r.seconds and r.sink_messages != r.messages for r in rows):
         print("\nthe sink did not count every message of some row")
         return 1
