@@ -100,6 +100,29 @@ REPLIES: list[tuple[int | None, str | None, str, str]] = [
     ),
     (556, None, "Domain does not accept mail", "bad-domain"),
     (550, "5.1.2", "Host unknown", "bad-domain"),
+    # The shapes of ferrymail's DNS results (python/ferrymail/dns.py).
+    (
+        556,
+        "5.1.10",
+        "example.com publishes a null MX (RFC 7505): it accepts no mail",
+        "bad-domain",
+    ),
+    (550, "5.1.2", "nowhere.example does not exist (NXDOMAIN)", "bad-domain"),
+    (
+        550,
+        "5.1.2",
+        "example.com has no MX record and no address (NXDOMAIN): no mail host",
+        "bad-domain",
+    ),
+    (553, "5.1.3", "'exa mple.com' is not a domain: label has a space", "bad-domain"),
+    (
+        550,
+        "5.4.4",
+        "no MX host of example.com has an address: mx1.example.com: NXDOMAIN; "
+        "mx2.example.com: NXDOMAIN",
+        "routing",
+    ),
+    (451, "4.4.3", "MX lookup for example.com failed: SERVFAIL from 127.0.0.1:53", "routing"),
     (550, "5.4.310", "DNS domain does not exist [Message=InfoDomainNonexistent]", "bad-domain"),
     # inactive-mailbox
     (

@@ -16,7 +16,8 @@ User rules come first, then the built-in rules (`BUILTIN_RULES`) in these tiers:
    code (a render error, an internal error) falls through to "other".
 2. Known replies whose enhanced code says something else: Microsoft's
    "5.4.1 Recipient address rejected: Access denied" (directory-based edge blocking) is
-   bad-mailbox, not routing.
+   bad-mailbox, not routing; ferrymail's own 5.4.4 "no MX host of ... has an address"
+   is routing even when it quotes the hosts' NXDOMAINs.
 3. Reply text, which wins over the codes: receivers misuse enhanced codes (a 5.7.1
    "user unknown", a 5.1.1 "blocked", Gmail's 4.2.1 for a rate limit), but their words
    are meant for people and say what happened. Words for causes that keep the address
@@ -267,7 +268,7 @@ _BAD_DOMAIN = _text(
     "bad-domain",
     r"\bnull mx\b",
     r"\bnxdomain\b",
-    r"\bno such domain\b|\bunknown domain\b",
+    r"\bno such domain\b|\bunknown domain\b|\bnot a (?:valid )?domain\b",
     r"\bdomain (?:name )?(?:not found|does not exist|doesn't exist|is invalid)\b",
     r"\bhost or domain name not found\b",
     r"\bdomain does not accept mail\b",
@@ -318,6 +319,9 @@ BUILTIN_RULES: tuple[BounceRule, ...] = (
     BounceRule(
         "bad-mailbox", enhanced="5.4.1", text=r"\brecipient address rejected: access denied\b"
     ),
+    # ferrymail's DNS step (dns.py) says 5.4.4 when no MX host of a domain has an
+    # address; the hosts' NXDOMAINs in its text are about them, not the domain.
+    BounceRule("routing", enhanced="5.4.4", text=r"\bMX host"),
     # 3. Reply text.
     _AUTHENTICATION,
     _MALWARE,
