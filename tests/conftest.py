@@ -57,3 +57,24 @@ def smtp_sink() -> Iterator[Callable[..., SmtpSink]]:
     """smtp_sink(**options) starts Postfix's smtp-sink on a free loopback port."""
     with ExitStack() as peers:
         yield lambda **options: peers.enter_context(SmtpSink(**options))
+
+
+# --- DNS peers (tests/dns_peer.py): knot authoritative for test zones, a raw nameserver --
+# Imported here rather than at the top so that this block stays one piece of the file.
+from dns_peer import DnsServer, RawNameserver  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
+    """Knot DNS on 127.0.0.1 (and ::1) for the whole session, stopped at its end. Tests
+    add zones of their own names (zones outlive the test that added them)."""
+    with DnsServer(tmp_path_factory.mktemp("dns")) as server:
+        yield server
+
+
+@pytest.fixture
+def raw_nameserver() -> Iterator[Callable[..., RawNameserver]]:
+    """raw_nameserver(reply=None) starts a RawNameserver on 127.0.0.1: silent (queries
+    time out), or answering every query with reply(query)."""
+    with ExitStack() as peers:
+        yield lambda **options: peers.enter_context(RawNameserver(**options))
