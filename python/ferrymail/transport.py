@@ -98,4 +98,3 @@ def _unencodable(e: Exception) -> Outcome:
         elapsed_ms=0.0,
         message_id=None,
     )
-

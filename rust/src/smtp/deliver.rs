@@ -1,7 +1,8 @@
 //! Delivering one batch: render on rayon while workers send over pooled sessions, failing over host by host; one outcome per recipient.
 //!
-//! Up to `max_connections_per_host` workers share the batch's queue. Each holds one
-//! session and sends message after message on it. A worker that cannot connect
+//! Up to `max_connections_per_host` workers share the batch's queue, each holding one
+//! session and sending message after message on it. The first worker starts alone and
+//! the others join when it has a session, so a dead host costs one attempt per batch. A worker that cannot connect
 //! anywhere hands its message back and stops while others still hold sessions (the
 //! server turned away one connection too many); the last worker standing declares
 //! the route dead, and every message left gets the last failure as a transient
@@ -60,31 +61,32 @@ pub async fn deliver(
 ) -> Vec<Outcome> {
     let count = recipients.len();
     let batch = Arc::new(Batch {
+        workers_wanted: client.options.max_connections_per_host.min(count.max(1)),
         client,
         route,
         state: Mutex::new(State {
             outcomes: vec![None; count],
-            workers: 0,
+            workers: 1,
             ..State::default()
         }),
         work: Notify::new(),
         room: Notify::new(),
+        finished: Notify::new(),
     });
-    let workers = batch
-        .client
-        .options
-        .max_connections_per_host
-        .min(count.max(1));
-    batch.lock().workers = workers;
-    let handles: Vec<_> = (0..workers)
-        .map(|_| tokio::spawn(work(batch.clone())))
-        .collect();
+    // Slow start: one worker first; the others join once it has a session. A dead or
+    // refusing host then sees one connection attempt per batch, not one per worker.
+    tokio::spawn(work(batch.clone()));
     produce(&batch, campaign, recipients, now).await;
-    for handle in handles {
-        // A worker that panicked leaves its message without an outcome; it is
-        // filled in below, so nothing is lost.
-        let _ = handle.await;
+    loop {
+        let mut finished = pin!(batch.finished.notified());
+        finished.as_mut().enable();
+        if batch.lock().workers == 0 {
+            break;
+        }
+        finished.await;
     }
+    // A worker that panicked leaves its message without an outcome; it is filled in
+    // here, so nothing is lost.
     let outcomes = std::mem::take(&mut batch.lock().outcomes);
     outcomes
         .into_iter()
@@ -104,12 +106,16 @@ struct Job {
 
 struct Batch {
     client: Arc<Client>,
+    /// Workers once the first has a session: one per connection allowed.
+    workers_wanted: usize,
     route: Destination,
     state: Mutex<State>,
     /// Jobs were queued, or production ended.
     work: Notify,
     /// A job was taken off the queue.
     room: Notify,
+    /// The last worker stopped.
+    finished: Notify,
 }
 
 #[derive(Default)]
@@ -119,6 +125,8 @@ struct State {
     outcomes: Vec<Option<Outcome>>,
     /// Workers that have not stopped.
     workers: usize,
+    /// The workers beyond the first have been started.
+    ramped: bool,
     /// Sessions workers hold, per address: a refused extra connection to an address
     /// that already carries sessions means "enough", not "down".
     live: HashMap<SocketAddr, usize>,
@@ -237,14 +245,40 @@ enum NoSession {
     Exhausted,
 }
 
+/// Counts a worker out when it stops, however it stops (a panic too), unless
+/// [`give_up`] already did.
+struct Shift {
+    batch: Arc<Batch>,
+    counted_out: bool,
+}
+
+impl Drop for Shift {
+    fn drop(&mut self) {
+        if self.counted_out {
+            return;
+        }
+        let mut state = self.batch.lock();
+        state.workers -= 1;
+        if state.workers == 0 {
+            drop(state);
+            self.batch.finished.notify_one();
+        }
+    }
+}
+
 /// One worker: takes jobs and sends each on its session until the queue is empty.
 async fn work(batch: Arc<Batch>) {
+    let mut shift = Shift {
+        batch: batch.clone(),
+        counted_out: false,
+    };
     let client = batch.client.clone();
     let timeouts = client.options.timeouts;
     let mut held: Option<Held> = None;
     while let Some(job) = batch.next().await {
         let started = Instant::now();
-        if let Some(dead) = batch.lock().dead.clone() {
+        let dead = batch.lock().dead.clone();
+        if let Some(dead) = dead {
             batch.finish(job.index, with_message_id(dead, &job));
             continue;
         }
@@ -253,9 +287,13 @@ async fn work(batch: Arc<Batch>) {
             let mut h = match held.take() {
                 Some(h) => h,
                 None => match connect(&batch).await {
-                    Ok(h) => h,
+                    Ok(h) => {
+                        ramp_up(&batch);
+                        h
+                    }
                     Err(why) => {
                         if give_up(&batch, job, why, started) {
+                            shift.counted_out = true;
                             return;
                         }
                         break;
@@ -291,7 +329,23 @@ async fn work(batch: Arc<Batch>) {
         batch.forget_live(h.session.address);
         client.pool.release(h.session, h.permit);
     }
-    batch.lock().workers -= 1;
+}
+
+/// Starts the other workers, once, when the first session of the batch is up.
+fn ramp_up(batch: &Arc<Batch>) {
+    let extra = {
+        let mut state = batch.lock();
+        if state.ramped {
+            return;
+        }
+        state.ramped = true;
+        let extra = batch.workers_wanted.saturating_sub(1);
+        state.workers += extra;
+        extra
+    };
+    for _ in 0..extra {
+        tokio::spawn(work(batch.clone()));
+    }
 }
 
 impl Batch {
