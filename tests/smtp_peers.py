@@ -401,12 +401,24 @@ class _Hooks:
 
 # --- RawServer: hand-written SMTP for hostile and broken behaviour ------------------------
 
-RAW_STAGES = ("BANNER", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "DOT", "RSET", "NOOP", "QUIT")
+RAW_STAGES = (
+    "BANNER",
+    "EHLO",
+    "HELO",
+    "STARTTLS",
+    "MAIL",
+    "RCPT",
+    "DATA",
+    "DOT",
+    "RSET",
+    "NOOP",
+    "QUIT",
+)
 #: Postfix's usual EHLO keywords, minus the ones a client for outbound mail ignores.
 RAW_CAPABILITIES = ("PIPELINING", "SIZE 10240000", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8")
 #: Stages after which RFC 2920 §3.1 wants the client to wait even with PIPELINING: EHLO,
-#: HELO, DATA, NOOP and QUIT end a group (and unknown commands, counted as OTHER).
-_ENDS_GROUP = frozenset({"BANNER", "EHLO", "HELO", "DATA", "NOOP", "QUIT", "OTHER"})
+#: HELO, STARTTLS, DATA, NOOP and QUIT end a group (and unknown commands, counted as OTHER).
+_ENDS_GROUP = frozenset({"BANNER", "EHLO", "HELO", "STARTTLS", "DATA", "NOOP", "QUIT", "OTHER"})
 
 #: Ready-made replies for Fault.reply.
 GARBAGE = b"hello there\r\n"  # not an SMTP reply at all
