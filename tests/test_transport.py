@@ -296,6 +296,21 @@ def test_pipelining_is_used_when_offered_and_never_otherwise(raw_server: Raw) ->
     lockstep.wait_closed()
     assert pipelining.pipelined and pipelining.pipelining_violations == []
     assert lockstep.pipelined == []
+    # The next message's envelope rides behind the final dot (RFC 2920 §3.1).
+    assert any(p.stage == "DOT" and p.allowed for p in pipelining.pipelined)
+
+
+def test_a_message_chained_behind_a_421_goes_on_a_new_connection(raw_server: Raw) -> None:
+    server = raw_server(faults=[shutting_down("DOT", connection=0)])
+    outcomes = deliver(route(server), recipients(3), max_connections_per_host=1)
+    assert [(o.status, o.stage, o.code) for o in outcomes] == [
+        ("transient", "dot", 421),
+        ("delivered", "dot", 250),
+        ("delivered", "dot", 250),
+    ]
+    server.wait_closed()
+    assert len(server.connections) == 2
+    assert sorted(m.rcpt_tos[0] for m in server.delivered) == ["user1@dest.test", "user2@dest.test"]
 
 
 def test_smtp_sink_with_and_without_pipelining(smtp_sink: Sink) -> None:

@@ -104,6 +104,17 @@ struct Job {
     smtputf8: bool,
 }
 
+impl Job {
+    fn message(&self) -> Message<'_> {
+        Message {
+            from: &self.envelope_from,
+            to: &self.rcpt_to,
+            data: &self.data,
+            smtputf8: self.smtputf8,
+        }
+    }
+}
+
 struct Batch {
     client: Arc<Client>,
     /// Workers once the first has a session: one per connection allowed.
@@ -145,6 +156,21 @@ impl Batch {
 
     fn finish(&self, index: usize, outcome: Outcome) {
         self.lock().outcomes[index] = Some(outcome);
+    }
+
+    /// The next job if one is queued now, without waiting.
+    fn try_next(&self) -> Option<Job> {
+        let job = self.lock().queue.pop_front();
+        if job.is_some() {
+            self.room.notify_one();
+        }
+        job
+    }
+
+    /// Puts a job back at the front of the queue for any worker.
+    fn hand_back(&self, job: Job) {
+        self.lock().queue.push_front(job);
+        self.work.notify_one();
     }
 
     /// The next job, waiting for the renderer; None when all are taken.
@@ -274,10 +300,21 @@ async fn work(batch: Arc<Batch>) {
     };
     let client = batch.client.clone();
     let timeouts = client.options.timeouts;
+    let most = client.options.max_messages_per_connection;
     let mut held: Option<Held> = None;
-    while let Some(job) = batch.next().await {
+    // A job whose envelope already went out on `held`, behind the last final dot.
+    let mut chained: Option<Job> = None;
+    loop {
+        let (job, lined_up) = match chained.take() {
+            Some(job) => (job, true),
+            None => match batch.next().await {
+                Some(job) => (job, false),
+                None => break,
+            },
+        };
         let started = Instant::now();
-        let dead = batch.lock().dead.clone();
+        // A lined-up job may own the held session's next transaction: it always goes.
+        let dead = batch.lock().dead.clone().filter(|_| !lined_up);
         if let Some(dead) = dead {
             batch.finish(job.index, with_message_id(dead, &job));
             continue;
@@ -300,16 +337,27 @@ async fn work(batch: Arc<Batch>) {
                     }
                 },
             };
-            let message = Message {
-                from: &job.envelope_from,
-                to: &job.rcpt_to,
-                data: &job.data,
-                smtputf8: job.smtputf8,
+            // Line up the following message to chain behind this one, when the
+            // connection will still take it.
+            let next = if h.session.caps.pipelining && h.session.transactions + 2 <= most {
+                batch.try_next()
+            } else {
+                None
             };
-            let transaction = h.session.transact(&message, &timeouts).await;
+            let transaction = h
+                .session
+                .transact(
+                    &job.message(),
+                    next.as_ref().map(Job::message).as_ref(),
+                    &timeouts,
+                )
+                .await;
             if transaction.stale && stale_retries < 2 {
                 stale_retries += 1;
                 drop_session(&batch, h);
+                if let Some(next) = next {
+                    batch.hand_back(next);
+                }
                 continue;
             }
             let outcome = outcome(&transaction, &h.session, started, &job);
@@ -322,6 +370,9 @@ async fn work(batch: Arc<Batch>) {
             } else {
                 drop_session(&batch, h);
             }
+            // The lined-up message is this worker's next, chained or not: on a new
+            // connection when this one is gone (nothing of it was accepted there).
+            chained = next;
             break;
         }
     }

@@ -150,7 +150,9 @@ impl Pool {
     /// it instead when it has carried its share or the pool is closing.
     pub fn release(&self, mut session: Session, mut permit: Permit) {
         let closing = self.closed.load(std::sync::atomic::Ordering::Acquire);
-        if closing || session.transactions >= self.max_transactions {
+        // A session with a chained envelope in flight belongs to that message; it is
+        // never handed to anyone else.
+        if closing || session.transactions >= self.max_transactions || session.envelope_sent {
             tokio::spawn(async move {
                 session.quit().await;
                 drop(permit);

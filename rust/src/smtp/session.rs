@@ -32,6 +32,9 @@ pub struct Session {
     pub transactions: usize,
     /// The last transaction ended before its final reply: send RSET before the next.
     pub(super) needs_rset: bool,
+    /// The next transaction's MAIL, RCPT and DATA were sent behind the last final dot;
+    /// their replies are still to be read.
+    pub(super) envelope_sent: bool,
     /// When the connection was last handed back to its pool.
     pub idle_since: Instant,
     /// Reusable buffers: the commands of one transaction, and its dot-stuffed content.
@@ -59,6 +62,7 @@ impl Session {
             tls: None,
             transactions: 0,
             needs_rset: false,
+            envelope_sent: false,
             idle_since: Instant::now(),
             commands: Vec::with_capacity(512),
             content: Vec::new(),
@@ -170,7 +174,7 @@ impl Session {
     /// nothing since (a server closing an idle connection sends 421 or just FIN) and
     /// the socket is still open. Costs one non-blocking read.
     pub fn is_alive(&self) -> bool {
-        if self.wire.has_unread() {
+        if self.wire.has_unread() || self.envelope_sent {
             return false;
         }
         let mut probe = [0u8; 1];

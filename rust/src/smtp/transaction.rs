@@ -3,10 +3,14 @@
 //! Every message ferrymail sends is personalised, so a transaction carries one
 //! message to one recipient. Its [`Transaction`] says how it ended and whether the
 //! connection can carry the next one.
+//!
+//! With PIPELINING the next message's MAIL, RCPT and DATA ride in the same write as
+//! this message's content and final dot (RFC 2920 §3.1: message content may be the
+//! first "command" of a group), so a stream of messages costs one round trip each.
 
 use std::time::Duration;
 
-use super::dot::dot_stuff;
+use super::dot::{dot_stuff, stuffed_len};
 use super::error::{ClientError, Failure, Stage};
 use super::options::{Timeouts, RSET_TIMEOUT};
 use super::reply::{EnhancedCode, Reply};
@@ -45,6 +49,9 @@ pub struct Transaction {
     /// A reused connection turned out dead before it said anything about this
     /// message (or said 421 at once): nothing happened, send it on a fresh connection.
     pub stale: bool,
+    /// The next message's envelope went out behind this one's final dot: when the
+    /// connection is reusable, that message must be its next transaction.
+    pub chained: bool,
 }
 
 impl Transaction {
@@ -54,6 +61,7 @@ impl Transaction {
             ending: Ending::Reply { stage, reply },
             reusable,
             stale: false,
+            chained: false,
         }
     }
 
@@ -62,22 +70,34 @@ impl Transaction {
             ending: Ending::Failed(failure),
             reusable: false,
             stale: false,
+            chained: false,
         }
     }
 }
 
 impl Session {
     /// Runs one transaction. Never panics and never leaves the session half-way: when
-    /// the result says `reusable`, the next transaction can begin.
-    pub async fn transact(&mut self, message: &Message<'_>, t: &Timeouts) -> Transaction {
-        if let Some(refusal) = self.refuse_before_sending(message) {
-            return Transaction::ended(Stage::Mail, refusal, true);
+    /// the result says `reusable`, the next transaction can begin. `next`, when given,
+    /// is the message the caller will send next on this session: its envelope may be
+    /// chained behind this message's content (see [`Transaction::chained`]).
+    pub async fn transact(
+        &mut self,
+        message: &Message<'_>,
+        next: Option<&Message<'_>>,
+        t: &Timeouts,
+    ) -> Transaction {
+        // A chained envelope was checked when it was sent.
+        let chained = std::mem::take(&mut self.envelope_sent);
+        if !chained {
+            if let Some(refusal) = self.refusal(message) {
+                return Transaction::ended(Stage::Mail, refusal, true);
+            }
         }
         let reused = self.transactions > 0;
         self.transactions += 1;
         let mut heard = Heard::default();
         let result = if self.caps.pipelining {
-            self.pipelined(message, t, &mut heard).await
+            self.pipelined(message, next, chained, t, &mut heard).await
         } else {
             self.lockstep(message, t, &mut heard).await
         };
@@ -99,7 +119,7 @@ impl Session {
 
     /// What the client refuses to send, as a made-up permanent reply: the server would
     /// refuse it, or could not deliver it faithfully.
-    fn refuse_before_sending(&mut self, message: &Message<'_>) -> Option<Reply> {
+    fn refusal(&self, message: &Message<'_>) -> Option<Reply> {
         let caps = &self.caps;
         if message.smtputf8 && !caps.smtputf8 {
             return Some(made_up(
@@ -132,8 +152,7 @@ impl Session {
                 ),
             ));
         }
-        self.content.clear();
-        if let Err(e) = dot_stuff(message.data, &mut self.content) {
+        if let Err(e) = stuffed_len(message.data) {
             return Some(made_up(554, (5, 6, 0), format!("{e}; not sent")));
         }
         None
@@ -144,21 +163,25 @@ impl Session {
     async fn pipelined(
         &mut self,
         message: &Message<'_>,
+        next: Option<&Message<'_>>,
+        chained: bool,
         t: &Timeouts,
         heard: &mut Heard,
     ) -> Result<Transaction, Failure> {
-        let rset = std::mem::take(&mut self.needs_rset);
-        let mut commands = std::mem::take(&mut self.commands);
-        commands.clear();
-        if rset {
-            commands.extend_from_slice(b"RSET\r\n");
+        // A chained envelope follows a final dot, which ends the transaction before it
+        // whatever its reply: no RSET is ever due then.
+        let rset = std::mem::take(&mut self.needs_rset) && !chained;
+        if !chained {
+            let mut commands = std::mem::take(&mut self.commands);
+            commands.clear();
+            if rset {
+                commands.extend_from_slice(b"RSET\r\n");
+            }
+            self.write_envelope(message, &mut commands);
+            let sent = self.wire.send(&commands, t.mail).await;
+            self.commands = commands;
+            sent.map_err(|e| Failure::new(Stage::Mail, e))?;
         }
-        self.write_mail_from(message, &mut commands);
-        write_rcpt_to(message, &mut commands);
-        commands.extend_from_slice(b"DATA\r\n");
-        let sent = self.wire.send(&commands, t.mail).await;
-        self.commands = commands;
-        sent.map_err(|e| Failure::new(Stage::Mail, e))?;
 
         if rset {
             let reply = self.expect(RSET_TIMEOUT, Stage::Mail, heard).await?;
@@ -200,7 +223,7 @@ impl Session {
             self.needs_rset = true;
             return Ok(Transaction::ended(Stage::Data, data, true));
         }
-        self.content_and_dot(t).await
+        self.content_and_dot(message, next, t).await
     }
 
     /// One command at a time, for servers without PIPELINING.
@@ -237,19 +260,41 @@ impl Session {
             self.needs_rset = true;
             return Ok(Transaction::ended(Stage::Data, data, true));
         }
-        self.content_and_dot(t).await
+        self.content_and_dot(message, None, t).await
     }
 
-    /// After 354: the dot-stuffed content with its final ".", then the reply that
-    /// decides the message. Whatever that reply says, the transaction is over (RFC
-    /// 5321 §4.1.1.4), so no RSET is needed after it.
-    async fn content_and_dot(&mut self, t: &Timeouts) -> Result<Transaction, Failure> {
-        let content = std::mem::take(&mut self.content);
+    /// After 354: the dot-stuffed content with its final "." (and `next`'s envelope
+    /// behind it when the server pipelines and would take `next`), then the reply that
+    /// decides the message. Whatever that reply says, the transaction is over (RFC 5321
+    /// §4.1.1.4), so no RSET is needed after it.
+    async fn content_and_dot(
+        &mut self,
+        message: &Message<'_>,
+        next: Option<&Message<'_>>,
+        t: &Timeouts,
+    ) -> Result<Transaction, Failure> {
+        let mut content = std::mem::take(&mut self.content);
+        content.clear();
+        if let Err(e) = dot_stuff(message.data, &mut content) {
+            // Checked before MAIL, so this cannot happen; if it did, the only honest
+            // way out of the data phase is to drop the connection.
+            self.content = content;
+            let error = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+            return Err(Failure::new(Stage::Data, ClientError::Io(error)));
+        }
+        let next = next.filter(|n| self.caps.pipelining && self.refusal(n).is_none());
+        if let Some(next) = next {
+            self.write_envelope(next, &mut content);
+        }
         let sent = self.wire.send_content(&content, t.data_block).await;
         self.content = content;
         sent.map_err(|e| Failure::new(Stage::Data, e))?;
+        self.envelope_sent = next.is_some();
         match self.wire.read_reply(t.dot).await {
-            Ok(reply) => Ok(Transaction::ended(Stage::Dot, reply, true)),
+            Ok(reply) => Ok(Transaction {
+                chained: next.is_some(),
+                ..Transaction::ended(Stage::Dot, reply, true)
+            }),
             // The message went out whole; without the reply nobody knows whether it
             // was delivered. A retry may deliver it twice, as with every MTA (RFC
             // 1047); losing it would be worse.
@@ -286,6 +331,13 @@ impl Session {
             .map_err(|e| Failure::new(stage, e))?;
         heard.first.get_or_insert(reply.code);
         Ok(reply)
+    }
+
+    /// MAIL, RCPT and DATA for `message`, as one pipelined group.
+    fn write_envelope(&self, message: &Message<'_>, out: &mut Vec<u8>) {
+        self.write_mail_from(message, out);
+        write_rcpt_to(message, out);
+        out.extend_from_slice(b"DATA\r\n");
     }
 
     /// `MAIL FROM:<…>` with the parameters the server and the message call for.
