@@ -2,7 +2,14 @@
 
 from typing import Any, final
 
-__all__ = ["CompiledCampaign", "Transport", "compile_campaign", "render", "wire_roundtrip"]
+__all__ = [
+    "CompiledCampaign",
+    "Transport",
+    "check_addresses",
+    "compile_campaign",
+    "render",
+    "wire_roundtrip",
+]
 
 @final
 class CompiledCampaign: ...
@@ -19,6 +26,7 @@ class Transport:
     ) -> Any: ...
     def close(self) -> Any: ...
 
+def check_addresses(addresses: list[str]) -> list[tuple[str, str | None]]: ...
 def compile_campaign(spec: bytes) -> CompiledCampaign: ...
 def render(
     campaign: CompiledCampaign, recipients: bytes, threads: int = 0, now_ms: int | None = None

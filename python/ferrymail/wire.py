@@ -123,9 +123,13 @@ class MxHost(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Route(msgspec.Struct, array_like=True, frozen=True):
-    """Where a batch goes: mail servers in the order to try them (MX preference order)."""
+    """Where a batch goes: mail servers in the order to try them (MX preference order).
+    `max_connections` and `max_messages_per_connection` narrow the transport's limits
+    for this batch (a site's own limits); 0 keeps the transport's."""
 
     hosts: list[MxHost]
+    max_connections: int = 0
+    max_messages_per_connection: int = 0
 
 
 class Outcome(msgspec.Struct, array_like=True, frozen=True, gc=False):

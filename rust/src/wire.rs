@@ -142,6 +142,14 @@ pub struct MxHost {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {
     pub hosts: Vec<MxHost>,
+    /// Most connections this batch opens at once (a site's limit); 0: the transport's
+    /// max_connections_per_host.
+    #[serde(default)]
+    pub max_connections: u32,
+    /// Most messages per connection for this batch (a site's limit); 0: the
+    /// transport's max_messages_per_connection.
+    #[serde(default)]
+    pub max_messages_per_connection: u32,
 }
 
 /// What became of one recipient's message in one delivery attempt.

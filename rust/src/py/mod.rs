@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::error::CompileError;
+use crate::render::address::Mailbox;
 use crate::render::{render_batch, CompiledCampaign, Now};
 use crate::wire::{CampaignSpec, Recipient, RenderOutcome};
 
@@ -68,6 +69,21 @@ pub fn render(
     })?;
     py.detach(move || drop(outcomes));
     Ok(encoded.unbind())
+}
+
+/// Checks mailboxes as RCPT TO will need them (RFC 5321 syntax and lengths, IDN
+/// domains to A-labels): for each, `(a_label_domain, None)` or `("", reason)`.
+#[pyfunction]
+pub fn check_addresses(py: Python<'_>, addresses: Vec<String>) -> Vec<(String, Option<String>)> {
+    py.detach(|| {
+        addresses
+            .iter()
+            .map(|a| match Mailbox::parse(a) {
+                Ok(mailbox) => (mailbox.domain, None),
+                Err(reason) => (String::new(), Some(reason)),
+            })
+            .collect()
+    })
 }
 
 /// `now_ms`, or the clock's time in milliseconds since the epoch.

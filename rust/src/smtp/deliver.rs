@@ -31,6 +31,9 @@ const RENDER_CHUNK: usize = 256;
 /// A route's hosts with their addresses parsed.
 pub struct Destination {
     hosts: Vec<(Arc<str>, Vec<SocketAddr>)>,
+    /// The route's own limits; 0 takes the transport's.
+    max_connections: usize,
+    max_messages_per_connection: usize,
 }
 
 impl Destination {
@@ -47,7 +50,11 @@ impl Destination {
             }
             hosts.push((Arc::from(host.name.as_str()), addresses));
         }
-        Ok(Self { hosts })
+        Ok(Self {
+            hosts,
+            max_connections: route.max_connections as usize,
+            max_messages_per_connection: route.max_messages_per_connection as usize,
+        })
     }
 }
 
@@ -61,7 +68,11 @@ pub async fn deliver(
 ) -> Vec<Outcome> {
     let count = recipients.len();
     let batch = Arc::new(Batch {
-        workers_wanted: client.options.max_connections_per_host.min(count.max(1)),
+        workers_wanted: match route.max_connections {
+            0 => client.options.max_connections_per_host,
+            n => n.min(client.options.max_connections_per_host),
+        }
+        .min(count.max(1)),
         client,
         route,
         state: Mutex::new(State {
@@ -300,7 +311,10 @@ async fn work(batch: Arc<Batch>) {
     };
     let client = batch.client.clone();
     let timeouts = client.options.timeouts;
-    let most = client.options.max_messages_per_connection;
+    let most = match batch.route.max_messages_per_connection {
+        0 => client.options.max_messages_per_connection,
+        n => n.min(client.options.max_messages_per_connection),
+    };
     let mut held: Option<Held> = None;
     // A job whose envelope already went out on `held`, behind the last final dot.
     let mut chained: Option<Job> = None;
@@ -362,11 +376,11 @@ async fn work(batch: Arc<Batch>) {
             }
             let outcome = outcome(&transaction, &h.session, started, &job);
             batch.finish(job.index, outcome);
-            if transaction.reusable && !client.pool.is_spent(&h.session) {
+            if transaction.reusable && h.session.transactions < most {
                 held = Some(h);
             } else if transaction.reusable {
                 batch.forget_live(h.session.address);
-                client.pool.release(h.session, h.permit);
+                client.pool.release(h.session, h.permit, most);
             } else {
                 drop_session(&batch, h);
             }
@@ -378,7 +392,7 @@ async fn work(batch: Arc<Batch>) {
     }
     if let Some(h) = held {
         batch.forget_live(h.session.address);
-        client.pool.release(h.session, h.permit);
+        client.pool.release(h.session, h.permit, most);
     }
 }
 

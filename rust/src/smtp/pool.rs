@@ -147,12 +147,14 @@ impl Pool {
     }
 
     /// Takes a session back after a transaction it can follow with another; closes
-    /// it instead when it has carried its share or the pool is closing.
-    pub fn release(&self, mut session: Session, mut permit: Permit) {
+    /// it instead when it has carried its share (`most`, at most the pool's limit) or
+    /// the pool is closing.
+    pub fn release(&self, mut session: Session, mut permit: Permit, most: usize) {
         let closing = self.closed.load(std::sync::atomic::Ordering::Acquire);
+        let spent = session.transactions >= most.min(self.max_transactions);
         // A session with a chained envelope in flight belongs to that message; it is
         // never handed to anyone else.
-        if closing || session.transactions >= self.max_transactions || session.envelope_sent {
+        if closing || spent || session.envelope_sent {
             tokio::spawn(async move {
                 session.quit().await;
                 drop(permit);
@@ -163,11 +165,6 @@ impl Pool {
         permit.armed = false;
         permit.slot.lock().idle.push(session);
         permit.slot.notify.notify_one();
-    }
-
-    /// Whether a session has carried as many transactions as one connection may.
-    pub fn is_spent(&self, session: &Session) -> bool {
-        session.transactions >= self.max_transactions
     }
 
     /// Closes every idle session with QUIT, and makes sessions handed back later close
