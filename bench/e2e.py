@@ -1,0 +1,751 @@
+"""bench/e2e.py: a whole campaign through ferrymail's Engine, submit to all final, against
+smtp-source's raw rate on the same sink and the engine a Python ESP would otherwise write.
+
+One Knot DNS server on loopback serves --domains domains (d000.test …) whose MX records
+point at --sites distinct MX sets (mx1/mx2.mail0.test …, preference 10 and 20), every MX
+host's A record 127.0.0.1, where one smtp-sink listens (PIPELINING on). So the engine
+resolves 200 domains, groups them into 10 sites by MX set and delivers to the sites in
+parallel, all of them ending on the one sink, which on a 2-core machine is the ceiling
+(bench/smtp.py). Recipients are user{i}@d{i % domains}.test with the sample campaign's
+variables (python/ferrymail/sample.py: click and open tracking, one-click unsubscribe).
+
+Each row runs in its own child process, so its peak RSS is its own; the child reports its
+wall time, CPU (getrusage user + sys) and ru_maxrss, the parent adds the sink's counts:
+
+- smtp-source (Postfix's C load generator) with as many sessions as the engine may open,
+  each reused (-d), sending one message of the rendered sample's size: the limit.
+- ferrymail's Engine: `submit` from a generator, then `drain`, on a fresh SQLite spool;
+  every recipient must be delivered by the spool's report and the sink's count.
+- The Python ESP: dnspython's async resolver (MX then A, cached), bench/render.py's
+  Jinja2 + email.message rendering, aiosmtplib connections pooled per MX host and reused,
+  --connections workers on one asyncio queue, on uvloop. No spool (it is favoured).
+- ferrymail again with DKIM, Ed25519 and RSA-2048 (keys made with `cryptography`).
+- --million: ferrymail with 1,000,000 recipients, for peak RSS against its goal.
+
+    python bench/e2e.py                 # 100,000 recipients a row (Python ESP: 10,000)
+    python bench/e2e.py --quick         # 10,000 (Python ESP: 2,000): a smoke test
+    python bench/e2e.py --million --no-dkim --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import faulthandler
+import importlib.metadata
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import dns.asyncresolver
+import dns.exception
+import ferrymail
+import msgspec
+from ferrymail import sample
+
+# The test peers: Knot (dns_peer.DnsServer) and smtp-sink (smtp_peers.SmtpSink).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from dns_peer import DnsServer
+from smtp_peers import SmtpSink
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+HOST = "127.0.0.1"  # the sink, and every MX host's A record
+HELO = "bench.test"
+#: Seconds the sink's counters may lag behind a client that has finished.
+SINK_GRACE = 10.0
+#: A row that has not finished after this many seconds per 1,000 recipients (at least
+#: MIN_TIMEOUT) dumps its Python stacks and ends: a hang shows instead of stalling.
+SECONDS_PER_1000 = 10.0
+MIN_TIMEOUT = 120.0
+#: Seconds between progress lines on stderr while a row runs.
+PROGRESS_EVERY = 15.0
+CAMPAIGN_ID = "autumn-2026"
+ROWS = "source,ferrymail,python,ed25519,rsa"
+
+
+# --- the site structure ---------------------------------------------------------------
+
+
+def domain(i: int) -> str:
+    return f"d{i:03}.test"
+
+
+def zones(domains: int, sites: int) -> dict[str, list[str]]:
+    """Zone origin -> records: each site's zone holds its two MX hosts, each recipient
+    domain two MX records into site i % sites, as a hosted domain points at its provider."""
+    out = {f"mail{s}.test": ["mx1 A " + HOST, "mx2 A " + HOST] for s in range(sites)}
+    for i in range(domains):
+        s = i % sites
+        out[domain(i)] = [f"@ MX 10 mx1.mail{s}.test.", f"@ MX 20 mx2.mail{s}.test."]
+    return out
+
+
+def recipients(n: int, domains: int) -> Iterator[ferrymail.Recipient]:
+    """The sample's recipients (its three variables), spread over the bench domains."""
+    for r in sample.recipients(n):
+        yield msgspec.structs.replace(r, address=f"user{r.id}@{domain(int(r.id or 0) % domains)}")
+
+
+# --- a row, as the child sees it ------------------------------------------------------
+
+
+class Spec(msgspec.Struct, kw_only=True):
+    """What a child runs: sent as JSON on its command line."""
+
+    kind: str  # "smtp-source", "ferrymail" or "python"
+    recipients: int
+    connections: int
+    per_connection: int
+    domains: int
+    port: int
+    dns: str
+    workdir: str
+    dkim: str | None = None  # "ed25519" or "rsa": a key file in workdir
+    event_log: bool = False
+    timeout: float = MIN_TIMEOUT
+
+
+class Result(msgspec.Struct, kw_only=True):
+    """What a child reports: the timed section's wall and CPU seconds, the process's peak
+    RSS, and its own count of delivered messages; `error` is a traceback if it failed."""
+
+    seconds: float = 0.0
+    cpu: float = 0.0
+    maxrss_kb: int = 0
+    delivered: int = 0
+    submit_seconds: float | None = None
+    states: dict[str, int] = {}
+    replies: list[tuple[str, int]] = []
+    error: str | None = None
+
+
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child(spec: Spec) -> Result:
+    """Runs one row in this process and measures it."""
+    faulthandler.dump_traceback_later(spec.timeout, exit=True)
+    try:
+        if spec.kind == "smtp-source":
+            result = run_smtp_source(spec)
+        elif spec.kind == "ferrymail":
+            result = asyncio_run(run_ferrymail(spec))
+        else:
+            result = asyncio_run(run_python(spec))
+    except BaseException:
+        result = Result(error=traceback.format_exc())
+    if spec.kind != "smtp-source":
+        result.maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return result
+
+
+def asyncio_run(main: Any) -> Result:
+    import uvloop
+
+    return uvloop.run(main)  # type: ignore[no-any-return]
+
+
+def run_smtp_source(spec: Spec) -> Result:
+    """smtp-source with --connections sessions, each reused, sending the message file;
+    the CPU and RSS are its own (this wrapper's children's rusage)."""
+    message = Path(spec.workdir) / "message.txt"
+    command = [
+        SMTP_SOURCE,
+        *("-s", str(spec.connections), "-m", str(spec.recipients)),
+        "-d",  # keep each connection for the next message
+        *("-F", str(message), "-M", HELO, "-f", sample.SENDER, "-t", f"user0@{domain(0)}"),
+        f"{HOST}:{spec.port}",
+    ]
+    cpu, started = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its rusage's ru_maxrss would count this Python process it was forked from: read its
+    # own high-water mark while it runs instead.
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, high_water_kb(process.pid))
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    assert process.stderr is not None
+    if process.returncode != 0:
+        errors = process.stderr.read().decode(errors="replace").strip()
+        raise RuntimeError(f"smtp-source failed ({process.returncode}): {errors}")
+    used = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
+    return Result(seconds=seconds, cpu=used, maxrss_kb=peak, delivered=spec.recipients)
+
+
+def high_water_kb(pid: int) -> int:
+    """A running process's peak RSS (VmHWM), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def dkim_keys(spec: Spec) -> list[ferrymail.DkimKey]:
+    if spec.dkim is None:
+        return []
+    pem = (Path(spec.workdir) / f"{spec.dkim}.pem").read_text()
+    return [ferrymail.DkimKey("example.com", f"s2026{spec.dkim}", pem)]
+
+
+async def run_ferrymail(spec: Spec) -> Result:
+    """Submit from a generator, then drain, on a fresh spool; the report says how it went."""
+    campaign_id = f"{CAMPAIGN_ID}-{spec.dkim or 'plain'}"
+    campaign = sample.campaign(campaign_id, dkim=dkim_keys(spec))
+    work = Path(spec.workdir)
+    spool = work / f"{campaign_id}.db"
+    for stale in work.glob(f"{campaign_id}.db*"):
+        stale.unlink()
+    config = ferrymail.Config(
+        helo_name=HELO,
+        dns_servers=[spec.dns],
+        mx_port=spec.port,
+        smtp=ferrymail.SmtpOptions(
+            HELO,
+            tls="off",
+            max_connections_per_host=spec.connections,
+            max_messages_per_connection=spec.per_connection,
+        ),
+        site_limits=ferrymail.SiteLimits(
+            connections=spec.connections, messages_per_connection=spec.per_connection
+        ),
+        # Nothing should be deferred here; if something is, retry soon and show it in the
+        # report rather than wait the default five minutes.
+        retry=ferrymail.RetryPolicy(first_retry=1.0, max_interval=2.0, jitter=0.0, max_age=30.0),
+        event_log=str(work / f"{campaign_id}.jsonl") if spec.event_log else None,
+    )
+    async with ferrymail.Engine(spool, config) as engine:
+        cpu, started = cpu_seconds(), time.perf_counter()
+        submitted = await engine.submit(campaign, recipients(spec.recipients, spec.domains))
+        submit_seconds = time.perf_counter() - started
+        await engine.drain()
+        seconds, used = time.perf_counter() - started, cpu_seconds() - cpu
+        report = engine.report(campaign_id)
+    result = Result(
+        seconds=seconds,
+        cpu=used,
+        delivered=report.states.get("delivered", 0),
+        submit_seconds=submit_seconds,
+        states={k: v for k, v in report.states.items() if v},
+        replies=report.replies[:5],
+    )
+    if submitted.accepted != spec.recipients:
+        result.error = f"submit accepted {submitted} of {spec.recipients:,}"
+    return result
+
+
+async def run_python(spec: Spec) -> Result:
+    """The Python ESP on the same campaign and recipients."""
+    esp = PythonEsp(spec.dns, spec.port, spec.connections, spec.per_connection)
+    cpu, started = cpu_seconds(), time.perf_counter()
+    await esp.send(recipients(spec.recipients, spec.domains))
+    seconds, used = time.perf_counter() - started, cpu_seconds() - cpu
+    states = {"delivered": esp.delivered, "failed": esp.failed}
+    result = Result(
+        seconds=seconds,
+        cpu=used,
+        delivered=esp.delivered,
+        states={k: v for k, v in states.items() if v},
+    )
+    if esp.failures:
+        result.replies = list(esp.failures.most_common(5))
+    return result
+
+
+# --- the Python ESP -------------------------------------------------------------------
+
+
+class HostPool:
+    """aiosmtplib sessions to one MX host, reused for up to `per_connection` messages,
+    at most `limit` open at once."""
+
+    def __init__(self, address: str, port: int, limit: int, per_connection: int) -> None:
+        self.address, self.port, self.per_connection = address, port, per_connection
+        self.slots = asyncio.Semaphore(limit)
+        self.idle: list[tuple[aiosmtplib.SMTP, int]] = []
+
+    async def send(self, sender: str, rcpt: str, data: bytes) -> None:
+        async with self.slots:
+            if self.idle:
+                client, sent = self.idle.pop()
+            else:
+                client, sent = self.connection(), 0
+                await client.connect()
+            try:
+                await client.sendmail(sender, [rcpt], data)
+            except BaseException:
+                client.close()
+                raise
+            if sent + 1 < self.per_connection:
+                self.idle.append((client, sent + 1))
+            else:
+                await client.quit()
+
+    def connection(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
+            hostname=self.address, port=self.port, local_hostname=HELO, start_tls=False, timeout=30
+        )
+
+    async def close(self) -> None:
+        while self.idle:
+            client, _ = self.idle.pop()
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.quit()
+
+
+class PythonEsp:
+    """The engine a Python ESP writes without ferrymail, in its simplest fast form.
+
+    `connections` workers take recipients from one asyncio queue. Per recipient: the
+    domain's MX hosts by preference and their addresses from dnspython's async resolver
+    (asked once per domain and once per host, then cached; concurrent askers share the
+    query), the message from bench/render.py's PythonWay (Jinja2, tracked links and
+    tokens, email.message), then aiosmtplib on a pooled session to the first MX host
+    that takes it. No spool, no retries, no events.
+    """
+
+    def __init__(self, dns_server: str, port: int, connections: int, per_connection: int):
+        from render import PythonWay  # bench/render.py: "the Python way" of rendering
+
+        host, _, dns_port = dns_server.rpartition(":")
+        self.resolver = dns.asyncresolver.Resolver(configure=False)
+        self.resolver.nameservers = [host]
+        self.resolver.port = int(dns_port)
+        self.port, self.connections, self.per_connection = port, connections, per_connection
+        self.way = PythonWay(CAMPAIGN_ID)
+        self.routes: dict[str, asyncio.Future[list[str]]] = {}
+        self.addresses: dict[str, asyncio.Future[list[str]]] = {}
+        self.pools: dict[str, HostPool] = {}
+        self.delivered = self.failed = 0
+        self.failures: Counter[str] = Counter()
+        self._date = (0, "")
+
+    def date(self) -> str:
+        """The Date header, made once a second."""
+        second = int(time.time())
+        if self._date[0] != second:
+            self._date = (second, format_datetime(datetime.now(UTC)))
+        return self._date[1]
+
+    async def route(self, domain: str) -> list[str]:
+        """MX host names by preference (RFC 5321 §5.1), cached."""
+        if domain not in self.routes:
+            self.routes[domain] = asyncio.ensure_future(self._mx(domain))
+        return await self.routes[domain]
+
+    async def _mx(self, domain: str) -> list[str]:
+        answer = await self.resolver.resolve(domain, "MX")
+        records = sorted(answer, key=lambda rr: rr.preference)
+        return [rr.exchange.to_text(omit_final_dot=True) for rr in records]
+
+    async def host_addresses(self, name: str) -> list[str]:
+        if name not in self.addresses:
+            self.addresses[name] = asyncio.ensure_future(self._a(name))
+        return await self.addresses[name]
+
+    async def _a(self, name: str) -> list[str]:
+        return [rr.address for rr in await self.resolver.resolve(name, "A")]
+
+    def pool(self, name: str, address: str) -> HostPool:
+        key = f"{name}/{address}"
+        if key not in self.pools:
+            self.pools[key] = HostPool(address, self.port, self.connections, self.per_connection)
+        return self.pools[key]
+
+    async def deliver(self, recipient: ferrymail.Recipient) -> None:
+        domain = recipient.address.rpartition("@")[2]
+        error = "no MX host"
+        try:
+            hosts = await self.route(domain)
+        except dns.exception.DNSException as e:
+            hosts, error = [], f"DNS: {e}"
+        data = self.way.render(recipient, self.date())
+        for name in hosts:
+            for address in await self.host_addresses(name):
+                try:
+                    await self.pool(name, address).send(sample.SENDER, recipient.address, data)
+                except (aiosmtplib.SMTPException, OSError) as e:
+                    error = f"{name} {address}: {type(e).__name__}: {e}"
+                    continue
+                self.delivered += 1
+                return
+        self.failed += 1
+        self.failures[error] += 1
+
+    async def send(self, recipients: Iterable[ferrymail.Recipient]) -> None:
+        queue: asyncio.Queue[ferrymail.Recipient | None] = asyncio.Queue(4 * self.connections)
+
+        async def worker() -> None:
+            while (recipient := await queue.get()) is not None:
+                await self.deliver(recipient)
+
+        workers = [asyncio.create_task(worker()) for _ in range(self.connections)]
+        for recipient in recipients:
+            await queue.put(recipient)
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+        for pool in self.pools.values():
+            await pool.close()
+
+
+# --- the parent: peers, rows, the table -----------------------------------------------
+
+
+@dataclass
+class Row:
+    name: str
+    spec: Spec
+    result: Result = field(default_factory=Result)
+    sink_messages: int = 0
+    sink_cpu: float = 0.0
+    note: str = ""
+
+    @property
+    def ran(self) -> bool:
+        return self.result.error is None and self.result.seconds > 0
+
+    @property
+    def rate(self) -> float:
+        return self.spec.recipients / self.result.seconds if self.ran else 0.0
+
+    @property
+    def verified(self) -> bool:
+        n = self.spec.recipients
+        return self.ran and self.sink_messages == n and self.result.delivered == n
+
+
+class Sink:
+    """The run's one smtp-sink, and its CPU seconds from /proc/PID/stat."""
+
+    def __init__(self, connections: int, sites: int) -> None:
+        # Room for every session at once: the Python ESP may keep up to --connections
+        # idle sessions per MX host it used; the backlog for all connecting at once.
+        sessions = max(1024, 2 * connections * (sites + 1))
+        self.peer = SmtpSink(
+            HOST,
+            hostname="sink.test",
+            backlog=max(1024, 4 * connections),
+            extra_args=["-m", str(sessions)],
+        )
+
+    def cpu(self) -> float:
+        with open(f"/proc/{self.peer.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # utime and stime, fields 14 and 15 of proc(5), counted after "pid (comm)".
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_row(row: Row, sink: Sink) -> None:
+    """Runs the row's child and reads what the sink counted meanwhile."""
+    before, sink_cpu = sink.peer.counters().messages, sink.cpu()
+    command = [sys.executable, __file__, "--child", msgspec.json.encode(row.spec).decode()]
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while True:
+        try:
+            out, err = process.communicate(timeout=PROGRESS_EVERY)
+            break
+        except subprocess.TimeoutExpired:
+            counted = sink.peer.counters().messages - before
+            print(
+                f"  {row.name}: {time.monotonic() - started:,.0f} s, sink has {counted:,}",
+                file=sys.stderr,
+            )
+        if time.monotonic() - started > row.spec.timeout + 30:
+            process.kill()
+            out, err = process.communicate()
+            break
+    lines = out.decode(errors="replace").strip().splitlines()
+    try:
+        row.result = msgspec.json.decode(lines[-1], type=Result)
+    except (IndexError, msgspec.DecodeError):
+        tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-40:])
+        code = process.returncode
+        row.result = Result(error=f"the child exited {code} without a result:\n{tail}")
+    if row.ran:
+        with contextlib.suppress(AssertionError):  # a shortfall shows in the table
+            sink.peer.wait_for(messages=before + row.spec.recipients, timeout=SINK_GRACE)
+    row.sink_messages = sink.peer.counters().messages - before
+    row.sink_cpu = sink.cpu() - sink_cpu
+
+
+def table(rows: list[Row]) -> str:
+    limit = next((r.rate for r in rows if r.spec.kind == "smtp-source" and r.ran), 0.0)
+    head = (
+        "row",
+        "recipients",
+        "seconds",
+        "messages/s",
+        "CPU s/1k",
+        "peak RSS MB",
+        "sink CPU s/1k",
+        "sink counted",
+        "vs smtp-source",
+        "submit s",
+    )
+    lines: list[tuple[str, ...]] = []
+    for r in rows:
+        n = r.spec.recipients
+        if not r.ran:
+            lines.append((f"{r.name}: FAILED (below)", f"{n:,}", *([""] * (len(head) - 2))))
+            continue
+        lines.append(
+            (
+                r.name,
+                f"{n:,}",
+                f"{r.result.seconds:,.2f}",
+                f"{r.rate:,.0f}",
+                f"{1000 * r.result.cpu / n:.3f}",
+                f"{r.result.maxrss_kb / 1024:,.0f}",
+                f"{1000 * r.sink_cpu / n:.3f}",
+                f"{r.sink_messages:,}" + ("" if r.sink_messages == n else " MISMATCH"),
+                f"{r.rate / limit:.2f}x" if limit else "",
+                "" if r.result.submit_seconds is None else f"{r.result.submit_seconds:,.2f}",
+            )
+        )
+    widths = [max(len(line[i]) for line in [head, *lines]) for i in range(len(head))]
+
+    def fmt(line: Sequence[str]) -> str:
+        cells = [c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)]
+        return "| " + " | ".join([line[0].ljust(widths[0]), *cells]) + " |"
+
+    # Markdown: the first column left-aligned, the numbers right-aligned.
+    rule = "|".join(["", "-" * (widths[0] + 2), *("-" * (w + 1) + ":" for w in widths[1:]), ""])
+    return "\n".join([fmt(head), rule, *map(fmt, lines)])
+
+
+def goals(rows: list[Row]) -> list[str]:
+    def find(kind: str, dkim: str | None = None, million: bool = False) -> Row | None:
+        for r in rows:
+            big = r.spec.recipients >= 1_000_000 and r.name.endswith("(--million)")
+            if r.spec.kind == kind and r.spec.dkim == dkim and big == million:
+                return r
+        return None
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    out = []
+    source, plain = find("smtp-source"), find("ferrymail")
+    if source and plain and source.ran and plain.verified:
+        share = plain.rate / source.rate
+        out.append(
+            f"- {verdict(share >= 0.6)}: ferrymail end to end without DKIM, {plain.rate:,.0f}"
+            f" messages/s = {share:.0%} of smtp-source's {source.rate:,.0f} (goal: at least 60%)"
+        )
+    else:
+        out.append("- not measured: ferrymail without DKIM against smtp-source (a row failed)")
+    rsa = find("ferrymail", "rsa")
+    if rsa and rsa.verified:
+        hourly = rsa.rate * 3600
+        out.append(
+            f"- {verdict(hourly >= 10e6)}: RSA-2048-signed, {hourly / 1e6:,.1f} million messages"
+            f"/hour on {cores()} cores (goal: at least 10 million)"
+        )
+    else:
+        why = "" if rsa else " (--no-dkim)"
+        out.append(f"- not measured: RSA-2048-signed messages/hour{why}")
+    big = find("ferrymail", million=True)
+    if big and big.verified:
+        mb = big.result.maxrss_kb / 1024
+        out.append(
+            f"- {verdict(mb < 300)}: peak RSS for 1,000,000 recipients, {mb:,.0f} MB"
+            " (goal: under 300 MB)"
+        )
+    else:
+        why = "" if big else " (--million)"
+        out.append(f"- not measured: peak RSS for 1,000,000 recipients{why}")
+    return out
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    debian = [
+        subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True
+        ).stdout
+        or "?"
+        for package in ("postfix", "knot")
+    ]
+    names = ("ferrymail", "dnspython", "aiosmtplib", "Jinja2", "uvloop")
+    versions = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in names)
+    return (
+        f"{cpu}, {cores()} cores; Python {platform.python_version()}; {versions}; "
+        f"Postfix {debian[0]} (smtp-sink, smtp-source); Knot {debian[1]}"
+    )
+
+
+def write_keys(directory: Path) -> None:
+    """Fresh DKIM keys for the signed rows: Ed25519 and RSA-2048, PKCS#8 PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    keys: dict[str, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey] = {
+        "ed25519": ed25519.Ed25519PrivateKey.generate(),
+        "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    }
+    for name, key in keys.items():
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        (directory / f"{name}.pem").write_bytes(pem)
+
+
+def sample_message(directory: Path, domains: int) -> int:
+    """The sample rendered for one recipient, written for smtp-source -F; its size."""
+    first = next(recipients(1, domains))
+    rendered = ferrymail.render(sample.campaign(), [first])[0]
+    assert isinstance(rendered, ferrymail.RenderedMessage), rendered
+    # -F sends the file's lines with CRLF appended and dots stuffed: give it LF.
+    (directory / "message.txt").write_bytes(rendered.data.replace(b"\r\n", b"\n"))
+    return len(rendered.data)
+
+
+def plan(args: argparse.Namespace, base: dict[str, Any]) -> list[Row]:
+    n, c = args.recipients, args.connections
+    python_n = args.python_recipients or max(1, n // 10)
+    wanted = set(args.rows.split(","))
+    if args.no_dkim:
+        wanted -= {"ed25519", "rsa"}
+    candidates = {
+        "source": Row(f"smtp-source, {c} conn", Spec(kind="smtp-source", recipients=n, **base)),
+        "ferrymail": Row(f"ferrymail, {c} conn", Spec(kind="ferrymail", recipients=n, **base)),
+        "python": Row(f"Python ESP, {c} conn", Spec(kind="python", recipients=python_n, **base)),
+    }
+    for key, name in (("ed25519", "Ed25519"), ("rsa", "RSA-2048")):
+        spec = Spec(kind="ferrymail", recipients=n, dkim=key, **base)
+        candidates[key] = Row(f"ferrymail, DKIM {name}", spec)
+    rows = [row for key, row in candidates.items() if key in wanted]
+    if args.million:
+        big = Spec(kind="ferrymail", recipients=1_000_000, **base)
+        rows.append(Row("ferrymail, 1,000,000 (--million)", big))
+    for row in rows:
+        row.spec.timeout = max(MIN_TIMEOUT, SECONDS_PER_1000 * row.spec.recipients / 1000)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipients", type=int, default=100_000, metavar="N", help="a row")
+    p.add_argument(
+        "--python-recipients", type=int, default=0, metavar="N", help="Python ESP (N/10)"
+    )
+    p.add_argument("--quick", action="store_true", help="10,000 recipients: a smoke test")
+    p.add_argument("--no-dkim", action="store_true", help="skip the DKIM rows")
+    p.add_argument("--million", action="store_true", help="add a 1,000,000-recipient row")
+    p.add_argument("--connections", type=int, default=10, metavar="C", help="to the sink at once")
+    p.add_argument(
+        "--per-connection", type=int, default=100, metavar="M", help="messages a connection"
+    )
+    p.add_argument("--domains", type=int, default=200, metavar="D", help="recipient domains")
+    p.add_argument("--sites", type=int, default=10, metavar="S", help="distinct MX sets")
+    p.add_argument("--event-log", action="store_true", help="ferrymail writes its event log")
+    p.add_argument(
+        "--rows", default=ROWS, metavar="R,...", help=f"which rows (default: all of {ROWS})"
+    )
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        result = child(msgspec.json.decode(args.child, type=Spec))
+        print(msgspec.json.encode(result).decode(), flush=True)
+        return 0 if result.error is None else 1
+    if args.quick:
+        args.recipients = 10_000
+    numbers = (args.recipients, args.connections, args.per_connection, args.domains, args.sites)
+    if min(numbers) < 1 or args.python_recipients < 0:
+        p.error("--recipients, --connections, --per-connection, --domains, --sites: at least 1")
+    if unknown := set(args.rows.split(",")) - set(ROWS.split(",")):
+        p.error(f"--rows: unknown {', '.join(sorted(unknown))} (known: {ROWS})")
+    for tool in (SMTP_SOURCE, "/usr/sbin/smtp-sink", "/usr/sbin/knotd"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: install postfix and knot (scripts/setup does)")
+
+    print(machine())
+    with tempfile.TemporaryDirectory(prefix="ferrymail-e2e-") as tmp:
+        work = Path(tmp)
+        size = sample_message(work, args.domains)
+        if not args.no_dkim:
+            write_keys(work)
+        (work / "dns").mkdir()
+        dns_server = DnsServer(work / "dns", ipv6=False)
+        for origin, records in zones(args.domains, args.sites).items():
+            dns_server.add_zone(origin, records)  # before start: no reload per zone
+        sink = Sink(args.connections, args.sites)
+        with dns_server, sink.peer:
+            base = {
+                "connections": args.connections,
+                "per_connection": args.per_connection,
+                "domains": args.domains,
+                "port": sink.peer.port,
+                "dns": dns_server.address,
+                "workdir": tmp,
+                "event_log": args.event_log,
+            }
+            rows = plan(args, base)
+            print(
+                f"sample campaign (tracking, unsubscribe; ≈{size:,} bytes a message) to "
+                f"{args.domains} domains over {args.sites} MX sets, all on one smtp-sink "
+                f"({HOST}, PIPELINING on); {args.connections} connections, "
+                f"{args.per_connection} messages a connection; DNS: Knot on {dns_server.address}\n"
+            )
+            for row in rows:
+                print(f"  running {row.name} ({row.spec.recipients:,})...", file=sys.stderr)
+                run_row(row, sink)
+    print(table(rows))
+    print()
+    print("CPU s/1k: the row's own process (ferrymail: every thread, rendering included;")
+    print("smtp-source: its rusage), wall and CPU from submit to all final. peak RSS: the")
+    print("process's ru_maxrss. sink: smtp-sink's CPU and its own count of final dots.")
+    print("The Python ESP keeps no spool and writes no state (favoured); it renders on its")
+    print("event loop, one core, and aiosmtplib does not pipeline.")
+    if args.event_log:
+        print("ferrymail rows write the JSON-lines event log.")
+    print("\nGoals:")
+    print(*goals(rows), sep="\n")
+    failed = False
+    for r in rows:
+        if r.result.error is not None:
+            failed = True
+            print(f"\n{r.name} failed:\n{r.result.error.rstrip()}")
+        elif not r.verified:
+            failed = True
+            print(
+                f"\n{r.name}: {r.result.delivered:,} delivered by its own account, sink counted"
+                f" {r.sink_messages:,} of {r.spec.recipients:,}; states {r.result.states};"
+                f" replies {r.result.replies}"
+            )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
