@@ -1,0 +1,422 @@
+"""ferrymail.Engine: the store-and-forward MTA an ESP embeds: submit, lease, route, deliver, record.
+
+One pump loop does the scheduling on the event loop: it leases due recipients from the
+spool into a bounded window, routes them by domain into sites, and starts one delivery
+batch per ready site. A batch is one call into Rust (render + SMTP); its outcomes are
+judged (judge.py), written to the spool in one transaction, then published as events.
+Spool calls run on their own thread (spooler.py), so the loop never waits on a disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from types import TracebackType
+
+import msgspec
+
+from . import _core
+from .bounce import BounceClassifier
+from .campaign import Campaign
+from .config import Config
+from .events import Event, EventBus
+from .judge import Judge, Verdict
+from .routing import Destination, Router
+from .sites import Site
+from .spool import Leased, Report, SqliteSpool, Update
+from .spooler import Spooler
+from .submit import SubmitResult, chunks, rows
+from .transport import Transport
+from .wire import Outcome, Recipient
+
+_encoder = msgspec.msgpack.Encoder()
+_outcomes = msgspec.msgpack.Decoder(list[Outcome])
+# The longest the pump sleeps with nothing due: it also wakes for submits, finished
+# batches, flushes and stops, so this only bounds how late a timer can be noticed.
+IDLE_WAKE = 1.0
+
+
+class Engine:
+    """A delivery engine on one spool (an SQLite file). Use as an async context manager.
+
+    `submit` queues a campaign's recipients durably; `drain` delivers until every
+    submitted recipient is final; `run` delivers until `stop`. `events()` streams state
+    changes; `report` and `suppressions` read the spool.
+    """
+
+    def __init__(
+        self, spool: str | os.PathLike[str] = "ferrymail.db", config: Config | None = None
+    ) -> None:
+        self.config = config if config is not None else Config(helo_name=socket.gethostname())
+        self._path = spool
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._spooler: Spooler | None = None
+        self._transport: Transport | None = None
+        self._router = Router(self.config)
+        self._judge = Judge(
+            self.config.retry,
+            BounceClassifier(self.config.bounce_rules),
+            self.config.suppress_hard_bounces,
+        )
+        self._bus = EventBus(self.config.event_log)
+        self._campaigns: dict[str, _core.CompiledCampaign | None] = {}
+        self._sites: dict[str, Site] = {}
+        self._active = 0  # leased recipients held in memory or in flight
+        self._batches: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.suppressions = Suppressions(self)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        spool = await loop.run_in_executor(None, SqliteSpool, self._path)
+        self._spooler = Spooler(spool)
+        self._transport = Transport(self.config.smtp_options)
+
+    async def close(self) -> None:
+        """Stops, lets batches in flight finish and record, puts the recipients still
+        leased back in the queue, closes connections and the spool."""
+        self.stop()
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
+        if self._spooler is not None:
+            await self._spooler.call(self._spooler.spool.release_owner, self._owner)
+            self._spooler.close()
+            self._spooler = None
+        if self._transport is not None:
+            await self._transport.close()
+            self._transport = None
+        self._bus.close()
+
+    def stop(self) -> None:
+        """Makes `run` (or `drain`) return once the batches in flight are done."""
+        self._stopping = True
+        self._wake.set()
+
+    # --- submitting -----------------------------------------------------------------
+
+    async def submit(
+        self,
+        campaign: Campaign,
+        recipients: Iterable[Recipient | str] | AsyncIterable[Recipient | str],
+    ) -> SubmitResult:
+        """Queues the recipients durably, streaming (a generator of millions never sits
+        in memory). Invalid addresses are rejected and suppressed ones recorded at once;
+        when this returns, every accepted recipient is in the spool."""
+        spooler = self._open_spooler()
+        spec = _encoder.encode(campaign.spec)
+        await spooler.call(spooler.spool.put_campaign, campaign.id, spec)
+        self._campaigns[campaign.id] = campaign._inner
+        accepted = rejected = suppressed = 0
+        async for chunk in chunks(recipients):
+            on_list = await spooler.call(spooler.spool.suppressed_among, [r.address for r in chunk])
+            new = rows(chunk, {a.strip().lower() for a in on_list})
+            await spooler.call(spooler.spool.insert, campaign.id, new)
+            now = time.time()
+            events = []
+            for row in new:
+                accepted += row.state == "queued"
+                rejected += row.state == "rejected"
+                suppressed += row.state == "suppressed"
+                events.append(
+                    Event(
+                        row.state,
+                        campaign.id,
+                        row.key,
+                        row.address,
+                        row.domain,
+                        None,
+                        None,
+                        0,
+                        row.code,
+                        row.enhanced,
+                        row.text,
+                        None,
+                        now,
+                        0.0,
+                    )
+                )
+            self._bus.publish(events)
+            self._wake.set()
+        return SubmitResult(accepted, rejected, suppressed)
+
+    # --- delivering -----------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Delivers until every recipient in the spool is final (or `stop`)."""
+        await self._pump(until_done=True)
+
+    async def run(self) -> None:
+        """Delivers, waiting for new work, until `stop`."""
+        await self._pump(until_done=False)
+
+    async def flush(self, domain: str | None = None) -> int:
+        """Makes deferred recipients (of one domain, or all) due now and lifts site
+        suspensions; returns how many recipients were made due."""
+        spooler = self._open_spooler()
+        count = await spooler.call(spooler.spool.flush, domain)
+        for site in self._sites.values():
+            site.suspended_until = 0.0
+        self._router.flush()
+        self._wake.set()
+        return count
+
+    async def _pump(self, *, until_done: bool) -> None:
+        spooler = self._open_spooler()
+        self._stopping = False
+        while not self._stopping:
+            self._wake.clear()
+            await self._lease()
+            now = time.time()
+            self._dispatch(now)
+            if until_done and self._active == 0 and await spooler.call(spooler.spool.pending) == 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), await self._idle_for(now))
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
+
+    async def _idle_for(self, now: float) -> float:
+        """How long nothing can happen unless woken: until the next due recipient, the
+        end of a suspension or a rate token, at most IDLE_WAKE."""
+        spooler = self._open_spooler()
+        wake_at = now + IDLE_WAKE
+        if self._active < self.config.window:
+            due = await spooler.call(spooler.spool.next_due)
+            if due is not None:
+                wake_at = min(wake_at, due)
+        for site in self._sites.values():
+            if site.waiting and not site.in_flight:
+                wake_at = min(wake_at, max(site.suspended_until, site.next_token_at(now)))
+        return max(0.0, wake_at - time.time())
+
+    async def _lease(self) -> None:
+        """Fills the window with due recipients and routes them into their sites."""
+        room = self.config.window - self._active
+        if room <= 0 or self._stopping:
+            return
+        spooler = self._open_spooler()
+        leased = await spooler.call(spooler.spool.lease, room, self._owner, self.config.lease_for)
+        if not leased:
+            return
+        self._active += len(leased)
+        by_domain: dict[str, list[Leased]] = defaultdict(list)
+        for r in leased:
+            by_domain[r.domain].append(r)
+        domains = list(by_domain)
+        destinations = await asyncio.gather(*(self._router.destination(d) for d in domains))
+        campaigns = {c: await self._campaign(c) for c in {r.campaign for r in leased}}
+        now = time.time()
+        failed = Verdict([], [], [], None)
+        released: list[tuple[str, Leased]] = []
+        for domain, dest in zip(domains, destinations, strict=True):
+            for r in by_domain[domain]:
+                if campaigns[r.campaign] is None:
+                    self._judge.one(failed, r.campaign, r, _unrenderable(r.campaign), now)
+                elif dest.route is None:
+                    self._judge.one(failed, r.campaign, r, _dns_outcome(dest), now)
+                else:
+                    site = self._site(dest)
+                    if site.suspended(now):
+                        released.append((r.campaign, r))
+                    else:
+                        site.add(r.campaign, r)
+        if released:
+            await self._release(released, now)
+        if failed.updates:
+            await self._record(failed)
+
+    def _dispatch(self, now: float) -> None:
+        if self._stopping:
+            return
+        for site in self._sites.values():
+            if not site.ready(now):
+                continue
+            taken = site.take(self.config.batch_size, now)
+            if taken is None:
+                continue
+            site.in_flight = True
+            task = asyncio.create_task(self._deliver(site, *taken))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _deliver(self, site: Site, campaign_id: str, batch: list[Leased]) -> None:
+        """One batch through Rust, judged, recorded, published."""
+        try:
+            compiled = self._campaigns[campaign_id]
+            assert compiled is not None and self._transport is not None
+            payload = _encoder.encode([msgspec.Raw(r.recipient) for r in batch])
+            raw = await self._transport._inner.deliver(
+                compiled, payload, _encoder.encode(site.route)
+            )
+            outcomes = _outcomes.decode(raw)
+        except Exception as e:
+            outcomes = [_internal_outcome(e) for _ in batch]
+        now = time.time()
+        verdict = self._judge.batch(campaign_id, batch, outcomes, now)
+        try:
+            await self._record(verdict)
+        finally:
+            site.in_flight = False
+            if verdict.suspend is not None:
+                waiting = site.suspend(now + self.config.suspend_for, verdict.suspend)
+                await self._release(waiting, now)
+            self._wake.set()
+
+    async def _record(self, verdict: Verdict) -> None:
+        spooler = self._open_spooler()
+        await spooler.call(spooler.spool.record, verdict.updates)
+        for address, reason in verdict.suppress:
+            await spooler.call(spooler.spool.suppress, address, reason)
+        self._active -= len(verdict.updates)
+        self._bus.publish(verdict.events)
+
+    async def _release(self, waiting: list[tuple[str, Leased]], now: float) -> None:
+        """Back to the spool without counting an attempt, due when the site's
+        suspension ends."""
+        if not waiting:
+            return
+        until = max(
+            (s.suspended_until for s in self._sites.values() if s.suspended(now)), default=now
+        )
+        # Recipients tried before stay "deferred"; the others are still just "queued".
+        updates = [
+            Update(
+                r.id, "deferred" if r.attempts else "queued", r.attempts, until,
+                None, None, None, None, None, None,
+            )
+            for _, r in waiting
+        ]
+        spooler = self._open_spooler()
+        await spooler.call(spooler.spool.record, updates)
+        self._active -= len(updates)
+
+    def _site(self, dest: Destination) -> Site:
+        site = self._sites.get(dest.site)
+        if site is None:
+            assert dest.route is not None
+            site = self._sites[dest.site] = Site(dest.site, dest.route, dest.limits)
+        else:
+            site.route = dest.route or site.route  # addresses may have changed with DNS
+        return site
+
+    async def _campaign(self, campaign_id: str) -> _core.CompiledCampaign | None:
+        """The compiled campaign, from memory or (after a restart) from the spool."""
+        if campaign_id not in self._campaigns:
+            spooler = self._open_spooler()
+            spec = await spooler.call(spooler.spool.campaign_spec, campaign_id)
+            try:
+                compiled = _core.compile_campaign(spec) if spec is not None else None
+            except Exception:
+                compiled = None
+            self._campaigns[campaign_id] = compiled
+        return self._campaigns[campaign_id]
+
+    # --- reading ----------------------------------------------------------------------
+
+    def events(self) -> AsyncIterator[Event]:
+        """Every state change from now on, as `Event`s."""
+        return self._bus.subscribe()
+
+    def report(self, campaign_id: str) -> Report:
+        """Counts by state, by domain and by bounce category, and the commonest replies."""
+        spooler = self._open_spooler()
+        return spooler.now(spooler.spool.report, campaign_id)
+
+    def _open_spooler(self) -> Spooler:
+        if self._spooler is None:
+            raise RuntimeError("the engine is not open: use `async with Engine(...)`")
+        return self._spooler
+
+
+class Suppressions:
+    """The suppression list: addresses never sent to (submit marks them suppressed)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def add(self, address: str, reason: str = "added by hand") -> None:
+        spooler = self._engine._open_spooler()
+        spooler.now(spooler.spool.suppress, address, reason)
+
+    def remove(self, address: str) -> bool:
+        spooler = self._engine._open_spooler()
+        return spooler.now(spooler.spool.unsuppress, address)
+
+    def __contains__(self, address: str) -> bool:
+        return self.contains(address)
+
+    def contains(self, address: str) -> bool:
+        spooler = self._engine._open_spooler()
+        return spooler.now(spooler.spool.is_suppressed, address)
+
+    def list(self, limit: int | None = None) -> list[tuple[str, str, float]]:
+        spooler = self._engine._open_spooler()
+        return spooler.now(spooler.spool.suppressions, limit)
+
+
+def _dns_outcome(dest: Destination) -> Outcome:
+    failure = dest.failure
+    assert failure is not None
+    return Outcome(
+        status="transient" if failure.status == "temporary" else "permanent",
+        code=failure.code,
+        enhanced=failure.enhanced,
+        text=failure.text,
+        stage="connect",
+        mx=None,
+        address=None,
+        tls=None,
+        elapsed_ms=0.0,
+        message_id=None,
+    )
+
+
+def _unrenderable(campaign_id: str) -> Outcome:
+    return Outcome(
+        status="permanent",
+        code=None,
+        enhanced=None,
+        text=f"campaign {campaign_id!r} is missing from the spool or no longer compiles",
+        stage="render",
+        mx=None,
+        address=None,
+        tls=None,
+        elapsed_ms=0.0,
+        message_id=None,
+    )
+
+
+def _internal_outcome(error: Exception) -> Outcome:
+    return Outcome(
+        status="transient",
+        code=None,
+        enhanced=None,
+        text=f"internal error: {type(error).__name__}: {error}",
+        stage="connect",
+        mx=None,
+        address=None,
+        tls=None,
+        elapsed_ms=0.0,
+        message_id=None,
+    )

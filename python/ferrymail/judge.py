@@ -1,0 +1,129 @@
+"""What an outcome means for a recipient: delivered, bounced, deferred, expired or failed.
+
+Rust reports what happened; this module decides what it means (DESIGN.md): 2xx →
+delivered; 5xx → bounced; 4xx, connection and DNS failures → deferred until the retry
+policy gives up → expired; a message that could not be rendered → failed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import msgspec
+
+from .bounce import HARD_CATEGORIES, BounceClassifier
+from .events import Event
+from .retry import RetryPolicy
+from .spool import Leased, Update
+from .wire import Outcome
+
+# Replies that mean "you are sending too fast" rather than "this recipient, later": the
+# whole site waits instead of each recipient failing in turn.
+# ("Try again later" alone is not one: greylisting says it too, about one recipient.)
+_RATE_LIMITED = re.compile(
+    r"rate.?limit|too many (?:connections|messages|recipients|concurrent)|throttl|"
+    r"exceeded the (?:rate|limit)|slow down|sending rate",
+    re.IGNORECASE,
+)
+# Stages at which a failure says the host, not the recipient, is the problem.
+_SESSION_STAGES = frozenset({"connect", "banner", "ehlo", "starttls"})
+
+
+class Verdict(msgspec.Struct):
+    """The spool updates, the events and the follow-ups of one batch."""
+
+    updates: list[Update]
+    events: list[Event]
+    suppress: list[tuple[str, str]]  # (address, reason) to add to the suppression list
+    suspend: str | None  # why the site should wait, or None
+
+
+class Judge:
+    """Applies the retry policy and bounce classification to outcomes."""
+
+    def __init__(
+        self, retry: RetryPolicy, classifier: BounceClassifier, suppress_hard_bounces: bool
+    ) -> None:
+        self.retry = retry
+        self.classifier = classifier
+        self.suppress_hard_bounces = suppress_hard_bounces
+
+    def batch(
+        self, campaign: str, leased: Sequence[Leased], outcomes: Sequence[Outcome], now: float
+    ) -> Verdict:
+        verdict = Verdict([], [], [], None)
+        for recipient, outcome in zip(leased, outcomes, strict=True):
+            self.one(verdict, campaign, recipient, outcome, now)
+        if outcomes and all(
+            o.status == "transient" and o.code is None and o.stage in _SESSION_STAGES
+            for o in outcomes
+        ):
+            verdict.suspend = f"every MX host failed: {outcomes[-1].text}"
+        else:
+            limited = next((o for o in outcomes if _is_site_deferral(o)), None)
+            if limited is not None:
+                verdict.suspend = f"{limited.code} {limited.enhanced or ''} {limited.text}"
+        return verdict
+
+    def one(self, verdict: Verdict, campaign: str, r: Leased, o: Outcome, now: float) -> None:
+        """Adds one recipient's update and event to `verdict`."""
+        attempt = r.attempts + 1
+        category: str | None = None
+        next_attempt: float | None = None
+        if o.status == "delivered":
+            state = "delivered"
+        elif o.stage == "render":
+            state = "failed"
+        elif o.status == "permanent":
+            state = "bounced"
+            category = self.classifier.classify(o.code, o.enhanced, o.text)
+            if self.suppress_hard_bounces and category in HARD_CATEGORIES:
+                verdict.suppress.append((r.address, f"{category}: {o.code} {o.text}"))
+        else:
+            category = self.classifier.classify(o.code, o.enhanced, o.text)
+            next_attempt = self.retry.next_attempt(
+                attempt, r.submitted_at, now, domain=r.domain or None
+            )
+            state = "deferred" if next_attempt is not None else "expired"
+            if state == "expired":
+                category = "message-expired"
+        verdict.updates.append(
+            Update(
+                r.id,
+                state,
+                attempt,
+                next_attempt,
+                o.code,
+                o.enhanced,
+                o.text,
+                category,
+                o.mx,
+                o.address,
+            )
+        )
+        verdict.events.append(
+            Event(
+                state,
+                campaign,
+                r.key,
+                r.address,
+                r.domain,
+                o.mx,
+                o.address,
+                attempt,
+                o.code,
+                o.enhanced,
+                o.text,
+                category,
+                now,
+                now - r.submitted_at,
+            )
+        )
+
+
+def _is_site_deferral(o: Outcome) -> bool:
+    """A 421 (the server closes on us) or a rate-limit reply."""
+    if o.status != "transient" or o.code is None:
+        return False
+    return o.code == 421 or bool(_RATE_LIMITED.search(o.text))

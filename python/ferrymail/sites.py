@@ -1,0 +1,83 @@
+"""A site's in-memory queue and shaping: recipients by campaign, a batch in flight, rate."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .config import SiteLimits
+from .spool import Leased
+from .wire import Route
+
+
+class Site:
+    """Domains sharing one set of MX hosts (every Google Workspace domain is one site):
+    one queue, one set of limits, one suspension. At most one batch is in flight: its
+    worker count is the site's connection limit, so the site never has more
+    connections than that."""
+
+    def __init__(self, key: str, route: Route, limits: SiteLimits) -> None:
+        self.key = key
+        self.route = route
+        self.limits = limits
+        self.queues: dict[str, deque[Leased]] = {}
+        self.in_flight = False
+        self.suspended_until = 0.0
+        self.suspended_why = ""
+        # Token bucket for messages_per_second: at most one second's worth saved up.
+        self._tokens = 0.0
+        self._filled_at = 0.0
+
+    def add(self, campaign: str, leased: Leased) -> None:
+        self.queues.setdefault(campaign, deque()).append(leased)
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def suspended(self, now: float) -> bool:
+        return now < self.suspended_until
+
+    def ready(self, now: float) -> bool:
+        return not self.in_flight and not self.suspended(now) and any(self.queues.values())
+
+    def take(self, batch_size: int, now: float) -> tuple[str, list[Leased]] | None:
+        """The next batch (one campaign, oldest campaign queue first), within the rate;
+        None when the rate allows nothing yet."""
+        allowed = min(batch_size, self._allowance(now))
+        if allowed < 1:
+            return None
+        for campaign, queue in self.queues.items():
+            if queue:
+                batch = [queue.popleft() for _ in range(min(allowed, len(queue)))]
+                if not queue:
+                    del self.queues[campaign]
+                self._tokens -= len(batch)
+                return campaign, batch
+        return None
+
+    def next_token_at(self, now: float) -> float:
+        """When the rate allows one more message."""
+        rate = self.limits.messages_per_second
+        if rate is None or self._tokens >= 1:
+            return now
+        return now + (1 - self._tokens) / rate
+
+    def _allowance(self, now: float) -> int:
+        rate = self.limits.messages_per_second
+        if rate is None:
+            self._tokens = float("inf")
+            return 1 << 30
+        if self._filled_at == 0.0:
+            self._tokens, self._filled_at = max(1.0, rate), now
+        self._tokens = min(max(1.0, rate), self._tokens + (now - self._filled_at) * rate)
+        self._filled_at = now
+        return int(self._tokens)
+
+    def suspend(self, until: float, why: str) -> list[tuple[str, Leased]]:
+        """Suspends the site; returns its waiting recipients, which go back to the spool
+        due when the suspension ends."""
+        self.suspended_until = max(self.suspended_until, until)
+        self.suspended_why = why
+        waiting = [(c, r) for c, q in self.queues.items() for r in q]
+        self.queues.clear()
+        return waiting

@@ -1,0 +1,87 @@
+"""Submitted recipients to spool rows: encoded once, addresses checked, suppressions marked."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from . import _core
+from .spool import NewRecipient
+from .wire import Recipient
+
+# Recipients per spool transaction at submit: big enough that the fsync is amortised,
+# small enough that memory stays flat for any campaign size.
+CHUNK = 10_000
+# RFC 3463 X.1.3: bad destination mailbox address syntax.
+INVALID_ADDRESS = (553, "5.1.3")
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class SubmitResult(msgspec.Struct, frozen=True):
+    """How many recipients went into the queue, and how many were final at once."""
+
+    accepted: int
+    rejected: int
+    suppressed: int
+
+
+def key_of(recipient: Recipient) -> str:
+    """What events and reports call a recipient: the ESP's id, else the address."""
+    return recipient.address if recipient.id is None else str(recipient.id)
+
+
+async def chunks(
+    recipients: Iterable[Recipient | str] | AsyncIterable[Recipient | str], size: int = CHUNK
+) -> AsyncIterator[list[Recipient]]:
+    """The recipients in lists of at most `size`, from a plain or an async iterable,
+    without ever holding more than one list."""
+    chunk: list[Recipient] = []
+    if isinstance(recipients, AsyncIterable):
+        async for r in recipients:
+            chunk.append(_recipient(r))
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    else:
+        for r in recipients:
+            chunk.append(_recipient(r))
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def _recipient(r: Any) -> Recipient:
+    if isinstance(r, Recipient):
+        return r
+    if isinstance(r, str):
+        return Recipient(r)
+    raise TypeError(f"a recipient must be a ferrymail.Recipient or an address, not {r!r}")
+
+
+def rows(chunk: Sequence[Recipient], suppressed: set[str]) -> list[NewRecipient]:
+    """One spool row per recipient: queued, or rejected (why) or suppressed at once.
+    `suppressed` holds the chunk's addresses (lower-cased) on the suppression list."""
+    checks = _core.check_addresses([r.address for r in chunk])
+    out: list[NewRecipient] = []
+    for r, (domain, problem) in zip(chunk, checks, strict=True):
+        key = key_of(r)
+        try:
+            blob = _encoder.encode(r)
+        except (TypeError, ValueError, OverflowError) as e:
+            problem = problem or f"recipient cannot be encoded: {e}"
+            blob = b""
+        if problem is not None:
+            code, enhanced = INVALID_ADDRESS
+            text = f"invalid recipient {r.address!r}: {problem}"
+            out.append(NewRecipient(blob, r.address, domain, key, "rejected", code, enhanced, text))
+        elif r.address.strip().lower() in suppressed:
+            text = "on the suppression list"
+            out.append(NewRecipient(blob, r.address, domain, key, "suppressed", None, None, text))
+        else:
+            out.append(NewRecipient(blob, r.address, domain, key, "queued"))
+    return out
