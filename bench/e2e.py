@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import faulthandler
 import importlib.metadata
 import os
@@ -45,7 +46,6 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -76,6 +76,7 @@ MIN_TIMEOUT = 120.0
 PROGRESS_EVERY = 15.0
 CAMPAIGN_ID = "autumn-2026"
 ROWS = "source,ferrymail,python,ed25519,rsa"
+HOW_TO_RUN = {"million": "--million", "rsa": "without --no-dkim, and in --rows"}
 
 
 # --- the site structure ---------------------------------------------------------------
@@ -410,14 +411,17 @@ class PythonEsp:
 # --- the parent: peers, rows, the table -----------------------------------------------
 
 
-@dataclass
+@dataclasses.dataclass
 class Row:
+    """One row of the table: what ran, what the child reported, what the sink counted."""
+
+    key: str  # one of ROWS, or "million"
     name: str
     spec: Spec
-    result: Result = field(default_factory=Result)
+    result: Result = dataclasses.field(default_factory=Result)
     sink_messages: int = 0
+    sink_sessions: int = 0
     sink_cpu: float = 0.0
-    note: str = ""
 
     @property
     def ran(self) -> bool:
@@ -456,7 +460,7 @@ class Sink:
 
 def run_row(row: Row, sink: Sink) -> None:
     """Runs the row's child and reads what the sink counted meanwhile."""
-    before, sink_cpu = sink.peer.counters().messages, sink.cpu()
+    before, sink_cpu = sink.peer.counters(), sink.cpu()
     command = [sys.executable, __file__, "--child", msgspec.json.encode(row.spec).decode()]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -465,7 +469,7 @@ def run_row(row: Row, sink: Sink) -> None:
             out, err = process.communicate(timeout=PROGRESS_EVERY)
             break
         except subprocess.TimeoutExpired:
-            counted = sink.peer.counters().messages - before
+            counted = sink.peer.counters().messages - before.messages
             print(
                 f"  {row.name}: {time.monotonic() - started:,.0f} s, sink has {counted:,}",
                 file=sys.stderr,
@@ -483,9 +487,28 @@ def run_row(row: Row, sink: Sink) -> None:
         row.result = Result(error=f"the child exited {code} without a result:\n{tail}")
     if row.ran:
         with contextlib.suppress(AssertionError):  # a shortfall shows in the table
-            sink.peer.wait_for(messages=before + row.spec.recipients, timeout=SINK_GRACE)
-    row.sink_messages = sink.peer.counters().messages - before
+            sink.peer.wait_for(messages=before.messages + row.spec.recipients, timeout=SINK_GRACE)
+    time.sleep(0.2)  # a session is counted when the sink sees it end
+    after = sink.peer.counters()
+    row.sink_messages = after.messages - before.messages
+    row.sink_sessions = after.sessions - before.sessions
     row.sink_cpu = sink.cpu() - sink_cpu
+
+
+def best_of(repeat: int, rows: list[Row], sink: Sink) -> list[Row]:
+    """Runs every row `repeat` times, taking turns, so that a burst of other work on the
+    shared machine slows one round of each rather than every run of one; keeps each
+    row's fastest verified run (or its first failure)."""
+    best: dict[str, Row] = {}
+    for _ in range(repeat):
+        for row in rows:
+            print(f"  running {row.name} ({row.spec.recipients:,})...", file=sys.stderr)
+            trial = dataclasses.replace(row, result=Result())
+            run_row(trial, sink)
+            kept = best.get(row.key)
+            if kept is None or (trial.verified and (not kept.verified or trial.rate > kept.rate)):
+                best[row.key] = trial
+    return [best[row.key] for row in rows]
 
 
 def table(rows: list[Row]) -> str:
@@ -499,6 +522,7 @@ def table(rows: list[Row]) -> str:
         "peak RSS MB",
         "sink CPU s/1k",
         "sink counted",
+        "sessions",
         "vs smtp-source",
         "submit s",
     )
@@ -518,6 +542,7 @@ def table(rows: list[Row]) -> str:
                 f"{r.result.maxrss_kb / 1024:,.0f}",
                 f"{1000 * r.sink_cpu / n:.3f}",
                 f"{r.sink_messages:,}" + ("" if r.sink_messages == n else " MISMATCH"),
+                f"{r.sink_sessions:,}",
                 f"{r.rate / limit:.2f}x" if limit else "",
                 "" if r.result.submit_seconds is None else f"{r.result.submit_seconds:,.2f}",
             )
@@ -534,46 +559,48 @@ def table(rows: list[Row]) -> str:
 
 
 def goals(rows: list[Row]) -> list[str]:
-    def find(kind: str, dkim: str | None = None, million: bool = False) -> Row | None:
-        for r in rows:
-            big = r.spec.recipients >= 1_000_000 and r.name.endswith("(--million)")
-            if r.spec.kind == kind and r.spec.dkim == dkim and big == million:
-                return r
+    """The issue's three goals, each PASS or FAIL, or why it was not measured."""
+    by_key = {r.key: r for r in rows}
+
+    def missing(*keys: str) -> str | None:
+        """Why a goal over these rows cannot be judged, or None."""
+        for key in keys:
+            row = by_key.get(key)
+            if row is None:
+                return f"the {key} row did not run ({HOW_TO_RUN.get(key, '--rows')})"
+            if not row.verified:
+                return f"the {row.name} row failed (below)"
         return None
 
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "FAIL"
 
     out = []
-    source, plain = find("smtp-source"), find("ferrymail")
-    if source and plain and source.ran and plain.verified:
+    if why := missing("source", "ferrymail"):
+        out.append(f"- not measured, ferrymail without DKIM against smtp-source: {why}")
+    else:
+        source, plain = by_key["source"], by_key["ferrymail"]
         share = plain.rate / source.rate
         out.append(
             f"- {verdict(share >= 0.6)}: ferrymail end to end without DKIM, {plain.rate:,.0f}"
             f" messages/s = {share:.0%} of smtp-source's {source.rate:,.0f} (goal: at least 60%)"
         )
+    if why := missing("rsa"):
+        out.append(f"- not measured, RSA-2048-signed messages/hour: {why}")
     else:
-        out.append("- not measured: ferrymail without DKIM against smtp-source (a row failed)")
-    rsa = find("ferrymail", "rsa")
-    if rsa and rsa.verified:
-        hourly = rsa.rate * 3600
+        hourly = by_key["rsa"].rate * 3600
         out.append(
             f"- {verdict(hourly >= 10e6)}: RSA-2048-signed, {hourly / 1e6:,.1f} million messages"
             f"/hour on {cores()} cores (goal: at least 10 million)"
         )
+    if why := missing("million"):
+        out.append(f"- not measured, peak RSS for 1,000,000 recipients: {why}")
     else:
-        why = "" if rsa else " (--no-dkim)"
-        out.append(f"- not measured: RSA-2048-signed messages/hour{why}")
-    big = find("ferrymail", million=True)
-    if big and big.verified:
-        mb = big.result.maxrss_kb / 1024
+        mb = by_key["million"].result.maxrss_kb / 1024
         out.append(
             f"- {verdict(mb < 300)}: peak RSS for 1,000,000 recipients, {mb:,.0f} MB"
             " (goal: under 300 MB)"
         )
-    else:
-        why = "" if big else " (--million)"
-        out.append(f"- not measured: peak RSS for 1,000,000 recipients{why}")
     return out
 
 
@@ -638,17 +665,23 @@ def plan(args: argparse.Namespace, base: dict[str, Any]) -> list[Row]:
     if args.no_dkim:
         wanted -= {"ed25519", "rsa"}
     candidates = {
-        "source": Row(f"smtp-source, {c} conn", Spec(kind="smtp-source", recipients=n, **base)),
-        "ferrymail": Row(f"ferrymail, {c} conn", Spec(kind="ferrymail", recipients=n, **base)),
-        "python": Row(f"Python ESP, {c} conn", Spec(kind="python", recipients=python_n, **base)),
+        "source": Row(
+            "source", f"smtp-source, {c} conn", Spec(kind="smtp-source", recipients=n, **base)
+        ),
+        "ferrymail": Row(
+            "ferrymail", f"ferrymail, {c} conn", Spec(kind="ferrymail", recipients=n, **base)
+        ),
+        "python": Row(
+            "python", f"Python ESP, {c} conn", Spec(kind="python", recipients=python_n, **base)
+        ),
     }
     for key, name in (("ed25519", "Ed25519"), ("rsa", "RSA-2048")):
         spec = Spec(kind="ferrymail", recipients=n, dkim=key, **base)
-        candidates[key] = Row(f"ferrymail, DKIM {name}", spec)
+        candidates[key] = Row(key, f"ferrymail, DKIM {name}", spec)
     rows = [row for key, row in candidates.items() if key in wanted]
     if args.million:
         big = Spec(kind="ferrymail", recipients=1_000_000, **base)
-        rows.append(Row("ferrymail, 1,000,000 (--million)", big))
+        rows.append(Row("million", "ferrymail, 1,000,000 (--million)", big))
     for row in rows:
         row.spec.timeout = max(MIN_TIMEOUT, SECONDS_PER_1000 * row.spec.recipients / 1000)
     return rows
@@ -673,6 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--rows", default=ROWS, metavar="R,...", help=f"which rows (default: all of {ROWS})"
     )
+    p.add_argument("--repeat", type=int, default=1, metavar="K", help="runs a row; best counts")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -682,8 +716,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.recipients = 10_000
     numbers = (args.recipients, args.connections, args.per_connection, args.domains, args.sites)
-    if min(numbers) < 1 or args.python_recipients < 0:
-        p.error("--recipients, --connections, --per-connection, --domains, --sites: at least 1")
+    if min(*numbers, args.repeat) < 1 or args.python_recipients < 0:
+        p.error(
+            "--recipients, --connections, --per-connection, --domains, --sites, --repeat:"
+            " at least 1"
+        )
     if unknown := set(args.rows.split(",")) - set(ROWS.split(",")):
         p.error(f"--rows: unknown {', '.join(sorted(unknown))} (known: {ROWS})")
     for tool in (SMTP_SOURCE, "/usr/sbin/smtp-sink", "/usr/sbin/knotd"):
@@ -716,11 +753,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"sample campaign (tracking, unsubscribe; ≈{size:,} bytes a message) to "
                 f"{args.domains} domains over {args.sites} MX sets, all on one smtp-sink "
                 f"({HOST}, PIPELINING on); {args.connections} connections, "
-                f"{args.per_connection} messages a connection; DNS: Knot on {dns_server.address}\n"
+                f"{args.per_connection} messages a connection; DNS: Knot on {dns_server.address}"
+                + (f"; best of {args.repeat} runs" if args.repeat > 1 else "")
+                + "\n"
             )
-            for row in rows:
-                print(f"  running {row.name} ({row.spec.recipients:,})...", file=sys.stderr)
-                run_row(row, sink)
+            rows = best_of(args.repeat, rows, sink)
     print(table(rows))
     print()
     print("CPU s/1k: the row's own process (ferrymail: every thread, rendering included;")
