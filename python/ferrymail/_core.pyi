@@ -4,6 +4,7 @@ from typing import Any, final
 
 __all__ = [
     "CompiledCampaign",
+    "Delivery",
     "Transport",
     "check_addresses",
     "compile_campaign",
@@ -24,7 +25,18 @@ class Transport:
         route: bytes,
         now_ms: int | None = None,
     ) -> Any: ...
+    def start(
+        self,
+        campaign: CompiledCampaign,
+        recipients: bytes,
+        route: bytes,
+        now_ms: int | None = None,
+    ) -> Delivery: ...
     def close(self) -> Any: ...
+
+@final
+class Delivery:
+    def next(self) -> Any: ...
 
 def check_addresses(addresses: list[str]) -> list[tuple[str, str | None]]: ...
 def compile_campaign(spec: bytes) -> CompiledCampaign: ...

@@ -36,7 +36,7 @@ from .transport import Transport
 from .wire import Outcome, Recipient
 
 _encoder = msgspec.msgpack.Encoder()
-_outcomes = msgspec.msgpack.Decoder(list[Outcome])
+_progress = msgspec.msgpack.Decoder(list[tuple[int, Outcome]])
 # The longest the pump sleeps with nothing due: it also wakes for submits, finished
 # batches, flushes and stops, so this only bounds how late a timer can be noticed.
 IDLE_WAKE = 1.0
@@ -69,6 +69,8 @@ class Engine:
         self._sites: dict[str, Site] = {}
         self._active = 0  # leased recipients held in memory or in flight
         self._batches: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[int, list[Leased]] = {}  # id(batch) -> batch, for renewals
+        self._renewed_at = 0.0
         self._wake = asyncio.Event()
         self._stopping = False
         self.suppressions = Suppressions(self)
@@ -189,6 +191,8 @@ class Engine:
             await self._lease()
             now = time.time()
             self._dispatch(now)
+            if now - self._renewed_at > self.config.lease_for / 3:
+                await self._renew(now)
             if until_done and self._active == 0 and await spooler.call(spooler.spool.pending) == 0:
                 break
             with contextlib.suppress(TimeoutError):
@@ -227,7 +231,7 @@ class Engine:
         destinations = await asyncio.gather(*(self._router.destination(d) for d in domains))
         campaigns = {c: await self._campaign(c) for c in {r.campaign for r in leased}}
         now = time.time()
-        failed = Verdict([], [], [], None)
+        failed = Verdict([], [], [])
         released: list[tuple[str, Leased]] = []
         for domain, dest in zip(domains, destinations, strict=True):
             for r in by_domain[domain]:
@@ -246,6 +250,16 @@ class Engine:
         if failed.updates:
             await self._record(failed)
 
+    async def _renew(self, now: float) -> None:
+        """Extends the leases of every recipient held here, so that one waiting long in
+        memory (a slow or rate-limited site) is not taken for a dead process's."""
+        self._renewed_at = now
+        ids = [r.id for site in self._sites.values() for q in site.queues.values() for r in q]
+        ids += [r.id for batch in self._in_flight.values() for r in batch]
+        if ids:
+            spooler = self._open_spooler()
+            await spooler.call(spooler.spool.renew, ids, self.config.lease_for)
+
     def _dispatch(self, now: float) -> None:
         if self._stopping:
             return
@@ -261,25 +275,44 @@ class Engine:
             task.add_done_callback(self._batches.discard)
 
     async def _deliver(self, site: Site, campaign_id: str, batch: list[Leased]) -> None:
-        """One batch through Rust, judged, recorded, published."""
+        """One batch through Rust; its outcomes judged, recorded and published as they
+        come, so that a crash repeats only deliveries of the last moments."""
+        self._in_flight[id(batch)] = batch
+        outcomes: list[Outcome | None] = [None] * len(batch)
         try:
             compiled = self._campaigns[campaign_id]
             assert compiled is not None and self._transport is not None
             payload = _encoder.encode([msgspec.Raw(r.recipient) for r in batch])
-            raw = await self._transport._inner.deliver(
-                compiled, payload, _encoder.encode(site.route)
+            delivery = self._transport._inner.start(compiled, payload, _encoder.encode(site.route))
+            while (ready := await delivery.next()) is not None:
+                pairs = _progress.decode(ready)
+                for index, outcome in pairs:
+                    outcomes[index] = outcome
+                await self._record(
+                    self._judge.batch(
+                        campaign_id,
+                        [batch[i] for i, _ in pairs],
+                        [o for _, o in pairs],
+                        time.time(),
+                    )
+                )
+        except Exception as e:  # a bug must defer the batch, not lose it
+            left = [i for i, o in enumerate(outcomes) if o is None]
+            for i in left:
+                outcomes[i] = _internal_outcome(e)
+            lost = [batch[i] for i in left]
+            await self._record(
+                self._judge.batch(
+                    campaign_id, lost, [_internal_outcome(e)] * len(lost), time.time()
+                )
             )
-            outcomes = _outcomes.decode(raw)
-        except Exception as e:
-            outcomes = [_internal_outcome(e) for _ in batch]
-        now = time.time()
-        verdict = self._judge.batch(campaign_id, batch, outcomes, now)
-        try:
-            await self._record(verdict)
         finally:
+            del self._in_flight[id(batch)]
             site.in_flight = False
-            if verdict.suspend is not None:
-                waiting = site.suspend(now + self.config.suspend_for, verdict.suspend)
+            why = self._judge.suspension([o for o in outcomes if o is not None])
+            if why is not None:
+                now = time.time()
+                waiting = site.suspend(now + self.config.suspend_for, why)
                 await self._release(waiting, now)
             self._wake.set()
 
@@ -302,8 +335,16 @@ class Engine:
         # Recipients tried before stay "deferred"; the others are still just "queued".
         updates = [
             Update(
-                r.id, "deferred" if r.attempts else "queued", r.attempts, until,
-                None, None, None, None, None, None,
+                r.id,
+                "deferred" if r.attempts else "queued",
+                r.attempts,
+                until,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
             )
             for _, r in waiting
         ]

@@ -31,12 +31,11 @@ _SESSION_STAGES = frozenset({"connect", "banner", "ehlo", "starttls"})
 
 
 class Verdict(msgspec.Struct):
-    """The spool updates, the events and the follow-ups of one batch."""
+    """The spool updates, the events and the suppressions of some outcomes."""
 
     updates: list[Update]
     events: list[Event]
     suppress: list[tuple[str, str]]  # (address, reason) to add to the suppression list
-    suspend: str | None  # why the site should wait, or None
 
 
 class Judge:
@@ -52,19 +51,24 @@ class Judge:
     def batch(
         self, campaign: str, leased: Sequence[Leased], outcomes: Sequence[Outcome], now: float
     ) -> Verdict:
-        verdict = Verdict([], [], [], None)
+        """The verdict on a batch's outcomes (or on some of them, as they come)."""
+        verdict = Verdict([], [], [])
         for recipient, outcome in zip(leased, outcomes, strict=True):
             self.one(verdict, campaign, recipient, outcome, now)
+        return verdict
+
+    @staticmethod
+    def suspension(outcomes: Sequence[Outcome]) -> str | None:
+        """Why a batch's site should wait (every MX failed, a 421, a rate limit), or None."""
         if outcomes and all(
             o.status == "transient" and o.code is None and o.stage in _SESSION_STAGES
             for o in outcomes
         ):
-            verdict.suspend = f"every MX host failed: {outcomes[-1].text}"
-        else:
-            limited = next((o for o in outcomes if _is_site_deferral(o)), None)
-            if limited is not None:
-                verdict.suspend = f"{limited.code} {limited.enhanced or ''} {limited.text}"
-        return verdict
+            return f"every MX host failed: {outcomes[-1].text}"
+        limited = next((o for o in outcomes if _is_site_deferral(o)), None)
+        if limited is not None:
+            return f"{limited.code} {limited.enhanced or ''} {limited.text}"
+        return None
 
     def one(self, verdict: Verdict, campaign: str, r: Leased, o: Outcome, now: float) -> None:
         """Adds one recipient's update and event to `verdict`."""

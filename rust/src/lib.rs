@@ -16,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::PyCompiledCampaign>()?;
     m.add_class::<py::PyTransport>()?;
+    m.add_class::<py::PyDelivery>()?;
     m.add_function(wrap_pyfunction!(py::check_addresses, m)?)?;
     m.add_function(wrap_pyfunction!(py::compile_campaign, m)?)?;
     m.add_function(wrap_pyfunction!(py::render, m)?)?;

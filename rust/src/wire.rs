@@ -153,7 +153,7 @@ pub struct Route {
 }
 
 /// What became of one recipient's message in one delivery attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     /// "delivered" (2xx after the final dot), "transient" (4xx, or no usable answer:
     /// retry later) or "permanent" (5xx, or refused before sending: do not retry).

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use tokio::sync::{mpsc, Mutex};
 
 use super::{decode, error, now_or_clock, PyCompiledCampaign};
 use crate::render::Now;
 use crate::smtp::{deliver, Client, ClientOptions, Destination};
-use crate::wire::{Recipient, Route, SmtpOptions};
+use crate::wire::{Outcome, Recipient, Route, SmtpOptions};
 
 /// One transport: checked options, TLS configurations and a connection pool.
 #[pyclass(frozen, module = "ferrymail._core", name = "Transport")]
@@ -60,7 +61,7 @@ impl PyTransport {
         let (client, campaign) = (self.client.clone(), campaign.inner.clone());
         let now = Now::at(now_or_clock(now_ms).div_euclid(1000));
         let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
-            let outcomes = deliver(client, campaign, recipients, destination, now).await;
+            let outcomes = deliver(client, campaign, recipients, destination, now, None).await;
             rmp_serde::to_vec(&outcomes).map_err(|e| e.to_string())
         });
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
@@ -69,6 +70,42 @@ impl PyTransport {
                 .map_err(|e| PyRuntimeError::new_err(format!("delivery task failed: {e}")))?
                 .map_err(|e| PyRuntimeError::new_err(format!("encoding outcomes: {e}")))?;
             Ok(Cow::<'static, [u8]>::Owned(encoded))
+        })
+    }
+
+    /// Like `deliver`, but returns at once a `Delivery` whose `next()` gives outcomes
+    /// as they happen: the engine records each delivery moments after its reply.
+    #[pyo3(signature = (campaign, recipients, route, now_ms = None))]
+    fn start(
+        &self,
+        py: Python<'_>,
+        campaign: &PyCompiledCampaign,
+        recipients: &[u8],
+        route: &[u8],
+        now_ms: Option<i64>,
+    ) -> PyResult<PyDelivery> {
+        let route: Route = decode(py, "Route", route)?;
+        let destination =
+            Destination::from_wire(&route).map_err(|e| error(py, "ConfigError", e))?;
+        let recipients: Vec<Recipient> = py
+            .detach(|| rmp_serde::from_slice(recipients))
+            .map_err(|e| error(py, "WireError", format!("recipients: {e}")))?;
+        let (client, campaign) = (self.client.clone(), campaign.inner.clone());
+        let now = Now::at(now_or_clock(now_ms).div_euclid(1000));
+        let (progress, outcomes) = mpsc::unbounded_channel();
+        pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+            deliver(
+                client,
+                campaign,
+                recipients,
+                destination,
+                now,
+                Some(progress),
+            )
+            .await;
+        });
+        Ok(PyDelivery {
+            outcomes: Arc::new(Mutex::new(outcomes)),
         })
     }
 
@@ -82,6 +119,34 @@ impl PyTransport {
             task.await
                 .map_err(|e| PyRuntimeError::new_err(format!("closing failed: {e}")))?;
             Ok(())
+        })
+    }
+}
+
+/// A batch being delivered: its outcomes as they come.
+#[pyclass(frozen, module = "ferrymail._core", name = "Delivery")]
+pub struct PyDelivery {
+    outcomes: Arc<Mutex<mpsc::UnboundedReceiver<(usize, Outcome)>>>,
+}
+
+#[pymethods]
+impl PyDelivery {
+    /// An awaitable of the outcomes that are ready, at least one, as a MessagePack
+    /// array of `[index, Outcome]` pairs; None once every outcome has been given.
+    fn next<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let outcomes = self.outcomes.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut outcomes = outcomes.lock().await;
+            let Some(first) = outcomes.recv().await else {
+                return Ok(None);
+            };
+            let mut ready = vec![first];
+            while let Ok(more) = outcomes.try_recv() {
+                ready.push(more);
+            }
+            let encoded = rmp_serde::to_vec(&ready)
+                .map_err(|e| PyRuntimeError::new_err(format!("encoding outcomes: {e}")))?;
+            Ok(Some(Cow::<'static, [u8]>::Owned(encoded)))
         })
     }
 }

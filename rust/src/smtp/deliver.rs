@@ -14,7 +14,7 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 use super::client::Client;
 use super::error::{ClientError, Failure, Stage};
@@ -58,13 +58,20 @@ impl Destination {
     }
 }
 
-/// Renders and delivers `recipients` of `campaign` to `route`; outcomes in order.
+/// Each outcome as soon as it is known, with the recipient's index in the batch: the
+/// engine records deliveries as they happen, so a crash can repeat only those whose
+/// reply came in the last moments.
+pub type Progress = mpsc::UnboundedSender<(usize, Outcome)>;
+
+/// Renders and delivers `recipients` of `campaign` to `route`; outcomes in order, and
+/// each one to `progress` (when given) as soon as it is known.
 pub async fn deliver(
     client: Arc<Client>,
     campaign: Arc<CompiledCampaign>,
     recipients: Vec<Recipient>,
     route: Destination,
     now: Now,
+    progress: Option<Progress>,
 ) -> Vec<Outcome> {
     let count = recipients.len();
     let batch = Arc::new(Batch {
@@ -75,6 +82,7 @@ pub async fn deliver(
         .min(count.max(1)),
         client,
         route,
+        progress,
         state: Mutex::new(State {
             outcomes: vec![None; count],
             workers: 1,
@@ -98,10 +106,19 @@ pub async fn deliver(
     }
     // A worker that panicked leaves its message without an outcome; it is filled in
     // here, so nothing is lost.
+    let missing: Vec<usize> = {
+        let state = batch.lock();
+        (0..state.outcomes.len())
+            .filter(|&i| state.outcomes[i].is_none())
+            .collect()
+    };
+    for index in missing {
+        batch.finish(index, internal("delivery ended without an outcome"));
+    }
     let outcomes = std::mem::take(&mut batch.lock().outcomes);
     outcomes
         .into_iter()
-        .map(|o| o.unwrap_or_else(|| internal("delivery ended without an outcome")))
+        .map(Option::unwrap_or_default)
         .collect()
 }
 
@@ -128,6 +145,7 @@ impl Job {
 
 struct Batch {
     client: Arc<Client>,
+    progress: Option<Progress>,
     /// Workers once the first has a session: one per connection allowed.
     workers_wanted: usize,
     route: Destination,
@@ -166,7 +184,7 @@ impl Batch {
     }
 
     fn finish(&self, index: usize, outcome: Outcome) {
-        self.lock().outcomes[index] = Some(outcome);
+        settle(&mut self.lock(), self.progress.as_ref(), index, outcome);
     }
 
     /// The next job if one is queued now, without waiting.
@@ -257,7 +275,8 @@ async fn produce(
                     let reason = failed
                         .error
                         .unwrap_or_else(|| "no message was produced".into());
-                    state.outcomes[index] = Some(render_outcome(reason));
+                    let outcome = render_outcome(reason);
+                    settle(&mut state, batch.progress.as_ref(), index, outcome);
                 }
             }
         }
@@ -457,7 +476,7 @@ fn give_up(batch: &Batch, job: Job, why: NoSession, started: Instant) -> bool {
     state.dead = Some(dead.clone());
     let mut outcome = with_message_id(dead, &job);
     outcome.elapsed_ms = millis(started);
-    state.outcomes[job.index] = Some(outcome);
+    settle(&mut state, batch.progress.as_ref(), job.index, outcome);
     false
 }
 
@@ -498,6 +517,20 @@ async fn connect(batch: &Batch) -> Result<Held, NoSession> {
         }
     }
     Err(NoSession::Exhausted)
+}
+
+/// Stores a recipient's outcome and reports it; the first outcome of a recipient is
+/// the one that counts.
+fn settle(state: &mut State, progress: Option<&Progress>, index: usize, outcome: Outcome) {
+    if state.outcomes[index].is_some() {
+        return;
+    }
+    if let Some(progress) = progress {
+        // A receiver that is gone (the caller stopped listening) loses nothing: the
+        // outcomes are also returned whole at the end.
+        let _ = progress.send((index, outcome.clone()));
+    }
+    state.outcomes[index] = Some(outcome);
 }
 
 /// The recipient's outcome from how its transaction ended.
