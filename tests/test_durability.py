@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -94,13 +95,13 @@ def test_sigkill_at_random_moments_loses_nothing(
     assert child.returncode == 0, err
     assert "done" in out
 
+    with sqlite3.connect(spool) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     opened = SqliteSpool(spool)
     try:
         rows = list(opened.iter_recipients("kill"))
-        integrity = opened._db.execute("PRAGMA integrity_check").fetchone()[0]  # noqa: SLF001
     finally:
         opened.close()
-    assert integrity == "ok"
     assert len(rows) == RECIPIENTS
     assert {row[3] for row in rows} == {"delivered"}
     assert len({row[1] for row in rows}) == RECIPIENTS
