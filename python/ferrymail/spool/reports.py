@@ -1,0 +1,90 @@
+"""The spool's aggregate queries: counts by state, `ferrymail status`, campaign reports."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+
+from .rows import DomainStatus, Report, Status
+from .states import ALL, BOUNCED, CODE, DEFERRED, EXPIRED, FINAL_SQL, IN_FLIGHT, NAME, PENDING_SQL
+
+#: How many domains `status` lists, and how many replies a report lists.
+STATUS_DOMAINS = 50
+REPORT_REPLIES = 20
+
+_IN_FLIGHT = CODE[IN_FLIGHT]
+_DEFERRED = CODE[DEFERRED]
+# The states whose last reply says why a recipient is not delivered (yet): the replies
+# of a report.
+_BOUNCED = CODE[BOUNCED]
+_EXPIRED = CODE[EXPIRED]
+
+# Over the pending index alone (covering), grouped by domain.
+_DOMAINS = f"""
+SELECT domain, count(*), sum(state = {_IN_FLIGHT}), sum(state = {_DEFERRED}),
+    min(iif(state = {_DEFERRED}, due, NULL))
+FROM recipient WHERE {PENDING_SQL} GROUP BY domain ORDER BY 2 DESC, domain LIMIT ?
+"""
+# A campaign's rows are in one partial index or the other: each part is read through its
+# own, then the parts are added up.
+_GROUPS = f"""
+SELECT domain, state, category, count(*) FROM recipient WHERE {FINAL_SQL} AND campaign = ?1
+GROUP BY domain, state, category
+UNION ALL
+SELECT domain, state, category, count(*) FROM recipient WHERE {PENDING_SQL} AND campaign = ?1
+GROUP BY domain, state, category
+"""
+_REPLIES = f"""
+SELECT code, enhanced, text, count(*) FROM (
+    SELECT code, enhanced, text FROM recipient
+    WHERE {FINAL_SQL} AND campaign = ?1 AND state IN ({_BOUNCED}, {_EXPIRED})
+    UNION ALL
+    SELECT code, enhanced, text FROM recipient
+    WHERE {PENDING_SQL} AND campaign = ?1 AND state = {_DEFERRED}
+)
+WHERE coalesce(code, enhanced, text) IS NOT NULL
+GROUP BY code, enhanced, text ORDER BY 4 DESC, 1, 2, 3 LIMIT ?2
+"""
+
+
+def counts(db: sqlite3.Connection) -> dict[str, int]:
+    """Recipients by state, every state included: a scan of each partial index."""
+    found: Counter[int] = Counter()
+    for where in (PENDING_SQL, FINAL_SQL):
+        found.update(
+            dict(db.execute(f"SELECT state, count(*) FROM recipient WHERE {where} GROUP BY state"))
+        )
+    return {name: found[code] for code, name in enumerate(NAME)}
+
+
+def status(db: sqlite3.Connection) -> Status:
+    domains = [
+        DomainStatus(domain, pending, in_flight, deferred, next_attempt)
+        for domain, pending, in_flight, deferred, next_attempt in db.execute(
+            _DOMAINS, (STATUS_DOMAINS,)
+        )
+    ]
+    pending_domains = db.execute(
+        f"SELECT count(DISTINCT domain) FROM recipient WHERE {PENDING_SQL}"
+    ).fetchone()[0]
+    next_due = db.execute(f"SELECT min(due) FROM recipient WHERE {PENDING_SQL}").fetchone()[0]
+    return Status(counts(db), domains, pending_domains, next_due)
+
+
+def report(db: sqlite3.Connection, name: str, campaign: int) -> Report:
+    states: Counter[str] = Counter({state: 0 for state in ALL})
+    domains: dict[str, dict[str, int]] = {}
+    categories: Counter[str] = Counter()
+    # One pass over each index's rows of the campaign gives all three.
+    for domain, code, category, count in db.execute(_GROUPS, (campaign,)):
+        state = NAME[code]
+        states[state] += count
+        by_state = domains.setdefault(domain, {})
+        by_state[state] = by_state.get(state, 0) + count
+        if category is not None:
+            categories[category] += count
+    replies = [
+        (" ".join(str(part) for part in (code, enhanced, text) if part is not None), count)
+        for code, enhanced, text, count in db.execute(_REPLIES, (campaign, REPORT_REPLIES))
+    ]
+    return Report(name, dict(states), domains, dict(categories), replies)

@@ -1,0 +1,200 @@
+"""The SQLite spool's file: its tables and indexes, its version, and opening it safely."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from ..errors import ConfigError
+from .states import CODE, FINAL_SQL, PENDING_SQL, QUEUED
+
+#: The version of the tables below, kept in PRAGMA user_version. Raise it with every
+#: change to them, with a migration from the one before.
+SCHEMA_VERSION = 1
+#: PRAGMA application_id ("FMSP"): marks the file as a ferrymail spool, so that another
+#: program's SQLite file is refused instead of getting our tables added to it.
+APPLICATION_ID = 0x464D5350
+#: UPDATE … RETURNING came in SQLite 3.35. (The JSON functions, for lists of ids bound
+#: as one parameter, are built in since 3.38 and compiled in by most builds before.)
+MIN_SQLITE = (3, 35, 0)
+#: Page cache per connection (KiB): the pending indexes of a million-row spool stay in
+#: memory, while the RSS of a million-recipient submit stays well under 100 MB.
+CACHE_KIB = 32768
+#: How long a writer waits for another process's transaction (`ferrymail status` reading
+#: while the engine writes needs no wait in WAL mode; two writers do).
+BUSY_TIMEOUT_MS = 10_000
+
+# Invariants every row keeps, checked by SQLite on every write so that no bug can store
+# a half-changed recipient:
+# - pending, not leased (queued, deferred): due = next_attempt, no lease;
+# - in flight: due = lease_until, with its owner and the state it was leased from
+#   (queued or deferred: where release_owner puts it back), next_attempt kept;
+# - final: due, next_attempt and the lease are all NULL.
+_SCHEMA = f"""
+CREATE TABLE campaign (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    spec BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    -- Where the campaign's recipients start: iter_recipients walks the table from here.
+    first_id INTEGER
+);
+CREATE TABLE recipient (
+    id INTEGER PRIMARY KEY,
+    campaign INTEGER NOT NULL,
+    state INTEGER NOT NULL CHECK (state BETWEEN 0 AND {len(CODE) - 1}),
+    due REAL,
+    next_attempt REAL,
+    lease_until REAL,
+    lease_owner TEXT,
+    leased_from INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    submitted_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    domain TEXT NOT NULL,
+    key TEXT NOT NULL,
+    address TEXT NOT NULL,
+    code INTEGER,
+    enhanced TEXT,
+    text TEXT,
+    category TEXT,
+    mx TEXT,
+    ip TEXT,
+    -- Last: the largest column, so reading the ones before it never touches its pages.
+    recipient BLOB NOT NULL,
+    CHECK (CASE
+        WHEN state = {CODE["in-flight"]} THEN due = lease_until AND lease_owner IS NOT NULL
+            AND leased_from IN ({CODE[QUEUED]}, {CODE["deferred"]})
+            AND next_attempt IS NOT NULL
+        WHEN {PENDING_SQL} THEN due = next_attempt AND lease_until IS NULL
+            AND lease_owner IS NULL AND leased_from IS NULL
+        ELSE due IS NULL AND next_attempt IS NULL AND lease_until IS NULL
+            AND lease_owner IS NULL AND leased_from IS NULL
+    END)
+);
+-- Two partial indexes, so that a row is in one of them at a time, and changes of state
+-- while pending (leased, deferred, released) touch only the first; each index costs every
+-- submitted row a microsecond or two, and so does a lease or a record for each.
+--
+-- The pending rows by due time: leasing and next_due read it alone, and millions of
+-- final rows cost them nothing. With the id, rows submitted together (one due time) are
+-- leased in submission order (domains mixed as the ESP's list mixes them) without a
+-- sort. Domain, state and campaign make it covering for status, pending counts, flush
+-- and leasing of given domains, which scan it instead of having an index of their own.
+CREATE INDEX recipient_pending ON recipient (due, id, domain, state, campaign)
+    WHERE {PENDING_SQL};
+-- The final rows by campaign and state: counts and reports. A row enters it once, when
+-- it becomes final, and never leaves.
+CREATE INDEX recipient_final ON recipient (campaign, state) WHERE {FINAL_SQL};
+-- The key is the normalized address (see suppression.py): one row per address.
+CREATE TABLE suppression (
+    address TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    added_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """Open (creating if need be) the spool at `path`; ConfigError naming the path when
+    it is not a ferrymail spool, is corrupt, or is from a newer version."""
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise ConfigError(
+            f"the spool needs SQLite 3.35 or later (UPDATE … RETURNING); "
+            f"Python's sqlite3 module has {sqlite3.sqlite_version}"
+        )
+    name = os.fspath(path)
+    try:
+        # isolation_level=None: no implicit transactions; every method opens its own
+        # (BEGIN IMMEDIATE for writes), so a transaction is exactly one call.
+        # check_same_thread=False: the engine creates the spool on one thread and uses it
+        # from its spool worker thread, one thread at a time.
+        db = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as e:
+        raise ConfigError(f"cannot open the spool {name}: {e}", "path") from None
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Identified before anything is changed: another program's file stays as it was.
+        new = _is_empty(db, name)
+        _configure(db, name)
+        if new:
+            _create(db, name)
+    except sqlite3.DatabaseError as e:
+        db.close()
+        raise ConfigError(f"{name} is not a usable ferrymail spool: {e}", "path") from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _configure(db: sqlite3.Connection, name: str) -> None:
+    # WAL: a commit is one append to the log (and one fsync), readers (`ferrymail status`)
+    # never block the engine, and a process killed at any moment leaves the last
+    # committed state (the log's uncommitted tail is ignored when the file is opened).
+    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise ConfigError(f"{name}: the spool needs WAL mode, SQLite gave {mode!r}", "path")
+    # FULL: the log is fsynced at every commit, so that when insert (submit) or record
+    # returns, its rows survive a power loss, not only a crash of the process (NORMAL
+    # in WAL mode may lose the last commits). Each call is one large transaction, so
+    # the cost of the fsync is shared by thousands of rows. (Writes whose loss changes
+    # nothing, leases, commit with NORMAL: SqliteSpool._transaction.)
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    try:
+        db.execute("SELECT json_valid('[]')")
+    except sqlite3.OperationalError:
+        raise ConfigError("the spool needs SQLite's JSON functions (built in since 3.38)") from None
+    # The recipient table refers to campaigns by their small integer id; nothing is ever
+    # deleted, so foreign-key checks would only cost time on every insert.
+    db.execute("PRAGMA foreign_keys = OFF")
+
+
+def _is_empty(db: sqlite3.Connection, name: str) -> bool:
+    """True for a new (empty) file; ConfigError unless it is a spool this code reads."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    app = db.execute("PRAGMA application_id").fetchone()[0]
+    tables = db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    if app == 0 and version == 0 and tables == 0:
+        return True
+    if app != APPLICATION_ID:
+        raise ConfigError(f"{name} is an SQLite file but not a ferrymail spool", "path")
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"{name} is a spool of schema version {version}, written by a newer "
+            f"ferrymail; this one reads up to version {SCHEMA_VERSION}",
+            "path",
+        )
+    if version < 1:
+        raise ConfigError(f"{name}: a spool without a schema version", "path")
+    return False
+
+
+def _create(db: sqlite3.Connection, name: str) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have created it since it was found empty.
+        if _is_empty(db, name):
+            for statement in _statements(_SCHEMA):
+                db.execute(statement)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of `script`, one by one: executescript would commit the transaction
+    they are meant to be part of."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending)
+            pending = ""
+    assert not pending.strip(), pending
+    return statements

@@ -1,0 +1,353 @@
+"""SqliteSpool: the engine's durable store (campaigns, recipients' states, suppressions)
+in one SQLite file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+
+from ..errors import ConfigError
+from . import reports
+from . import statements as sql
+from .rows import Leased, NewRecipient, Report, Status, Update
+from .schema import connect
+from .states import NAME, PENDING_SQL
+from .suppression import domain_key, suppression_key
+
+_log = logging.getLogger(__name__)
+
+#: Rows a page of `iter_recipients` reads: a short query each, so that no read
+#: transaction stays open while the caller works through a million recipients.
+PAGE = 1000
+#: Addresses per query of `suppressed_among`.
+SUPPRESSION_CHUNK = 10_000
+
+
+class SqliteSpool:
+    """The spool in one SQLite file (WAL mode; see schema.py).
+
+    Every method is synchronous and is one transaction: a write either happens whole or
+    not at all, also when the process is killed in the middle. One connection, used by
+    one thread at a time: the engine calls the spool from its single spool worker
+    thread (the connection is opened with check_same_thread=False so that it may be
+    created elsewhere). Other processes may open the same file (`ferrymail status`
+    reads while the engine writes).
+
+    A write that returns is on disk (fsynced: it survives a power cut), except leases
+    and other writes whose loss changes nothing (see `lease`).
+
+    Times are seconds since the epoch from `clock`, read once per call.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.path = os.fspath(path)
+        self._db = connect(path)
+        self._clock = clock
+        self._durable = True  # synchronous=FULL, as connect() leaves it
+        # Campaigns are never renamed nor deleted: their ids can be cached forever.
+        self._campaign_ids: dict[str, int] = {}
+        self._campaign_names: dict[int, str] = {}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SqliteSpool:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(
+        self, kind: str = "IMMEDIATE", *, durable: bool = True
+    ) -> Iterator[sqlite3.Connection]:
+        """One transaction: IMMEDIATE takes the write lock at once (a writer never fails
+        half-way on a lock it could not upgrade to), DEFERRED reads one snapshot.
+
+        `durable=False` commits without the fsync (synchronous=NORMAL), for writes whose
+        loss to a power cut changes nothing (see lease): the process still cannot leave
+        them half done, and the next durable commit's fsync of the log covers them too.
+        """
+        db = self._db
+        if durable != self._durable:
+            db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
+        db.execute(f"BEGIN {kind}")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # SQLite itself rolls back after some errors
+                db.execute("ROLLBACK")
+            raise
+
+    # ---- campaigns ----
+
+    def put_campaign(self, campaign_id: str, spec: bytes) -> None:
+        """Store a campaign's spec (the MessagePack of wire.CampaignSpec). Storing the same
+        bytes again does nothing (a resubmit after a crash); other bytes under an id the
+        spool has raise ConfigError naming the id."""
+        with self._transaction() as db:
+            row = db.execute("SELECT spec FROM campaign WHERE name = ?", (campaign_id,)).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO campaign (name, spec, created_at) VALUES (?, ?, ?)",
+                    (campaign_id, bytes(spec), self._clock()),
+                )
+            elif row[0] != spec:
+                raise ConfigError(
+                    f"campaign {campaign_id!r} is already in the spool with a different spec",
+                    "id",
+                )
+
+    def campaign_spec(self, campaign_id: str) -> bytes | None:
+        row = self._db.execute("SELECT spec FROM campaign WHERE name = ?", (campaign_id,))
+        found = row.fetchone()
+        return None if found is None else bytes(found[0])
+
+    def _campaign(self, name: str) -> int:
+        cached = self._campaign_ids.get(name)
+        if cached is not None:
+            return cached
+        row = self._db.execute("SELECT id FROM campaign WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ConfigError(f"campaign {name!r} is not in the spool", "campaign")
+        self._campaign_ids[name] = row[0]
+        self._campaign_names[row[0]] = name
+        return int(row[0])
+
+    def _campaign_name(self, campaign: int) -> str:
+        name = self._campaign_names.get(campaign)
+        if name is None:
+            row = self._db.execute("SELECT name FROM campaign WHERE id = ?", (campaign,))
+            name = str(row.fetchone()[0])
+            self._campaign_ids[name] = campaign
+            self._campaign_names[campaign] = name
+        return name
+
+    # ---- submit ----
+
+    def insert(self, campaign_id: str, rows: Sequence[NewRecipient]) -> list[int]:
+        """Add recipients of a stored campaign in one transaction and return their ids, in
+        order. Queued ones are due at once; final ones ("rejected", "suppressed" …) keep
+        their code, enhanced code and text. When this returns, the rows are on disk."""
+        now = self._clock()
+        with self._transaction() as db:
+            campaign = self._campaign(campaign_id)
+            # Ids are given here, not by SQLite, so that they are known without reading
+            # them back: the write lock is held, nobody else can take them meanwhile.
+            first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM recipient").fetchone()[0]
+            if rows:
+                db.execute(
+                    "UPDATE campaign SET first_id = ? WHERE id = ? AND first_id IS NULL",
+                    (first, campaign),
+                )
+            queued, final = sql.insert_rows(rows, first, campaign, now)
+            db.executemany(sql.INSERT_QUEUED, queued)
+            db.executemany(sql.INSERT_FINAL, final)
+        return list(range(first, first + len(rows)))
+
+    # ---- leasing ----
+
+    def lease(
+        self,
+        limit: int,
+        owner: str,
+        lease_for: float,
+        domains: Collection[str] | None = None,
+    ) -> list[Leased]:
+        """Lease up to `limit` due recipients (of `domains` only, when given: lower-case
+        A-labels, as stored), oldest due first, for `lease_for` seconds: they are in
+        flight, owned by `owner`, until `record` gives their outcome or the lease ends
+        (then they are due again).
+
+        Due: queued or deferred recipients whose time has come, and in-flight ones whose
+        lease has ended (a dead process's); the attempt of an expired lease is not
+        counted, since its outcome is unknown."""
+        if limit <= 0:
+            return []
+        now = self._clock()
+        # Not durable: a lease lost to a power cut leaves the recipients due, as they
+        # would be when it ended, and nothing can have been recorded against it without
+        # a durable commit after it. The engine's busiest call skips an fsync.
+        with self._transaction(durable=False) as db:
+            if domains is None:
+                due = db.execute(sql.DUE, (now, limit))
+            else:
+                due = db.execute(sql.DUE_IN_DOMAINS, (now, json.dumps(list(domains)), limit))
+            ids = [row[0] for row in due]
+            if not ids:
+                return []
+            rows = db.execute(sql.LEASE, (now + lease_for, owner, now, json.dumps(ids))).fetchall()
+        order = {id_: i for i, id_ in enumerate(ids)}
+        rows.sort(key=lambda row: order[row[0]])
+        name = self._campaign_name
+        return [Leased(r[0], name(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+
+    def renew(self, ids: Sequence[int], lease_for: float) -> int:
+        """Extend the leases of in-flight recipients to `lease_for` seconds from now;
+        returns how many were still in flight."""
+        until = self._clock() + lease_for
+        with self._transaction(durable=False) as db:  # as a lease
+            return int(db.execute(sql.RENEW, (until, json.dumps(list(ids)))).rowcount)
+
+    def record(self, updates: Sequence[Update]) -> int:
+        """Record attempts' outcomes in one transaction: state, attempts, next attempt,
+        and the last reply (code, enhanced, text, category, MX, IP); the lease ends.
+
+        Only recipients still in flight change: a final one never does, so a replayed or
+        late record is harmless. Returns how many updates were skipped for that."""
+        now = self._clock()
+        with self._transaction() as db:
+            applied = db.executemany(sql.RECORD, sql.record_rows(updates, now)).rowcount
+        skipped = len(updates) - applied
+        if skipped:
+            _log.debug("spool: %d of %d updates skipped (not in flight)", skipped, len(updates))
+        return skipped
+
+    def release_owner(self, owner: str) -> int:
+        """At a clean shutdown: put `owner`'s in-flight recipients back as they were before
+        their lease (queued or deferred, due when they were due), without counting an
+        attempt. Returns how many."""
+        now = self._clock()
+        # Not durable: if lost, the leases end by themselves. Closing the spool
+        # checkpoints the log anyway.
+        with self._transaction(durable=False) as db:
+            return int(db.execute(sql.RELEASE_OWNER, (now, owner)).rowcount)
+
+    def flush(self, domain: str | None = None) -> int:
+        """Make every waiting recipient (deferred, or queued for later), of `domain` or
+        of all domains, due now, like Postfix's `postqueue -f`. Returns how many."""
+        now = self._clock()
+        params: tuple[object, ...]
+        if domain is None:
+            statement, params = sql.FLUSH, (now,)
+        else:
+            statement, params = sql.FLUSH_DOMAIN, (now, domain_key(domain))
+        with self._transaction(durable=False) as db:  # if lost, they wait their time
+            return int(db.execute(statement, params).rowcount)
+
+    # ---- queries ----
+
+    def next_due(self) -> float | None:
+        """The earliest time a pending recipient is (or was) due: a queued or deferred
+        one's next attempt, or the end of an in-flight one's lease. A time in the past
+        means something is due now; None, that nothing is pending."""
+        row = self._db.execute(f"SELECT min(due) FROM recipient WHERE {PENDING_SQL}")
+        return row.fetchone()[0]  # type: ignore[no-any-return]
+
+    def pending(self, campaign_id: str | None = None) -> int:
+        """How many recipients (of the campaign, or of all) are not final yet."""
+        if campaign_id is None:
+            row = self._db.execute(f"SELECT count(*) FROM recipient WHERE {PENDING_SQL}")
+        else:
+            row = self._db.execute(
+                f"SELECT count(*) FROM recipient WHERE {PENDING_SQL} AND campaign = ?",
+                (self._campaign(campaign_id),),
+            )
+        return int(row.fetchone()[0])
+
+    def counts(self) -> dict[str, int]:
+        """The whole spool's recipients by state, every state included."""
+        return reports.counts(self._db)
+
+    def status(self) -> Status:
+        """Counts by state and the busiest domains' pending recipients, from one snapshot."""
+        with self._transaction("DEFERRED") as db:
+            return reports.status(db)
+
+    def report(self, campaign_id: str) -> Report:
+        """Where a campaign stands, from one snapshot (ConfigError for an unknown id)."""
+        with self._transaction("DEFERRED") as db:
+            return reports.report(db, campaign_id, self._campaign(campaign_id))
+
+    def iter_recipients(self, campaign_id: str) -> Iterator[tuple[int, str, str, str, int]]:
+        """(id, key, address, state, attempts) of every recipient of the campaign, in id
+        order, read a page at a time: memory stays flat for any campaign size."""
+        campaign = self._campaign(campaign_id)  # an unknown id raises here, not when read
+        return self._pages(campaign)
+
+    def _pages(self, campaign: int) -> Iterator[tuple[int, str, str, str, int]]:
+        first = self._db.execute("SELECT first_id FROM campaign WHERE id = ?", (campaign,))
+        after = (first.fetchone()[0] or 1) - 1
+        while True:
+            rows = self._db.execute(sql.PAGE, (campaign, after, PAGE)).fetchall()
+            for id_, key, address, state, attempts in rows:
+                yield id_, key, address, NAME[state], attempts
+            if len(rows) < PAGE:
+                return
+            after = rows[-1][0]
+
+    def final_states(self, campaign_id: str) -> dict[str, str]:
+        """Key -> state of every recipient of the campaign (pending ones included; a key
+        given twice keeps its later recipient). All in memory: for tests and small
+        campaigns; `iter_recipients` streams."""
+        return {key: state for _, key, _, state, _ in self.iter_recipients(campaign_id)}
+
+    # ---- suppressions (compared as suppression.suppression_key says) ----
+
+    def suppress(self, address: str, reason: str) -> None:
+        """Add an address to the suppression list; an address already on it gets the new
+        reason and time."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO suppression (address, reason, added_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (address) DO UPDATE"
+                " SET reason = excluded.reason, added_at = excluded.added_at",
+                (suppression_key(address), reason, self._clock()),
+            )
+
+    def unsuppress(self, address: str) -> bool:
+        """Remove an address from the list; False when it was not on it."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM suppression WHERE address = ?", (suppression_key(address),)
+            )
+            return bool(cursor.rowcount)
+
+    def is_suppressed(self, address: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM suppression WHERE address = ?", (suppression_key(address),)
+        )
+        return row.fetchone() is not None
+
+    def suppressed_among(self, addresses: Sequence[str]) -> set[str]:
+        """The addresses (as given) that are suppressed: one query per
+        SUPPRESSION_CHUNK addresses, for submit's check of a whole chunk."""
+        given: dict[str, list[str]] = {}
+        for address in addresses:
+            given.setdefault(suppression_key(address), []).append(address)
+        keys = list(given)
+        found: set[str] = set()
+        with self._transaction("DEFERRED") as db:
+            for start in range(0, len(keys), SUPPRESSION_CHUNK):
+                chunk = json.dumps(keys[start : start + SUPPRESSION_CHUNK])
+                for (key,) in db.execute(
+                    "SELECT address FROM suppression"
+                    " WHERE address IN (SELECT value FROM json_each(?))",
+                    (chunk,),
+                ):
+                    found.update(given[key])
+        return found
+
+    def suppressions(self, limit: int | None = None) -> list[tuple[str, str, float]]:
+        """(address, reason, added_at) of suppressed addresses, newest first."""
+        rows = self._db.execute(
+            "SELECT address, reason, added_at FROM suppression"
+            " ORDER BY added_at DESC, address LIMIT ?",
+            (-1 if limit is None else limit,),
+        )
+        return [(address, reason, added_at) for address, reason, added_at in rows]

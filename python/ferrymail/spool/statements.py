@@ -1,0 +1,140 @@
+"""The SQL the SqliteSpool runs on recipients, and the parameters its writes bind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from .rows import NewRecipient, Update
+from .states import CODE, DEFERRED, FINAL, IN_FLIGHT, PENDING_SQL, QUEUED
+
+_QUEUED = CODE[QUEUED]
+_IN_FLIGHT = CODE[IN_FLIGHT]
+_DEFERRED = CODE[DEFERRED]
+#: The states a recipient may have when submitted, and after an attempt (or a release).
+_SUBMIT_CODES = {name: CODE[name] for name in (QUEUED, *FINAL)}
+_RECORD_CODES = {
+    name: CODE[name] for name in (QUEUED, DEFERRED, "delivered", "bounced", "expired", "failed")
+}
+
+# Queued rows, the bulk of every submit, bind only what differs between them: every
+# bound parameter costs Python's sqlite3 module time, and this is the hot path of submit.
+INSERT_QUEUED = f"""
+INSERT INTO recipient (id, campaign, state, due, next_attempt, submitted_at, updated_at,
+    recipient, address, domain, key)
+VALUES (?1, ?2, {_QUEUED}, ?3, ?3, ?3, ?3, ?4, ?5, ?6, ?7)
+"""
+INSERT_FINAL = """
+INSERT INTO recipient (id, campaign, state, submitted_at, updated_at,
+    recipient, address, domain, key, code, enhanced, text)
+VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+"""
+# Oldest due first; in-flight rows are due when their lease ends (their owner died).
+DUE = f"SELECT id FROM recipient WHERE {PENDING_SQL} AND due <= ? ORDER BY due, id LIMIT ?"
+# Without an index by domain: the pending index is scanned in due order and its domain
+# column checked, which is cheap while the given domains have many of the due rows.
+DUE_IN_DOMAINS = f"""
+SELECT id FROM recipient WHERE {PENDING_SQL} AND due <= ?
+    AND domain IN (SELECT value FROM json_each(?))
+ORDER BY due, id LIMIT ?
+"""
+# A row re-leased after its lease expired keeps the state it was first leased from.
+LEASE = f"""
+UPDATE recipient SET state = {_IN_FLIGHT},
+    leased_from = iif(state = {_IN_FLIGHT}, leased_from, state),
+    lease_until = ?1, due = ?1, lease_owner = ?2, updated_at = ?3
+WHERE id IN (SELECT value FROM json_each(?4))
+RETURNING id, campaign, recipient, address, domain, key, attempts, submitted_at
+"""
+RENEW = f"""
+UPDATE recipient SET lease_until = ?1, due = ?1
+WHERE id IN (SELECT value FROM json_each(?2)) AND state = {_IN_FLIGHT}
+"""
+# Only in-flight rows: a final row never changes, so a replayed or late record is
+# harmless. A release ("queued") keeps the last reply: no attempt, no new outcome.
+RECORD = f"""
+UPDATE recipient SET state = ?1, attempts = ?2, due = ?3, next_attempt = ?3,
+    code = iif(?1 = {_QUEUED}, code, ?4), enhanced = iif(?1 = {_QUEUED}, enhanced, ?5),
+    text = iif(?1 = {_QUEUED}, text, ?6), category = iif(?1 = {_QUEUED}, category, ?7),
+    mx = iif(?1 = {_QUEUED}, mx, ?8), ip = iif(?1 = {_QUEUED}, ip, ?9),
+    updated_at = ?10, lease_until = NULL, lease_owner = NULL, leased_from = NULL
+WHERE id = ?11 AND state = {_IN_FLIGHT}
+"""
+RELEASE_OWNER = f"""
+UPDATE recipient SET state = leased_from, due = next_attempt, updated_at = ?,
+    lease_until = NULL, lease_owner = NULL, leased_from = NULL
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_owner = ?
+"""
+FLUSH = f"""
+UPDATE recipient SET due = ?1, next_attempt = ?1, updated_at = ?1
+WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND due > ?1
+"""
+FLUSH_DOMAIN = FLUSH + " AND domain = ?2"
+# The table in id order (the rowid) from where the last page ended; "+campaign" keeps
+# the planner from any index, whose order would need a sort for every page.
+PAGE = """
+SELECT id, key, address, state, attempts FROM recipient
+WHERE +campaign = ? AND id > ? ORDER BY id LIMIT ?
+"""
+
+
+def insert_rows(
+    rows: Sequence[NewRecipient], first: int, campaign: int, now: float
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The parameters of the queued rows and of the final ones, with their ids."""
+    queued: list[tuple[object, ...]] = []
+    final: list[tuple[object, ...]] = []
+    for id_, row in enumerate(rows, first):
+        # A memoryview binds as a blob faster than bytes: Python's sqlite3 module binds
+        # bytes only after a failed lookup for an adapter (about 1 µs a row).
+        recipient = memoryview(row.recipient)
+        if row.state == QUEUED:
+            queued.append((id_, campaign, now, recipient, row.address, row.domain, row.key))
+            continue
+        state = _SUBMIT_CODES.get(row.state)
+        if state is None:
+            raise ValueError(f"{row.address!r}: a submitted recipient cannot be {row.state!r}")
+        final.append(
+            (
+                id_,
+                campaign,
+                state,
+                now,
+                recipient,
+                row.address,
+                row.domain,
+                row.key,
+                row.code,
+                row.enhanced,
+                row.text,
+            )
+        )
+    return queued, final
+
+
+def record_rows(updates: Sequence[Update], now: float) -> Iterator[tuple[object, ...]]:
+    """The parameters of RECORD for each update; ValueError for one no attempt can end."""
+    codes = _RECORD_CODES
+    for u in updates:
+        state = codes.get(u.state)
+        if state is None:
+            raise ValueError(f"recipient {u.id}: an attempt cannot end {u.state!r}")
+        due: float | None = None
+        if state == _DEFERRED:
+            if u.next_attempt is None:
+                raise ValueError(f"recipient {u.id}: deferred without a next attempt")
+            due = u.next_attempt
+        elif state == _QUEUED:
+            due = now if u.next_attempt is None else u.next_attempt
+        yield (
+            state,
+            u.attempts,
+            due,
+            u.code,
+            u.enhanced,
+            u.text,
+            u.category,
+            u.mx,
+            u.ip,
+            now,
+            u.id,
+        )
