@@ -6,7 +6,7 @@ point at --sites distinct MX sets (mx1/mx2.mail0.test …, preference 10 and 20)
 host's A record 127.0.0.1, where one smtp-sink listens (PIPELINING on). So the engine
 resolves 200 domains, groups them into 10 sites by MX set and delivers to the sites in
 parallel, all of them ending on the one sink, which on a 2-core machine is the ceiling
-(bench/smtp.py). Recipients are user{i}@d{i % domains}.test with the sample campaign's
+(bench/smtp.py). Recipients are user{i}@d{i % domains:03}.test with the sample campaign's
 variables (python/ferrymail/sample.py: click and open tracking, one-click unsubscribe).
 
 Each row runs in its own child process, so its peak RSS is its own; the child reports its
@@ -23,8 +23,9 @@ wall time, CPU (getrusage user + sys) and ru_maxrss, the parent adds the sink's 
 - --million: ferrymail with 1,000,000 recipients, for peak RSS against its goal.
 
     python bench/e2e.py                 # 100,000 recipients a row (Python ESP: 10,000)
-    python bench/e2e.py --quick         # 10,000 (Python ESP: 2,000): a smoke test
-    python bench/e2e.py --million --no-dkim --quick
+    python bench/e2e.py --quick         # 10,000 (Python ESP: 1,000): a smoke test
+    python bench/e2e.py --quick --rows source --million     # peak RSS at 1,000,000
+    python bench/e2e.py --rows source,ferrymail --connections 20 --repeat 3
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import contextlib
 import dataclasses
 import faulthandler
 import importlib.metadata
+import io
 import os
 import platform
 import resource
@@ -45,17 +47,18 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiosmtplib
 import dns.asyncresolver
 import dns.exception
 import ferrymail
 import msgspec
+import uvloop
 from ferrymail import sample
 
 # The test peers: Knot (dns_peer.DnsServer) and smtp-sink (smtp_peers.SmtpSink).
@@ -77,6 +80,21 @@ PROGRESS_EVERY = 15.0
 CAMPAIGN_ID = "autumn-2026"
 ROWS = "source,ferrymail,python,ed25519,rsa"
 HOW_TO_RUN = {"million": "--million", "rsa": "without --no-dkim, and in --rows"}
+
+
+NOTES = """\
+seconds: submit to all final (ferrymail: `submit` from a generator, then `drain`;
+submit s is the first part). CPU s/1k: the row's own process, every thread (ferrymail:
+rendering, SMTP, spool; smtp-source: its rusage). peak RSS: the process's ru_maxrss
+(smtp-source: its VmHWM). sink: smtp-sink's CPU, its own count of final dots and of
+sessions ended during the row. others' load: the cores other processes on this shared
+machine kept busy during the row (/proc/stat less the row, the sink and this script).
+smtp-source sends one prepared message, unpipelined, and keeps no state; ferrymail
+renders a unique message per recipient, resolves MX, pipelines (the next envelope
+rides behind the final dot), and records every outcome in its SQLite spool. The Python
+ESP keeps no spool and records nothing (favoured); it renders on its event loop, on
+one core (email.message is most of its cost: bench/render.py), and aiosmtplib does not
+pipeline. The machine is shared: compare rows of one run, not runs."""
 
 
 # --- the site structure ---------------------------------------------------------------
@@ -142,7 +160,8 @@ def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
 
 def child(spec: Spec) -> Result:
     """Runs one row in this process and measures it."""
-    faulthandler.dump_traceback_later(spec.timeout, exit=True)
+    # The last resort: a row that hangs outside drain's own timeout dumps every thread.
+    faulthandler.dump_traceback_later(spec.timeout + 15, exit=True)
     try:
         if spec.kind == "smtp-source":
             result = run_smtp_source(spec)
@@ -157,10 +176,8 @@ def child(spec: Spec) -> Result:
     return result
 
 
-def asyncio_run(main: Any) -> Result:
-    import uvloop
-
-    return uvloop.run(main)  # type: ignore[no-any-return]
+def asyncio_run(main: Coroutine[Any, Any, Result]) -> Result:
+    return uvloop.run(main)
 
 
 def run_smtp_source(spec: Spec) -> Result:
@@ -200,6 +217,11 @@ def high_water_kb(pid: int) -> int:
         return 0
 
 
+def campaign_of(dkim: str | None) -> str:
+    """The campaign id of a row (its tokens carry it; the Python ESP uses the unsigned one)."""
+    return f"{CAMPAIGN_ID}-{dkim or 'plain'}"
+
+
 def dkim_keys(spec: Spec) -> list[ferrymail.DkimKey]:
     if spec.dkim is None:
         return []
@@ -209,7 +231,7 @@ def dkim_keys(spec: Spec) -> list[ferrymail.DkimKey]:
 
 async def run_ferrymail(spec: Spec) -> Result:
     """Submit from a generator, then drain, on a fresh spool; the report says how it went."""
-    campaign_id = f"{CAMPAIGN_ID}-{spec.dkim or 'plain'}"
+    campaign_id = campaign_of(spec.dkim)
     campaign = sample.campaign(campaign_id, dkim=dkim_keys(spec))
     work = Path(spec.workdir)
     spool = work / f"{campaign_id}.db"
@@ -237,7 +259,10 @@ async def run_ferrymail(spec: Spec) -> Result:
         cpu, started = cpu_seconds(), time.perf_counter()
         submitted = await engine.submit(campaign, recipients(spec.recipients, spec.domains))
         submit_seconds = time.perf_counter() - started
-        await engine.drain()
+        try:
+            await asyncio.wait_for(engine.drain(), spec.timeout - submit_seconds)
+        except TimeoutError:
+            stuck(engine, campaign_id, time.perf_counter() - started)
         seconds, used = time.perf_counter() - started, cpu_seconds() - cpu
         report = engine.report(campaign_id)
     result = Result(
@@ -251,6 +276,21 @@ async def run_ferrymail(spec: Spec) -> Result:
     if submitted.accepted != spec.recipients:
         result.error = f"submit accepted {submitted} of {spec.recipients:,}"
     return result
+
+
+def stuck(engine: ferrymail.Engine, campaign_id: str, seconds: float) -> NoReturn:
+    """Reports a drain that did not finish (the spool's report and where every asyncio
+    task waits) and ends the process at once: closing the engine might hang as well."""
+    report = engine.report(campaign_id)
+    stacks = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=6, file=stacks)
+    error = (
+        f"drain did not finish in {seconds:,.0f} s; the spool says {report.states},"
+        f" replies {report.replies[:5]}; asyncio tasks:\n{stacks.getvalue()}"
+    )
+    print(msgspec.json.encode(Result(seconds=seconds, error=error)).decode(), flush=True)
+    os._exit(1)
 
 
 async def run_python(spec: Spec) -> Result:
@@ -331,7 +371,7 @@ class PythonEsp:
         self.resolver.nameservers = [host]
         self.resolver.port = int(dns_port)
         self.port, self.connections, self.per_connection = port, connections, per_connection
-        self.way = PythonWay(CAMPAIGN_ID)
+        self.way = PythonWay(campaign_of(None))
         self.routes: dict[str, asyncio.Future[list[str]]] = {}
         self.addresses: dict[str, asyncio.Future[list[str]]] = {}
         self.pools: dict[str, HostPool] = {}
@@ -422,6 +462,7 @@ class Row:
     sink_messages: int = 0
     sink_sessions: int = 0
     sink_cpu: float = 0.0
+    others: float = 0.0  # cores other processes kept busy meanwhile
 
     @property
     def ran(self) -> bool:
@@ -458,9 +499,30 @@ class Sink:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class Load:
+    """How busy the rest of the machine was while a row ran, in cores: all CPU time
+    (/proc/stat) less this process's, its children's (the row), the sink's."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.start = self.sample()
+
+    def sample(self) -> tuple[float, float]:
+        with open("/proc/stat") as f:
+            ticks = [int(t) for t in f.readline().split()[1:9]]
+        # user nice system idle iowait irq softirq steal: all but idle and iowait.
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+        ours = cpu_seconds() + cpu_seconds(resource.RUSAGE_CHILDREN) + self.sink.cpu()
+        return time.monotonic(), busy - ours
+
+    def others(self) -> float:
+        (t0, before), (t1, after) = self.start, self.sample()
+        return max(0.0, after - before) / max(t1 - t0, 1e-9)
+
+
 def run_row(row: Row, sink: Sink) -> None:
     """Runs the row's child and reads what the sink counted meanwhile."""
-    before, sink_cpu = sink.peer.counters(), sink.cpu()
+    before, sink_cpu, load = sink.peer.counters(), sink.cpu(), Load(sink)
     command = [sys.executable, __file__, "--child", msgspec.json.encode(row.spec).decode()]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -478,6 +540,7 @@ def run_row(row: Row, sink: Sink) -> None:
             process.kill()
             out, err = process.communicate()
             break
+    row.others = load.others()
     lines = out.decode(errors="replace").strip().splitlines()
     try:
         row.result = msgspec.json.decode(lines[-1], type=Result)
@@ -525,6 +588,7 @@ def table(rows: list[Row]) -> str:
         "sessions",
         "vs smtp-source",
         "submit s",
+        "others' load",
     )
     lines: list[tuple[str, ...]] = []
     for r in rows:
@@ -545,6 +609,7 @@ def table(rows: list[Row]) -> str:
                 f"{r.sink_sessions:,}",
                 f"{r.rate / limit:.2f}x" if limit else "",
                 "" if r.result.submit_seconds is None else f"{r.result.submit_seconds:,.2f}",
+                f"{r.others:.2f}",
             )
         )
     widths = [max(len(line[i]) for line in [head, *lines]) for i in range(len(head))]
@@ -658,6 +723,15 @@ def sample_message(directory: Path, domains: int) -> int:
     return len(rendered.data)
 
 
+def check_same_work() -> None:
+    """bench/render.py's check: the Python ESP's messages have ferrymail's subject, html
+    and text, tokens included, or the comparison would be of different work."""
+    from render import PythonWay
+    from render import check_same_work as check
+
+    check(sample.campaign(campaign_of(None)), PythonWay(campaign_of(None)))
+
+
 def plan(args: argparse.Namespace, base: dict[str, Any]) -> list[Row]:
     n, c = args.recipients, args.connections
     python_n = args.python_recipients or max(1, n // 10)
@@ -749,6 +823,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "event_log": args.event_log,
             }
             rows = plan(args, base)
+            if any(r.key == "python" for r in rows):
+                check_same_work()
             print(
                 f"sample campaign (tracking, unsubscribe; ≈{size:,} bytes a message) to "
                 f"{args.domains} domains over {args.sites} MX sets, all on one smtp-sink "
@@ -760,13 +836,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = best_of(args.repeat, rows, sink)
     print(table(rows))
     print()
-    print("CPU s/1k: the row's own process (ferrymail: every thread, rendering included;")
-    print("smtp-source: its rusage), wall and CPU from submit to all final. peak RSS: the")
-    print("process's ru_maxrss. sink: smtp-sink's CPU and its own count of final dots.")
-    print("The Python ESP keeps no spool and writes no state (favoured); it renders on its")
-    print("event loop, one core, and aiosmtplib does not pipeline.")
-    if args.event_log:
-        print("ferrymail rows write the JSON-lines event log.")
+    print(NOTES)
+    print("ferrymail rows write the JSON-lines event log." if args.event_log else "", end="")
     print("\nGoals:")
     print(*goals(rows), sep="\n")
     failed = False
