@@ -1,5 +1,14 @@
 """ferrymail: an outbound email delivery engine for ESPs (Rust core, asyncio orchestration)."""
 
+import os
+
+# mimalloc (the Rust core's allocator) madvises its heap into transparent huge pages;
+# freeing and reusing message buffers then makes the kernel clear a 2 MB page again and
+# again (5-12% of CPU in bench/smtp.py). Without THP it reuses 4 KB pages. mimalloc
+# applies this with prctl(PR_SET_THP_DISABLE), which covers the whole process; set
+# MIMALLOC_ALLOW_THP=1 before importing ferrymail to keep huge pages.
+os.environ.setdefault("MIMALLOC_ALLOW_THP", "0")
+
 from . import tracking
 from .bounce import BounceRule
 from .campaign import Campaign, DkimKey, Tracking, Unsubscribe
