@@ -282,12 +282,18 @@ def stuck(engine: ferrymail.Engine, campaign_id: str, seconds: float) -> NoRetur
     """Reports a drain that did not finish (the spool's report and where every asyncio
     task waits) and ends the process at once: closing the engine might hang as well."""
     report = engine.report(campaign_id)
-    stacks = io.StringIO()
+    states = {k: v for k, v in report.states.items() if v}
+    waits: Counter[str] = Counter()
     for task in asyncio.all_tasks():
-        task.print_stack(limit=6, file=stacks)
+        stack = io.StringIO()
+        task.print_stack(file=stack)
+        # The header names the task (its number, addresses); the innermost frame's two
+        # lines say where it waits.
+        waits["\n".join(stack.getvalue().rstrip().splitlines()[-2:])] += 1
+    where = "".join(f"\n{n} task(s) waiting at\n{at}" for at, n in waits.most_common())
     error = (
-        f"drain did not finish in {seconds:,.0f} s; the spool says {report.states},"
-        f" replies {report.replies[:5]}; asyncio tasks:\n{stacks.getvalue()}"
+        f"drain did not finish in {seconds:,.0f} s; the spool says {states}, replies"
+        f" {report.replies[:5]}; asyncio tasks:{where}"
     )
     print(msgspec.json.encode(Result(seconds=seconds, error=error)).decode(), flush=True)
     os._exit(1)
@@ -463,6 +469,7 @@ class Row:
     sink_sessions: int = 0
     sink_cpu: float = 0.0
     others: float = 0.0  # cores other processes kept busy meanwhile
+    failures: list[str] = dataclasses.field(default_factory=list)  # of every run (--repeat)
 
     @property
     def ran(self) -> bool:
@@ -476,6 +483,16 @@ class Row:
     def verified(self) -> bool:
         n = self.spec.recipients
         return self.ran and self.sink_messages == n and self.result.delivered == n
+
+    def failure(self) -> str:
+        """What went wrong, for a row that is not verified."""
+        if self.result.error is not None:
+            return self.result.error.rstrip()
+        return (
+            f"{self.result.delivered:,} delivered by its own account, the sink counted"
+            f" {self.sink_messages:,} of {self.spec.recipients:,}; states {self.result.states};"
+            f" replies {self.result.replies}"
+        )
 
 
 class Sink:
@@ -563,15 +580,18 @@ def best_of(repeat: int, rows: list[Row], sink: Sink) -> list[Row]:
     shared machine slows one round of each rather than every run of one; keeps each
     row's fastest verified run (or its first failure)."""
     best: dict[str, Row] = {}
-    for _ in range(repeat):
+    failures: dict[str, list[str]] = {row.key: [] for row in rows}
+    for round in range(1, repeat + 1):
         for row in rows:
             print(f"  running {row.name} ({row.spec.recipients:,})...", file=sys.stderr)
             trial = dataclasses.replace(row, result=Result())
             run_row(trial, sink)
+            if not trial.verified:
+                failures[row.key].append(f"run {round} of {repeat}: {trial.failure()}")
             kept = best.get(row.key)
             if kept is None or (trial.verified and (not kept.verified or trial.rate > kept.rate)):
                 best[row.key] = trial
-    return [best[row.key] for row in rows]
+    return [dataclasses.replace(best[row.key], failures=failures[row.key]) for row in rows]
 
 
 def table(rows: list[Row]) -> str:
@@ -598,7 +618,7 @@ def table(rows: list[Row]) -> str:
             continue
         lines.append(
             (
-                r.name,
+                r.name + (f" ({len(r.failures)} runs FAILED, below)" if r.failures else ""),
                 f"{n:,}",
                 f"{r.result.seconds:,.2f}",
                 f"{r.rate:,.0f}",
@@ -837,22 +857,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(rows))
     print()
     print(NOTES)
-    print("ferrymail rows write the JSON-lines event log." if args.event_log else "", end="")
+    if args.event_log:
+        print("ferrymail rows write the JSON-lines event log.")
     print("\nGoals:")
     print(*goals(rows), sep="\n")
-    failed = False
     for r in rows:
-        if r.result.error is not None:
-            failed = True
-            print(f"\n{r.name} failed:\n{r.result.error.rstrip()}")
-        elif not r.verified:
-            failed = True
-            print(
-                f"\n{r.name}: {r.result.delivered:,} delivered by its own account, sink counted"
-                f" {r.sink_messages:,} of {r.spec.recipients:,}; states {r.result.states};"
-                f" replies {r.result.replies}"
-            )
-    return 1 if failed else 0
+        for failure in r.failures:
+            print(f"\n{r.name} failed, {failure}")
+    return 1 if any(r.failures for r in rows) else 0
 
 
 if __name__ == "__main__":
