@@ -200,7 +200,9 @@ fn push_base64url(input: &[u8], out: &mut String) {
             encoded[n..n + used].copy_from_slice(&chars[..used]);
             n += used;
         }
-        out.push_str(std::str::from_utf8(&encoded[..n]).expect("base64 is ASCII"));
+        // SAFETY: every byte written to `encoded[..n]` comes from ALPHABET, which is
+        // ASCII. (Checking cost about 100 instructions a token: 2% of a message.)
+        out.push_str(unsafe { std::str::from_utf8_unchecked(&encoded[..n]) });
     }
 }
 
