@@ -270,8 +270,10 @@ impl CompiledCampaign {
             campaign: self,
             key,
             unsubscribe_url: unsubscribe_url.as_deref(),
-            seen: Vec::new(),
-            seen_urls: String::new(),
+            // Sized for a typical campaign's links, so they rarely grow (each growth
+            // is an allocation and a copy).
+            seen: Vec::with_capacity(32),
+            seen_urls: String::with_capacity(2048),
         };
         let html = if self.templates.has(HTML) {
             Some(self.html_part(&context, &mut links)?)
