@@ -52,23 +52,19 @@ impl TransferEncoding {
 fn count_non_ascii(bytes: &[u8]) -> usize {
     const LOW: u64 = 0x0101_0101_0101_0101;
     const PAIRS: u64 = 0x00ff_00ff_00ff_00ff;
-    let mut words = bytes.chunks_exact(8);
     let mut n = 0;
-    loop {
+    for block in bytes.chunks(8 * 255) {
         let mut lanes = 0u64;
-        let mut taken = 0;
-        for w in words.by_ref().take(255) {
+        let mut words = block.chunks_exact(8);
+        for w in &mut words {
             lanes += (u64::from_le_bytes(w.try_into().expect("chunks of 8")) >> 7) & LOW;
-            taken += 1;
         }
         // Eight byte lanes (at most 255 each) to four 16-bit lanes, then their sum.
         let pairs = (lanes & PAIRS) + ((lanes >> 8) & PAIRS);
         n += (pairs.wrapping_mul(0x0001_0001_0001_0001) >> 48) as usize;
-        if taken < 255 {
-            break;
-        }
+        n += words.remainder().iter().filter(|&&b| b >= 0x80).count();
     }
-    n + words.remainder().iter().filter(|&&b| b >= 0x80).count()
+    n
 }
 
 fn longest_line(bytes: &[u8]) -> usize {
