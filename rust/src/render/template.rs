@@ -82,6 +82,11 @@ impl Templates {
         Ok(())
     }
 
+    /// The text of a part without any template tag, which renders as itself.
+    pub fn literal(&self, part: &str) -> Option<&str> {
+        self.literals.get(part).map(String::as_str)
+    }
+
     pub fn has(&self, part: &str) -> bool {
         self.variables.contains_key(part)
     }
