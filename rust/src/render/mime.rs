@@ -94,7 +94,9 @@ pub fn write_body(out: &mut Vec<u8>, parts: &[Part<'_>], boundary_seed: &str) {
     }
     // "=_" never occurs in quoted-printable or base64 output; a 7bit part that happens
     // to contain the boundary is sent quoted-printable instead.
-    let boundary = format!("=_ferrymail_{boundary_seed}");
+    let mut boundary = String::with_capacity(12 + boundary_seed.len());
+    boundary.push_str("=_ferrymail_");
+    boundary.push_str(boundary_seed);
     out.extend_from_slice(b"Content-Type: multipart/alternative;\r\n boundary=\"");
     out.extend_from_slice(boundary.as_bytes());
     out.extend_from_slice(b"\"\r\n\r\n");
