@@ -63,12 +63,14 @@ pub struct CompiledCampaign {
     id: String,
     sender: Mailbox,
     templates: Templates,
-    /// From and Reply-To parsed once when their templates are plain text (the usual
-    /// case): checked when the campaign is built, not per recipient.
-    from: Option<NameAddr>,
-    reply_to: Option<NameAddr>,
-    /// Extra headers in order: name, and the name its template is compiled under.
-    headers: Vec<(String, String)>,
+    /// From and Reply-To parsed and written once when their templates are plain text
+    /// (the usual case): checked when the campaign is built, copied per recipient.
+    from: Option<Vec<u8>>,
+    reply_to: Option<Vec<u8>>,
+    /// Extra headers in order: name, the name its template is compiled under, and the
+    /// whole field as written when the value is fixed text (written once, not per
+    /// recipient).
+    headers: Vec<(String, String, Option<Vec<u8>>)>,
     tracking: Option<Tracking>,
     unsubscribe: Option<Unsubscribe>,
     dkim: Vec<DkimSigner>,
@@ -129,7 +131,17 @@ impl CompiledCampaign {
             let part = format!("headers[{name:?}]");
             check_header_template(&part, value)?;
             templates.add(&part, value)?;
-            headers.push((name.clone(), part));
+            // A fixed value that check_value refuses keeps failing per recipient, as
+            // before, rather than failing the campaign.
+            let written = templates
+                .literal(&part)
+                .filter(|v| check_value(name, v).is_ok())
+                .map(|v| {
+                    let mut field = Vec::new();
+                    write_unstructured(&mut field, name, v);
+                    field
+                });
+            headers.push((name.clone(), part, written));
         }
         let tracking = spec
             .tracking
@@ -184,13 +196,15 @@ impl CompiledCampaign {
             .map(|(i, key)| DkimSigner::new(key, i))
             .collect::<Result<Vec<_>, _>>()?;
         let literal =
-            |field: &str, header: &str, source: &str| -> Result<Option<NameAddr>, CompileError> {
+            |field: &str, header: &str, source: &str| -> Result<Option<Vec<u8>>, CompileError> {
                 if source.contains('{') {
                     return Ok(None);
                 }
+                let mut written = Vec::new();
                 NameAddr::parse(header, source)
-                    .map(Some)
-                    .map_err(|e| CompileError::config(field, e.to_string()))
+                    .map_err(|e| CompileError::config(field, e.to_string()))?
+                    .write(&mut written, header);
+                Ok(Some(written))
             };
         let from = literal("from_", "From", &spec.from_)?;
         let reply_to = match &spec.reply_to {
@@ -240,38 +254,44 @@ impl CompiledCampaign {
         let context = Value::from(vars);
 
         let subject = self.header_value(SUBJECT, "Subject", &context)?;
-        let rendered_from;
         let from = match &self.from {
-            Some(from) => from,
+            Some(from) => Cow::Borrowed(from.as_slice()),
             None => {
-                rendered_from =
-                    NameAddr::parse("From", &self.header_value(FROM, "From", &context)?)?;
-                &rendered_from
+                let mut written = Vec::with_capacity(128);
+                NameAddr::parse("From", &self.header_value(FROM, "From", &context)?)?
+                    .write(&mut written, "From");
+                Cow::Owned(written)
             }
         };
-        let rendered_reply_to;
         let reply_to = match &self.reply_to {
-            Some(reply_to) => Some(reply_to),
+            Some(reply_to) => Some(Cow::Borrowed(reply_to.as_slice())),
             None if self.templates.has(REPLY_TO) => {
-                rendered_reply_to = NameAddr::parse(
+                let mut written = Vec::with_capacity(128);
+                NameAddr::parse(
                     "Reply-To",
                     &self.header_value(REPLY_TO, "Reply-To", &context)?,
-                )?;
-                Some(&rendered_reply_to)
+                )?
+                .write(&mut written, "Reply-To");
+                Some(Cow::Owned(written))
             }
             None => None,
         };
         let mut extra = Vec::with_capacity(self.headers.len());
-        for (name, part) in &self.headers {
-            extra.push((name, self.header_value(part, name, &context)?));
+        for (name, part, written) in &self.headers {
+            extra.push(match written {
+                Some(field) => ExtraField::Written(field),
+                None => ExtraField::Value(name, self.header_value(part, name, &context)?),
+            });
         }
 
         let mut links = RecipientLinks {
             campaign: self,
             key,
             unsubscribe_url: unsubscribe_url.as_deref(),
-            seen: Vec::new(),
-            seen_urls: String::new(),
+            // Sized for a typical campaign's links, so they rarely grow (each growth
+            // is an allocation and a copy).
+            seen: Vec::with_capacity(32),
+            seen_urls: String::with_capacity(2048),
         };
         let html = if self.templates.has(HTML) {
             Some(self.html_part(&context, &mut links)?)
@@ -285,7 +305,8 @@ impl CompiledCampaign {
         };
 
         let digest = message_digest(&self.id, &key);
-        let message_id = format!("<{}@{}>", &digest, self.sender.domain);
+        // Built by hand: format! costs several hundred instructions a call in core::fmt.
+        let message_id = concat(&["<", &digest, "@", &self.sender.domain, ">"]);
         let size_hint = html.as_ref().map_or(0, String::len) + text.as_ref().map_or(0, String::len);
         // Room for quoted-printable growth and the headers, so the buffer never moves.
         let mut out =
@@ -293,7 +314,7 @@ impl CompiledCampaign {
         out.extend_from_slice(b"Date: ");
         out.extend_from_slice(now.date.as_bytes());
         out.extend_from_slice(b"\r\n");
-        from.write(&mut out, "From");
+        out.extend_from_slice(&from);
         out.extend_from_slice(b"To: ");
         out.extend_from_slice(rcpt_to.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -302,15 +323,18 @@ impl CompiledCampaign {
         out.extend_from_slice(message_id.as_bytes());
         out.extend_from_slice(b"\r\n");
         if let Some(reply_to) = reply_to {
-            reply_to.write(&mut out, "Reply-To");
+            out.extend_from_slice(&reply_to);
         }
         write_list_unsubscribe(
             &mut out,
             unsubscribe_url.as_deref(),
             unsubscribe_mailto.as_deref(),
         );
-        for (name, value) in &extra {
-            write_unstructured(&mut out, name, value);
+        for field in &extra {
+            match field {
+                ExtraField::Written(field) => out.extend_from_slice(field),
+                ExtraField::Value(name, value) => write_unstructured(&mut out, name, value),
+            }
         }
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
         let parts: Vec<Part<'_>> = [
@@ -409,13 +433,28 @@ impl CompiledCampaign {
         let mut token = String::with_capacity(96);
         u.signer
             .append_token(&mut token, TokenKind::Unsubscribe, &self.id, key, 0, None);
-        let url = u.url.as_ref().map(|base| format!("{base}{token}"));
+        let url = u.url.as_ref().map(|base| concat(&[base, &token]));
         let mailto = u
             .mailto
             .as_ref()
-            .map(|m| format!("mailto:{m}?subject=unsubscribe-{token}"));
+            .map(|m| concat(&["mailto:", m, "?subject=unsubscribe-", &token]));
         (url, mailto)
     }
+}
+
+/// The pieces joined, in one allocation of the right size.
+fn concat(pieces: &[&str]) -> String {
+    let mut s = String::with_capacity(pieces.iter().map(|p| p.len()).sum());
+    for p in pieces {
+        s.push_str(p);
+    }
+    s
+}
+
+/// An extra header of one message: written once for the campaign, or this value.
+enum ExtraField<'a> {
+    Written(&'a [u8]),
+    Value(&'a str, Cow<'a, str>),
 }
 
 /// RFC 2369 List-Unsubscribe, and RFC 8058's one-click marker when there is a URL.

@@ -37,6 +37,18 @@ pub fn check_value(header: &str, value: &str) -> Result<(), RenderError> {
 pub fn write_unstructured(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b":");
+    // The usual subject: ASCII that fits on the field's line. Folding would give the
+    // same bytes (` ` and the value) after splitting it into words twice.
+    let bytes = value.as_bytes();
+    if name.len() + 2 + bytes.len() <= FOLD_AT
+        && value.is_ascii()
+        && !bytes.windows(2).any(|w| w == b"=?")
+    {
+        out.push(b' ');
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+        return;
+    }
     // Folding happens at spaces only, so a tab is part of a word here.
     let longest_word = value.split(' ').map(str::len).max().unwrap_or(0);
     if value.is_ascii() && !value.contains("=?") && name.len() + 2 + longest_word <= FOLD_AT {
@@ -245,6 +257,24 @@ mod tests {
         let f = field("Subject", v.trim());
         assert!(f.lines().all(|l| l.len() <= FOLD_AT), "{f}");
         assert!(f.contains("\r\n word"));
+    }
+
+    #[test]
+    fn short_ascii_is_one_line_as_folding_would_write_it() {
+        for v in [
+            "",
+            "a",
+            "two  spaces",
+            " lead",
+            "trail ",
+            "x".repeat(69).as_str(),
+        ] {
+            let mut folded = b"Subject:".to_vec();
+            write_folded(&mut folded, 8, v);
+            folded.extend_from_slice(b"\r\n");
+            assert_eq!(field("Subject", v).as_bytes(), folded, "{v:?}");
+        }
+        assert!(field("Subject", "a =?x?= b").starts_with("Subject: =?utf-8?B?"));
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! MIME bodies: picks a transfer encoding per part and writes the single part or the
 //! multipart/alternative structure, with CRLF line ends and lines of at most 998 octets.
 
+use super::qp::write_quoted_printable;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use memchr::memmem;
 
 /// RFC 5322 §2.1.1: a line is at most 998 octets before its CRLF.
 pub const MAX_LINE: usize = 998;
-/// RFC 2045 §6.7 (quoted-printable) and §6.8 (base64): at most 76 characters a line.
+/// RFC 2045 §6.8 (base64): at most 76 characters a line.
 const ENCODED_LINE: usize = 76;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,15 +44,25 @@ impl TransferEncoding {
     }
 }
 
-/// Bytes with the high bit set, counted eight at a time.
+/// Bytes with the high bit set. Eight at a time, each byte's high bit added into its
+/// own lane of a word and the lanes summed every 255 words (before one could overflow):
+/// a popcount per word costs a dozen instructions on baseline x86-64, which has none.
 fn count_non_ascii(bytes: &[u8]) -> usize {
-    let mut chunks = bytes.chunks_exact(8);
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const PAIRS: u64 = 0x00ff_00ff_00ff_00ff;
     let mut n = 0;
-    for c in &mut chunks {
-        let word = u64::from_le_bytes(c.try_into().expect("chunks of 8"));
-        n += (word & 0x8080_8080_8080_8080).count_ones() as usize;
+    for block in bytes.chunks(8 * 255) {
+        let mut lanes = 0u64;
+        let mut words = block.chunks_exact(8);
+        for w in &mut words {
+            lanes += (u64::from_le_bytes(w.try_into().expect("chunks of 8")) >> 7) & LOW;
+        }
+        // Eight byte lanes (at most 255 each) to four 16-bit lanes, then their sum.
+        let pairs = (lanes & PAIRS) + ((lanes >> 8) & PAIRS);
+        n += (pairs.wrapping_mul(0x0001_0001_0001_0001) >> 48) as usize;
+        n += words.remainder().iter().filter(|&&b| b >= 0x80).count();
     }
-    n + chunks.remainder().iter().filter(|&&b| b >= 0x80).count()
+    n
 }
 
 fn longest_line(bytes: &[u8]) -> usize {
@@ -84,14 +94,16 @@ pub fn write_body(out: &mut Vec<u8>, parts: &[Part<'_>], boundary_seed: &str) {
     }
     // "=_" never occurs in quoted-printable or base64 output; a 7bit part that happens
     // to contain the boundary is sent quoted-printable instead.
-    let boundary = format!("=_ferrymail_{boundary_seed}");
+    let mut boundary = String::with_capacity(12 + boundary_seed.len());
+    boundary.push_str("=_ferrymail_");
+    boundary.push_str(boundary_seed);
     out.extend_from_slice(b"Content-Type: multipart/alternative;\r\n boundary=\"");
     out.extend_from_slice(boundary.as_bytes());
     out.extend_from_slice(b"\"\r\n\r\n");
     for part in parts {
         let mut encoding = TransferEncoding::choose(part.text);
         if encoding == TransferEncoding::SevenBit
-            && memmem::find(part.text.as_bytes(), boundary.as_bytes()).is_some()
+            && contains(part.text.as_bytes(), boundary.as_bytes())
         {
             encoding = TransferEncoding::QuotedPrintable;
         }
@@ -113,6 +125,13 @@ pub fn write_body(out: &mut Vec<u8>, parts: &[Part<'_>], boundary_seed: &str) {
     out.extend_from_slice(b"--");
     out.extend_from_slice(boundary.as_bytes());
     out.extend_from_slice(b"--\r\n");
+}
+
+/// Whether `needle` (which starts with `=`) occurs in `haystack`. Text rarely has an
+/// `=` at all: one `memchr` pass settles that, where building a substring searcher
+/// for a needle used once per message cost about 3,000 instructions.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    memchr::memchr_iter(needle[0], haystack).any(|i| haystack[i..].starts_with(needle))
 }
 
 fn write_part_headers(out: &mut Vec<u8>, media_type: &str, encoding: TransferEncoding) {
@@ -171,130 +190,6 @@ fn write_crlf_lines(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
-/// Bytes that quoted-printable must encode anywhere in a line (RFC 2045 §6.7 rule 2):
-/// everything but printable ASCII other than `=`, and space and tab, which are only
-/// encoded at the end of a line (rule 3).
-const QP_ENCODE: [bool; 256] = {
-    let mut t = [true; 256];
-    let mut b = 33;
-    while b <= 126 {
-        t[b] = b == b'=' as usize;
-        b += 1;
-    }
-    t[b' ' as usize] = false;
-    t[b'\t' as usize] = false;
-    t
-};
-
-/// Where the run of bytes quoted-printable leaves as they are, starting at `i`, ends.
-/// Sixteen bytes at a time (SSE2, part of every x86-64) or eight elsewhere: a block
-/// with no `=`, control or non-ASCII byte is skipped whole. The block test may only
-/// over-report (a tab is literal), and the byte loop then decides exactly.
-fn literal_run_end(line: &[u8], i: usize) -> usize {
-    let mut i = skip_plain_blocks(line, i);
-    while i < line.len() && !QP_ENCODE[line[i] as usize] {
-        i += 1;
-    }
-    i
-}
-
-#[cfg(target_arch = "x86_64")]
-fn skip_plain_blocks(line: &[u8], mut i: usize) -> usize {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
-    };
-    while let Some(block) = line.get(i..i + 16) {
-        // SAFETY: SSE2 is in the x86-64 baseline, and `block` is 16 readable bytes
-        // (loadu has no alignment requirement).
-        let mask = unsafe {
-            let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
-            // Signed compare: bytes of 0x80 and more are negative, so "< 0x20" also
-            // catches every non-ASCII byte.
-            let below_space = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
-            let equals = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'=' as i8));
-            let delete = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(below_space, equals), delete))
-        };
-        if mask != 0 {
-            return i + mask.trailing_zeros() as usize;
-        }
-        i += 16;
-    }
-    i
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn skip_plain_blocks(line: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    while let Some(chunk) = line.get(i..i + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        let special = has_zero(w ^ (ONES * u64::from(b'=')))
-            | has_zero(w ^ (ONES * 0x7f))
-            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH) // a byte below 0x20
-            | (w & HIGH); // a byte of 0x80 or more
-        if special != 0 {
-            break;
-        }
-        i += 8;
-    }
-    i
-}
-
-/// RFC 2045 §6.7 quoted-printable with CRLF hard breaks and `=` soft breaks at 76.
-/// This is the renderer's hottest loop (every byte of every body passes here), so runs
-/// of literal bytes are found with a table and copied whole.
-pub fn write_quoted_printable(out: &mut Vec<u8>, bytes: &[u8]) {
-    for line in lines(bytes) {
-        let len = line.len();
-        let mut column = 0;
-        let mut i = 0;
-        while i < len {
-            let mut run_end = literal_run_end(line, i);
-            // Whitespace ending a line is encoded, or transports may strip it (rule 3).
-            if run_end == len && matches!(line[len - 1], b' ' | b'\t') && run_end > i {
-                run_end -= 1;
-            }
-            while i < run_end {
-                // Columns left before a soft break's "=" is needed; the line's very
-                // last character may take the 76th column itself.
-                let room = ENCODED_LINE - 1 - column;
-                let rest = run_end - i;
-                if rest <= room || (run_end == len && rest == room + 1) {
-                    out.extend_from_slice(&line[i..run_end]);
-                    column += rest;
-                    i = run_end;
-                } else {
-                    out.extend_from_slice(&line[i..i + room]);
-                    out.extend_from_slice(b"=\r\n");
-                    column = 0;
-                    i += room;
-                }
-            }
-            if i < len {
-                let b = line[i];
-                let limit = if i + 1 == len {
-                    ENCODED_LINE
-                } else {
-                    ENCODED_LINE - 1
-                };
-                if column + 3 > limit {
-                    out.extend_from_slice(b"=\r\n");
-                    column = 0;
-                }
-                out.extend_from_slice(&[b'=', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-                column += 3;
-                i += 1;
-            }
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
 /// RFC 2045 §6.8 base64 in 76-character lines; line breaks are normalised to CRLF first.
 fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut canonical = Vec::with_capacity(bytes.len() + 64);
@@ -313,67 +208,6 @@ fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
 mod tests {
     use super::*;
 
-    fn qp(s: &str) -> String {
-        let mut out = Vec::new();
-        write_quoted_printable(&mut out, s.as_bytes());
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn quoted_printable_escapes_and_soft_breaks() {
-        assert_eq!(qp("a=b é \nend "), "a=3Db =C3=A9=20\r\nend=20\r\n");
-        let long = qp(&"x".repeat(200));
-        assert!(long.split("\r\n").all(|l| l.len() <= 76));
-        assert_eq!(long.replace("=\r\n", "").trim_end(), "x".repeat(200));
-    }
-
-    #[test]
-    fn literal_runs_agree_with_the_table_on_random_lines() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = (x % 70) as usize;
-            let line: Vec<u8> = (0..len)
-                .map(|k| {
-                    let r = (x >> (k % 56)) as u8 ^ (k as u8).wrapping_mul(31);
-                    // Mostly printable ASCII, sometimes anything.
-                    if r % 11 == 0 {
-                        r
-                    } else {
-                        b' ' + r % 95
-                    }
-                })
-                .collect();
-            let start = (x >> 40) as usize % (len + 1);
-            let expected = (start..len)
-                .find(|&k| QP_ENCODE[line[k] as usize])
-                .unwrap_or(len);
-            assert_eq!(
-                literal_run_end(&line, start),
-                expected,
-                "{line:?} from {start}"
-            );
-        }
-    }
-
-    #[test]
-    fn literal_runs_stop_at_every_byte_that_needs_encoding() {
-        for special in [b'=', 0x7f, 0x80, 0xff, 0x00, 0x1f, b'\t'] {
-            for at in 0..20 {
-                let mut line = vec![b'a'; 20];
-                line[at] = special;
-                let expected = if special == b'\t' { 20 } else { at };
-                assert_eq!(
-                    literal_run_end(&line, 0),
-                    expected,
-                    "byte {special:#x} at {at}"
-                );
-            }
-        }
-    }
-
     #[test]
     fn line_breaks_of_every_kind_become_crlf() {
         let mut out = Vec::new();
@@ -382,6 +216,51 @@ mod tests {
         out.clear();
         write_crlf_lines(&mut out, b"");
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn non_ascii_bytes_are_counted_exactly_at_every_length() {
+        let mut x: u32 = 12345;
+        let data: Vec<u8> = (0..5000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        for len in (0..100).chain([2039, 2040, 2041, 4079, 4080, 4088, 5000]) {
+            let expected = data[..len].iter().filter(|&&b| b >= 0x80).count();
+            assert_eq!(count_non_ascii(&data[..len]), expected, "length {len}");
+        }
+        assert_eq!(count_non_ascii(&[0xff; 4100]), 4100);
+    }
+
+    #[test]
+    fn boundary_search() {
+        assert!(contains(b"a=_x=_b", b"=_b"));
+        assert!(contains(b"=_b", b"=_b"));
+        assert!(!contains(b"a=_x=_", b"=_b"));
+        assert!(!contains(b"", b"=_b"));
+        let mut out = Vec::new();
+        let parts = [
+            Part {
+                media_type: "text/plain",
+                text: "see --=_ferrymail_seed here",
+            },
+            Part {
+                media_type: "text/html",
+                text: "<p>x</p>",
+            },
+        ];
+        write_body(&mut out, &parts, "seed");
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("quoted-printable\r\n\r\nsee --=3D_ferrymail_seed here"),
+            "{out}"
+        );
+        assert!(
+            out.contains("text/html; charset=utf-8\r\nContent-Transfer-Encoding: 7bit"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub mod dkim;
 pub mod headers;
 pub mod links;
 pub mod mime;
+pub mod plain;
+pub mod qp;
 pub mod template;
 pub mod token;
 

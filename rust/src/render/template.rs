@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 
+use super::plain::Plain;
 use crate::error::{CompileError, RenderError};
 
 /// The name under which the HTML part is compiled: the only auto-escaped template.
@@ -20,6 +21,9 @@ pub struct Templates {
     /// Parts without any template tag (a fixed From, most extra headers): their text,
     /// handed out as is instead of running the template engine per recipient.
     literals: BTreeMap<String, String>,
+    /// Non-HTML parts that only substitute variables: spliced without the engine
+    /// when the recipient's values allow (see plain.rs).
+    plain: BTreeMap<String, Plain>,
 }
 
 impl Templates {
@@ -44,6 +48,7 @@ impl Templates {
             env,
             variables: BTreeMap::new(),
             literals: BTreeMap::new(),
+            plain: BTreeMap::new(),
         }
     }
 
@@ -69,8 +74,17 @@ impl Templates {
         if !source.contains('{') {
             // No `{{`, `{%` or `{#`: rendering would return the source unchanged.
             self.literals.insert(part.to_string(), source.to_string());
+        } else if part != HTML {
+            if let Some(plain) = Plain::parse(source) {
+                self.plain.insert(part.to_string(), plain);
+            }
         }
         Ok(())
+    }
+
+    /// The text of a part without any template tag, which renders as itself.
+    pub fn literal(&self, part: &str) -> Option<&str> {
+        self.literals.get(part).map(String::as_str)
     }
 
     pub fn has(&self, part: &str) -> bool {
@@ -81,6 +95,9 @@ impl Templates {
     pub fn render(&self, part: &str, context: &Value) -> Result<Cow<'_, str>, RenderError> {
         if let Some(literal) = self.literals.get(part) {
             return Ok(Cow::Borrowed(literal));
+        }
+        if let Some(text) = self.plain.get(part).and_then(|p| p.render(context)) {
+            return Ok(Cow::Owned(text));
         }
         let template = self
             .env

