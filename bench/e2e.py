@@ -95,11 +95,12 @@ HOW_TO_RUN = {"million": "--million", "rsa": "without --no-dkim, and in --rows"}
 
 NOTES = """\
 seconds: submit to all final (ferrymail: `submit` from a generator, then `drain`;
-submit s is the first part). CPU s/1k: the row's own process, every thread (ferrymail:
-rendering, SMTP, spool; smtp-source: its rusage). peak RSS: the process's ru_maxrss
-(smtp-source: its VmHWM). sink: smtp-sink's CPU, its own count of final dots and of
-sessions ended during the row. others' load: the cores other processes on this shared
-machine kept busy during the row (/proc/stat less the row, the sink and this script).
+submit s is the first part, "after submit" the rate of the rest). CPU s/1k: the row's
+own process, every thread (ferrymail: rendering, SMTP, spool; smtp-source: its
+rusage). peak RSS: the process's ru_maxrss (smtp-source: its VmHWM). sink: smtp-sink's
+CPU, its own count of final dots and of sessions ended during the row. others' load:
+the cores other processes on this shared machine kept busy during the row (/proc/stat
+less the row, the sink and this script).
 smtp-source sends one prepared message, unpipelined, and keeps no state; ferrymail
 renders a unique message per recipient, resolves MX, pipelines (the next envelope
 rides behind the final dot), and records every outcome in its SQLite spool. The Python
@@ -603,11 +604,12 @@ def table(rows: list[Row]) -> str:
         "sessions",
         "vs smtp-source",
         "submit s",
+        "after submit, msg/s",
         "others' load",
     )
     lines: list[tuple[str, ...]] = []
     for r in rows:
-        n = r.spec.recipients
+        n, submit = r.spec.recipients, r.result.submit_seconds
         if not r.ran:
             lines.append((f"{r.name}: FAILED (below)", f"{n:,}", *([""] * (len(head) - 2))))
             continue
@@ -623,7 +625,8 @@ def table(rows: list[Row]) -> str:
                 f"{r.sink_messages:,}" + ("" if r.sink_messages == n else " MISMATCH"),
                 f"{r.sink_sessions:,}",
                 f"{r.rate / limit:.2f}x" if limit else "",
-                "" if r.result.submit_seconds is None else f"{r.result.submit_seconds:,.2f}",
+                "" if submit is None else f"{submit:,.2f}",
+                "" if submit is None else f"{n / (r.result.seconds - submit):,.0f}",
                 f"{r.others:.2f}",
             )
         )
