@@ -14,9 +14,10 @@ SCHEMA_VERSION = 1
 #: PRAGMA application_id ("FMSP"): marks the file as a ferrymail spool, so that another
 #: program's SQLite file is refused instead of getting our tables added to it.
 APPLICATION_ID = 0x464D5350
-#: UPDATE … RETURNING came in SQLite 3.35. (The JSON functions, for lists of ids bound
-#: as one parameter, are built in since 3.38 and compiled in by most builds before.)
-MIN_SQLITE = (3, 35, 0)
+#: iif() came in SQLite 3.32, the name sqlite_schema in 3.33. (The JSON functions, for
+#: lists bound as one parameter, are built in since 3.38 and compiled in by most builds
+#: before; connect() checks.)
+MIN_SQLITE = (3, 33, 0)
 #: Page cache per connection (KiB): the pending indexes of a million-row spool stay in
 #: memory, while the RSS of a million-recipient submit stays well under 100 MB.
 CACHE_KIB = 32768
@@ -100,7 +101,7 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     it is not a ferrymail spool, is corrupt, or is from a newer version."""
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise ConfigError(
-            f"the spool needs SQLite 3.35 or later (UPDATE … RETURNING); "
+            "the spool needs SQLite 3.33 or later; "
             f"Python's sqlite3 module has {sqlite3.sqlite_version}"
         )
     name = os.fspath(path)

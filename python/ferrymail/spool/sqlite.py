@@ -185,15 +185,14 @@ class SqliteSpool:
         # a durable commit after it. The engine's busiest call skips an fsync.
         with self._transaction(durable=False) as db:
             if domains is None:
-                due = db.execute(sql.DUE, (now, limit))
+                rows = db.execute(sql.DUE, (now, limit)).fetchall()
             else:
-                due = db.execute(sql.DUE_IN_DOMAINS, (now, json.dumps(list(domains)), limit))
-            ids = [row[0] for row in due]
-            if not ids:
+                some = (now, json.dumps(list(domains)), limit)
+                rows = db.execute(sql.DUE_IN_DOMAINS, some).fetchall()
+            if not rows:
                 return []
-            rows = db.execute(sql.LEASE, (now + lease_for, owner, now, json.dumps(ids))).fetchall()
-        order = {id_: i for i, id_ in enumerate(ids)}
-        rows.sort(key=lambda row: order[row[0]])
+            ids = json.dumps([row[0] for row in rows])
+            db.execute(sql.LEASE, (now + lease_for, owner, now, ids))
         name = self._campaign_name
         return [Leased(r[0], name(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
