@@ -294,3 +294,46 @@ def test_send_is_one_synchronous_call(
         smtp=ferrymail.SmtpOptions("engine.test", tls="off"),
     )
     assert report.states["delivered"] == 7 and len(server.delivered) == 7
+
+
+@on_uvloop
+async def test_a_route_override_and_the_event_stream(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    # No zone for routed.test at all: the override is used, DNS is never asked.
+    server = scripted_server(host="127.0.0.13")
+    cfg = config(dns_server, port, tmp_path, routes={"routed.test": f"127.0.0.13:{server.port}"})
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+        seen: list[ferrymail.Event] = []
+
+        async def listen() -> None:
+            async for event in e.events():
+                seen.append(event)
+                if sum(ev.type == "delivered" for ev in seen) == 4:
+                    return
+
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0)
+        await e.submit(campaign(), people("routed.test", 4))
+        await e.drain()
+        await asyncio.wait_for(listener, 5)
+    assert len(server.delivered) == 4
+    assert [ev.type for ev in seen].count("queued") == 4
+    assert {ev.mx for ev in seen if ev.type == "delivered"} == {"127.0.0.13"}
+
+
+@on_uvloop
+async def test_a_site_rate_limit_spaces_the_messages(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("slow.test", ["@ MX 10 mx", "mx A 127.0.0.14"])
+    server = scripted_server(host="127.0.0.14", port=port)
+    limits = ferrymail.SiteLimits(messages_per_second=20)
+    cfg = config(dns_server, port, tmp_path, site_overrides={"mx.slow.test": limits})
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+        await e.submit(campaign(), people("slow.test", 30))
+        await e.drain()
+    assert len(server.delivered) == 30
+    times = [ev["timestamp"] for ev in _events(tmp_path) if ev["type"] == "delivered"]
+    # 20 a second, one second's worth at once: the last 10 wait about half a second.
+    assert float(max(times)) - float(min(times)) >= 0.4  # type: ignore[arg-type]
