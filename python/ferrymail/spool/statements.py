@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from .rows import NewRecipient, Update
-from .states import CODE, DEFERRED, FINAL, IN_FLIGHT, PENDING_SQL, QUEUED
+from .states import CODE, DEFERRED, FINAL, IN_FLIGHT, PENDING_BELOW, PENDING_SQL, QUEUED
 
 _QUEUED = CODE[QUEUED]
 _IN_FLIGHT = CODE[IN_FLIGHT]
@@ -54,9 +54,12 @@ UPDATE recipient SET lease_until = ?1, due = ?1
 WHERE id IN (SELECT value FROM json_each(?2)) AND state = {_IN_FLIGHT}
 """
 # Only in-flight rows: a final row never changes, so a replayed or late record is
-# harmless. A release ("queued") keeps the last reply: no attempt, no new outcome.
+# harmless. A release ("queued") keeps the last reply: no attempt, no new outcome. The
+# state decides whether there is a due time (a final row has none, whatever ?3 is):
+# binding None costs Python's sqlite3 module a failed adapter lookup, a float does not.
 RECORD = f"""
-UPDATE recipient SET state = ?1, attempts = ?2, due = ?3, next_attempt = ?3,
+UPDATE recipient SET state = ?1, attempts = ?2,
+    due = iif(?1 < {PENDING_BELOW}, ?3, NULL), next_attempt = iif(?1 < {PENDING_BELOW}, ?3, NULL),
     code = iif(?1 = {_QUEUED}, code, ?4), enhanced = iif(?1 = {_QUEUED}, enhanced, ?5),
     text = iif(?1 = {_QUEUED}, text, ?6), category = iif(?1 = {_QUEUED}, category, ?7),
     mx = iif(?1 = {_QUEUED}, mx, ?8), ip = iif(?1 = {_QUEUED}, ip, ?9),
@@ -122,7 +125,7 @@ def record_rows(updates: Sequence[Update], now: float) -> Iterator[tuple[object,
         state = codes.get(u.state)
         if state is None:
             raise ValueError(f"recipient {u.id}: an attempt cannot end {u.state!r}")
-        due: float | None = None
+        due = 0.0  # no due time: RECORD stores NULL for a final state
         if state == _DEFERRED:
             if u.next_attempt is None:
                 raise ValueError(f"recipient {u.id}: deferred without a next attempt")
