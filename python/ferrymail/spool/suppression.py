@@ -10,12 +10,14 @@ import idna
 def suppression_key(address: str) -> str:
     """The form in which the suppression list stores and compares `address`.
 
-    RFC 5321 §2.4 lets a server treat local parts case-sensitively, but no mailbox
-    provider does, and ESPs suppress "Ann@Example.com" and "ann@example.com" together:
-    a suppression must never be dodged by a change of case. So the whole address is
-    compared case-insensitively (Unicode lower case for SMTPUTF8 local parts), and an
-    international domain in its A-label form ("bücher.de" and "xn--bcher-kva.de" are one
-    domain), without a final dot. An address without "@" is lower-cased whole.
+    RFC 5321 §2.4 lets a server treat local parts case-sensitively, but the large mailbox
+    providers do not, and ESPs suppress "Ann@Example.com" and "ann@example.com" together:
+    a suppression must never be dodged by a change of case (the cost, that a rare
+    case-sensitive server's mailbox suppresses its case-variant twin, is the safe side).
+    So the whole address is compared case-insensitively (Unicode lower case for SMTPUTF8
+    local parts), and an international domain in its A-label form ("bücher.de" and
+    "xn--bcher-kva.de" are one domain), without a final dot. An address without "@" is
+    lower-cased whole.
     """
     address = address.strip()
     local, at, domain = address.rpartition("@")
