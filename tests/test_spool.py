@@ -685,7 +685,7 @@ print(base, rss(), spool.pending("big"), streamed, leased, round(inserted, 1))
 """
 
 
-# About 13 s on the 2-core CI machine (the insert of a million rows is most of it).
+# 10 to 15 s on the 2-core CI machine (the insert of a million rows is most of it).
 @pytest.mark.slow
 def test_a_million_recipients_in_flat_memory(tmp_path: Path) -> None:
     result = subprocess.run(
