@@ -1,4 +1,4 @@
-"""The `ferrymail` command line. For now: `ferrymail demo` renders the sample campaign."""
+"""`ferrymail demo`: renders the sample campaign and shows one message and the throughput."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Sequence
 
-from . import render, sample
-from .render import RenderedMessage
+from .. import render, sample
+from ..render import RenderedMessage
 
 
 def demo(recipients: int, threads: int | None) -> int:
@@ -40,9 +39,7 @@ def demo(recipients: int, threads: int | None) -> int:
     return 0 if not failed else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ferrymail", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "demo",
         help="render a sample campaign and show one message and the throughput",
@@ -50,11 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--recipients", type=int, default=10_000, metavar="N")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="default: every core")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo(args.recipients, args.threads)
-    return 2
+    p.set_defaults(func=main)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(args: argparse.Namespace) -> int:
+    return demo(args.recipients, args.threads)

@@ -1,0 +1,39 @@
+"""The `ferrymail` command line: one module per command, bad input as one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import demo, send
+from .common import BAD_INPUT, CliError
+
+COMMANDS = (send, demo)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ferrymail",
+        description="An outbound email delivery engine: send campaigns, watch the spool.",
+        epilog="example: ferrymail send welcome.toml recipients.csv; "
+        "ferrymail COMMAND --help shows each command's options",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add(commands)
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except CliError as e:
+        print(f"ferrymail {args.command}: {e}", file=sys.stderr)
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

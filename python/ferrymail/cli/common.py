@@ -1,0 +1,199 @@
+"""What the commands share: the one-line error, spool and engine options, report printing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from ..config import Config
+from ..errors import ConfigError
+from ..routing import Router
+from ..spool import Report
+
+#: The exit status for bad input: a usage error, as argparse uses.
+BAD_INPUT = 2
+#: The exit status after Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+DEFAULT_SPOOL = "ferrymail.db"
+#: How long `--dns-server` gets to answer the check made before anything is submitted.
+DNS_CHECK_TIMEOUT = 2.0
+
+
+class CliError(Exception):
+    """Bad input: main() prints the message as one line on stderr and exits with 2."""
+
+
+def add_spool(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--spool", default=DEFAULT_SPOOL, metavar="FILE", help=f"default: {DEFAULT_SPOOL}"
+    )
+
+
+def add_event_log(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--event-log",
+        metavar="FILE",
+        help="JSON lines, one per state change (default: events.jsonl next to the spool)",
+    )
+
+
+def event_log_path(spool: str, event_log: str | None) -> str:
+    if event_log is not None:
+        return event_log
+    return os.path.join(os.path.dirname(os.path.abspath(spool)), "events.jsonl")
+
+
+def add_delivery(p: argparse.ArgumentParser) -> None:
+    """The options that say where mail goes: DNS, a smarthost, per-domain routes."""
+    p.add_argument("--helo", metavar="NAME", help="this host's name for EHLO (default: its FQDN)")
+    p.add_argument("--dns-server", metavar="HOST:PORT", help="default: the system resolver")
+    p.add_argument("--smarthost", metavar="HOST:PORT", help="relay everything through it")
+    p.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="DOMAIN=HOST:PORT",
+        help="deliver one domain's mail there (repeatable)",
+    )
+    add_event_log(p)
+
+
+def engine_config(args: argparse.Namespace) -> Config:
+    """The Config the delivery options describe, checked (a bad value is a CliError)."""
+    routes: dict[str, str] = {}
+    for route in args.route:
+        domain, eq, target = route.partition("=")
+        if not eq or not domain or not target:
+            raise CliError(f"--route {route!r}: expected DOMAIN=HOST:PORT")
+        routes[domain.strip().lower()] = target
+    try:
+        config = Config(
+            helo_name=args.helo or socket.getfqdn(),
+            dns_servers=[args.dns_server] if args.dns_server else None,
+            smarthost=args.smarthost,
+            routes=routes,
+            event_log=event_log_path(args.spool, args.event_log),
+        )
+        Router(config)  # checks smarthost, routes and DNS servers
+    except (ConfigError, ValueError) as e:
+        raise CliError(str(e)) from None
+    if config.dns_servers and not config.smarthost:
+        check_dns_server(config.dns_servers[0])
+    return config
+
+
+def check_dns_server(server: str) -> None:
+    """Fails with a CliError unless `server` answers a query (any answer will do)."""
+    import dns.exception
+    import dns.message
+    import dns.query
+
+    host, _, port = server.rpartition(":")
+    host = host.strip("[]") or server
+    try:
+        dns.query.udp(
+            dns.message.make_query(".", "NS"),
+            host,
+            timeout=DNS_CHECK_TIMEOUT,
+            port=int(port) if port.isdigit() else 53,
+        )
+    except dns.exception.Timeout:
+        raise CliError(
+            f"DNS server {server} does not answer (no reply in {DNS_CHECK_TIMEOUT:g} s)"
+        ) from None
+    except (OSError, ValueError, dns.exception.DNSException) as e:
+        raise CliError(f"DNS server {server} cannot be queried: {e}") from None
+
+
+def spool_must_exist(path: str) -> None:
+    if not os.path.exists(path):
+        raise CliError(f"{path}: no such spool (give --spool FILE)")
+
+
+def on_interrupt(stop: Callable[[], None]) -> Callable[[], bool]:
+    """Makes SIGINT and SIGTERM call `stop` (once) on the running loop; returns a
+    function that says whether either came."""
+    loop = asyncio.get_running_loop()
+    came: list[bool] = []
+
+    def handler() -> None:
+        if not came:
+            came.append(True)
+            print("\nstopping: letting deliveries in flight finish…", file=sys.stderr)
+            stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler)
+    return lambda: bool(came)
+
+
+def print_report(report: Report, as_json: bool) -> None:
+    """A campaign's report: JSON, or tables of states, domains, categories and replies."""
+    if as_json:
+        sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
+        sys.stdout.flush()
+        return
+    print(f"campaign {report.campaign}")
+    total = sum(report.states.values())
+    rows = [(state, count) for state, count in report.states.items() if count]
+    print(table(["state", "recipients"], [*rows, ("total", total)]))
+    if report.domains:
+        states = [s for s in report.states if any(s in d for d in report.domains.values())]
+        top = sorted(report.domains.items(), key=lambda kv: -sum(kv[1].values()))
+        shown = [(domain, *(by.get(s, 0) for s in states)) for domain, by in top[:20]]
+        print()
+        print(table(["domain", *states], shown))
+        if len(top) > 20:
+            print(f"… and {len(top) - 20} more domains")
+    if report.categories:
+        print()
+        print(table(["bounce category", "recipients"], sorted(report.categories.items())))
+    if report.replies:
+        print()
+        print(table(["last reply", "recipients"], report.replies))
+
+
+def table(header: Sequence[str], rows: Sequence[tuple[object, ...]]) -> str:
+    """A plain text table: text left-aligned, numbers right-aligned."""
+    cells = [list(header), *[[_cell(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [all(isinstance(row[i], int | float) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [
+            c.rjust(w) if numeric[i] else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def when(timestamp: float | None) -> str:
+    """A spool time for people: local time and how far from now."""
+    if timestamp is None:
+        return "-"
+    delta = timestamp - time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    return f"{stamp} ({'in ' if delta > 0 else ''}{_span(abs(delta))}{' ago' if delta < 0 else ''})"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
