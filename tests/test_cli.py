@@ -7,9 +7,12 @@ import email.policy
 import hashlib
 import json
 import shutil
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from email.parser import BytesParser
 from pathlib import Path
 
@@ -255,3 +258,110 @@ def test_demo_help_shows_an_example() -> None:
         [sys.executable, "-m", "ferrymail", "demo", "--help"], capture_output=True, check=True
     )
     assert b"ferrymail demo --recipients" in done.stdout
+
+
+# --- run, status, report, flush, suppress, events -------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.05)
+
+
+def event_types(directory: Path) -> list[str]:
+    log = directory / "events.jsonl"
+    if not log.exists():
+        return []
+    return [json.loads(line)["type"] for line in log.read_text().splitlines()]
+
+
+def test_interrupted_send_then_status_flush_run_report_events_suppress(
+    files: Path, mx: ScriptedServer
+) -> None:
+    # Nothing listens on the smarthost: every recipient is deferred for minutes.
+    send = subprocess.Popen(
+        [sys.executable, "-m", "ferrymail", "send", "welcome.toml", "people.csv",
+         "--spool", "spool.db", "--smarthost", f"127.0.0.1:{closed_port()}"],
+        cwd=files, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: event_types(files).count("deferred") == 3)
+    finally:
+        send.send_signal(signal.SIGINT)
+        out, err = send.communicate(timeout=30)
+    assert send.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted: 3 recipients still pending, 0 not submitted" in err
+    assert "ferrymail run --spool spool.db" in err
+    assert "deferred" in out
+
+    status = json.loads(ferrymail("status", "--spool", "spool.db", "--json", cwd=files).stdout)
+    assert status["states"]["deferred"] == 3
+    assert {d["domain"]: d["deferred"] for d in status["domains"]} == {"a.test": 2, "b.test": 1}
+    readable = ferrymail("status", "--spool", "spool.db", cwd=files)
+    assert "a.test" in readable.stdout and "next attempt" in readable.stdout
+
+    flushed = ferrymail("flush", "--spool", "spool.db", cwd=files)
+    assert flushed.stdout == "3 recipients due now\n"
+
+    run = ferrymail("run", "--drain", "--spool", "spool.db", *relay(mx), cwd=files)
+    assert run.returncode == 0, run.stderr
+
+    report = json.loads(ferrymail("report", "welcome", "--spool", "spool.db", "--json",
+                                  cwd=files).stdout)  # fmt: skip
+    assert report["states"]["delivered"] == 2 and report["states"]["bounced"] == 1
+    table = ferrymail("report", "welcome", "--spool", "spool.db", cwd=files).stdout
+    assert "550 5.1.1 no such user" in table
+
+    events = ferrymail("events", "--spool", "spool.db", cwd=files).stdout.splitlines()
+    assert [line.split()[2] for line in events].count("delivered") == 2
+    assert any("bounced" in line and "nobody@a.test" in line for line in events)
+
+    listed = ferrymail("suppress", "list", "--spool", "spool.db", cwd=files).stdout
+    assert "nobody@a.test" in listed and "bad-mailbox" in listed
+
+
+def test_suppress_add_remove_and_a_suppressed_recipient(files: Path, mx: ScriptedServer) -> None:
+    spool = ["--spool", "spool.db"]
+    missing = ferrymail("suppress", "add", "bo@b.test", *spool, cwd=files)
+    assert missing.returncode == 2
+    assert missing.stderr == "ferrymail suppress: spool.db: no such spool (give --spool FILE)\n"
+    assert not (files / "spool.db").exists()
+    assert ferrymail("send", "welcome.toml", "people.csv", *spool, *relay(mx),
+                     cwd=files).returncode == 0  # fmt: skip
+    assert ferrymail("suppress", "add", "BO@b.test", *spool, cwd=files).returncode == 0
+    (files / "again.csv").write_text("email,first_name\nbo@b.test,Bo\n")
+    (files / "welcome.toml").write_text(CAMPAIGN.replace('"welcome"', '"again"'))
+    done = ferrymail("send", "welcome.toml", "again.csv", *spool, "--json", *relay(mx), cwd=files)
+    assert json.loads(done.stdout)["states"]["suppressed"] == 1
+    assert ferrymail("suppress", "remove", "bo@b.test", *spool, cwd=files).returncode == 0
+    again = ferrymail("suppress", "remove", "bo@b.test", *spool, cwd=files)
+    assert again.returncode == 1 and again.stderr == "bo@b.test was not suppressed\n"
+    no_address = ferrymail("suppress", "add", *spool, cwd=files)
+    assert no_address.returncode == 2
+    assert no_address.stderr == "ferrymail suppress: suppress add: give the ADDRESS\n"
+
+
+def test_report_of_an_unknown_campaign(sent: Path) -> None:
+    done = ferrymail("report", "nope", "--spool", "spool.db", cwd=sent)
+    assert done.returncode == 2
+    assert done.stderr == "ferrymail report: spool.db: campaign 'nope' is not in the spool\n"
+
+
+@pytest.mark.parametrize(
+    "command", ["send", "run", "status", "report", "flush", "suppress", "events", "demo"]
+)
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ferrymail", command, "--help"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert f"ferrymail {command} " in done.stdout.split("example", 1)[-1]

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import msgspec
 
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, Error
 from ..routing import Router
-from ..spool import Report
+from ..spool import Report, SqliteSpool
 
 #: The exit status for bad input: a usage error, as argparse uses.
 BAD_INPUT = 2
@@ -197,3 +199,14 @@ def _span(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+@contextlib.contextmanager
+def open_spool(path: str) -> Iterator[SqliteSpool]:
+    """An existing spool, read or changed while an engine may be running on it."""
+    spool_must_exist(path)
+    try:
+        with SqliteSpool(path) as spool:
+            yield spool
+    except (Error, sqlite3.DatabaseError) as e:
+        raise CliError(f"{path}: {e}") from None

@@ -1,0 +1,27 @@
+"""`ferrymail flush [DOMAIN]`: make deferred recipients due now, like `postqueue -f`."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_spool, open_spool
+
+
+def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "flush",
+        help="make deferred recipients (of one domain, or all) due now",
+        description="Make waiting recipients due now; a running engine picks them up within "
+        "a second (a site it suspended stays suspended until its time).",
+        epilog="example: ferrymail flush example.com --spool ferrymail.db",
+    )
+    p.add_argument("domain", nargs="?", metavar="DOMAIN", help="default: every domain")
+    add_spool(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    with open_spool(args.spool) as spool:
+        count = spool.flush(args.domain)
+    print(f"{count:,} recipients due now")
+    return 0

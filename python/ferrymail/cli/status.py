@@ -1,0 +1,47 @@
+"""`ferrymail status`: the spool at a glance: counts by state, pending domains, next retry."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import msgspec
+
+from .common import add_spool, open_spool, table, when
+
+
+def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "status",
+        help="recipients by state, pending domains and the next retry",
+        description="The spool at a glance (it may be read while an engine runs on it).",
+        epilog="example: ferrymail status --spool ferrymail.db --json",
+    )
+    add_spool(p)
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    with open_spool(args.spool) as spool:
+        status = spool.status()
+    if args.json:
+        sys.stdout.buffer.write(msgspec.json.encode(status) + b"\n")
+        return 0
+    rows = [(state, n) for state, n in status.states.items() if n]
+    print(table(["state", "recipients"], [*rows, ("total", sum(status.states.values()))]))
+    if status.domains:
+        print()
+        print(
+            table(
+                ["domain", "pending", "in flight", "deferred", "next attempt"],
+                [
+                    (d.domain, d.pending, d.in_flight, d.deferred, when(d.next_attempt))
+                    for d in status.domains
+                ],
+            )
+        )
+        if status.pending_domains > len(status.domains):
+            print(f"… and {status.pending_domains - len(status.domains)} more domains")
+    print(f"\nnext due: {when(status.next_due) if status.next_due else 'nothing pending'}")
+    return 0
