@@ -357,7 +357,8 @@ def test_report_of_an_unknown_campaign(sent: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["send", "run", "status", "report", "flush", "suppress", "events", "demo"]
+    "command",
+    ["send", "run", "status", "report", "flush", "suppress", "events", "render", "demo"],
 )
 def test_every_command_has_help_with_an_example(command: str) -> None:
     done = subprocess.run(
@@ -365,3 +366,32 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert f"ferrymail {command} " in done.stdout.split("example", 1)[-1]
+
+
+# --- render ---------------------------------------------------------------------------------
+
+
+def test_render_prints_the_exact_message_of_one_recipient(files: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ferrymail", "render", "welcome.toml", "people.csv",
+         "--index", "1"],
+        cwd=files, capture_output=True, check=True,
+    )  # fmt: skip
+    assert b"\r\n" in done.stdout and b"\n" not in done.stdout.replace(b"\r\n", b"")
+    msg = BytesParser(policy=email.policy.default).parsebytes(done.stdout)
+    assert msg["To"] == "bo@b.test" and msg["Subject"] == "Welcome aboard, Bo"
+    assert msg["Feedback-ID"] == "welcome:news:ferry"
+    assert not (files / "ferrymail.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        ("3", "people.csv: no recipient at index 3"),
+        ("-1", "--index -1: must be 0 or more"),
+    ],
+)
+def test_render_bad_index(files: Path, index: str, message: str) -> None:
+    done = ferrymail("render", "welcome.toml", "people.csv", "--index", index, cwd=files)
+    assert done.returncode == 2
+    assert done.stderr == f"ferrymail render: {message}\n"

@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import demo, events, flush, report, run, send, status, suppress
+from . import demo, events, flush, render, report, run, send, status, suppress
 from .common import BAD_INPUT, CliError
 
-COMMANDS = (send, run, status, report, flush, suppress, events, demo)
+COMMANDS = (send, run, status, report, flush, suppress, events, render, demo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
