@@ -17,6 +17,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
+from ferrymail.demo_sink import DemoSink
 from smtp_peers import ScriptedServer
 
 CAMPAIGN = """\
@@ -237,9 +238,19 @@ def test_send_help_shows_an_example() -> None:
 # --- demo ---------------------------------------------------------------------------------
 
 
-def test_demo_prints_one_message_and_the_throughput() -> None:
+def test_demo_render_only_prints_one_message_and_the_throughput() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "ferrymail", "demo", "--recipients", "1500", "--threads", "1"],
+        [
+            sys.executable,
+            "-m",
+            "ferrymail",
+            "demo",
+            "--render-only",
+            "--recipients",
+            "1500",
+            "--threads",
+            "1",
+        ],
         capture_output=True,
         check=True,
         timeout=120,
@@ -253,11 +264,36 @@ def test_demo_prints_one_message_and_the_throughput() -> None:
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
-def test_demo_help_shows_an_example() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "ferrymail", "demo", "--help"], capture_output=True, check=True
-    )
-    assert b"ferrymail demo --recipients" in done.stdout
+def test_demo_delivers_to_its_sink_and_reports(tmp_path: Path) -> None:
+    done = ferrymail("demo", "--recipients", "300", "--domains", "7", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["states"]["delivered"] == 300 and sum(report["states"].values()) == 300
+    assert len(report["domains"]) == 7
+    assert "submitted 300/300  delivered 300  deferred 0  bounced 0" in done.stderr
+    assert "the sink took 300 " in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # the spool was temporary
+
+
+def test_demo_sink_answers_pipelined_commands_in_order() -> None:
+    with DemoSink() as sink, socket.create_connection((sink.host, sink.port)) as c:
+        replies = c.makefile("rb")
+        assert replies.readline().startswith(b"220 ")
+        c.sendall(b"EHLO me\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n"
+                  b"RCPT TO:<c@y.test>\r\nDATA\r\n")  # fmt: skip
+        ehlo = [replies.readline() for _ in range(6)]
+        assert b"250-PIPELINING\r\n" in ehlo and ehlo[-1].startswith(b"250 ")
+        assert [replies.readline()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
+        c.sendall(b"Subject: hi\r\n\r\n..dot\r\n.\r\nRSET\r\nNOOP\r\nRCPT TO:<d@y.test>\r\n"
+                  b"QUIT\r\n")  # fmt: skip
+        assert [replies.readline()[:3] for _ in range(5)] == [
+            b"250",
+            b"250",
+            b"250",
+            b"503",
+            b"221",
+        ]
+        assert (sink.messages, sink.recipients) == (1, 2)
 
 
 # --- run, status, report, flush, suppress, events -------------------------------------------

@@ -1,18 +1,150 @@
-"""`ferrymail demo`: renders the sample campaign and shows one message and the throughput."""
+"""`ferrymail demo`: the whole engine on this machine, delivering the sample campaign to a
+local SMTP sink, with a live progress line and the final report."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import itertools
 import os
 import sys
+import tempfile
 import time
+from collections import Counter
+
+import uvloop
 
 from .. import render, sample
+from ..campaign import DkimKey
+from ..config import Config
+from ..demo_sink import DemoSink
+from ..engine import Engine
 from ..render import RenderedMessage
+from .common import INTERRUPTED, CliError, on_interrupt, print_report
+
+EXAMPLE = """examples:
+  ferrymail demo                       # 10,000 recipients over 50 domains
+  ferrymail demo --recipients 100000 --domains 500
+  ferrymail demo --render-only --threads 1   # rendering alone: one message and the rate
+
+Everything stays on this machine: the engine relays to a built-in SMTP sink on
+127.0.0.1 (no DNS, nothing leaves), with a throwaway spool unless --spool is given."""
+#: PKCS#8's fixed prefix of an Ed25519 private key (RFC 8410): 32 random bytes follow.
+_ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")
+#: How often the progress line is redrawn.
+TICK = 0.25
 
 
-def demo(recipients: int, threads: int | None) -> int:
+def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "demo",
+        help="send a sample campaign to a built-in local SMTP sink, with live progress",
+        description="Run the whole engine here: spool, routing, rendering with tracking, "
+        "unsubscribe and a fresh Ed25519 DKIM key, SMTP delivery to a local sink.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--recipients", type=int, default=10_000, metavar="N", help="default 10,000")
+    p.add_argument("--domains", type=int, default=50, metavar="N", help="default 50")
+    p.add_argument("--spool", metavar="FILE", help="default: a temporary file, removed after")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--render-only", action="store_true", help="only render, as fast as possible")
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="rendering threads for --render-only"
+    )
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.recipients < 1 or args.domains < 1:
+        raise CliError("--recipients and --domains: must be at least 1")
+    if args.render_only:
+        return render_only(args.recipients, args.threads)
+    with tempfile.TemporaryDirectory(prefix="ferrymail-demo-") as scratch:
+        spool = args.spool or os.path.join(scratch, "demo.db")
+        return uvloop.run(_demo(spool, scratch, args.recipients, args.domains, args.json))
+
+
+def dkim_key() -> DkimKey:
+    """A fresh Ed25519 key (PKCS#8 PEM) for example.com, selector "demo"."""
+    der = _ED25519_PKCS8 + os.urandom(32)
+    pem = f"-----BEGIN PRIVATE KEY-----\n{base64.b64encode(der).decode()}\n"
+    return DkimKey("example.com", "demo", pem + "-----END PRIVATE KEY-----\n")
+
+
+async def _demo(spool: str, scratch: str, n: int, domains: int, as_json: bool) -> int:
+    campaign = sample.campaign(f"demo-{int(time.time())}", dkim=[dkim_key()])
+    with DemoSink() as sink:
+        config = Config(
+            helo_name="demo.ferrymail.test",
+            smarthost=sink.address,
+            event_log=os.path.join(scratch, "events.jsonl"),
+        )
+        async with Engine(spool, config) as engine:
+            interrupted = on_interrupt(engine.stop)
+            counts: Counter[str] = Counter()
+            events = engine.events()
+
+            async def count() -> None:
+                async for event in events:
+                    counts[event.type] += 1
+
+            counting = asyncio.create_task(count())
+            await asyncio.sleep(0)  # subscribed before the first event
+            started = time.monotonic()
+            progress = asyncio.create_task(_progress(counts, n, started))
+            try:
+                stream = (r for r in sample.recipients(n, domains) if not interrupted())
+                await engine.submit(campaign, stream)
+                if not interrupted():
+                    await engine.drain()
+            finally:
+                elapsed = time.monotonic() - started
+                progress.cancel()
+                counting.cancel()
+                await asyncio.gather(progress, counting, return_exceptions=True)
+                _line(_status(counts, n, elapsed), final=True)
+            report = engine.report(campaign.id)
+        print_report(report, as_json)
+        delivered = report.states["delivered"]
+        print(
+            f"\n{delivered:,} messages delivered in {elapsed:.2f} s "
+            f"({delivered / max(elapsed, 1e-9):,.0f}/s); the sink took {sink.messages:,} "
+            f"({sink.bytes / max(1, sink.messages):,.0f} bytes each) over {sink.sessions} "
+            "connections",
+            file=sys.stderr,
+        )
+    return INTERRUPTED if interrupted() else 0
+
+
+async def _progress(counts: Counter[str], n: int, started: float) -> None:
+    while True:
+        await asyncio.sleep(TICK)
+        _line(_status(counts, n, time.monotonic() - started))
+
+
+def _status(counts: Counter[str], n: int, elapsed: float) -> str:
+    submitted = counts["queued"] + counts["rejected"] + counts["suppressed"]
+    done = counts["delivered"]
+    return (
+        f"submitted {submitted:,}/{n:,}  delivered {done:,}  deferred {counts['deferred']:,}  "
+        f"bounced {counts['bounced']:,}  failed {counts['failed']:,}  "
+        f"{done / max(elapsed, 1e-9):,.0f}/s  {elapsed:.1f} s"
+    )
+
+
+def _line(text: str, final: bool = False) -> None:
+    """The progress line on stderr: redrawn in place on a terminal, only the last one
+    otherwise."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r\x1b[K{text}" + ("\n" if final else ""))
+        sys.stderr.flush()
+    elif final:
+        print(text, file=sys.stderr)
+
+
+def render_only(recipients: int, threads: int | None) -> int:
     """Renders the sample campaign for `recipients` recipients, 1,000 at a time as a
     sending pipeline would, prints the first message and the throughput."""
     campaign = sample.campaign()
@@ -37,18 +169,3 @@ def demo(recipients: int, threads: int | None) -> int:
         f"{rendered / elapsed:,.0f} messages/s, {size / max(1, rendered):,.0f} bytes each"
     )
     return 0 if not failed else 1
-
-
-def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser(
-        "demo",
-        help="render a sample campaign and show one message and the throughput",
-        description="Render the sample campaign, e.g.: ferrymail demo --recipients 100000",
-    )
-    p.add_argument("--recipients", type=int, default=10_000, metavar="N")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="default: every core")
-    p.set_defaults(func=main)
-
-
-def main(args: argparse.Namespace) -> int:
-    return demo(args.recipients, args.threads)
