@@ -759,6 +759,8 @@ def plan(args: argparse.Namespace, base: dict[str, Any]) -> list[Row]:
         rows.append(Row("million", "ferrymail, 1,000,000 (--million)", big))
     for row in rows:
         row.spec.timeout = max(MIN_TIMEOUT, SECONDS_PER_1000 * row.spec.recipients / 1000)
+        if row.spec.kind == "ferrymail" and row.spec.event_log:
+            row.name += ", event log"
     return rows
 
 
@@ -838,8 +840,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(rows))
     print()
     print(NOTES)
-    if args.event_log:
-        print("ferrymail rows write the JSON-lines event log.")
     print("\nGoals:")
     print(*goals(rows), sep="\n")
     for r in rows:
