@@ -49,6 +49,12 @@ class EventBus:
         self._log: IO[bytes] | None = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115
         self._subscribers: list[asyncio.Queue[Event | None]] = []
 
+    @property
+    def listened(self) -> bool:
+        """Whether anyone takes events (a log or a subscriber): if not, the engine does
+        not build them."""
+        return self._log is not None or bool(self._subscribers)
+
     def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return

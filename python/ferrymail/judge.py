@@ -47,6 +47,8 @@ class Judge:
         self.retry = retry
         self.classifier = classifier
         self.suppress_hard_bounces = suppress_hard_bounces
+        # Events are built only when someone takes them (the engine sets this).
+        self.events = True
 
     def batch(
         self, campaign: str, leased: Sequence[Leased], outcomes: Sequence[Outcome], now: float
@@ -106,6 +108,8 @@ class Judge:
                 o.address,
             )
         )
+        if not self.events:
+            return
         verdict.events.append(
             Event(
                 state,
