@@ -453,45 +453,15 @@ class Suppressions:
 def _dns_outcome(dest: Destination) -> Outcome:
     failure = dest.failure
     assert failure is not None
-    return Outcome(
-        status="transient" if failure.status == "temporary" else "permanent",
-        code=failure.code,
-        enhanced=failure.enhanced,
-        text=failure.text,
-        stage="connect",
-        mx=None,
-        address=None,
-        tls=None,
-        elapsed_ms=0.0,
-        message_id=None,
-    )
+    status = "transient" if failure.status == "temporary" else "permanent"
+    return Outcome.without_reply(status, "connect", failure.text, failure.code, failure.enhanced)
 
 
 def _unrenderable(campaign_id: str) -> Outcome:
-    return Outcome(
-        status="permanent",
-        code=None,
-        enhanced=None,
-        text=f"campaign {campaign_id!r} is missing from the spool or no longer compiles",
-        stage="render",
-        mx=None,
-        address=None,
-        tls=None,
-        elapsed_ms=0.0,
-        message_id=None,
-    )
+    text = f"campaign {campaign_id!r} is missing from the spool or no longer compiles"
+    return Outcome.without_reply("permanent", "render", text)
 
 
 def _internal_outcome(error: Exception) -> Outcome:
-    return Outcome(
-        status="transient",
-        code=None,
-        enhanced=None,
-        text=f"internal error: {type(error).__name__}: {error}",
-        stage="connect",
-        mx=None,
-        address=None,
-        tls=None,
-        elapsed_ms=0.0,
-        message_id=None,
-    )
+    text = f"internal error: {type(error).__name__}: {error}"
+    return Outcome.without_reply("transient", "connect", text)

@@ -86,15 +86,4 @@ class Transport:
 
 
 def _unencodable(e: Exception) -> Outcome:
-    return Outcome(
-        status="permanent",
-        code=None,
-        enhanced=None,
-        text=f"recipient cannot be encoded: {e}",
-        stage="render",
-        mx=None,
-        address=None,
-        tls=None,
-        elapsed_ms=0.0,
-        message_id=None,
-    )
+    return Outcome.without_reply("permanent", "render", f"recipient cannot be encoded: {e}")

@@ -159,3 +159,15 @@ class Outcome(msgspec.Struct, array_like=True, frozen=True, gc=False):
     tls: str | None
     elapsed_ms: float
     message_id: str | None
+
+    @classmethod
+    def without_reply(
+        cls,
+        status: str,
+        stage: str,
+        text: str,
+        code: int | None = None,
+        enhanced: str | None = None,
+    ) -> Outcome:
+        """An outcome decided without an SMTP session (a render or DNS failure)."""
+        return cls(status, code, enhanced, text, stage, None, None, None, 0.0, None)

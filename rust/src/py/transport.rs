@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use tokio::sync::{mpsc, Mutex};
 
 use super::{decode, error, now_or_clock, PyCompiledCampaign};
-use crate::render::Now;
+use crate::render::{CompiledCampaign, Now};
 use crate::smtp::{deliver, Client, ClientOptions, Destination};
 use crate::wire::{Outcome, Recipient, Route, SmtpOptions};
 
@@ -52,14 +52,9 @@ impl PyTransport {
         route: &[u8],
         now_ms: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let route: Route = decode(py, "Route", route)?;
-        let destination =
-            Destination::from_wire(&route).map_err(|e| error(py, "ConfigError", e))?;
-        let recipients: Vec<Recipient> = py
-            .detach(|| rmp_serde::from_slice(recipients))
-            .map_err(|e| error(py, "WireError", format!("recipients: {e}")))?;
-        let (client, campaign) = (self.client.clone(), campaign.inner.clone());
-        let now = Now::at(now_or_clock(now_ms).div_euclid(1000));
+        let (campaign, recipients, destination, now) =
+            batch(py, campaign, recipients, route, now_ms)?;
+        let client = self.client.clone();
         let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
             let outcomes = deliver(client, campaign, recipients, destination, now, None).await;
             rmp_serde::to_vec(&outcomes).map_err(|e| e.to_string())
@@ -84,14 +79,9 @@ impl PyTransport {
         route: &[u8],
         now_ms: Option<i64>,
     ) -> PyResult<PyDelivery> {
-        let route: Route = decode(py, "Route", route)?;
-        let destination =
-            Destination::from_wire(&route).map_err(|e| error(py, "ConfigError", e))?;
-        let recipients: Vec<Recipient> = py
-            .detach(|| rmp_serde::from_slice(recipients))
-            .map_err(|e| error(py, "WireError", format!("recipients: {e}")))?;
-        let (client, campaign) = (self.client.clone(), campaign.inner.clone());
-        let now = Now::at(now_or_clock(now_ms).div_euclid(1000));
+        let (campaign, recipients, destination, now) =
+            batch(py, campaign, recipients, route, now_ms)?;
+        let client = self.client.clone();
         let (progress, outcomes) = mpsc::unbounded_channel();
         pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
             deliver(
@@ -121,6 +111,24 @@ impl PyTransport {
             Ok(())
         })
     }
+}
+
+/// Decodes a batch's recipients and route (a bad route is a `ConfigError`, bytes that
+/// are not the wire structs a `WireError`) and fixes the Date of its messages.
+fn batch(
+    py: Python<'_>,
+    campaign: &PyCompiledCampaign,
+    recipients: &[u8],
+    route: &[u8],
+    now_ms: Option<i64>,
+) -> PyResult<(Arc<CompiledCampaign>, Vec<Recipient>, Destination, Now)> {
+    let route: Route = decode(py, "Route", route)?;
+    let destination = Destination::from_wire(&route).map_err(|e| error(py, "ConfigError", e))?;
+    let recipients: Vec<Recipient> = py
+        .detach(|| rmp_serde::from_slice(recipients))
+        .map_err(|e| error(py, "WireError", format!("recipients: {e}")))?;
+    let now = Now::at(now_or_clock(now_ms).div_euclid(1000));
+    Ok((campaign.inner.clone(), recipients, destination, now))
 }
 
 /// A batch being delivered: its outcomes as they come.

@@ -460,18 +460,11 @@ fn give_up(batch: &Batch, job: Job, why: NoSession, started: Instant) -> bool {
     }
     let dead = match (&why, &state.last_failure) {
         (_, Some((failure, mx, address))) => failure_outcome(failure, Some(mx), Some(*address)),
-        (NoSession::Busy, None) | (NoSession::Exhausted, None) => Outcome {
-            status: "transient".into(),
-            code: None,
-            enhanced: None,
-            text: "the route has no address to connect to".into(),
-            stage: Stage::Connect.as_str().into(),
-            mx: None,
-            address: None,
-            tls: None,
-            elapsed_ms: 0.0,
-            message_id: None,
-        },
+        (NoSession::Busy, None) | (NoSession::Exhausted, None) => without_reply(
+            "transient",
+            Stage::Connect,
+            "the route has no address to connect to".into(),
+        ),
     };
     state.dead = Some(dead.clone());
     let mut outcome = with_message_id(dead, &job);
@@ -596,18 +589,7 @@ fn with_message_id(mut outcome: Outcome, job: &Job) -> Outcome {
 }
 
 fn render_outcome(reason: String) -> Outcome {
-    Outcome {
-        status: "permanent".into(),
-        code: None,
-        enhanced: None,
-        text: reason,
-        stage: Stage::Render.as_str().into(),
-        mx: None,
-        address: None,
-        tls: None,
-        elapsed_ms: 0.0,
-        message_id: None,
-    }
+    without_reply("permanent", Stage::Render, reason)
 }
 
 fn render_failure(reason: String) -> RenderOutcome {
@@ -623,17 +605,20 @@ fn render_failure(reason: String) -> RenderOutcome {
 
 /// A transient outcome for a fault of ferrymail's own: retrying is safe.
 fn internal(reason: &str) -> Outcome {
+    without_reply(
+        "transient",
+        Stage::Connect,
+        format!("internal error: {reason}"),
+    )
+}
+
+/// An outcome decided without a session.
+fn without_reply(status: &str, stage: Stage, text: String) -> Outcome {
     Outcome {
-        status: "transient".into(),
-        code: None,
-        enhanced: None,
-        text: format!("internal error: {reason}"),
-        stage: Stage::Connect.as_str().into(),
-        mx: None,
-        address: None,
-        tls: None,
-        elapsed_ms: 0.0,
-        message_id: None,
+        status: status.into(),
+        text,
+        stage: stage.as_str().into(),
+        ..Outcome::default()
     }
 }
 
