@@ -122,6 +122,8 @@ def test_send_delivers_and_prints_the_report(files: Path, mx: ScriptedServer) ->
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     events = [json.loads(line) for line in (files / "events.jsonl").read_text().splitlines()]
     assert {e["type"] for e in events} == {"queued", "delivered", "bounced"}
+    # Not a terminal: only the final progress line, on stderr.
+    assert "submitted 3/3  delivered 2  deferred 0  bounced 1" in done.stderr
 
 
 def test_send_json_from_json_lines(files: Path, mx: ScriptedServer) -> None:

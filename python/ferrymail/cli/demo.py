@@ -4,14 +4,12 @@ local SMTP sink, with a live progress line and the final report."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import itertools
 import os
 import sys
 import tempfile
 import time
-from collections import Counter
 
 import uvloop
 
@@ -22,6 +20,7 @@ from ..demo_sink import DemoSink
 from ..engine import Engine
 from ..render import RenderedMessage
 from .common import INTERRUPTED, CliError, on_interrupt, print_report
+from .progress import Progress
 
 EXAMPLE = """examples:
   ferrymail demo                       # 10,000 recipients over 50 domains
@@ -83,28 +82,12 @@ async def _demo(spool: str, scratch: str, n: int, domains: int, as_json: bool) -
         )
         async with Engine(spool, config) as engine:
             interrupted = on_interrupt(engine.stop)
-            counts: Counter[str] = Counter()
-            events = engine.events()
-
-            async def count() -> None:
-                async for event in events:
-                    counts[event.type] += 1
-
-            counting = asyncio.create_task(count())
-            await asyncio.sleep(0)  # subscribed before the first event
-            started = time.monotonic()
-            progress = asyncio.create_task(_progress(counts, n, started))
-            try:
+            async with Progress(engine, n) as progress:
                 stream = (r for r in sample.recipients(n, domains) if not interrupted())
                 await engine.submit(campaign, stream)
                 if not interrupted():
                     await engine.drain()
-            finally:
-                elapsed = time.monotonic() - started
-                progress.cancel()
-                counting.cancel()
-                await asyncio.gather(progress, counting, return_exceptions=True)
-                _line(_status(counts, n, elapsed), final=True)
+            elapsed = progress.elapsed
             report = engine.report(campaign.id)
         print_report(report, as_json)
         delivered = report.states["delivered"]
@@ -116,32 +99,6 @@ async def _demo(spool: str, scratch: str, n: int, domains: int, as_json: bool) -
             file=sys.stderr,
         )
     return INTERRUPTED if interrupted() else 0
-
-
-async def _progress(counts: Counter[str], n: int, started: float) -> None:
-    while True:
-        await asyncio.sleep(TICK)
-        _line(_status(counts, n, time.monotonic() - started))
-
-
-def _status(counts: Counter[str], n: int, elapsed: float) -> str:
-    submitted = counts["queued"] + counts["rejected"] + counts["suppressed"]
-    done = counts["delivered"]
-    return (
-        f"submitted {submitted:,}/{n:,}  delivered {done:,}  deferred {counts['deferred']:,}  "
-        f"bounced {counts['bounced']:,}  failed {counts['failed']:,}  "
-        f"{done / max(elapsed, 1e-9):,.0f}/s  {elapsed:.1f} s"
-    )
-
-
-def _line(text: str, final: bool = False) -> None:
-    """The progress line on stderr: redrawn in place on a terminal, only the last one
-    otherwise."""
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r\x1b[K{text}" + ("\n" if final else ""))
-        sys.stderr.flush()
-    elif final:
-        print(text, file=sys.stderr)
 
 
 def render_only(recipients: int, threads: int | None) -> int:

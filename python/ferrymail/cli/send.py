@@ -25,6 +25,7 @@ from .common import (
     print_report,
 )
 from .inputs import check_recipients, load_campaign, recipients
+from .progress import Progress
 
 EXAMPLE = """example:
   ferrymail send welcome.toml recipients.csv --spool ferrymail.db --smarthost 127.0.0.1:2525
@@ -75,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
     campaign = load_campaign(args.campaign)
     count = check_recipients(campaign, args.recipients)
     config = engine_config(args)
-    report, interrupted = uvloop.run(_send(args.spool, config, campaign, args.recipients))
+    report, interrupted = uvloop.run(_send(args.spool, config, campaign, args.recipients, count))
     print_report(report, args.json)
     if interrupted:
         pending = sum(report.states[s] for s in ("queued", "in-flight", "deferred"))
@@ -90,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _send(
-    spool: str | os.PathLike[str], config: Config, campaign: Campaign, path: str
+    spool: str | os.PathLike[str], config: Config, campaign: Campaign, path: str, total: int
 ) -> tuple[Report, bool]:
     async with Engine(spool, config) as engine:
         interrupted = on_interrupt(engine.stop)
@@ -101,10 +102,11 @@ async def _send(
                     return
                 yield recipient
 
-        try:
-            await engine.submit(campaign, stream())
-        except ConfigError as e:  # the id is in the spool with another campaign
-            raise CliError(str(e)) from None
-        if not interrupted():
-            await engine.drain()
+        async with Progress(engine, total):
+            try:
+                await engine.submit(campaign, stream())
+            except ConfigError as e:  # the id is in the spool with another campaign
+                raise CliError(str(e)) from None
+            if not interrupted():
+                await engine.drain()
         return engine.report(campaign.id), interrupted()

@@ -1,0 +1,85 @@
+"""Live progress of a long command (rich): submitted, delivered, deferred, bounced, rate, ETA."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from ..engine import Engine
+
+#: Final states: a recipient counted here is done.
+_FINAL = ("delivered", "bounced", "expired", "rejected", "suppressed", "failed")
+
+
+class Progress:
+    """Counts the engine's events and shows them on stderr: redrawn in place on a
+    terminal (rich), only the final line otherwise (logs and pipes stay clean)."""
+
+    def __init__(self, engine: Engine, total: int) -> None:
+        self.total = total
+        self.counts: Counter[str] = Counter()
+        self._events = engine.events()
+        self._started = time.monotonic()
+        self._console = Console(stderr=True)
+        self._live: Live | None = None
+        self._counting: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Progress:
+        self._counting = asyncio.create_task(self._count())
+        await asyncio.sleep(0)  # subscribed before the first event
+        self._started = time.monotonic()
+        if sys.stderr.isatty():
+            # rich redraws from __rich__ four times a second; events only count.
+            self._live = Live(self, console=self._console, refresh_per_second=4, transient=True)
+            self._live.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._counting is not None:
+            await asyncio.sleep(0)  # let the last events be counted
+            self._counting.cancel()
+            await asyncio.gather(self._counting, return_exceptions=True)
+        if self._live is not None:
+            self._live.stop()
+        self._console.print(self.line(), soft_wrap=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    async def _count(self) -> None:
+        async for event in self._events:
+            self.counts[event.type] += 1
+
+    def __rich__(self) -> Text:
+        return self.line()
+
+    def line(self) -> Text:
+        c = self.counts
+        submitted = c["queued"] + c["rejected"] + c["suppressed"]
+        final = sum(c[s] for s in _FINAL)
+        elapsed = self.elapsed
+        rate = c["delivered"] / elapsed if elapsed > 0 else 0.0
+        left = self.total - final
+        per_second = final / elapsed if elapsed > 0 else 0.0
+        eta = f"{left / per_second:,.0f} s left" if per_second > 0 and left > 0 else ""
+        text = Text()
+        text.append(f"submitted {submitted:,}/{self.total:,}  ")
+        text.append(f"delivered {c['delivered']:,}  ", style="green")
+        text.append(f"deferred {c['deferred']:,}  ", style="yellow")
+        text.append(f"bounced {c['bounced']:,}  ", style="red")
+        text.append(f"failed {c['failed']:,}  ")
+        text.append(f"{rate:,.0f}/s  {elapsed:.1f} s  {eta}".rstrip())
+        return text
