@@ -55,7 +55,7 @@ def event_log_path(spool: str, event_log: str | None) -> str:
 
 def add_delivery(p: argparse.ArgumentParser) -> None:
     """The options that say where mail goes: DNS, a smarthost, per-domain routes."""
-    p.add_argument("--helo", metavar="NAME", help="this host's name for EHLO (default: its FQDN)")
+    p.add_argument("--helo", metavar="NAME", help="this host's EHLO name (default: hostname)")
     p.add_argument("--dns-server", metavar="HOST:PORT", help="default: the system resolver")
     p.add_argument("--smarthost", metavar="HOST:PORT", help="relay everything through it")
     p.add_argument(
@@ -78,7 +78,7 @@ def engine_config(args: argparse.Namespace) -> Config:
         routes[domain.strip().lower()] = target
     try:
         config = Config(
-            helo_name=args.helo or socket.getfqdn(),
+            helo_name=args.helo or socket.gethostname(),
             dns_servers=[args.dns_server] if args.dns_server else None,
             smarthost=args.smarthost,
             routes=routes,
