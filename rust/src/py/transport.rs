@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -11,6 +12,12 @@ use super::{decode, error, now_or_clock, PyCompiledCampaign};
 use crate::render::{CompiledCampaign, Now};
 use crate::smtp::{deliver, Client, ClientOptions, Destination};
 use crate::wire::{Outcome, Recipient, Route, SmtpOptions};
+
+/// How long `Delivery.next` waits for more outcomes after the first: it bounds how
+/// much later than its reply a delivery reaches the spool.
+const COALESCE: Duration = Duration::from_millis(5);
+/// Most outcomes handed over at once.
+const COALESCE_MOST: usize = 512;
 
 /// One transport: checked options, TLS configurations and a connection pool.
 #[pyclass(frozen, module = "ferrymail._core", name = "Transport")]
@@ -148,9 +155,16 @@ impl PyDelivery {
             let Some(first) = outcomes.recv().await else {
                 return Ok(None);
             };
+            // Gather what comes in the next few milliseconds too: each handover costs
+            // the engine a Python round and a spool write, and at a few thousand
+            // messages a second outcomes would otherwise come one or two at a time.
             let mut ready = vec![first];
-            while let Ok(more) = outcomes.try_recv() {
-                ready.push(more);
+            let deadline = tokio::time::Instant::now() + COALESCE;
+            while ready.len() < COALESCE_MOST {
+                match tokio::time::timeout_at(deadline, outcomes.recv()).await {
+                    Ok(Some(more)) => ready.push(more),
+                    Ok(None) | Err(_) => break,
+                }
             }
             let encoded = rmp_serde::to_vec(&ready)
                 .map_err(|e| PyRuntimeError::new_err(format!("encoding outcomes: {e}")))?;
