@@ -14,7 +14,9 @@ wall time, CPU (getrusage user + sys) and ru_maxrss, the parent adds the sink's 
 
 - smtp-source (Postfix's C load generator) with as many sessions as the engine may open,
   each reused (-d), sending one message of the rendered sample's size: the limit.
-- ferrymail's Engine: `submit` from a generator, then `drain`, on a fresh SQLite spool;
+- ferrymail's Engine: `submit` from a generator with `drain` beside it (as a service
+  delivers while an ESP submits; `--submit-first` waits for the submit), on a fresh
+  SQLite spool;
   every recipient must be delivered by the spool's report and the sink's count.
 - The Python ESP: dnspython's async resolver (MX then A, cached), bench/render.py's
   Jinja2 + email.message rendering, aiosmtplib connections pooled per MX host and reused,
@@ -148,6 +150,7 @@ class Spec(msgspec.Struct, kw_only=True):
     workdir: str
     dkim: str | None = None  # "ed25519" or "rsa": a key file in workdir
     event_log: bool = False
+    submit_first: bool = False
     timeout: float = MIN_TIMEOUT
 
 
@@ -260,10 +263,16 @@ async def run_ferrymail(spec: Spec) -> Result:
     )
     async with ferrymail.Engine(spool, config) as engine:
         cpu, started = cpu_seconds(), time.perf_counter()
+        # As a service does: delivery runs beside the submit, from its first chunk on
+        # (--submit-first waits for the whole submit, then drains).
+        draining = None if spec.submit_first else asyncio.ensure_future(engine.drain())
         submitted = await engine.submit(campaign, recipients(spec.recipients, spec.domains))
         submit_seconds = time.perf_counter() - started
         try:
-            await asyncio.wait_for(engine.drain(), spec.timeout - submit_seconds)
+            await asyncio.wait_for(
+                draining if draining is not None else engine.drain(),
+                spec.timeout - submit_seconds,
+            )
         except TimeoutError:
             stuck(engine, campaign_id, time.perf_counter() - started)
         seconds, used = time.perf_counter() - started, cpu_seconds() - cpu
@@ -781,6 +790,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sites", type=int, default=10, metavar="S", help="distinct MX sets")
     p.add_argument("--event-log", action="store_true", help="ferrymail writes its event log")
     p.add_argument(
+        "--submit-first",
+        action="store_true",
+        help="ferrymail drains only after the whole submit (default: beside it)",
+    )
+    p.add_argument(
         "--rows", default=ROWS, metavar="R,...", help=f"which rows (default: all of {ROWS})"
     )
     p.add_argument("--repeat", type=int, default=1, metavar="K", help="runs a row; best counts")
@@ -824,6 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "dns": dns_server.address,
                 "workdir": tmp,
                 "event_log": args.event_log,
+                "submit_first": args.submit_first,
             }
             rows = plan(args, base)
             if any(r.key == "python" for r in rows):

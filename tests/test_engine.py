@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import ferrymail
@@ -257,7 +257,7 @@ async def test_a_restart_mid_campaign_delivers_each_recipient_once(
     cfg = config(dns_server, port, tmp_path, batch_size=10)
     spool = tmp_path / "spool.db"
 
-    async def generate() -> object:
+    async def generate() -> AsyncIterator[ferrymail.Recipient]:
         for r in people("restart.test", 300):
             yield r
 
@@ -337,3 +337,39 @@ async def test_a_site_rate_limit_spaces_the_messages(
     times = [ev["timestamp"] for ev in _events(tmp_path) if ev["type"] == "delivered"]
     # 20 a second, one second's worth at once: the last 10 wait about half a second.
     assert float(max(times)) - float(min(times)) >= 0.4  # type: ignore[arg-type]
+
+
+@on_uvloop
+async def test_drain_may_run_while_submit_streams(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("overlap.test", ["@ MX 10 mx", "mx A 127.0.0.15"])
+    server = scripted_server(host="127.0.0.15", port=port)
+    first_sent = asyncio.Event()
+
+    async def slowly() -> AsyncIterator[ferrymail.Recipient]:
+        for i, r in enumerate(people("overlap.test", 30)):
+            if i == 15:
+                # The second half waits until the first half has been delivered: only
+                # a drain running beside the submit can do that.
+                await asyncio.wait_for(first_sent.wait(), 10)
+            yield r
+
+    cfg = config(dns_server, port, tmp_path)
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+
+        async def watch() -> None:
+            async for event in e.events():
+                if event.type == "delivered":
+                    first_sent.set()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0)
+        draining = asyncio.create_task(e.drain())
+        # The source pauses after 15: submit queues those 15 at once, not after 10,000.
+        await e.submit(campaign(), slowly())
+        await draining
+        await watcher
+        report = e.report("c1")
+    assert report.states["delivered"] == 30 and len(server.delivered) == 30

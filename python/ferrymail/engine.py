@@ -71,6 +71,7 @@ class Engine:
         self._batches: set[asyncio.Task[None]] = set()
         self._in_flight: dict[int, list[Leased]] = {}  # id(batch) -> batch, for renewals
         self._renewed_at = 0.0
+        self._submitting = 0  # submits in progress: drain waits for them
         self._commits: list[tuple[Verdict, asyncio.Future[None]]] = []
         self._committing = False
         self._wake = asyncio.Event()
@@ -127,6 +128,18 @@ class Engine:
         """Queues the recipients durably, streaming (a generator of millions never sits
         in memory). Invalid addresses are rejected and suppressed ones recorded at once;
         when this returns, every accepted recipient is in the spool."""
+        self._submitting += 1
+        try:
+            return await self._submit(campaign, recipients)
+        finally:
+            self._submitting -= 1
+            self._wake.set()
+
+    async def _submit(
+        self,
+        campaign: Campaign,
+        recipients: Iterable[Recipient | str] | AsyncIterable[Recipient | str],
+    ) -> SubmitResult:
         spooler = self._open_spooler()
         spec = _encoder.encode(campaign.spec)
         await spooler.call(spooler.spool.put_campaign, campaign.id, spec)
@@ -169,7 +182,9 @@ class Engine:
     # --- delivering -----------------------------------------------------------------
 
     async def drain(self) -> None:
-        """Delivers until every recipient in the spool is final (or `stop`)."""
+        """Delivers until every recipient in the spool is final (or `stop`). It may run
+        while `submit` streams recipients in: delivery starts with the first chunk, and
+        drain waits for the submit to end."""
         await self._pump(until_done=True)
 
     async def run(self) -> None:
@@ -197,7 +212,12 @@ class Engine:
             self._dispatch(now)
             if now - self._renewed_at > self.config.lease_for / 3:
                 await self._renew(now)
-            if until_done and self._active == 0 and await spooler.call(spooler.spool.pending) == 0:
+            if (
+                until_done
+                and self._active == 0
+                and self._submitting == 0
+                and await spooler.call(spooler.spool.pending) == 0
+            ):
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), await self._idle_for(now))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -14,6 +15,8 @@ from .wire import Recipient
 # Recipients per spool transaction at submit: big enough that the fsync is amortised,
 # small enough that memory stays flat for any campaign size.
 CHUNK = 10_000
+# An async source that pauses this long has what it gave so far queued at once.
+LINGER = 0.2
 # RFC 3463 X.1.3: bad destination mailbox address syntax.
 INVALID_ADDRESS = (553, "5.1.3")
 
@@ -34,13 +37,32 @@ def key_of(recipient: Recipient) -> str:
 
 
 async def chunks(
-    recipients: Iterable[Recipient | str] | AsyncIterable[Recipient | str], size: int = CHUNK
+    recipients: Iterable[Recipient | str] | AsyncIterable[Recipient | str],
+    size: int = CHUNK,
+    linger: float = LINGER,
 ) -> AsyncIterator[list[Recipient]]:
     """The recipients in lists of at most `size`, from a plain or an async iterable,
-    without ever holding more than one list."""
+    without ever holding more than one list. From an async iterable that pauses, what
+    has come is handed on after `linger` seconds, so delivery need not wait for a slow
+    source to fill a whole chunk."""
     chunk: list[Recipient] = []
     if isinstance(recipients, AsyncIterable):
-        async for r in recipients:
+        source = aiter(recipients)
+        pending: asyncio.Future[Recipient | str] | None = None
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(source))
+            # Waiting does not cancel the pending item: the source is never cut short.
+            done, _ = await asyncio.wait({pending}, timeout=linger if chunk else None)
+            if not done:
+                yield chunk
+                chunk = []
+                continue
+            try:
+                r = pending.result()
+            except StopAsyncIteration:
+                break
+            pending = None
             chunk.append(_recipient(r))
             if len(chunk) >= size:
                 yield chunk
