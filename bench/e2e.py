@@ -96,8 +96,8 @@ HOW_TO_RUN = {"million": "--million", "rsa": "without --no-dkim, and in --rows"}
 
 
 NOTES = """\
-seconds: submit to all final (ferrymail: `submit` from a generator, then `drain`;
-submit s is the first part, "after submit" the rate of the rest). CPU s/1k: the row's
+seconds: submit to all final (ferrymail: `submit` from a generator, `drain` beside
+it; submit s is how long the submit took, "after submit" the rate of the rest). CPU s/1k: the row's
 own process, every thread (ferrymail: rendering, SMTP, spool; smtp-source: its
 rusage). peak RSS: the process's ru_maxrss (smtp-source: its VmHWM). sink: smtp-sink's
 CPU, its own count of final dots and of sessions ended during the row. others' load:
