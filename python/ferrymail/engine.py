@@ -63,6 +63,7 @@ class Engine:
             self.config.retry,
             BounceClassifier(self.config.bounce_rules),
             self.config.suppress_hard_bounces,
+            listened=lambda: self._bus.listened,
         )
         self._bus = EventBus(self.config.event_log)
         self._campaigns: dict[str, _core.CompiledCampaign | None] = {}
@@ -147,7 +148,7 @@ class Engine:
         accepted = rejected = suppressed = 0
         async for chunk in chunks(recipients):
             on_list = await spooler.call(spooler.spool.suppressed_among, [r.address for r in chunk])
-            new = rows(chunk, {a.strip().lower() for a in on_list})
+            new = rows(chunk, on_list)
             await spooler.call(spooler.spool.insert, campaign.id, new)
             now = time.time()
             events = []
@@ -254,10 +255,9 @@ class Engine:
         domains = list(by_domain)
         destinations = await asyncio.gather(*(self._router.destination(d) for d in domains))
         campaigns = {c: await self._campaign(c) for c in {r.campaign for r in leased}}
-        self._judge.events = self._bus.listened
         now = time.time()
         failed = Verdict([], [], [])
-        released: list[tuple[str, Leased]] = []
+        released: list[tuple[Leased, float]] = []
         for domain, dest in zip(domains, destinations, strict=True):
             for r in by_domain[domain]:
                 if campaigns[r.campaign] is None:
@@ -267,11 +267,11 @@ class Engine:
                 else:
                     site = self._site(dest)
                     if site.suspended(now):
-                        released.append((r.campaign, r))
+                        released.append((r, site.suspended_until))
                     else:
                         site.add(r.campaign, r)
         if released:
-            await self._release(released, now)
+            await self._release(released)
         if failed.updates:
             await self._record(failed)
 
@@ -311,7 +311,6 @@ class Engine:
             delivery = self._transport._inner.start(compiled, payload, _encoder.encode(site.route))
             while (ready := await delivery.next()) is not None:
                 pairs = _progress.decode(ready)
-                self._judge.events = self._bus.listened
                 for index, outcome in pairs:
                     outcomes[index] = outcome
                 await self._record(
@@ -339,7 +338,7 @@ class Engine:
             if why is not None:
                 now = time.time()
                 waiting = site.suspend(now + self.config.suspend_for, why)
-                await self._release(waiting, now)
+                await self._release([(r, site.suspended_until) for r in waiting])
             self._wake.set()
 
     async def _record(self, verdict: Verdict) -> None:
@@ -378,14 +377,11 @@ class Engine:
         for verdict in verdicts:
             self._bus.publish(verdict.events)
 
-    async def _release(self, waiting: list[tuple[str, Leased]], now: float) -> None:
-        """Back to the spool without counting an attempt, due when the site's
+    async def _release(self, waiting: list[tuple[Leased, float]]) -> None:
+        """Back to the spool without counting an attempt, each due when its site's
         suspension ends."""
         if not waiting:
             return
-        until = max(
-            (s.suspended_until for s in self._sites.values() if s.suspended(now)), default=now
-        )
         # Recipients tried before stay "deferred"; the others are still just "queued".
         updates = [
             Update(
@@ -400,7 +396,7 @@ class Engine:
                 None,
                 None,
             )
-            for _, r in waiting
+            for r, until in waiting
         ]
         spooler = self._open_spooler()
         await spooler.call(spooler.spool.record, updates)

@@ -8,7 +8,7 @@ policy gives up → expired; a message that could not be rendered → failed.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -42,13 +42,17 @@ class Judge:
     """Applies the retry policy and bounce classification to outcomes."""
 
     def __init__(
-        self, retry: RetryPolicy, classifier: BounceClassifier, suppress_hard_bounces: bool
+        self,
+        retry: RetryPolicy,
+        classifier: BounceClassifier,
+        suppress_hard_bounces: bool,
+        listened: Callable[[], bool] = lambda: True,
     ) -> None:
         self.retry = retry
         self.classifier = classifier
         self.suppress_hard_bounces = suppress_hard_bounces
-        # Events are built only when someone takes them (the engine sets this).
-        self.events = True
+        # Events are built only when someone takes them (a log or a subscriber).
+        self.listened = listened
 
     def batch(
         self, campaign: str, leased: Sequence[Leased], outcomes: Sequence[Outcome], now: float
@@ -108,7 +112,7 @@ class Judge:
                 o.address,
             )
         )
-        if not self.events:
+        if not self.listened():
             return
         verdict.events.append(
             Event(

@@ -73,11 +73,11 @@ class Site:
         self._filled_at = now
         return int(self._tokens)
 
-    def suspend(self, until: float, why: str) -> list[tuple[str, Leased]]:
+    def suspend(self, until: float, why: str) -> list[Leased]:
         """Suspends the site; returns its waiting recipients, which go back to the spool
         due when the suspension ends."""
         self.suspended_until = max(self.suspended_until, until)
         self.suspended_why = why
-        waiting = [(c, r) for c, q in self.queues.items() for r in q]
+        waiting = [r for q in self.queues.values() for r in q]
         self.queues.clear()
         return waiting

@@ -87,7 +87,7 @@ def _recipient(r: Any) -> Recipient:
 
 def rows(chunk: Sequence[Recipient], suppressed: set[str]) -> list[NewRecipient]:
     """One spool row per recipient: queued, or rejected (why) or suppressed at once.
-    `suppressed` holds the chunk's addresses (lower-cased) on the suppression list."""
+    `suppressed` holds the chunk's addresses (as given) on the suppression list."""
     checks = _core.check_addresses([r.address for r in chunk])
     out: list[NewRecipient] = []
     for r, (domain, problem) in zip(chunk, checks, strict=True):
@@ -101,7 +101,7 @@ def rows(chunk: Sequence[Recipient], suppressed: set[str]) -> list[NewRecipient]
             code, enhanced = INVALID_ADDRESS
             text = f"invalid recipient {r.address!r}: {problem}"
             out.append(NewRecipient(blob, r.address, domain, key, "rejected", code, enhanced, text))
-        elif r.address.strip().lower() in suppressed:
+        elif r.address in suppressed:
             text = "on the suppression list"
             out.append(NewRecipient(blob, r.address, domain, key, "suppressed", None, None, text))
         else:
