@@ -27,7 +27,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -46,12 +45,11 @@ import dns.rcode
 import dns.rdatatype
 import dns.rdtypes.ANY.SOA
 import idna
+from peer_process import STARTUP_TIMEOUT, end_process
 from smtp_peers import loopback
 
 KNOTD = "/usr/sbin/knotd"
 KNOTC = "/usr/sbin/knotc"
-#: How long start(), a zone change and stop() wait for knotd before giving up.
-STARTUP_TIMEOUT = 10.0
 #: The zone every server carries, whose TXT record proves that the knotd answering on
 #: the port is this one and not some other process that took the port first.
 SENTINEL_ZONE = "dns-peer.test."
@@ -297,13 +295,7 @@ zone:
             self._socket_dir = None
 
     def _end_process(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STARTUP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
         self.process = None
 
     def _knotc(self, *arguments: str) -> str:

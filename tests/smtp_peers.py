@@ -17,7 +17,6 @@ import ipaddress
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -34,10 +33,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from peer_process import STARTUP_TIMEOUT, end_process
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
-#: How long start() and stop() wait for a peer before giving up.
-STARTUP_TIMEOUT = 10.0
 
 
 @dataclass
@@ -868,13 +866,7 @@ class SmtpSink:
         return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STARTUP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
