@@ -344,11 +344,17 @@ def test_interrupted_send_then_status_flush_run_report_events_suppress(
     status = json.loads(ferrymail("status", "--spool", "spool.db", "--json", cwd=files).stdout)
     assert status["states"]["deferred"] == 3
     assert {d["domain"]: d["deferred"] for d in status["domains"]} == {"a.test": 2, "b.test": 1}
+    # Every MX host of the smarthost's site failed: the site is suspended.
+    (suspended,) = status["suspended"]
+    site = suspended["site"]
+    assert site.startswith("127.0.0.1:") and suspended["domains"] == ["a.test", "b.test"]
+    assert suspended["reason"].startswith("every MX host failed")
     readable = ferrymail("status", "--spool", "spool.db", cwd=files)
     assert "a.test" in readable.stdout and "next attempt" in readable.stdout
+    assert "suspended site" in readable.stdout and site in readable.stdout
 
     flushed = ferrymail("flush", "--spool", "spool.db", cwd=files)
-    assert flushed.stdout == "3 recipients due now\n"
+    assert flushed.stdout == f"3 recipients due now\nsuspension of {site} lifted\n"
 
     run = ferrymail("run", "--drain", "--spool", "spool.db", *relay(mx), cwd=files)
     assert run.returncode == 0, run.stderr
@@ -365,6 +371,25 @@ def test_interrupted_send_then_status_flush_run_report_events_suppress(
 
     listed = ferrymail("suppress", "list", "--spool", "spool.db", cwd=files).stdout
     assert "nobody@a.test" in listed and "bad-mailbox" in listed
+
+
+def test_send_again_queues_nobody_twice(files: Path, mx: ScriptedServer) -> None:
+    spool = ["--spool", "spool.db"]
+    before = len(mx.delivered)
+    first = ferrymail("send", "welcome.toml", "people.csv", *spool, *relay(mx), cwd=files)
+    assert first.returncode == 0, first.stderr
+    assert len(mx.delivered) == before + 2
+    # The same campaign and list again (a user who is not sure it went out): nobody is
+    # queued again, the report is the same, and the user is told why.
+    (files / "people.csv").write_text(RECIPIENTS + "cy@b.test,Cy,4\n")
+    again = ferrymail("send", "welcome.toml", "people.csv", *spool, *relay(mx), "--json", cwd=files)
+    assert again.returncode == 0, again.stderr
+    assert "3 recipients were in campaign 'welcome' already and were not queued again" in (
+        again.stderr
+    )
+    assert json.loads(again.stdout)["states"]["delivered"] == 3
+    delivered = sorted(m.rcpt_tos[0] for m in mx.delivered[before:])
+    assert delivered == ["ann@a.test", "bo@b.test", "cy@b.test"]
 
 
 def test_suppress_add_remove_and_a_suppressed_recipient(files: Path, mx: ScriptedServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import ferrymail
 import pytest
 from dns_peer import DnsServer
 from engine_support import campaign, config, free_port_everywhere, on_uvloop, people, quick_retry
+from ferrymail.spool import SqliteSpool
 from smtp_peers import RawServer, ScriptedServer
 
 Scripted = Callable[..., ScriptedServer]
@@ -206,6 +208,54 @@ async def test_a_site_answering_421_is_suspended_and_the_rest_wait(
 
 
 @on_uvloop
+async def test_a_suspension_is_in_the_spool_survives_a_restart_and_flush_lifts_it(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("held.test", ["@ MX 10 mx", "mx A 127.0.0.13"])
+    dns_server.add_zone("held2.test", ["@ MX 10 mx.held.test."])
+    server = scripted_server(host="127.0.0.13", port=port, banner="421 4.7.0 Try again soon")
+    cfg = config(dns_server, port, tmp_path, batch_size=5, suspend_for=600.0)
+    path = tmp_path / "spool.db"
+    async with ferrymail.Engine(path, cfg) as e:
+        await e.submit(campaign(), [*people("held.test", 10), *people("held2.test", 10)])
+        runner = asyncio.create_task(e.run())
+        while e.report("c1").states["deferred"] < 5:
+            await asyncio.sleep(0.05)
+        e.stop()
+        await runner
+
+    # What `ferrymail status` shows, read as another process would.
+    with SqliteSpool(path) as spool:
+        (held,) = spool.status().suspended
+    assert held.site == f"mx.held.test:{port}"
+    assert "421 4.7.0 Try again soon" in held.reason
+    assert held.domains == ["held.test", "held2.test"]
+    assert 590 < held.until - time.time() <= 600
+
+    # A restart keeps the site suspended: nobody connects, nobody is attempted.
+    async with ferrymail.Engine(path, cfg) as e:
+        runner = asyncio.create_task(e.run())
+        await asyncio.sleep(1.0)
+        assert len(server.connections) == 1
+        assert e.report("c1").states["deferred"] == 5
+
+        # The site is well again and `ferrymail flush held2.test` runs in another
+        # process: the running engine notices within a second and delivers everything.
+        server.banner = None
+        with SqliteSpool(path) as spool:
+            assert spool.lift("held2.test") == [held.site]
+            assert spool.flush("held2.test") == 10
+            spool.flush()  # the deferred ones of held.test too
+        while e.report("c1").states["delivered"] < 20:
+            await asyncio.sleep(0.05)
+        e.stop()
+        await runner
+    assert len(server.delivered) == 20
+    with SqliteSpool(path) as spool:
+        assert spool.status().suspended == []
+
+
+@on_uvloop
 async def test_recipients_expire_after_max_age(
     dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
 ) -> None:
@@ -272,6 +322,9 @@ async def test_a_restart_mid_campaign_delivers_each_recipient_once(
     assert 50 <= part < 300
 
     async with ferrymail.Engine(spool, cfg) as second:
+        # The ESP, not sure how far its submit got, submits the whole list again.
+        again = await second.submit(campaign(), generate())
+        assert again == ferrymail.SubmitResult(0, 0, 0, duplicates=300)
         await second.drain()
         report = second.report("c1")
     assert report.states["delivered"] == 300

@@ -434,6 +434,29 @@ def test_iter_recipients_streams_in_id_order(
 # ---- campaigns ----
 
 
+def test_a_key_is_queued_once_per_campaign(spool: SqliteSpool) -> None:
+    first = spool.insert("c1", [new("a@x.test"), new("b@x.test"), new("A@x.test", key="a@x.test")])
+    assert first == [1, 2, None]  # the same key later in one insert: left out
+    # A resubmit of the list (after a crash, or by mistake) queues only what is new,
+    # whatever state the earlier rows are in; a rejected row's key counts too.
+    again = spool.insert(
+        "c1", [new("b@x.test"), new("c@x.test"), new("bad", "rejected", code=553), new("a@x.test")]
+    )
+    assert again == [None, 4, 5, None]
+    assert spool.insert("c1", [new("bad", "rejected", code=553), new("d@x.test")]) == [None, 7]
+    assert [(k, a) for _, k, a, _, _ in spool.iter_recipients("c1")] == [
+        ("a@x.test", "a@x.test"),
+        ("b@x.test", "b@x.test"),
+        ("c@x.test", "c@x.test"),
+        ("bad", "bad"),
+        ("d@x.test", "d@x.test"),
+    ]
+    # Keys are per campaign: another campaign may send to the same people.
+    spool.put_campaign("c2", b"spec-2")
+    assert spool.insert("c2", [new("a@x.test"), new("b@x.test")]) == [8, 9]
+    assert spool.counts()["queued"] == 6
+
+
 def test_put_campaign_is_idempotent_and_refuses_another_spec(spool: SqliteSpool) -> None:
     spool.put_campaign("c1", b"spec-1")
     assert spool.campaign_spec("c1") == b"spec-1"
@@ -481,6 +504,78 @@ def test_suppressed_among_checks_in_chunks(
     found = spool.suppressed_among(addresses)
     assert found == {f"User{i}@Example.com" for i in range(0, 2500, 100)} | {"user0@example.com"}
     assert spool.suppressed_among([]) == set()
+
+
+# ---- suspended sites ----
+
+
+def test_suspensions_are_kept_until_they_end_or_are_lifted(
+    spool: SqliteSpool, clock: Clock
+) -> None:
+    spool.suspend("mx.a.test:25", T0 + 600, "421 4.7.0 slow down", ["b.test", "a.test"])
+    spool.suspend("mx.c.test:25", T0 + 60, "every MX host failed: refused", ["c.test"])
+    spool.suspend("mx.d.test:25", T0 + 300, "421 busy", ["d.test"])
+    status = spool.status()
+    assert [(s.site, s.until, s.domains) for s in status.suspended] == [
+        ("mx.c.test:25", T0 + 60, ["c.test"]),
+        ("mx.d.test:25", T0 + 300, ["d.test"]),
+        ("mx.a.test:25", T0 + 600, ["a.test", "b.test"]),
+    ]
+    assert status.suspended[2].reason == "421 4.7.0 slow down"
+    assert status.suspended[2].since == T0
+    clock.advance(120)  # one has ended
+    assert [s.site for s in spool.suspensions()] == ["mx.d.test:25", "mx.a.test:25"]
+    # Suspended again: the new end and reason replace the old.
+    spool.suspend("mx.d.test:25", T0 + 900, "421 still busy", ["d.test"])
+    assert [(s.site, s.reason) for s in spool.suspensions()] == [
+        ("mx.a.test:25", "421 4.7.0 slow down"),
+        ("mx.d.test:25", "421 still busy"),
+    ]
+    # `flush DOMAIN` lifts the sites the domain was among (as typed by an operator).
+    assert spool.lift("B.Test.") == ["mx.a.test:25"]
+    assert spool.lift("b.test") == []
+    assert spool.lift() == ["mx.d.test:25"]
+    assert spool.suspensions() == []
+
+
+def test_a_version_1_spool_is_brought_up_to_date(path: Path, clock: Clock) -> None:
+    def version_1(spool_file: Path) -> None:
+        """The file as ferrymail 0.1 (schema version 1) left it: no key index, no
+        suspension table."""
+        with closing(sqlite3.connect(spool_file)) as db:
+            db.execute("DROP INDEX recipient_key")
+            db.execute("DROP TABLE suspension")
+            db.execute("PRAGMA user_version = 1")
+            db.commit()
+
+    with SqliteSpool(path, clock=clock) as spool:
+        spool.put_campaign("c1", b"spec-1")
+        spool.insert("c1", [new("a@x.test"), new("b@x.test")])
+    version_1(path)
+    with SqliteSpool(path, clock=clock) as spool:
+        assert spool.insert("c1", [new("a@x.test"), new("c@x.test")]) == [None, 4]
+        assert spool.suspensions() == []
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+    # Version 1 allowed a key twice in a campaign: such a file is refused, unchanged.
+    twice = path.with_name("twice.db")
+    with SqliteSpool(twice, clock=clock) as spool:
+        spool.put_campaign("c1", b"spec-1")
+        spool.insert("c1", [new("a@x.test")])
+    version_1(twice)
+    with closing(sqlite3.connect(twice)) as db:
+        db.execute(
+            "INSERT INTO recipient (id, campaign, state, submitted_at, updated_at, recipient,"
+            " address, domain, key) SELECT 2, campaign, 3, submitted_at, updated_at,"
+            " recipient, address, domain, key FROM recipient WHERE id = 1"
+        )
+        db.commit()
+    with pytest.raises(ConfigError, match=r"campaign 'c1' has recipient key 'a@x\.test' twice"):
+        SqliteSpool(twice)
+    with closing(sqlite3.connect(twice)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM recipient").fetchone() == (2,)
 
 
 # ---- the file ----
@@ -556,15 +651,18 @@ spool = SqliteSpool(path)
 spool.put_campaign("crash", b"spec")
 owner = f"child-{{os.getpid()}}"
 print("ready", flush=True)
+inserts = 0
 while True:
     roll = rng.random()
     if roll < 0.35:
+        inserts += 1
         rows = []
         for i in range({CHUNK}):
             domain = f"d{{rng.randrange(20)}}.test"
             rejected = rng.random() < 0.05
-            rows.append(NewRecipient(rng.randbytes(40), f"u{{i}}@{{domain}}", domain,
-                str(i), "rejected" if rejected else "queued", 553 if rejected else None))
+            key = f"{{seed}}.{{inserts}}.{{i}}"  # each once: a key is queued once per campaign
+            rows.append(NewRecipient(rng.randbytes(40), f"u{{i}}@{{domain}}", domain, key,
+                "rejected" if rejected else "queued", 553 if rejected else None))
         ids = spool.insert("crash", rows)
         print("insert", ids[0], ids[-1], flush=True)
     elif roll < 0.9:

@@ -29,7 +29,7 @@ from .events import Event, EventBus
 from .judge import Judge, Verdict
 from .routing import Destination, Router
 from .sites import Site
-from .spool import Leased, Report, SqliteSpool, Update
+from .spool import Leased, Report, SqliteSpool, Update, domain_key
 from .spooler import Spooler
 from .submit import SubmitResult, chunks, rows
 from .transport import Transport
@@ -40,6 +40,9 @@ _progress = msgspec.msgpack.Decoder(list[tuple[int, Outcome]])
 # The longest the pump sleeps with nothing due: it also wakes for submits, finished
 # batches, flushes and stops, so this only bounds how late a timer can be noticed.
 IDLE_WAKE = 1.0
+# How often, while a site is suspended, the spool is read for suspensions lifted from
+# outside (`ferrymail flush` in another process).
+SUSPENSIONS_CHECK = 1.0
 
 
 class Engine:
@@ -72,6 +75,11 @@ class Engine:
         self._batches: set[asyncio.Task[None]] = set()
         self._in_flight: dict[int, list[Leased]] = {}  # id(batch) -> batch, for renewals
         self._renewed_at = 0.0
+        # Suspensions read from the spool at open (a restart keeps them) for sites not
+        # routed to yet, and when the spool was last read for lifted ones.
+        self._suspended: dict[str, tuple[float, str]] = {}
+        self._suspensions_read_at = 0.0
+        self._suspensions_changed = 0
         self._submitting = 0  # submits in progress: drain waits for them
         self._commits: list[tuple[Verdict, asyncio.Future[None]]] = []
         self._committing = False
@@ -97,6 +105,8 @@ class Engine:
         loop = asyncio.get_running_loop()
         spool = await loop.run_in_executor(None, SqliteSpool, self._path)
         self._spooler = Spooler(spool)
+        suspended = await self._spooler.call(spool.suspensions)
+        self._suspended = {s.site: (s.until, s.reason) for s in suspended}
         self._transport = Transport(self.config.smtp_options)
 
     async def close(self) -> None:
@@ -145,15 +155,18 @@ class Engine:
         spec = _encoder.encode(campaign.spec)
         await spooler.call(spooler.spool.put_campaign, campaign.id, spec)
         self._campaigns[campaign.id] = campaign._inner
-        accepted = rejected = suppressed = 0
+        accepted = rejected = suppressed = duplicates = 0
         async for chunk in chunks(recipients):
             on_list = await spooler.call(spooler.spool.suppressed_among, [r.address for r in chunk])
             new = rows(chunk, on_list)
-            await spooler.call(spooler.spool.insert, campaign.id, new)
+            ids = await spooler.call(spooler.spool.insert, campaign.id, new)
             now = time.time()
             events = []
             listened = self._bus.listened
-            for row in new:
+            for row, id_ in zip(new, ids, strict=True):
+                if id_ is None:  # the campaign has this recipient already
+                    duplicates += 1
+                    continue
                 accepted += row.state == "queued"
                 rejected += row.state == "rejected"
                 suppressed += row.state == "suppressed"
@@ -178,7 +191,7 @@ class Engine:
                     )
             self._bus.publish(events)
             self._wake.set()
-        return SubmitResult(accepted, rejected, suppressed)
+        return SubmitResult(accepted, rejected, suppressed, duplicates)
 
     # --- delivering -----------------------------------------------------------------
 
@@ -196,9 +209,13 @@ class Engine:
         """Makes deferred recipients (of one domain, or all) due now and lifts site
         suspensions; returns how many recipients were made due."""
         spooler = self._open_spooler()
-        count = await spooler.call(spooler.spool.flush, domain)
+        # Lifted before the recipients are made due, or they would go back to wait.
+        lifted = set(await spooler.call(spooler.spool.lift, domain))
         for site in self._sites.values():
-            site.suspended_until = 0.0
+            if domain is None or site.key in lifted or domain_key(domain) in site.domains:
+                site.lift()
+        self._suspended = {s: v for s, v in self._suspended.items() if s not in lifted}
+        count = await spooler.call(spooler.spool.flush, domain)
         self._router.flush()
         self._wake.set()
         return count
@@ -213,6 +230,8 @@ class Engine:
             self._dispatch(now)
             if now - self._renewed_at > self.config.lease_for / 3:
                 await self._renew(now)
+            if now - self._suspensions_read_at > SUSPENSIONS_CHECK:
+                await self._read_suspensions(now)
             if (
                 until_done
                 and self._active == 0
@@ -256,6 +275,10 @@ class Engine:
         destinations = await asyncio.gather(*(self._router.destination(d) for d in domains))
         campaigns = {c: await self._campaign(c) for c in {r.campaign for r in leased}}
         now = time.time()
+        if any(self._suspended_here(d.site, now) for d in destinations):
+            # Before recipients go back for a suspension: `ferrymail flush` (another
+            # process) may have lifted it, and made these due for that very reason.
+            await self._read_suspensions(now)
         failed = Verdict([], [], [])
         released: list[tuple[Leased, float]] = []
         for domain, dest in zip(domains, destinations, strict=True):
@@ -265,7 +288,7 @@ class Engine:
                 elif dest.route is None:
                     self._judge.one(failed, r.campaign, r, _dns_outcome(dest), now)
                 else:
-                    site = self._site(dest)
+                    site = self._site(dest, domain)
                     if site.suspended(now):
                         released.append((r, site.suspended_until))
                     else:
@@ -284,6 +307,23 @@ class Engine:
         if ids:
             spooler = self._open_spooler()
             await spooler.call(spooler.spool.renew, ids, self.config.lease_for)
+
+    async def _read_suspensions(self, now: float) -> None:
+        """Lifts the suspensions that were lifted in the spool from outside (`ferrymail
+        flush` in another process), while any site is suspended here."""
+        self._suspensions_read_at = now
+        if not self._suspended and not any(s.suspended(now) for s in self._sites.values()):
+            return
+        spooler = self._open_spooler()
+        changed = self._suspensions_changed
+        current = await spooler.call(spooler.spool.suspensions)
+        if changed != self._suspensions_changed:
+            return  # a site was suspended meanwhile: the next read sees it
+        self._suspended = {s.site: (s.until, s.reason) for s in current}
+        for site in self._sites.values():
+            if site.suspended(now) and site.key not in self._suspended:
+                site.lift()
+                self._wake.set()
 
     def _dispatch(self, now: float) -> None:
         if self._stopping:
@@ -333,13 +373,24 @@ class Engine:
             )
         finally:
             del self._in_flight[id(batch)]
-            site.in_flight = False
-            why = self._judge.suspension([o for o in outcomes if o is not None])
-            if why is not None:
-                now = time.time()
-                waiting = site.suspend(now + self.config.suspend_for, why)
-                await self._release([(r, site.suspended_until) for r in waiting])
-            self._wake.set()
+            try:
+                why = self._judge.suspension([o for o in outcomes if o is not None])
+                if why is not None:
+                    await self._suspend(site, why)
+            finally:
+                site.in_flight = False
+                self._wake.set()
+
+    async def _suspend(self, site: Site, why: str) -> None:
+        """Suspends the site, here and in the spool (`ferrymail status` shows it, a
+        restart keeps it); its waiting recipients go back to the spool."""
+        until = max(site.suspended_until, time.time() + self.config.suspend_for)
+        self._suspensions_changed += 1  # a read of the spool under way is out of date
+        spooler = self._open_spooler()
+        await spooler.call(spooler.spool.suspend, site.key, until, why, list(site.domains))
+        self._suspended[site.key] = (until, why)
+        waiting = site.suspend(until, why)
+        await self._release([(r, until) for r in waiting])
 
     async def _record(self, verdict: Verdict) -> None:
         """Writes a verdict to the spool, then publishes its events; returns when it is
@@ -402,13 +453,24 @@ class Engine:
         await spooler.call(spooler.spool.record, updates)
         self._active -= len(updates)
 
-    def _site(self, dest: Destination) -> Site:
+    def _suspended_here(self, site_key: str, now: float) -> bool:
+        site = self._sites.get(site_key)
+        if site is not None:
+            return site.suspended(now)
+        return self._suspended.get(site_key, (0.0, ""))[0] > now
+
+    def _site(self, dest: Destination, domain: str) -> Site:
         site = self._sites.get(dest.site)
         if site is None:
             assert dest.route is not None
             site = self._sites[dest.site] = Site(dest.site, dest.route, dest.limits)
+            # A suspension from before a restart holds on.
+            until, why = self._suspended.get(dest.site, (0.0, ""))
+            if until > time.time():
+                site.suspended_until, site.suspended_why = until, why
         else:
             site.route = dest.route or site.route  # addresses may have changed with DNS
+        site.domains.add(domain)
         return site
 
     async def _campaign(self, campaign_id: str) -> _core.CompiledCampaign | None:

@@ -20,6 +20,8 @@ class Site:
         self.route = route
         self.limits = limits
         self.queues: dict[str, deque[Leased]] = {}
+        # Every domain routed here so far: what `ferrymail flush DOMAIN` finds it by.
+        self.domains: set[str] = set()
         self.in_flight = False
         self.suspended_until = 0.0
         self.suspended_why = ""
@@ -81,3 +83,7 @@ class Site:
         waiting = [r for q in self.queues.values() for r in q]
         self.queues.clear()
         return waiting
+
+    def lift(self) -> None:
+        self.suspended_until = 0.0
+        self.suspended_why = ""

@@ -24,11 +24,13 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 class SubmitResult(msgspec.Struct, frozen=True):
-    """How many recipients went into the queue, and how many were final at once."""
+    """How many recipients went into the queue, how many were final at once, and how
+    many the campaign had already (a recipient key is queued once per campaign)."""
 
     accepted: int
     rejected: int
     suppressed: int
+    duplicates: int = 0
 
 
 def key_of(recipient: Recipient) -> str:

@@ -1,4 +1,5 @@
-"""`ferrymail flush [DOMAIN]`: make deferred recipients due now, like `postqueue -f`."""
+"""`ferrymail flush [DOMAIN]`: make deferred recipients due now and lift suspensions, like
+`postqueue -f`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "flush",
         help="make deferred recipients (of one domain, or all) due now",
-        description="Make waiting recipients due now; a running engine picks them up within "
-        "a second (a site it suspended stays suspended until its time).",
+        description="Make waiting recipients due now and lift the suspensions of their "
+        "sites; a running engine picks them up within a second.",
         epilog="example: ferrymail flush example.com --spool ferrymail.db",
     )
     p.add_argument("domain", nargs="?", metavar="DOMAIN", help="default: every domain")
@@ -22,6 +23,11 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     with open_spool(args.spool) as spool:
+        # Lifted first: a running engine would send recipients made due for a
+        # suspended site back to wait.
+        lifted = spool.lift(args.domain)
         count = spool.flush(args.domain)
     print(f"{count:,} recipients due now")
+    for site in lifted:
+        print(f"suspension of {site} lifted")
     return 0

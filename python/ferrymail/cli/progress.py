@@ -22,9 +22,12 @@ class Progress:
     """Counts the engine's events and shows them on stderr: redrawn in place on a
     terminal (rich), only the final line otherwise (logs and pipes stay clean)."""
 
-    def __init__(self, engine: Engine, total: int) -> None:
+    def __init__(self, engine: Engine, total: int, before: dict[str, int] | None = None) -> None:
+        """`before`: the campaign's recipients by state when it was in the spool already
+        (a send run again): they count as submitted, and the final ones as done."""
         self.total = total
         self.counts: Counter[str] = Counter()
+        self._before: Counter[str] = Counter(before or {})
         self._events = engine.events()
         self._started = time.monotonic()
         self._console = Console(stderr=True)
@@ -67,13 +70,14 @@ class Progress:
         return self.line()
 
     def line(self) -> Text:
-        c = self.counts
-        submitted = c["queued"] + c["rejected"] + c["suppressed"]
+        c, before = self.counts, self._before
+        submitted = before.total() + c["queued"] + c["rejected"] + c["suppressed"]
         final = sum(c[s] for s in _FINAL)
         elapsed = self.elapsed
         rate = c["delivered"] / elapsed if elapsed > 0 else 0.0
-        left = self.total - final
+        left = max(0, self.total - final - sum(before[s] for s in _FINAL))
         per_second = final / elapsed if elapsed > 0 else 0.0
+        c = c + before  # what the line shows: the campaign's, this run's and before
         eta = f"{left / per_second:,.0f} s left" if per_second > 0 and left > 0 else ""
         text = Text()
         text.append(f"submitted {submitted:,}/{self.total:,}  ")

@@ -102,11 +102,27 @@ async def _send(
                     return
                 yield recipient
 
-        async with Progress(engine, total):
+        before = _states(engine, campaign.id)
+        async with Progress(engine, total, before):
             try:
-                await engine.submit(campaign, stream())
+                result = await engine.submit(campaign, stream())
             except ConfigError as e:  # the id is in the spool with another campaign
                 raise CliError(str(e)) from None
+            if result.duplicates:
+                print(
+                    f"{result.duplicates:,} recipients were in campaign {campaign.id!r} "
+                    "already and were not queued again",
+                    file=sys.stderr,
+                )
             if not interrupted():
                 await engine.drain()
         return engine.report(campaign.id), interrupted()
+
+
+def _states(engine: Engine, campaign_id: str) -> dict[str, int] | None:
+    """The campaign's recipients by state, when the spool has it already (a send run
+    again after an interruption, or by mistake: nobody is queued twice)."""
+    try:
+        return engine.report(campaign_id).states
+    except ConfigError:
+        return None

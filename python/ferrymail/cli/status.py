@@ -1,4 +1,5 @@
-"""`ferrymail status`: the spool at a glance: counts by state, pending domains, next retry."""
+"""`ferrymail status`: the spool at a glance: counts by state, pending domains, next retry,
+suspended sites."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .common import add_spool, open_spool, table, when
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "status",
-        help="recipients by state, pending domains and the next retry",
+        help="recipients by state, pending domains, the next retry and suspended sites",
         description="The spool at a glance (it may be read while an engine runs on it).",
         epilog="example: ferrymail status --spool ferrymail.db --json",
     )
@@ -43,5 +44,18 @@ def main(args: argparse.Namespace) -> int:
         )
         if status.pending_domains > len(status.domains):
             print(f"… and {status.pending_domains - len(status.domains)} more domains")
+    if status.suspended:
+        print()
+        print(
+            table(
+                ["suspended site", "until", "why", "domains"],
+                [(s.site, when(s.until), s.reason, _domains(s.domains)) for s in status.suspended],
+            )
+        )
     print(f"\nnext due: {when(status.next_due) if status.next_due else 'nothing pending'}")
     return 0
+
+
+def _domains(domains: list[str], shown: int = 3) -> str:
+    more = len(domains) - shown
+    return ", ".join(domains[:shown]) + (f" and {more} more" if more > 0 else "")

@@ -1,9 +1,9 @@
 """The spool: the engine's durable store of campaigns, recipients' states and suppressions."""
 
-from .rows import DomainStatus, Leased, NewRecipient, Report, Status, Update
+from .rows import DomainStatus, Leased, NewRecipient, Report, Status, Suspension, Update
 from .sqlite import SqliteSpool
 from .states import FINAL, PENDING
-from .suppression import suppression_key
+from .suppression import domain_key, suppression_key
 
 __all__ = [
     "FINAL",
@@ -14,6 +14,8 @@ __all__ = [
     "Report",
     "SqliteSpool",
     "Status",
+    "Suspension",
     "Update",
+    "domain_key",
     "suppression_key",
 ]

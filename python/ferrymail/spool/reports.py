@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import Counter
 
-from .rows import DomainStatus, Report, Status
+from .rows import DomainStatus, Report, Status, Suspension
 from .states import ALL, BOUNCED, CODE, DEFERRED, EXPIRED, FINAL_SQL, IN_FLIGHT, NAME, PENDING_SQL
 
 #: How many domains `status` lists, and how many replies a report lists.
@@ -57,7 +58,20 @@ def counts(db: sqlite3.Connection) -> dict[str, int]:
     return {name: found[code] for code, name in enumerate(NAME)}
 
 
-def status(db: sqlite3.Connection) -> Status:
+def suspensions(db: sqlite3.Connection, now: float) -> list[Suspension]:
+    """The sites suspended at `now`, the one whose suspension ends soonest first."""
+    rows = db.execute(
+        "SELECT site, until, reason, domains, since FROM suspension WHERE until > ?"
+        " ORDER BY until, site",
+        (now,),
+    )
+    return [
+        Suspension(site, until, reason, json.loads(domains), since)
+        for site, until, reason, domains, since in rows
+    ]
+
+
+def status(db: sqlite3.Connection, now: float) -> Status:
     domains = [
         DomainStatus(domain, pending, in_flight, deferred, next_attempt)
         for domain, pending, in_flight, deferred, next_attempt in db.execute(
@@ -68,7 +82,7 @@ def status(db: sqlite3.Connection) -> Status:
         f"SELECT count(DISTINCT domain) FROM recipient WHERE {PENDING_SQL}"
     ).fetchone()[0]
     next_due = db.execute(f"SELECT min(due) FROM recipient WHERE {PENDING_SQL}").fetchone()[0]
-    return Status(counts(db), domains, pending_domains, next_due)
+    return Status(counts(db), domains, pending_domains, next_due, suspensions(db, now))
 
 
 def report(db: sqlite3.Connection, name: str, campaign: int) -> Report:

@@ -91,6 +91,21 @@ class DomainStatus(msgspec.Struct, frozen=True):
     next_attempt: float | None
 
 
+class Suspension(msgspec.Struct, frozen=True):
+    """A site the engine stopped sending to for a while (see `Engine`): every MX was
+    unreachable, or it said 421 or that we send too fast."""
+
+    #: The MX host names the site's domains share and the port ("mx1.example,mx2.example:25").
+    site: str
+    #: Until when (seconds since the epoch); its recipients are due again then.
+    until: float
+    #: Why, with the reply that said so.
+    reason: str
+    #: The domains it had recipients of when suspended.
+    domains: list[str]
+    since: float
+
+
 class Status(msgspec.Struct, frozen=True):
     """The whole spool at a glance: what `ferrymail status` prints."""
 
@@ -102,3 +117,5 @@ class Status(msgspec.Struct, frozen=True):
     pending_domains: int
     #: See `SqliteSpool.next_due`.
     next_due: float | None
+    #: The sites suspended now, the one whose suspension ends soonest first.
+    suspended: list[Suspension] = []

@@ -10,7 +10,7 @@ from .states import CODE, FINAL_SQL, PENDING_SQL, QUEUED
 
 #: The version of the tables below, kept in PRAGMA user_version. Raise it with every
 #: change to them, with a migration from the one before.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: PRAGMA application_id ("FMSP"): marks the file as a ferrymail spool, so that another
 #: program's SQLite file is refused instead of getting our tables added to it.
 APPLICATION_ID = 0x464D5350
@@ -31,6 +31,25 @@ BUSY_TIMEOUT_MS = 10_000
 # - in flight: due = lease_until, with its owner and the state it was leased from
 #   (queued or deferred: where release_owner puts it back), next_attempt kept;
 # - final: due, next_attempt and the lease are all NULL.
+# Version 2: a recipient key is in a campaign once, so that submitting a list again
+# (after a crash during submit, or by mistake) queues nobody twice; and the sites the
+# engine suspended, so that `ferrymail status` shows them, a restart keeps them and
+# `ferrymail flush` lifts them.
+_V2 = """
+-- The campaign's recipient key (the ESP's id, or the address): its Message-ID and its
+-- tokens are made from it, so two rows with one key would be one message twice.
+CREATE UNIQUE INDEX recipient_key ON recipient (campaign, key);
+-- A site (the MX hosts a set of domains share) the engine stopped sending to until
+-- `until`: every MX was unreachable, or it said 421 or that we send too fast. `domains`
+-- (a JSON list) are the domains it had recipients of, for `ferrymail flush DOMAIN`.
+CREATE TABLE suspension (
+    site TEXT PRIMARY KEY,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL,
+    domains TEXT NOT NULL,
+    since REAL NOT NULL
+) WITHOUT ROWID;
+"""
 _SCHEMA = f"""
 CREATE TABLE campaign (
     id INTEGER PRIMARY KEY,
@@ -87,7 +106,7 @@ CREATE INDEX recipient_pending ON recipient (due, id, domain, state, campaign)
 -- The final rows by campaign and state: counts and reports. A row enters it once, when
 -- it becomes final, and never leaves.
 CREATE INDEX recipient_final ON recipient (campaign, state) WHERE {FINAL_SQL};
--- The key is the normalized address (see suppression.py): one row per address.
+{_V2}-- The key is the normalized address (see suppression.py): one row per address.
 CREATE TABLE suppression (
     address TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
@@ -120,6 +139,8 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
         _configure(db, name)
         if new:
             _create(db, name)
+        else:
+            _migrate(db, name)
     except sqlite3.DatabaseError as e:
         db.close()
         raise ConfigError(f"{name} is not a usable ferrymail spool: {e}", "path") from None
@@ -181,6 +202,35 @@ def _create(db: sqlite3.Connection, name: str) -> None:
                 db.execute(statement)
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _migrate(db: sqlite3.Connection, name: str) -> None:
+    """Brings a spool of an older schema version up to this one, in one transaction."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]  # another may have done it
+        if version == 1:
+            duplicate = db.execute(
+                "SELECT c.name, r.key FROM recipient r JOIN campaign c ON c.id = r.campaign"
+                " GROUP BY r.campaign, r.key HAVING count(*) > 1 LIMIT 1"
+            ).fetchone()
+            if duplicate is not None:
+                raise ConfigError(
+                    f"{name}: campaign {duplicate[0]!r} has recipient key {duplicate[1]!r} "
+                    "twice, which this version refuses; finish the spool with the "
+                    "ferrymail that wrote it (schema version 1), or start a new one",
+                    "path",
+                )
+            for statement in _statements(_V2):
+                db.execute(statement)
+            db.execute("PRAGMA user_version = 2")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

@@ -15,7 +15,7 @@ from types import TracebackType
 from ..errors import ConfigError
 from . import reports
 from . import statements as sql
-from .rows import Leased, NewRecipient, Report, Status, Update
+from .rows import Leased, NewRecipient, Report, Status, Suspension, Update
 from .schema import connect
 from .states import NAME, PENDING_SQL
 from .suppression import domain_key, suppression_key
@@ -27,6 +27,19 @@ _log = logging.getLogger(__name__)
 PAGE = 1000
 #: Addresses per query of `suppressed_among`.
 SUPPRESSION_CHUNK = 10_000
+
+
+def _first_of_each_key(rows: Sequence[NewRecipient]) -> list[NewRecipient | None]:
+    """`rows`, with None in place of a row whose key came earlier in them."""
+    seen: set[str] = set()
+    out: list[NewRecipient | None] = []
+    for row in rows:
+        if row.key in seen:
+            out.append(None)
+        else:
+            seen.add(row.key)
+            out.append(row)
+    return out
 
 
 class SqliteSpool:
@@ -140,25 +153,44 @@ class SqliteSpool:
 
     # ---- submit ----
 
-    def insert(self, campaign_id: str, rows: Sequence[NewRecipient]) -> list[int]:
+    def insert(self, campaign_id: str, rows: Sequence[NewRecipient]) -> list[int | None]:
         """Add recipients of a stored campaign in one transaction and return their ids, in
         order. Queued ones are due at once; final ones ("rejected", "suppressed" …) keep
-        their code, enhanced code and text. When this returns, the rows are on disk."""
+        their code, enhanced code and text. When this returns, the rows are on disk.
+
+        A recipient key is in a campaign once: a row whose key the campaign already has
+        (from an earlier insert, or earlier in `rows`) is left out, and its id is None.
+        So submitting a list again, after a crash or by mistake, queues nobody twice."""
         now = self._clock()
+        rows = _first_of_each_key(rows)
         with self._transaction() as db:
             campaign = self._campaign(campaign_id)
             # Ids are given here, not by SQLite, so that they are known without reading
             # them back: the write lock is held, nobody else can take them meanwhile.
             first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM recipient").fetchone()[0]
-            if rows:
+            if any(row is not None for row in rows):
                 db.execute(
                     "UPDATE campaign SET first_id = ? WHERE id = ? AND first_id IS NULL",
                     (first, campaign),
                 )
             queued, final = sql.insert_rows(rows, first, campaign, now)
-            db.executemany(sql.INSERT_QUEUED, queued)
-            db.executemany(sql.INSERT_FINAL, final)
-        return list(range(first, first + len(rows)))
+            added = db.executemany(sql.INSERT_QUEUED, queued).rowcount
+            added += db.executemany(sql.INSERT_FINAL, final).rowcount
+            ids: list[int | None] = [
+                None if row is None else id_ for id_, row in enumerate(rows, first)
+            ]
+            if added < len(queued) + len(final):
+                # Some keys were in the campaign already (rare: a resubmit): the ids
+                # that are in the table now are the rows that went in.
+                present = {
+                    id_
+                    for (id_,) in db.execute(
+                        "SELECT id FROM recipient WHERE id BETWEEN ? AND ?",
+                        (first, first + len(rows) - 1),
+                    )
+                }
+                ids = [id_ if id_ in present else None for id_ in ids]
+        return ids
 
     # ---- leasing ----
 
@@ -239,6 +271,47 @@ class SqliteSpool:
         with self._transaction(durable=False) as db:  # if lost, they wait their time
             return int(db.execute(statement, params).rowcount)
 
+    # ---- suspended sites ----
+
+    def suspend(self, site: str, until: float, reason: str, domains: Collection[str]) -> None:
+        """Note that the engine suspended `site` until `until` (a later suspension of the
+        same site replaces it), with the domains it had recipients of."""
+        now = self._clock()
+        # Not durable: a suspension lost to a power cut only means the site is tried once
+        # more after the restart, which suspends it again if it is still unwell.
+        with self._transaction(durable=False) as db:
+            db.execute("DELETE FROM suspension WHERE until <= ?", (now,))
+            db.execute(
+                "INSERT INTO suspension (site, until, reason, domains, since)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (site) DO UPDATE"
+                " SET until = excluded.until, reason = excluded.reason,"
+                " domains = excluded.domains, since = excluded.since",
+                (site, until, reason, json.dumps(sorted(domains)), now),
+            )
+
+    def suspensions(self) -> list[Suspension]:
+        """The sites suspended now, the one whose suspension ends soonest first."""
+        return reports.suspensions(self._db, self._clock())
+
+    def lift(self, domain: str | None = None) -> list[str]:
+        """End the suspensions of every site, or of the sites `domain` was among, as
+        `flush` does: a running engine sends to them again within a second. Returns
+        the sites."""
+        now = self._clock()
+        with self._transaction(durable=False) as db:
+            if domain is None:
+                rows = db.execute("SELECT site FROM suspension WHERE until > ?", (now,))
+            else:
+                rows = db.execute(
+                    "SELECT site FROM suspension WHERE until > ? AND EXISTS"
+                    " (SELECT 1 FROM json_each(domains) WHERE value = ?)",
+                    (now, domain_key(domain)),
+                )
+            sites = sorted(site for (site,) in rows)
+            # (No DELETE … RETURNING: that needs SQLite 3.35, the spool asks for 3.33.)
+            db.executemany("DELETE FROM suspension WHERE site = ?", [(s,) for s in sites])
+        return sites
+
     # ---- queries ----
 
     def next_due(self) -> float | None:
@@ -264,9 +337,11 @@ class SqliteSpool:
         return reports.counts(self._db)
 
     def status(self) -> Status:
-        """Counts by state and the busiest domains' pending recipients, from one snapshot."""
+        """Counts by state, the busiest domains' pending recipients and the suspended
+        sites, from one snapshot."""
+        now = self._clock()
         with self._transaction("DEFERRED") as db:
-            return reports.status(db)
+            return reports.status(db, now)
 
     def report(self, campaign_id: str) -> Report:
         """Where a campaign stands, from one snapshot (ConfigError for an unknown id)."""

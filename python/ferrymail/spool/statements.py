@@ -18,15 +18,18 @@ _RECORD_CODES = {
 
 # Queued rows, the bulk of every submit, bind only what differs between them: every
 # bound parameter costs Python's sqlite3 module time, and this is the hot path of submit.
+# A key the campaign has already (the recipient_key index) is left out, not an error;
+# any other broken constraint still is (OR IGNORE would drop such a row in silence).
+_KEY_TAKEN = "ON CONFLICT (campaign, key) DO NOTHING"
 INSERT_QUEUED = f"""
 INSERT INTO recipient (id, campaign, state, due, next_attempt, submitted_at, updated_at,
     recipient, address, domain, key)
-VALUES (?1, ?2, {_QUEUED}, ?3, ?3, ?3, ?3, ?4, ?5, ?6, ?7)
+VALUES (?1, ?2, {_QUEUED}, ?3, ?3, ?3, ?3, ?4, ?5, ?6, ?7) {_KEY_TAKEN}
 """
-INSERT_FINAL = """
+INSERT_FINAL = f"""
 INSERT INTO recipient (id, campaign, state, submitted_at, updated_at,
     recipient, address, domain, key, code, enhanced, text)
-VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) {_KEY_TAKEN}
 """
 # Oldest due first; in-flight rows are due when their lease ends (their owner died).
 # Read whole here, then leased by id (LEASE), in one transaction: cheaper than UPDATE …
@@ -85,12 +88,15 @@ WHERE +campaign = ? AND id > ? ORDER BY id LIMIT ?
 
 
 def insert_rows(
-    rows: Sequence[NewRecipient], first: int, campaign: int, now: float
+    rows: Sequence[NewRecipient | None], first: int, campaign: int, now: float
 ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """The parameters of the queued rows and of the final ones, with their ids."""
+    """The parameters of the queued rows and of the final ones, with their ids (a None
+    row is left out, its id unused)."""
     queued: list[tuple[object, ...]] = []
     final: list[tuple[object, ...]] = []
     for id_, row in enumerate(rows, first):
+        if row is None:
+            continue
         # A memoryview binds as a blob faster than bytes: Python's sqlite3 module binds
         # bytes only after a failed lookup for an adapter (about 1 µs a row).
         recipient = memoryview(row.recipient)

@@ -562,7 +562,8 @@ fn failure_outcome(
     address: Option<SocketAddr>,
 ) -> Outcome {
     let reply = failure.error.reply();
-    let mut text = failure.error.to_string();
+    // A refusal's code and enhanced code have fields of their own, as every reply's do.
+    let mut text = reply.map_or_else(|| failure.error.to_string(), |r| r.text());
     if failure.stage == Stage::Dot && !matches!(failure.error, ClientError::Refused(_)) {
         text.push_str(
             " after the whole message was sent; it may have been delivered, and a retry may \
