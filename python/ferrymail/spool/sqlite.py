@@ -327,7 +327,8 @@ class SqliteSpool:
             row = self._db.execute(f"SELECT count(*) FROM recipient WHERE {PENDING_SQL}")
         else:
             row = self._db.execute(
-                f"SELECT count(*) FROM recipient WHERE {PENDING_SQL} AND campaign = ?",
+                f"SELECT count(*) FROM recipient {reports.PENDING_ROWS}"
+                f" WHERE {PENDING_SQL} AND campaign = ?",
                 (self._campaign(campaign_id),),
             )
         return int(row.fetchone()[0])
