@@ -161,8 +161,14 @@ BAD_INPUT = [
     ),
     (
         ["welcome.toml", "people.csv"],
-        {"people.csv": "email\nann@a.test\n"},
-        "people.csv line 2: subject: undefined variable `first_name`",
+        {"people.csv": "email,id\nann@a.test,1\n"},
+        "people.csv: no `first_name` column, which the subject uses "
+        "(the header row has: email, id)",
+    ),
+    (
+        ["welcome.toml", "people.jsonl"],
+        {"people.jsonl": '{"email": "a@a.test", "first_name": "A"}\n{"email": "b@a.test"}\n'},
+        "people.jsonl line 2: subject: undefined variable `first_name`",
     ),
     (
         ["welcome.toml", "people.csv"],
@@ -176,6 +182,15 @@ BAD_INPUT = [
             'key = "s.pem"\n'
         },
         "welcome.toml: DKIM key s.pem: No such file or directory",
+    ),
+    (
+        ["welcome.toml", "people.csv"],
+        {
+            "welcome.toml": CAMPAIGN + '[dkim]\ndomain = "example.com"\nselector = "s"\n'
+            'key = "s.pem"\n',
+            "s.pem": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 me@laptop\n",  # a public SSH key
+        },
+        "welcome.toml: DKIM key s.pem (example.com/s): private_key is not a readable PEM",
     ),
     (
         ["welcome.toml", "people.csv"],

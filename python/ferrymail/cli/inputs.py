@@ -7,6 +7,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import tomllib
 from collections.abc import Iterator
 from typing import Any
@@ -46,6 +47,7 @@ def load_campaign(path: str) -> Campaign:
         part: os.path.join(base, str(data[part])) for part in ("html", "text") if part in data
     }
     parts: dict[str, str] = {part: _read(path, part, file) for part, file in files.items()}
+    key_files: list[str] = []
     try:
         return Campaign(
             id=data["id"],
@@ -58,11 +60,13 @@ def load_campaign(path: str) -> Campaign:
             headers=data.get("headers"),
             tracking=_tracking(path, data.get("tracking")),
             unsubscribe=_unsubscribe(path, data.get("unsubscribe")),
-            dkim=_dkim(path, base, data.get("dkim")),
+            dkim=_dkim(path, base, data.get("dkim"), key_files),
         )
     except TemplateError as e:
         raise CliError(_template_error(path, e, files, parts)) from None
-    except (ConfigError, TypeError, ValueError) as e:
+    except ConfigError as e:
+        raise CliError(_config_error(path, e, key_files)) from None
+    except (TypeError, ValueError) as e:
         raise CliError(f"{path}: {e}") from None
 
 
@@ -108,7 +112,8 @@ def _unsubscribe(path: str, value: Any) -> Unsubscribe | None:
     return None if u is None else Unsubscribe(**u)
 
 
-def _dkim(path: str, base: str, value: Any) -> list[DkimKey]:
+def _dkim(path: str, base: str, value: Any, key_files: list[str]) -> list[DkimKey]:
+    """The [dkim] table (or [[dkim]] tables) as keys; `key_files` gets their files."""
     tables = value if isinstance(value, list) else [] if value is None else [value]
     keys = []
     for t in tables:
@@ -122,8 +127,18 @@ def _dkim(path: str, base: str, value: Any) -> list[DkimKey]:
                 pem = f.read()
         except OSError as e:
             raise CliError(f"{path}: DKIM key {key_file}: {e.strerror or e}") from None
+        key_files.append(key_file)
         keys.append(DkimKey(private_key=pem, **d))
     return keys
+
+
+def _config_error(path: str, e: ConfigError, key_files: list[str]) -> str:
+    """The campaign's ConfigError, naming the key file when a DKIM key is at fault."""
+    match = re.match(r"dkim\[(\d+)\] \(([^)]*)\)", e.field or "")
+    if match and int(match[1]) < len(key_files):
+        what = str(e).removeprefix(f"{e.field}: ")
+        return f"{path}: DKIM key {key_files[int(match[1])]} ({match[2]}): {what}"
+    return f"{path}: {e}"
 
 
 def _template_error(
@@ -151,15 +166,26 @@ def recipients(path: str) -> Iterator[tuple[int, Recipient]]:
         raise CliError(f"{path}: {e.strerror or e}") from None
     with f:
         try:
-            jsonl = path.endswith((".jsonl", ".ndjson", ".json")) or (
-                not path.endswith(".csv") and f.read(1).lstrip() == "{"
-            )
-            f.seek(0)
+            jsonl = _is_jsonl(path, f)
             yield from (_json_lines(path, f) if jsonl else _csv_rows(path, f))
         except UnicodeDecodeError as e:
             raise CliError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         except csv.Error as e:
             raise CliError(f"{path}: not valid CSV: {e}") from None
+
+
+def _is_jsonl(path: str, f: Any = None) -> bool:
+    """JSON lines by its name, or (neither .csv nor .jsonl) by its first character."""
+    if path.endswith((".jsonl", ".ndjson", ".json")):
+        return True
+    if path.endswith(".csv"):
+        return False
+    if f is None:
+        with open(path, encoding="utf-8") as opened:
+            return opened.read(1) == "{"
+    first = f.read(1)
+    f.seek(0)
+    return bool(first == "{")
 
 
 def _csv_rows(path: str, f: Any) -> Iterator[tuple[int, Recipient]]:
@@ -208,7 +234,21 @@ def check_recipients(campaign: Campaign, path: str) -> int:
     line. Returns how many recipients the file has."""
     rows = recipients(path)
     first = list(itertools.islice(rows, PREFLIGHT))
-    for (line, _), result in zip(first, render(campaign, [r for _, r in first]), strict=True):
-        if isinstance(result, RenderError) and "undefined variable" in result.reason:
-            raise CliError(f"{path} line {line}: {result.reason}")
+    for (line, r), result in zip(first, render(campaign, [r for _, r in first]), strict=True):
+        if isinstance(result, RenderError):
+            undefined = _UNDEFINED.match(result.reason)
+            if undefined is not None and not _is_jsonl(path):
+                # Every CSV row has every column: the file lacks one.
+                part, name = undefined.groups()
+                columns = ", ".join(["email", *(["id"] if r.id is not None else []), *r.vars])
+                raise CliError(
+                    f"{path}: no `{name}` column, which the {part} uses "
+                    f"(the header row has: {columns})"
+                )
+            if undefined is not None:
+                raise CliError(f"{path} line {line}: {result.reason}")
     return len(first) + sum(1 for _ in rows)
+
+
+#: A render error for a variable the recipient lacks: its part and name.
+_UNDEFINED = re.compile(r"(.+?): undefined variable `([^`]+)`")
