@@ -242,6 +242,29 @@ def test_send_unreachable_dns_server(files: Path) -> None:
     assert spool_digest(files) == {}
 
 
+def test_a_spool_or_event_log_that_cannot_be_used_is_one_line(files: Path) -> None:
+    (files / "notes.db").write_text("my notes, not a spool\n")
+    nowhere = ["--smarthost", "127.0.0.1:2"]
+    for command in (
+        ["send", "welcome.toml", "people.csv", *nowhere],
+        ["run", *nowhere],
+        ["status"],
+    ):
+        done = ferrymail(*command, "--spool", "notes.db", cwd=files)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == (
+            f"ferrymail {command[0]}: notes.db is not a usable ferrymail spool: "
+            "file is not a database\n"
+        )
+    assert (files / "notes.db").read_text() == "my notes, not a spool\n"
+    done = ferrymail(
+        "send", "welcome.toml", "people.csv", "--spool", "spool.db", "--smarthost",
+        "127.0.0.1:2", "--event-log", "no/such/dir/events.jsonl", cwd=files,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == "ferrymail send: no/such/dir/events.jsonl: No such file or directory\n"
+
+
 def test_send_help_shows_an_example() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "ferrymail", "send", "--help"],

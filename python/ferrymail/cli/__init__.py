@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Sequence
 
+from ..errors import ConfigError, Error
 from . import demo, events, flush, render, report, run, send, status, suppress
 from .common import BAD_INPUT, CliError
 
@@ -25,12 +27,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         status: int = args.func(args)
-    except CliError as e:
+    except (CliError, ConfigError) as e:
         print(f"ferrymail {args.command}: {e}", file=sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        return 1
+    except OSError as e:  # a file or directory that is not there or not ours to write
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"ferrymail {args.command}: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except (Error, sqlite3.Error) as e:
+        print(f"ferrymail {args.command}: {e}", file=sys.stderr)
         return 1
     return status
 

@@ -209,4 +209,5 @@ def open_spool(path: str) -> Iterator[SqliteSpool]:
         with SqliteSpool(path) as spool:
             yield spool
     except (Error, sqlite3.DatabaseError) as e:
-        raise CliError(f"{path}: {e}") from None
+        message = str(e)
+        raise CliError(message if message.startswith(path) else f"{path}: {message}") from None
