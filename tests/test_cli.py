@@ -409,6 +409,10 @@ def test_interrupted_send_then_status_flush_run_report_events_suppress(
 
     listed = ferrymail("suppress", "list", "--spool", "spool.db", cwd=files).stdout
     assert "nobody@a.test" in listed and "bad-mailbox" in listed
+    as_json = ferrymail("suppress", "list", "--json", "--spool", "spool.db", cwd=files).stdout
+    (suppressed,) = json.loads(as_json)
+    assert suppressed["address"] == "nobody@a.test"
+    assert suppressed["reason"].startswith("bad-mailbox: 550")
 
 
 def test_send_again_queues_nobody_twice(files: Path, mx: ScriptedServer) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import msgspec
+
 from .common import CliError, add_spool, open_spool, table, when
 
 EXAMPLE = """examples:
@@ -25,6 +27,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("address", nargs="?", metavar="ADDRESS")
     p.add_argument("--reason", default="added by hand", help="for add")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="for list: newest N")
+    p.add_argument("--json", action="store_true", help="for list: print it as JSON")
     add_spool(p)
     p.set_defaults(func=main)
 
@@ -45,5 +48,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"{args.address} no longer suppressed")
         else:
             rows = spool.suppressions(args.limit)
+            if args.json:
+                listed = [{"address": a, "reason": r, "added_at": t} for a, r, t in rows]
+                sys.stdout.buffer.write(msgspec.json.encode(listed) + b"\n")
+                return 0
             print(table(["address", "reason", "added"], [(a, r, when(t)) for a, r, t in rows]))
     return 0
