@@ -31,6 +31,9 @@ CHILD = textwrap.dedent(
         batch_size=200,
         # A killed process's leases come back after this long (the default is 30 min).
         lease_for=2.0,
+        # A recipient whose attempts two kills in a row cut short is deferred: retried
+        # after a second here (5 minutes by default).
+        retry=ferrymail.RetryPolicy(first_retry=1.0, max_interval=1.0, jitter=0.0),
     )
     campaign = ferrymail.Campaign(
         id="kill", sender="b@sender.test", from_="s@sender.test",

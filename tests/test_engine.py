@@ -13,7 +13,7 @@ import ferrymail
 import pytest
 from dns_peer import DnsServer
 from engine_support import campaign, config, free_port_everywhere, on_uvloop, people, quick_retry
-from ferrymail.spool import SqliteSpool
+from ferrymail.spool import Leased, SqliteSpool
 from smtp_peers import RawServer, ScriptedServer
 
 Scripted = Callable[..., ScriptedServer]
@@ -330,6 +330,49 @@ async def test_a_restart_mid_campaign_delivers_each_recipient_once(
     assert report.states["delivered"] == 300
     delivered = [m.rcpt_tos[0] for m in server.delivered]
     assert len(delivered) == len(set(delivered)) == 300
+
+
+@on_uvloop
+async def test_a_recipient_the_process_keeps_dying_with_backs_off_and_expires(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("calm.test", ["@ MX 10 mx", "mx A 127.0.0.14"])
+    dns_server.add_zone("poison.test", ["@ MX 10 mx.calm.test."])
+    server = scripted_server(host="127.0.0.14", port=port)
+    cfg = config(dns_server, port, tmp_path, retry=quick_retry(first_retry=0.3))
+    path = tmp_path / "spool.db"
+    async with ferrymail.Engine(path, cfg) as e:
+        await e.submit(campaign(), [*people("calm.test", 4), *people("poison.test", 1)])
+
+    def die_with_it() -> Leased:
+        """A process that leases the poison.test recipient and dies while delivering to
+        it: its lease ends with no outcome."""
+        with SqliteSpool(path) as spool:
+            (leased,) = spool.lease(1, "doomed", 0.05, domains=["poison.test"])
+            spool.started([leased.id])
+        time.sleep(0.1)
+        return leased
+
+    assert die_with_it().interrupted == 0
+    assert die_with_it().interrupted == 1  # once is chance: due again at once
+    async with ferrymail.Engine(path, cfg) as e:
+        # Twice in a row: deferred like a failed attempt, on the retry schedule.
+        runner = asyncio.create_task(e.drain())
+        while e.report("c1").states["delivered"] < 4:
+            await asyncio.sleep(0.02)
+        assert e.report("c1").states["deferred"] == 1
+        e.stop()
+        await runner
+    deferred = [ev for ev in _events(tmp_path) if ev["type"] == "deferred"]
+    assert deferred[0]["address"] == "user0@poison.test"
+    assert "stopped 2 times in a row" in str(deferred[0]["text"])
+
+    # Back on the retry schedule (here 0.3 s), like any deferral: it expires after
+    # max_age if it keeps killing the process; this time it does not.
+    async with ferrymail.Engine(path, cfg) as e:
+        await e.drain()
+        assert e.report("c1").states["delivered"] == 5
+    assert len(server.delivered) == 5
 
 
 def test_send_is_one_synchronous_call(

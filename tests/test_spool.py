@@ -142,7 +142,7 @@ def test_insert_returns_ids_in_order_and_lease_is_oldest_due_first(
     assert [r.id for r in leased] == [1, 2, 3, 4]
     one = leased[0]
     assert one == Leased(
-        1, "c1", new("a0@one.test").recipient, "a0@one.test", "one.test", "a0@one.test", 0, T0
+        1, "c1", new("a0@one.test").recipient, "a0@one.test", "one.test", "a0@one.test", 0, T0, 0
     )
     assert msgspec.msgpack.decode(one.recipient, type=Recipient).address == "a0@one.test"
     assert spool.lease(0, "me", 60) == []
@@ -172,6 +172,35 @@ def test_an_expired_lease_comes_back(spool: SqliteSpool, clock: Clock) -> None:
     assert {row["lease_owner"] for row in stored(spool_path(spool)).values()} == {"alive"}
     # The dead owner's release at shutdown (had it lived) no longer touches them.
     assert spool.release_owner("dead") == 0
+
+
+def test_attempts_cut_short_by_a_dead_process_are_counted_in_a_row(
+    spool: SqliteSpool, clock: Clock
+) -> None:
+    spool.insert("c1", [new("a@x.test"), new("b@x.test"), new("c@x.test")])
+    leased = spool.lease(10, "dies", 30)
+    spool.started([leased[0].id, leased[1].id])  # c@ was leased, never attempted
+    clock.advance(30)
+    again = spool.lease(10, "dies too", 30)
+    assert [(r.address, r.interrupted, r.attempts) for r in again] == [
+        ("a@x.test", 1, 0),
+        ("b@x.test", 1, 0),
+        ("c@x.test", 0, 0),
+    ]
+    spool.started([r.id for r in again])
+    clock.advance(30)
+    third = spool.lease(10, "alive", 30)
+    assert [r.interrupted for r in third] == [2, 2, 1]
+    # An outcome ends the run; a release without an attempt does not.
+    spool.record([outcome(third[0], "deferred", next_attempt=clock.now)])
+    spool.record([outcome(third[1], "queued")])
+    spool.record([outcome(third[2], "delivered", code=250)])
+    assert [(r.address, r.interrupted) for r in spool.lease(10, "alive", 30)] == [
+        ("a@x.test", 0),
+        ("b@x.test", 2),
+    ]
+    spool.started([third[2].id])  # a final row is not touched
+    assert stored(spool_path(spool))[third[2].id]["interrupted"] == 0
 
 
 def test_renew_extends_a_lease(spool: SqliteSpool, clock: Clock) -> None:
@@ -541,10 +570,11 @@ def test_suspensions_are_kept_until_they_end_or_are_lifted(
 def test_a_version_1_spool_is_brought_up_to_date(path: Path, clock: Clock) -> None:
     def version_1(spool_file: Path) -> None:
         """The file as ferrymail 0.1 (schema version 1) left it: no key index, no
-        suspension table."""
+        suspension table, no interrupted."""
         with closing(sqlite3.connect(spool_file)) as db:
             db.execute("DROP INDEX recipient_key")
             db.execute("DROP TABLE suspension")
+            db.execute("ALTER TABLE recipient DROP COLUMN interrupted")
             db.execute("PRAGMA user_version = 1")
             db.commit()
 
@@ -555,6 +585,7 @@ def test_a_version_1_spool_is_brought_up_to_date(path: Path, clock: Clock) -> No
     with SqliteSpool(path, clock=clock) as spool:
         assert spool.insert("c1", [new("a@x.test"), new("c@x.test")]) == [None, 4]
         assert spool.suspensions() == []
+        assert [r.interrupted for r in spool.lease(10, "me", 60)] == [0, 0, 0]
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 

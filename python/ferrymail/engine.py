@@ -40,6 +40,14 @@ _progress = msgspec.msgpack.Decoder(list[tuple[int, Outcome]])
 # The longest the pump sleeps with nothing due: it also wakes for submits, finished
 # batches, flushes and stops, so this only bounds how late a timer can be noticed.
 IDLE_WAKE = 1.0
+# Attempts of one recipient in a row that may be cut short by the death of the process
+# (a crash, a kill, a machine lost) before the recipient is deferred as if the attempt
+# had failed, as Postfix defers a message whose delivery agent crashed: one death is
+# likely chance and the recipient is tried again at once; from the second, retries back
+# off and expire after max_age like any other, so a recipient that kills the process
+# every time still ends in a final state. (Recipients leased but not yet attempted when
+# the process died do not count: a big lease window is not a hundred thousand suspects.)
+INTERRUPTED_DEFERRED = 2
 # How often, while a site is suspended, the spool is read for suspensions lifted from
 # outside (`ferrymail flush` in another process).
 SUSPENSIONS_CHECK = 1.0
@@ -283,7 +291,9 @@ class Engine:
         released: list[tuple[Leased, float]] = []
         for domain, dest in zip(domains, destinations, strict=True):
             for r in by_domain[domain]:
-                if campaigns[r.campaign] is None:
+                if r.interrupted >= INTERRUPTED_DEFERRED:
+                    self._judge.one(failed, r.campaign, r, _lost(r.interrupted), now)
+                elif campaigns[r.campaign] is None:
                     self._judge.one(failed, r.campaign, r, _unrenderable(r.campaign), now)
                 elif dest.route is None:
                     self._judge.one(failed, r.campaign, r, _dns_outcome(dest), now)
@@ -347,6 +357,8 @@ class Engine:
         try:
             compiled = self._campaigns[campaign_id]
             assert compiled is not None and self._transport is not None
+            spooler = self._open_spooler()
+            await spooler.call(spooler.spool.started, [r.id for r in batch])
             payload = _encoder.encode([msgspec.Raw(r.recipient) for r in batch])
             delivery = self._transport._inner.start(compiled, payload, _encoder.encode(site.route))
             while (ready := await delivery.next()) is not None:
@@ -538,6 +550,14 @@ def _dns_outcome(dest: Destination) -> Outcome:
 def _unrenderable(campaign_id: str) -> Outcome:
     text = f"campaign {campaign_id!r} is missing from the spool or no longer compiles"
     return Outcome.without_reply("permanent", "render", text)
+
+
+def _lost(leases: int) -> Outcome:
+    text = (
+        f"the process stopped {leases} times in a row while delivering to this "
+        "recipient, before the outcome was known (the message may have been delivered)"
+    )
+    return Outcome.without_reply("transient", "engine", text)
 
 
 def _internal_outcome(error: Exception) -> Outcome:

@@ -139,10 +139,11 @@ class Outcome(msgspec.Struct, array_like=True, frozen=True, gc=False):
     answer: try again later) or "permanent" (5xx, or refused before sending).
     `code`, `enhanced` and `text` are the deciding reply (`code` is None when there was
     none: a connection failure, a timeout, a render error). `stage`: connect, banner,
-    ehlo, starttls, mail, rcpt, data, dot or render. `mx` and `address`: the MX host and
-    IP the attempt ended on; `tls`: the TLS version or None; `elapsed_ms`: from the
-    start of this message's attempt (including any connection it opened) to the
-    outcome; `message_id`: the Message-ID header value.
+    ehlo, starttls, mail, rcpt, data, dot or render ("engine" for the engine's own
+    verdict on a recipient whose process died with it twice in a row). `mx`
+    and `address`: the MX host and IP the attempt ended on; `tls`: the TLS version or
+    None; `elapsed_ms`: from the start of this message's attempt (including any
+    connection it opened) to the outcome; `message_id`: the Message-ID header value.
 
     A "transient" outcome at stage "dot" with no code means the connection was lost
     after the whole message was sent: the server may have delivered it, and a retry may

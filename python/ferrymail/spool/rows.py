@@ -39,6 +39,10 @@ class Leased(msgspec.Struct, frozen=True, array_like=True, gc=False):
     #: is not counted).
     attempts: int
     submitted_at: float
+    #: Attempts of this recipient in a row that were under way when their process died
+    #: (started, see `SqliteSpool.started`, with no outcome recorded). A recipient
+    #: whose attempt kills the process every time would otherwise be tried forever.
+    interrupted: int = 0
 
 
 class Update(msgspec.Struct, frozen=True, array_like=True, gc=False):

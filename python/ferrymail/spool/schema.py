@@ -32,9 +32,10 @@ BUSY_TIMEOUT_MS = 10_000
 #   (queued or deferred: where release_owner puts it back), next_attempt kept;
 # - final: due, next_attempt and the lease are all NULL.
 # Version 2: a recipient key is in a campaign once, so that submitting a list again
-# (after a crash during submit, or by mistake) queues nobody twice; and the sites the
-# engine suspended, so that `ferrymail status` shows them, a restart keeps them and
-# `ferrymail flush` lifts them.
+# (after a crash during submit, or by mistake) queues nobody twice; the sites the engine
+# suspended, so that `ferrymail status` shows them, a restart keeps them and `ferrymail
+# flush` lifts them; and recipient.interrupted (in the table above for a new spool,
+# added by the migration for an older one).
 _V2 = """
 -- The campaign's recipient key (the ESP's id, or the address): its Message-ID and its
 -- tokens are made from it, so two rows with one key would be one message twice.
@@ -69,6 +70,8 @@ CREATE TABLE recipient (
     lease_owner TEXT,
     leased_from INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    -- Attempts in a row under way when their process died (Leased.interrupted).
+    interrupted INTEGER NOT NULL DEFAULT 0,
     submitted_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     domain TEXT NOT NULL,
@@ -230,6 +233,7 @@ def _migrate(db: sqlite3.Connection, name: str) -> None:
                 )
             for statement in _statements(_V2):
                 db.execute(statement)
+            db.execute("ALTER TABLE recipient ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0")
             db.execute("PRAGMA user_version = 2")
         db.execute("COMMIT")
     except BaseException:

@@ -226,7 +226,16 @@ class SqliteSpool:
             ids = json.dumps([row[0] for row in rows])
             db.execute(sql.LEASE, (now + lease_for, owner, now, ids))
         name = self._campaign_name
-        return [Leased(r[0], name(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        return [Leased(r[0], name(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+
+    def started(self, ids: Sequence[int]) -> None:
+        """Note that attempts of these in-flight recipients begin: until `record` gives
+        their outcomes, they count as interrupted (Leased.interrupted) if the process
+        dies."""
+        # Not durable: lost to a power cut, an attempt is not counted as interrupted,
+        # as before this existed.
+        with self._transaction(durable=False) as db:
+            db.execute(sql.STARTED, (json.dumps(list(ids)),))
 
     def renew(self, ids: Sequence[int], lease_for: float) -> int:
         """Extend the leases of in-flight recipients to `lease_for` seconds from now;

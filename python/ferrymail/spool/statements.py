@@ -34,7 +34,7 @@ VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) {_KEY_TAKEN}
 # Oldest due first; in-flight rows are due when their lease ends (their owner died).
 # Read whole here, then leased by id (LEASE), in one transaction: cheaper than UPDATE …
 # RETURNING, which copies every returned row once more and returns them in no order.
-_LEASED = "id, campaign, recipient, address, domain, key, attempts, submitted_at"
+_LEASED = "id, campaign, recipient, address, domain, key, attempts, submitted_at, interrupted"
 DUE = f"""
 SELECT {_LEASED} FROM recipient WHERE {PENDING_SQL} AND due <= ? ORDER BY due, id LIMIT ?
 """
@@ -52,6 +52,12 @@ UPDATE recipient SET state = {_IN_FLIGHT},
     lease_until = ?1, due = ?1, lease_owner = ?2, updated_at = ?3
 WHERE id IN (SELECT value FROM json_each(?4))
 """
+# Counted before the attempt, so that it stands if the process dies during it; the
+# attempt's outcome (RECORD) sets it back to 0.
+STARTED = f"""
+UPDATE recipient SET interrupted = interrupted + 1
+WHERE id IN (SELECT value FROM json_each(?1)) AND state = {_IN_FLIGHT}
+"""
 RENEW = f"""
 UPDATE recipient SET lease_until = ?1, due = ?1
 WHERE id IN (SELECT value FROM json_each(?2)) AND state = {_IN_FLIGHT}
@@ -66,7 +72,8 @@ UPDATE recipient SET state = ?1, attempts = ?2,
     code = iif(?1 = {_QUEUED}, code, ?4), enhanced = iif(?1 = {_QUEUED}, enhanced, ?5),
     text = iif(?1 = {_QUEUED}, text, ?6), category = iif(?1 = {_QUEUED}, category, ?7),
     mx = iif(?1 = {_QUEUED}, mx, ?8), ip = iif(?1 = {_QUEUED}, ip, ?9),
-    updated_at = ?10, lease_until = NULL, lease_owner = NULL, leased_from = NULL
+    updated_at = ?10, lease_until = NULL, lease_owner = NULL, leased_from = NULL,
+    interrupted = iif(?1 = {_QUEUED}, interrupted, 0)
 WHERE id = ?11 AND state = {_IN_FLIGHT}
 """
 RELEASE_OWNER = f"""
