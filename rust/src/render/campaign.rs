@@ -10,6 +10,7 @@ use super::address::Mailbox;
 use super::context::vars_to_context;
 use super::dkim::{sign_message, DkimSigner, SIGNATURE_SIZE};
 use super::headers::{check_value, write_unstructured, NameAddr};
+use super::link_plan::LinkPlan;
 use super::links::{
     escape_attribute, insert_before_body_end, rewrite_html, rewrite_text, LinkRewriter,
 };
@@ -63,6 +64,8 @@ pub struct CompiledCampaign {
     id: String,
     sender: Mailbox,
     templates: Templates,
+    /// The HTML part's links, found once (see link_plan.rs), when its template allows.
+    html_links: Option<LinkPlan>,
     /// From and Reply-To parsed and written once when their templates are plain text
     /// (the usual case): checked when the campaign is built, copied per recipient.
     from: Option<Vec<u8>>,
@@ -211,7 +214,9 @@ impl CompiledCampaign {
             Some(r) => literal("reply_to", "Reply-To", r)?,
             None => None,
         };
+        let html_links = templates.plain(HTML).and_then(LinkPlan::new);
         Ok(CompiledCampaign {
+            html_links,
             from,
             reply_to,
             dkim,
@@ -378,18 +383,31 @@ impl CompiledCampaign {
         context: &Value,
         links: &mut RecipientLinks<'_>,
     ) -> Result<String, RenderError> {
-        let html = self.templates.render(HTML, context)?.into_owned();
         let Some(tracking) = &self.tracking else {
-            return Ok(html);
+            return Ok(self.templates.render(HTML, context)?.into_owned());
         };
         let mut out = if tracking.clicks {
-            // Tracked links are longer than the originals (the URL rides in the token)
-            // and the pixel follows: size for that, so the buffer is never reallocated.
-            let mut out = String::with_capacity(html.len() * 2 + 1024);
-            rewrite_html(&html, links, &mut out);
-            out
+            let planned = match (&self.html_links, self.templates.plain(HTML)) {
+                (Some(plan), Some(plain)) => {
+                    // Tracked links are longer than the originals (the URL rides in
+                    // the token) and the pixel follows: size for that, so the buffer
+                    // is never reallocated.
+                    let mut out = String::with_capacity(plain.source().len() * 2 + 1024);
+                    plan.render(plain, context, links, &mut out).then_some(out)
+                }
+                _ => None,
+            };
+            match planned {
+                Some(out) => out,
+                None => {
+                    let html = self.templates.render(HTML, context)?;
+                    let mut out = String::with_capacity(html.len() * 2 + 1024);
+                    rewrite_html(&html, links, &mut out);
+                    out
+                }
+            }
         } else {
-            html
+            self.templates.render(HTML, context)?.into_owned()
         };
         if tracking.opens {
             let mut pixel = String::with_capacity(200);

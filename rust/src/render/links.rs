@@ -66,7 +66,7 @@ pub fn rewrite_html(html: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
 }
 
 /// True when `s` starts with `<name` followed by whitespace, `>` or `/` (ASCII case-insensitive).
-fn starts_with_tag(s: &[u8], name: &[u8]) -> bool {
+pub(super) fn starts_with_tag(s: &[u8], name: &[u8]) -> bool {
     s.len() > name.len() + 1
         && s[1..=name.len()].eq_ignore_ascii_case(name)
         && matches!(
@@ -75,7 +75,7 @@ fn starts_with_tag(s: &[u8], name: &[u8]) -> bool {
         )
 }
 
-fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(super) fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|w| w.eq_ignore_ascii_case(needle))
@@ -137,7 +137,7 @@ fn scan_tag(b: &[u8], mut pos: usize) -> (usize, Option<(usize, usize, bool)>) {
 
 /// Decodes the character references that occur in URLs (`&amp;` and friends, numeric
 /// ones), using `scratch` when there are any.
-fn decode_entities<'a>(s: &'a str, scratch: &'a mut String) -> &'a str {
+pub(super) fn decode_entities<'a>(s: &'a str, scratch: &'a mut String) -> &'a str {
     if memchr(b'&', s.as_bytes()).is_none() {
         return s;
     }

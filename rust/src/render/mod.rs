@@ -6,6 +6,7 @@ pub mod campaign;
 pub mod context;
 pub mod dkim;
 pub mod headers;
+pub mod link_plan;
 pub mod links;
 pub mod mime;
 pub mod plain;
