@@ -16,6 +16,7 @@ use super::links::{
 };
 use super::mime::{write_body, Part};
 use super::template::{Templates, HTML};
+use super::text_plan::TextPlan;
 use super::token::{RecipientKey, TokenKind, TokenSigner};
 use crate::error::{CompileError, RenderError};
 use crate::wire::{CampaignSpec, Recipient};
@@ -66,6 +67,8 @@ pub struct CompiledCampaign {
     templates: Templates,
     /// The HTML part's links, found once (see link_plan.rs), when its template allows.
     html_links: Option<LinkPlan>,
+    /// The text part's links, likewise (see text_plan.rs).
+    text_links: Option<TextPlan>,
     /// From and Reply-To parsed and written once when their templates are plain text
     /// (the usual case): checked when the campaign is built, copied per recipient.
     from: Option<Vec<u8>>,
@@ -215,8 +218,10 @@ impl CompiledCampaign {
             None => None,
         };
         let html_links = templates.plain(HTML).and_then(LinkPlan::new);
+        let text_links = templates.plain(TEXT).and_then(TextPlan::new);
         Ok(CompiledCampaign {
             html_links,
+            text_links,
             from,
             reply_to,
             dkim,
@@ -432,14 +437,20 @@ impl CompiledCampaign {
         context: &Value,
         links: &mut RecipientLinks<'_>,
     ) -> Result<String, RenderError> {
-        let text = self.templates.render(TEXT, context)?.into_owned();
         match &self.tracking {
             Some(t) if t.clicks => {
+                if let (Some(plan), Some(plain)) = (&self.text_links, self.templates.plain(TEXT)) {
+                    let mut out = String::with_capacity(plain.source().len() * 2 + 1024);
+                    if plan.render(plain, context, links, &mut out) {
+                        return Ok(out);
+                    }
+                }
+                let text = self.templates.render(TEXT, context)?;
                 let mut out = String::with_capacity(text.len() * 2 + 1024);
                 rewrite_text(&text, links, &mut out);
                 Ok(out)
             }
-            _ => Ok(text),
+            _ => Ok(self.templates.render(TEXT, context)?.into_owned()),
         }
     }
 

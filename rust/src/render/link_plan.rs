@@ -26,7 +26,7 @@ use super::plain::{Plain, Segment};
 /// A stretch of the rendered part: template text (a range of its source), or the
 /// value of the n-th variable.
 #[derive(Debug, Clone, PartialEq)]
-enum Piece {
+pub(super) enum Piece {
     Text(Range<usize>),
     Value(usize),
 }
@@ -53,15 +53,15 @@ pub struct LinkPlan {
 type Href = (usize, usize, bool);
 
 /// The template text with each variable as one NUL byte, and where each segment starts.
-struct Skeleton {
-    bytes: Vec<u8>,
+pub(super) struct Skeleton {
+    pub(super) bytes: Vec<u8>,
     /// (start in `bytes`, what is there: template text from this source offset, or a
     /// variable).
     starts: Vec<(usize, Piece)>,
 }
 
 impl Skeleton {
-    fn new(plain: &Plain) -> Option<Skeleton> {
+    pub(super) fn new(plain: &Plain) -> Option<Skeleton> {
         let source = plain.source();
         if memchr(0, source.as_bytes()).is_some() {
             return None; // NUL marks the variables
@@ -86,7 +86,7 @@ impl Skeleton {
     }
 
     /// The pieces that `range` of the skeleton stands for.
-    fn pieces(&self, range: Range<usize>) -> Vec<Piece> {
+    pub(super) fn pieces(&self, range: Range<usize>) -> Vec<Piece> {
         let mut pieces = Vec::new();
         for (i, (start, piece)) in self.starts.iter().enumerate() {
             let end = self.starts.get(i + 1).map_or(self.bytes.len(), |s| s.0);

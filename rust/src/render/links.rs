@@ -236,22 +236,24 @@ pub fn rewrite_text(text: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
     out.push_str(&text[copied..]);
 }
 
+/// The bytes that end a URL in running text (text_plan.rs relies on this too).
+pub(super) const URL_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let stops = b" \t\n\r\x0c<>\"'`";
+    let mut k = 0;
+    while k < stops.len() {
+        t[stops[k] as usize] = true;
+        k += 1;
+    }
+    t
+};
+
 /// Where a URL in running text ends: at whitespace, a quote or angle bracket, minus
 /// trailing sentence punctuation (and a closing parenthesis it did not open).
 fn url_end(b: &[u8], from: usize) -> usize {
-    const STOP: [bool; 256] = {
-        let mut t = [false; 256];
-        let stops = b" \t\n\r\x0c<>\"'`";
-        let mut k = 0;
-        while k < stops.len() {
-            t[stops[k] as usize] = true;
-            k += 1;
-        }
-        t
-    };
     let end = b[from..]
         .iter()
-        .position(|&c| STOP[c as usize])
+        .position(|&c| URL_STOP[c as usize])
         .map_or(b.len(), |i| from + i);
     let mut end = end;
     while end > from {

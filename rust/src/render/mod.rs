@@ -12,6 +12,7 @@ pub mod mime;
 pub mod plain;
 pub mod qp;
 pub mod template;
+pub mod text_plan;
 pub mod token;
 
 pub use batch::render_batch;

@@ -74,7 +74,9 @@ impl Templates {
         if !source.contains('{') {
             // No `{{`, `{%` or `{#`: rendering would return the source unchanged.
             self.literals.insert(part.to_string(), source.to_string());
-        } else if let Some(plain) = Plain::parse(source, part == HTML) {
+        }
+        // A literal part has a plain form too: the link plans work on it.
+        if let Some(plain) = Plain::parse(source, part == HTML) {
             self.plain.insert(part.to_string(), plain);
         }
         Ok(())
