@@ -15,6 +15,7 @@ use super::links::{
     escape_attribute, insert_before_body_end, rewrite_html, rewrite_text, LinkRewriter,
 };
 use super::mime::{write_body, Part};
+use super::qp::KnownLines;
 use super::template::{Templates, HTML};
 use super::text_plan::TextPlan;
 use super::token::{RecipientKey, TokenKind, TokenSigner};
@@ -317,7 +318,8 @@ impl CompiledCampaign {
         let digest = message_digest(&self.id, &key);
         // Built by hand: format! costs several hundred instructions a call in core::fmt.
         let message_id = concat(&["<", &digest, "@", &self.sender.domain, ">"]);
-        let size_hint = html.as_ref().map_or(0, String::len) + text.as_ref().map_or(0, String::len);
+        let size_hint =
+            html.as_ref().map_or(0, |h| h.0.len()) + text.as_ref().map_or(0, |t| t.0.len());
         // Room for quoted-printable growth and the headers, so the buffer never moves.
         let mut out =
             Vec::with_capacity(size_hint + size_hint / 4 + 2048 + SIGNATURE_SIZE * self.dkim.len());
@@ -348,13 +350,15 @@ impl CompiledCampaign {
         }
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
         let parts: Vec<Part<'_>> = [
-            text.as_deref().map(|t| Part {
+            text.as_ref().map(|(t, known)| Part {
                 media_type: "text/plain",
                 text: t,
+                known,
             }),
-            html.as_deref().map(|h| Part {
+            html.as_ref().map(|(h, known)| Part {
                 media_type: "text/html",
                 text: h,
+                known,
             }),
         ]
         .into_iter()
@@ -383,14 +387,17 @@ impl CompiledCampaign {
         Ok(value)
     }
 
+    /// The HTML part with tracked links and pixel, and the lines of it whose
+    /// quoted-printable is known ahead.
     fn html_part(
         &self,
         context: &Value,
         links: &mut RecipientLinks<'_>,
-    ) -> Result<String, RenderError> {
+    ) -> Result<(String, Vec<KnownLines<'_>>), RenderError> {
         let Some(tracking) = &self.tracking else {
-            return Ok(self.templates.render(HTML, context)?.into_owned());
+            return Ok((self.templates.render(HTML, context)?.into_owned(), vec![]));
         };
+        let mut known = Vec::new();
         let mut out = if tracking.clicks {
             let planned = match (&self.html_links, self.templates.plain(HTML)) {
                 (Some(plan), Some(plain)) => {
@@ -398,7 +405,9 @@ impl CompiledCampaign {
                     // the token) and the pixel follows: size for that, so the buffer
                     // is never reallocated.
                     let mut out = String::with_capacity(plain.source().len() * 2 + 1024);
-                    plan.render(plain, context, links, &mut out).then_some(out)
+                    known.reserve(64);
+                    plan.render(plain, context, links, &mut out, &mut known)
+                        .then_some(out)
                 }
                 _ => None,
             };
@@ -427,30 +436,38 @@ impl CompiledCampaign {
                 None,
             );
             pixel.push_str("\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">");
-            insert_before_body_end(&mut out, &pixel);
+            let at = insert_before_body_end(&mut out, &pixel);
+            // Lines after the pixel moved; the line it went into is no longer known.
+            known.retain_mut(|k| {
+                if k.range.start > at {
+                    k.range = k.range.start + pixel.len()..k.range.end + pixel.len();
+                }
+                k.range.end <= at || k.range.start > at
+            });
         }
-        Ok(out)
+        Ok((out, known))
     }
 
     fn text_part(
         &self,
         context: &Value,
         links: &mut RecipientLinks<'_>,
-    ) -> Result<String, RenderError> {
+    ) -> Result<(String, Vec<KnownLines<'_>>), RenderError> {
         match &self.tracking {
             Some(t) if t.clicks => {
                 if let (Some(plan), Some(plain)) = (&self.text_links, self.templates.plain(TEXT)) {
                     let mut out = String::with_capacity(plain.source().len() * 2 + 1024);
-                    if plan.render(plain, context, links, &mut out) {
-                        return Ok(out);
+                    let mut known = Vec::with_capacity(32);
+                    if plan.render(plain, context, links, &mut out, &mut known) {
+                        return Ok((out, known));
                     }
                 }
                 let text = self.templates.render(TEXT, context)?;
                 let mut out = String::with_capacity(text.len() * 2 + 1024);
                 rewrite_text(&text, links, &mut out);
-                Ok(out)
+                Ok((out, vec![]))
             }
-            _ => Ok(self.templates.render(TEXT, context)?.into_owned()),
+            _ => Ok((self.templates.render(TEXT, context)?.into_owned(), vec![])),
         }
     }
 

@@ -22,6 +22,7 @@ use minijinja::value::Value;
 
 use super::links::{decode_entities, find_ignore_case, starts_with_tag, LinkRewriter};
 use super::plain::{Plain, Segment};
+use super::qp::{write_quoted_printable, KnownLines};
 
 /// A stretch of the rendered part: template text (a range of its source), or the
 /// value of the n-th variable.
@@ -31,9 +32,62 @@ pub(super) enum Piece {
     Value(usize),
 }
 
+/// Template text copied as it is, with the quoted-printable of its whole lines worked
+/// out once (copied by the encoder, not encoded again per recipient).
+#[derive(Debug)]
+pub(super) struct Fixed {
+    range: Range<usize>,
+    /// The whole lines, as a range of this text, and their encoding.
+    lines: Option<(Range<usize>, Vec<u8>)>,
+}
+
+impl Fixed {
+    pub(super) fn new(source: &str, range: Range<usize>) -> Fixed {
+        let text = &source.as_bytes()[range.clone()];
+        let lines = KnownLines::span(text).map(|span| {
+            let mut encoded = Vec::new();
+            write_quoted_printable(&mut encoded, &text[span.clone()]);
+            (span, encoded)
+        });
+        Fixed { range, lines }
+    }
+
+    /// Appends the text to `out`, and its known lines to `known`.
+    pub(super) fn write<'p>(
+        &'p self,
+        source: &str,
+        out: &mut String,
+        known: &mut Vec<KnownLines<'p>>,
+    ) {
+        if let Some((span, encoded)) = &self.lines {
+            let at = out.len();
+            known.push(KnownLines {
+                range: at + span.start..at + span.end,
+                encoded,
+            });
+        }
+        out.push_str(&source[self.range.clone()]);
+    }
+}
+
+/// Template text and variables as a plan's operations.
+pub(super) fn copies(source: &str, pieces: Vec<Piece>) -> impl Iterator<Item = Stretch> + '_ {
+    pieces.into_iter().map(move |p| match p {
+        Piece::Text(r) => Stretch::Text(Fixed::new(source, r)),
+        Piece::Value(k) => Stretch::Value(k),
+    })
+}
+
+/// Template text, or the value of the n-th variable.
+#[derive(Debug)]
+pub(super) enum Stretch {
+    Text(Fixed),
+    Value(usize),
+}
+
 #[derive(Debug)]
 enum Op {
-    Copy(Piece),
+    Copy(Stretch),
     /// An `<a href>` value as written, and its URL (entities decoded, trimmed) when it
     /// has no variable in it.
     Link {
@@ -119,7 +173,7 @@ impl LinkPlan {
         let b = &skeleton.bytes[..];
         let mut ops = Vec::new();
         let copy = |ops: &mut Vec<Op>, range: Range<usize>| {
-            ops.extend(skeleton.pieces(range).into_iter().map(Op::Copy));
+            ops.extend(copies(plain.source(), skeleton.pieces(range)).map(Op::Copy));
         };
         // The same walk as links::rewrite_html, each decision taken only when the
         // bytes it reads are template text.
@@ -171,12 +225,13 @@ impl LinkPlan {
     /// written and the rewriter not called, when a value is not for splicing (see
     /// plain.rs) or holds a byte the plan assumes absent: the caller then renders and
     /// scans the whole part.
-    pub fn render(
-        &self,
+    pub fn render<'p>(
+        &'p self,
         plain: &Plain,
         context: &Value,
         rewriter: &mut impl LinkRewriter,
         out: &mut String,
+        known: &mut Vec<KnownLines<'p>>,
     ) -> bool {
         let mut values = String::with_capacity(256);
         let mut spans = Vec::with_capacity(16);
@@ -196,7 +251,8 @@ impl LinkPlan {
         let mut decoded = String::new();
         for op in &self.ops {
             match op {
-                Op::Copy(p) => out.push_str(text(p)),
+                Op::Copy(Stretch::Text(fixed)) => fixed.write(source, out, known),
+                Op::Copy(Stretch::Value(k)) => out.push_str(&values[spans[*k].clone()]),
                 Op::Link {
                     pieces,
                     url,
@@ -325,6 +381,7 @@ fn scan_tag(b: &[u8], mut pos: usize) -> Option<(usize, Option<Href>)> {
 #[cfg(test)]
 mod tests {
     use super::super::links::rewrite_html;
+    use super::super::qp::write_quoted_printable_with;
     use super::*;
     use std::collections::BTreeMap;
 
@@ -369,8 +426,14 @@ mod tests {
         let planned = LinkPlan::new(&plain).and_then(|plan| {
             let mut r = Numbered(vec![]);
             let mut out = String::new();
-            plan.render(&plain, ctx, &mut r, &mut out)
-                .then_some((out, r.0))
+            let mut known = vec![];
+            let planned = plan.render(&plain, ctx, &mut r, &mut out, &mut known);
+            // The lines encoded ahead give the encoder's own bytes.
+            let (mut ahead, mut afresh) = (vec![], vec![]);
+            write_quoted_printable_with(&mut ahead, out.as_bytes(), &known);
+            write_quoted_printable_with(&mut afresh, out.as_bytes(), &[]);
+            assert_eq!(ahead, afresh);
+            planned.then_some((out, r.0))
         });
         let mut r = Numbered(vec![]);
         let mut out = String::new();
@@ -455,7 +518,7 @@ mod tests {
         let plan = LinkPlan::new(&plain).unwrap();
         let c = ctx(&[("a", Value::from_safe_string("<a href=\"http://x\">".into()))]);
         let mut out = String::new();
-        assert!(!plan.render(&plain, &c, &mut Numbered(vec![]), &mut out));
+        assert!(!plan.render(&plain, &c, &mut Numbered(vec![]), &mut out, &mut vec![]));
         assert!(out.is_empty());
     }
 

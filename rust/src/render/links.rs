@@ -266,8 +266,9 @@ fn url_end(b: &[u8], from: usize) -> usize {
     end
 }
 
-/// Inserts `pixel` before the last `</body>`, or appends it when there is none.
-pub fn insert_before_body_end(html: &mut String, pixel: &str) {
+/// Inserts `pixel` before the last `</body>`, or appends it when there is none;
+/// returns where it went.
+pub fn insert_before_body_end(html: &mut String, pixel: &str) -> usize {
     let bytes = html.as_bytes();
     let mut at = bytes.len();
     let mut search_end = bytes.len();
@@ -279,6 +280,7 @@ pub fn insert_before_body_end(html: &mut String, pixel: &str) {
         search_end = i;
     }
     html.insert_str(at, pixel);
+    at
 }
 
 #[cfg(test)]

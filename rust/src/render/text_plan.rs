@@ -17,13 +17,14 @@ use std::ops::Range;
 use memchr::memchr;
 use minijinja::value::Value;
 
-use super::link_plan::{Piece, Skeleton};
+use super::link_plan::{copies, Skeleton, Stretch};
 use super::links::{rewrite_text, LinkRewriter, URL_STOP};
 use super::plain::Plain;
+use super::qp::KnownLines;
 
 #[derive(Debug)]
 enum Op {
-    Copy(Piece),
+    Copy(Stretch),
     /// A URL of the template text.
     Link(String),
 }
@@ -79,23 +80,24 @@ impl TextPlan {
         let mut ops = Vec::new();
         let mut copied = 0;
         for url in found.urls {
-            ops.extend(skeleton.pieces(copied..url.start).into_iter().map(Op::Copy));
+            ops.extend(copies(plain.source(), skeleton.pieces(copied..url.start)).map(Op::Copy));
             ops.push(Op::Link(text[url.clone()].to_string()));
             copied = url.end;
         }
-        ops.extend(skeleton.pieces(copied..b.len()).into_iter().map(Op::Copy));
+        ops.extend(copies(plain.source(), skeleton.pieces(copied..b.len())).map(Op::Copy));
         Some(TextPlan { ops, alone })
     }
 
     /// Writes the part for one recipient to `out`, URLs rewritten. False, with nothing
     /// written and the rewriter not called, when a value is not for splicing (see
     /// plain.rs) or has a `:` where the plan cannot scan it alone.
-    pub fn render(
-        &self,
+    pub fn render<'p>(
+        &'p self,
         plain: &Plain,
         context: &Value,
         rewriter: &mut impl LinkRewriter,
         out: &mut String,
+        known: &mut Vec<KnownLines<'p>>,
     ) -> bool {
         let mut values = String::with_capacity(256);
         let mut spans = Vec::with_capacity(16);
@@ -109,8 +111,8 @@ impl TextPlan {
         let source = plain.source();
         for op in &self.ops {
             match op {
-                Op::Copy(Piece::Text(r)) => out.push_str(&source[r.clone()]),
-                Op::Copy(Piece::Value(k)) => {
+                Op::Copy(Stretch::Text(fixed)) => fixed.write(source, out, known),
+                Op::Copy(Stretch::Value(k)) => {
                     let value = &values[spans[*k].clone()];
                     if has_colon(*k) {
                         rewrite_text(value, rewriter, out);
@@ -131,6 +133,7 @@ impl TextPlan {
 
 #[cfg(test)]
 mod tests {
+    use super::super::qp::write_quoted_printable_with;
     use super::*;
     use std::collections::BTreeMap;
 
@@ -164,8 +167,14 @@ mod tests {
         let planned = TextPlan::new(&plain).and_then(|plan| {
             let mut r = Numbered(vec![]);
             let mut out = String::new();
-            plan.render(&plain, c, &mut r, &mut out)
-                .then_some((out, r.0))
+            let mut known = vec![];
+            let planned = plan.render(&plain, c, &mut r, &mut out, &mut known);
+            // The lines encoded ahead give the encoder's own bytes.
+            let (mut ahead, mut afresh) = (vec![], vec![]);
+            write_quoted_printable_with(&mut ahead, out.as_bytes(), &known);
+            write_quoted_printable_with(&mut afresh, out.as_bytes(), &[]);
+            assert_eq!(ahead, afresh);
+            planned.then_some((out, r.0))
         });
         let mut r = Numbered(vec![]);
         let mut out = String::new();
@@ -225,7 +234,7 @@ mod tests {
         let plan = TextPlan::new(&plain).unwrap();
         let mut out = String::new();
         let c = ctx(&[("a", "http://x.example/")]);
-        assert!(!plan.render(&plain, &c, &mut Numbered(vec![]), &mut out));
+        assert!(!plan.render(&plain, &c, &mut Numbered(vec![]), &mut out, &mut vec![]));
         assert!(out.is_empty());
     }
 }
