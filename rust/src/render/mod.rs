@@ -8,6 +8,7 @@ pub mod dkim;
 pub mod headers;
 pub mod link_plan;
 pub mod links;
+pub mod mac;
 pub mod mime;
 pub mod plain;
 pub mod qp;

@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
 use rustc_hash::FxHashMap;
-use sha2::Sha256;
+
+use super::mac::{MacKey, MacState};
 
 use crate::wire::RecipientId;
 
@@ -43,7 +43,7 @@ pub enum TokenKind {
 
 /// A keyed signer, built once per campaign.
 pub struct TokenSigner {
-    mac: Hmac<Sha256>,
+    key: MacKey,
     /// Tells this signer's cache entries apart from other campaigns' (an address
     /// could be reused after a campaign is dropped; a serial is not).
     serial: u64,
@@ -53,7 +53,7 @@ pub struct TokenSigner {
 struct Prefix {
     url: Option<Box<str>>,
     /// HMAC state after the prefix bytes.
-    mac: Hmac<Sha256>,
+    mac: MacState,
     /// base64url of the prefix's first 3·k bytes, and the 0–2 bytes left over.
     encoded: String,
     leftover: Vec<u8>,
@@ -75,7 +75,7 @@ impl TokenSigner {
     pub fn new(secret: &[u8]) -> Self {
         static SERIAL: AtomicU64 = AtomicU64::new(0);
         Self {
-            mac: Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length"),
+            key: MacKey::new(secret),
             serial: SERIAL.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -103,14 +103,14 @@ impl TokenSigner {
                 if entry.misses > PERSONAL_AFTER_MISSES {
                     // A personalised link: build its prefix for this token only.
                     self.prefix(kind, campaign, link, url)
-                        .finish(recipient, scratch, out);
+                        .finish(&self.key, recipient, scratch, out);
                     return;
                 }
                 let misses = entry.misses;
                 *entry = self.prefix(kind, campaign, link, url);
                 entry.misses = misses;
             }
-            entry.finish(recipient, scratch, out);
+            entry.finish(&self.key, recipient, scratch, out);
         });
     }
 
@@ -130,7 +130,7 @@ impl TokenSigner {
                 let _ = rmp::encode::write_nil(&mut bytes);
             }
         }
-        let mut mac = self.mac.clone();
+        let mut mac = self.key.start();
         mac.update(&bytes);
         let whole = bytes.len() / 3 * 3;
         Prefix {
@@ -146,7 +146,13 @@ impl TokenSigner {
 impl Prefix {
     /// Appends the whole token: the cached prefix text, then base64url of the prefix's
     /// leftover bytes, the recipient and the tag.
-    fn finish(&self, recipient: &RecipientKey<'_>, scratch: &mut Vec<u8>, out: &mut String) {
+    fn finish(
+        &self,
+        key: &MacKey,
+        recipient: &RecipientKey<'_>,
+        scratch: &mut Vec<u8>,
+        out: &mut String,
+    ) {
         scratch.clear();
         scratch.extend_from_slice(&self.leftover);
         let start = scratch.len();
@@ -161,9 +167,8 @@ impl Prefix {
                 let _ = rmp::encode::write_str(scratch, s);
             }
         }
-        let mut mac = self.mac.clone();
-        mac.update(&scratch[start..]);
-        scratch.extend_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
+        let tag = key.finish(&self.mac, &scratch[start..]);
+        scratch.extend_from_slice(&tag[..TAG_LEN]);
         out.push_str(&self.encoded);
         push_base64url(scratch, out);
     }
@@ -232,6 +237,8 @@ impl<'a> RecipientKey<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::Sha256;
 
     #[test]
     fn base64url_matches_the_base64_crate() {
