@@ -531,8 +531,10 @@ struct RecipientLinks<'a> {
     campaign: &'a CompiledCampaign,
     key: RecipientKey<'a>,
     unsubscribe_url: Option<&'a str>,
-    /// Distinct URLs so far, as ranges of `seen_urls` (one buffer, not one String each).
-    seen: Vec<std::ops::Range<usize>>,
+    /// Distinct URLs so far, in `seen_urls` one after the other (one buffer, not one
+    /// String each), and their lengths: the search compares lengths first, in a tight
+    /// loop, and bytes only where they match.
+    seen: Vec<usize>,
     seen_urls: String,
 }
 
@@ -546,20 +548,21 @@ impl LinkRewriter for RecipientLinks<'_> {
         if !is_http || Some(url) == self.unsubscribe_url || url.starts_with(&tracking.base_url) {
             return false;
         }
-        let seen_urls = self.seen_urls.as_bytes();
-        let index = match self
-            .seen
-            .iter()
-            .position(|r| &seen_urls[r.clone()] == url.as_bytes())
-        {
-            Some(i) => i,
-            None => {
-                let start = self.seen_urls.len();
-                self.seen_urls.push_str(url);
-                self.seen.push(start..self.seen_urls.len());
-                self.seen.len() - 1
+        let mut start = 0;
+        let mut found = None;
+        for (i, &len) in self.seen.iter().enumerate() {
+            if len == url.len() && self.seen_urls.as_bytes()[start..start + len] == *url.as_bytes()
+            {
+                found = Some(i);
+                break;
             }
-        };
+            start += len;
+        }
+        let index = found.unwrap_or_else(|| {
+            self.seen_urls.push_str(url);
+            self.seen.push(url.len());
+            self.seen.len() - 1
+        });
         out.push_str(if html {
             &tracking.base_url_html
         } else {
