@@ -84,7 +84,7 @@ pub fn write_quoted_printable_with(out: &mut Vec<u8>, bytes: &[u8], known: &[Kno
             let room = ENCODED_LINE - 1 - column;
             let rest = run_end - i;
             if rest <= room || (at_line_end && rest == room + 1) {
-                out.extend_from_slice(&bytes[i..run_end]);
+                copy_run(out, bytes, i, rest);
                 column += rest;
                 i = run_end;
             } else {
@@ -123,6 +123,26 @@ pub fn write_quoted_printable_with(out: &mut Vec<u8>, bytes: &[u8], known: &[Kno
     }
     if !matches!(bytes.last(), None | Some(b'\r' | b'\n')) {
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Appends `bytes[i..i + len]`. Most runs in HTML are short (an `=` every few
+/// words): one 16-byte load and store, where room allows, instead of a `memcpy` call
+/// (about 20 instructions a run). The bytes stored past `len` lie in `out`'s spare
+/// capacity and are not part of it.
+#[inline]
+fn copy_run(out: &mut Vec<u8>, bytes: &[u8], i: usize, len: usize) {
+    if len <= 16 && i + 16 <= bytes.len() && out.capacity() - out.len() >= 16 {
+        let block: [u8; 16] = bytes[i..i + 16].try_into().expect("16 bytes");
+        // SAFETY: 16 bytes of spare capacity were checked above; only the first `len`
+        // (copied from `bytes`, so initialised) become part of the vector.
+        unsafe {
+            let end = out.as_mut_ptr().add(out.len());
+            std::ptr::write_unaligned(end.cast::<[u8; 16]>(), block);
+            out.set_len(out.len() + len);
+        }
+    } else {
+        out.extend_from_slice(&bytes[i..i + len]);
     }
 }
 
