@@ -543,9 +543,8 @@ impl LinkRewriter for RecipientLinks<'_> {
         let Some(tracking) = self.campaign.tracking.as_ref() else {
             return false;
         };
-        let is_http =
-            starts_with_ignore_case(url, "http://") || starts_with_ignore_case(url, "https://");
-        if !is_http || Some(url) == self.unsubscribe_url || url.starts_with(&tracking.base_url) {
+        if !is_http(url) || Some(url) == self.unsubscribe_url || url.starts_with(&tracking.base_url)
+        {
             return false;
         }
         let mut start = 0;
@@ -578,6 +577,18 @@ impl LinkRewriter for RecipientLinks<'_> {
         );
         true
     }
+}
+
+/// `http://` or `https://`, the scheme in any case: the same answer as two
+/// `starts_with_ignore_case`, with one 4-byte compare instead of two byte loops (this
+/// runs for every link of every message).
+fn is_http(url: &str) -> bool {
+    let b = url.as_bytes();
+    // OR-ing 0x20 lowercases a letter and maps no other byte onto one of these letters.
+    let scheme = |w: &[u8]| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | 0x2020_2020;
+    b.len() >= 7
+        && scheme(b) == u32::from_le_bytes(*b"http")
+        && (b[4..7] == *b"://" || (b.len() >= 8 && b[4] | 0x20 == b's' && b[5..8] == *b"://"))
 }
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
@@ -674,4 +685,48 @@ fn check_secret(field: &str, secret: &[u8]) -> Result<(), CompileError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_http_agrees_with_the_prefix_test() {
+        let schemes = [
+            "http://",
+            "https://",
+            "HTTP://",
+            "HtTpS://",
+            "http:/",
+            "https:/",
+            "http",
+            "hxxp://",
+            "httpx://",
+            "http//",
+            "https//x",
+            "mailto:",
+            "",
+            "h",
+            "http:// ",
+            "HTTPS://x",
+        ];
+        let bytes: Vec<char> = (0u8..128).map(char::from).collect();
+        for s in schemes {
+            let expected =
+                starts_with_ignore_case(s, "http://") || starts_with_ignore_case(s, "https://");
+            assert_eq!(is_http(s), expected, "{s:?}");
+            // Every byte in every position of the scheme.
+            for at in 0..s.len().min(8) {
+                for &c in &bytes {
+                    let mut t: Vec<char> = s.chars().collect();
+                    t[at] = c;
+                    let t: String = t.into_iter().collect();
+                    let expected = starts_with_ignore_case(&t, "http://")
+                        || starts_with_ignore_case(&t, "https://");
+                    assert_eq!(is_http(&t), expected, "{t:?}");
+                }
+            }
+        }
+    }
 }
