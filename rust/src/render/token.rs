@@ -101,9 +101,16 @@ impl TokenSigner {
             if entry.url.as_deref() != url {
                 entry.misses = entry.misses.saturating_add(1);
                 if entry.misses > PERSONAL_AFTER_MISSES {
-                    // A personalised link: build its prefix for this token only.
-                    self.prefix(kind, campaign, link, url)
-                        .finish(&self.key, recipient, scratch, out);
+                    // A personalised link: the whole token at once, nothing cached.
+                    scratch.clear();
+                    write_prefix(scratch, kind, campaign, link, url);
+                    let mut mac = self.key.start();
+                    mac.update(scratch);
+                    let start = scratch.len();
+                    write_recipient(scratch, recipient);
+                    let tag = self.key.finish(&mac, &scratch[start..]);
+                    scratch.extend_from_slice(&tag[..TAG_LEN]);
+                    push_base64url(scratch, out);
                     return;
                 }
                 let misses = entry.misses;
@@ -116,20 +123,7 @@ impl TokenSigner {
 
     fn prefix(&self, kind: TokenKind, campaign: &str, link: u32, url: Option<&str>) -> Prefix {
         let mut bytes = Vec::with_capacity(16 + campaign.len() + url.map_or(0, str::len));
-        // Writing into a Vec cannot fail, so the io results are ignored on purpose.
-        let _ = rmp::encode::write_array_len(&mut bytes, 6);
-        let _ = rmp::encode::write_uint(&mut bytes, u64::from(TOKEN_VERSION));
-        let _ = rmp::encode::write_uint(&mut bytes, kind as u64);
-        let _ = rmp::encode::write_str(&mut bytes, campaign);
-        let _ = rmp::encode::write_uint(&mut bytes, u64::from(link));
-        match url {
-            Some(u) => {
-                let _ = rmp::encode::write_str(&mut bytes, u);
-            }
-            None => {
-                let _ = rmp::encode::write_nil(&mut bytes);
-            }
-        }
+        write_prefix(&mut bytes, kind, campaign, link, url);
         let mut mac = self.key.start();
         mac.update(&bytes);
         let whole = bytes.len() / 3 * 3;
@@ -156,21 +150,50 @@ impl Prefix {
         scratch.clear();
         scratch.extend_from_slice(&self.leftover);
         let start = scratch.len();
-        match recipient {
-            RecipientKey::Int(i) => {
-                let _ = rmp::encode::write_sint(scratch, *i);
-            }
-            RecipientKey::UInt(u) => {
-                let _ = rmp::encode::write_uint(scratch, *u);
-            }
-            RecipientKey::Str(s) | RecipientKey::Address(s) => {
-                let _ = rmp::encode::write_str(scratch, s);
-            }
-        }
+        write_recipient(scratch, recipient);
         let tag = key.finish(&self.mac, &scratch[start..]);
         scratch.extend_from_slice(&tag[..TAG_LEN]);
         out.push_str(&self.encoded);
         push_base64url(scratch, out);
+    }
+}
+
+/// The payload up to the recipient: `[version, kind, campaign, link, url,` in
+/// MessagePack (writing into a Vec cannot fail, so the io results are ignored).
+fn write_prefix(
+    bytes: &mut Vec<u8>,
+    kind: TokenKind,
+    campaign: &str,
+    link: u32,
+    url: Option<&str>,
+) {
+    let _ = rmp::encode::write_array_len(bytes, 6);
+    let _ = rmp::encode::write_uint(bytes, u64::from(TOKEN_VERSION));
+    let _ = rmp::encode::write_uint(bytes, kind as u64);
+    let _ = rmp::encode::write_str(bytes, campaign);
+    let _ = rmp::encode::write_uint(bytes, u64::from(link));
+    match url {
+        Some(u) => {
+            let _ = rmp::encode::write_str(bytes, u);
+        }
+        None => {
+            let _ = rmp::encode::write_nil(bytes);
+        }
+    }
+}
+
+/// The payload's last element, the recipient.
+fn write_recipient(bytes: &mut Vec<u8>, recipient: &RecipientKey<'_>) {
+    match recipient {
+        RecipientKey::Int(i) => {
+            let _ = rmp::encode::write_sint(bytes, *i);
+        }
+        RecipientKey::UInt(u) => {
+            let _ = rmp::encode::write_uint(bytes, *u);
+        }
+        RecipientKey::Str(s) | RecipientKey::Address(s) => {
+            let _ = rmp::encode::write_str(bytes, s);
+        }
     }
 }
 
