@@ -10,11 +10,14 @@ use super::address::Mailbox;
 use super::context::vars_to_context;
 use super::dkim::{sign_message, DkimSigner, SIGNATURE_SIZE};
 use super::headers::{check_value, write_unstructured, NameAddr};
+use super::link_plan::LinkPlan;
 use super::links::{
     escape_attribute, insert_before_body_end, rewrite_html, rewrite_text, LinkRewriter,
 };
 use super::mime::{write_body, Part};
+use super::qp::KnownLines;
 use super::template::{Templates, HTML};
+use super::text_plan::TextPlan;
 use super::token::{RecipientKey, TokenKind, TokenSigner};
 use crate::error::{CompileError, RenderError};
 use crate::wire::{CampaignSpec, Recipient};
@@ -63,6 +66,10 @@ pub struct CompiledCampaign {
     id: String,
     sender: Mailbox,
     templates: Templates,
+    /// The HTML part's links, found once (see link_plan.rs), when its template allows.
+    html_links: Option<LinkPlan>,
+    /// The text part's links, likewise (see text_plan.rs).
+    text_links: Option<TextPlan>,
     /// From and Reply-To parsed and written once when their templates are plain text
     /// (the usual case): checked when the campaign is built, copied per recipient.
     from: Option<Vec<u8>>,
@@ -211,7 +218,11 @@ impl CompiledCampaign {
             Some(r) => literal("reply_to", "Reply-To", r)?,
             None => None,
         };
+        let html_links = templates.plain(HTML).and_then(LinkPlan::new);
+        let text_links = templates.plain(TEXT).and_then(TextPlan::new);
         Ok(CompiledCampaign {
+            html_links,
+            text_links,
             from,
             reply_to,
             dkim,
@@ -307,7 +318,8 @@ impl CompiledCampaign {
         let digest = message_digest(&self.id, &key);
         // Built by hand: format! costs several hundred instructions a call in core::fmt.
         let message_id = concat(&["<", &digest, "@", &self.sender.domain, ">"]);
-        let size_hint = html.as_ref().map_or(0, String::len) + text.as_ref().map_or(0, String::len);
+        let size_hint =
+            html.as_ref().map_or(0, |h| h.0.len()) + text.as_ref().map_or(0, |t| t.0.len());
         // Room for quoted-printable growth and the headers, so the buffer never moves.
         let mut out =
             Vec::with_capacity(size_hint + size_hint / 4 + 2048 + SIGNATURE_SIZE * self.dkim.len());
@@ -338,13 +350,15 @@ impl CompiledCampaign {
         }
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
         let parts: Vec<Part<'_>> = [
-            text.as_deref().map(|t| Part {
+            text.as_ref().map(|(t, known)| Part {
                 media_type: "text/plain",
                 text: t,
+                known,
             }),
-            html.as_deref().map(|h| Part {
+            html.as_ref().map(|(h, known)| Part {
                 media_type: "text/html",
                 text: h,
+                known,
             }),
         ]
         .into_iter()
@@ -373,23 +387,41 @@ impl CompiledCampaign {
         Ok(value)
     }
 
+    /// The HTML part with tracked links and pixel, and the lines of it whose
+    /// quoted-printable is known ahead.
     fn html_part(
         &self,
         context: &Value,
         links: &mut RecipientLinks<'_>,
-    ) -> Result<String, RenderError> {
-        let html = self.templates.render(HTML, context)?.into_owned();
+    ) -> Result<(String, Vec<KnownLines<'_>>), RenderError> {
         let Some(tracking) = &self.tracking else {
-            return Ok(html);
+            return Ok((self.templates.render(HTML, context)?.into_owned(), vec![]));
         };
+        let mut known = Vec::new();
         let mut out = if tracking.clicks {
-            // Tracked links are longer than the originals (the URL rides in the token)
-            // and the pixel follows: size for that, so the buffer is never reallocated.
-            let mut out = String::with_capacity(html.len() * 2 + 1024);
-            rewrite_html(&html, links, &mut out);
-            out
+            let planned = match (&self.html_links, self.templates.plain(HTML)) {
+                (Some(plan), Some(plain)) => {
+                    // Tracked links are longer than the originals (the URL rides in
+                    // the token) and the pixel follows: size for that, so the buffer
+                    // is never reallocated.
+                    let mut out = String::with_capacity(plain.source().len() * 2 + 1024);
+                    known.reserve(64);
+                    plan.render(plain, context, links, &mut out, &mut known)
+                        .then_some(out)
+                }
+                _ => None,
+            };
+            match planned {
+                Some(out) => out,
+                None => {
+                    let html = self.templates.render(HTML, context)?;
+                    let mut out = String::with_capacity(html.len() * 2 + 1024);
+                    rewrite_html(&html, links, &mut out);
+                    out
+                }
+            }
         } else {
-            html
+            self.templates.render(HTML, context)?.into_owned()
         };
         if tracking.opens {
             let mut pixel = String::with_capacity(200);
@@ -404,24 +436,38 @@ impl CompiledCampaign {
                 None,
             );
             pixel.push_str("\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">");
-            insert_before_body_end(&mut out, &pixel);
+            let at = insert_before_body_end(&mut out, &pixel);
+            // Lines after the pixel moved; the line it went into is no longer known.
+            known.retain_mut(|k| {
+                if k.range.start > at {
+                    k.range = k.range.start + pixel.len()..k.range.end + pixel.len();
+                }
+                k.range.end <= at || k.range.start > at
+            });
         }
-        Ok(out)
+        Ok((out, known))
     }
 
     fn text_part(
         &self,
         context: &Value,
         links: &mut RecipientLinks<'_>,
-    ) -> Result<String, RenderError> {
-        let text = self.templates.render(TEXT, context)?.into_owned();
+    ) -> Result<(String, Vec<KnownLines<'_>>), RenderError> {
         match &self.tracking {
             Some(t) if t.clicks => {
+                if let (Some(plan), Some(plain)) = (&self.text_links, self.templates.plain(TEXT)) {
+                    let mut out = String::with_capacity(plain.source().len() * 2 + 1024);
+                    let mut known = Vec::with_capacity(32);
+                    if plan.render(plain, context, links, &mut out, &mut known) {
+                        return Ok((out, known));
+                    }
+                }
+                let text = self.templates.render(TEXT, context)?;
                 let mut out = String::with_capacity(text.len() * 2 + 1024);
                 rewrite_text(&text, links, &mut out);
-                Ok(out)
+                Ok((out, vec![]))
             }
-            _ => Ok(text),
+            _ => Ok((self.templates.render(TEXT, context)?.into_owned(), vec![])),
         }
     }
 
@@ -485,8 +531,10 @@ struct RecipientLinks<'a> {
     campaign: &'a CompiledCampaign,
     key: RecipientKey<'a>,
     unsubscribe_url: Option<&'a str>,
-    /// Distinct URLs so far, as ranges of `seen_urls` (one buffer, not one String each).
-    seen: Vec<std::ops::Range<usize>>,
+    /// Distinct URLs so far, in `seen_urls` one after the other (one buffer, not one
+    /// String each), and their lengths: the search compares lengths first, in a tight
+    /// loop, and bytes only where they match.
+    seen: Vec<usize>,
     seen_urls: String,
 }
 
@@ -495,25 +543,25 @@ impl LinkRewriter for RecipientLinks<'_> {
         let Some(tracking) = self.campaign.tracking.as_ref() else {
             return false;
         };
-        let is_http =
-            starts_with_ignore_case(url, "http://") || starts_with_ignore_case(url, "https://");
-        if !is_http || Some(url) == self.unsubscribe_url || url.starts_with(&tracking.base_url) {
+        if !is_http(url) || Some(url) == self.unsubscribe_url || url.starts_with(&tracking.base_url)
+        {
             return false;
         }
-        let seen_urls = self.seen_urls.as_bytes();
-        let index = match self
-            .seen
-            .iter()
-            .position(|r| &seen_urls[r.clone()] == url.as_bytes())
-        {
-            Some(i) => i,
-            None => {
-                let start = self.seen_urls.len();
-                self.seen_urls.push_str(url);
-                self.seen.push(start..self.seen_urls.len());
-                self.seen.len() - 1
+        let mut start = 0;
+        let mut found = None;
+        for (i, &len) in self.seen.iter().enumerate() {
+            if len == url.len() && self.seen_urls.as_bytes()[start..start + len] == *url.as_bytes()
+            {
+                found = Some(i);
+                break;
             }
-        };
+            start += len;
+        }
+        let index = found.unwrap_or_else(|| {
+            self.seen_urls.push_str(url);
+            self.seen.push(url.len());
+            self.seen.len() - 1
+        });
         out.push_str(if html {
             &tracking.base_url_html
         } else {
@@ -529,6 +577,18 @@ impl LinkRewriter for RecipientLinks<'_> {
         );
         true
     }
+}
+
+/// `http://` or `https://`, the scheme in any case: the same answer as two
+/// `starts_with_ignore_case`, with one 4-byte compare instead of two byte loops (this
+/// runs for every link of every message).
+fn is_http(url: &str) -> bool {
+    let b = url.as_bytes();
+    // OR-ing 0x20 lowercases a letter and maps no other byte onto one of these letters.
+    let scheme = |w: &[u8]| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | 0x2020_2020;
+    b.len() >= 7
+        && scheme(b) == u32::from_le_bytes(*b"http")
+        && (b[4..7] == *b"://" || (b.len() >= 8 && b[4] | 0x20 == b's' && b[5..8] == *b"://"))
 }
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
@@ -625,4 +685,48 @@ fn check_secret(field: &str, secret: &[u8]) -> Result<(), CompileError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_http_agrees_with_the_prefix_test() {
+        let schemes = [
+            "http://",
+            "https://",
+            "HTTP://",
+            "HtTpS://",
+            "http:/",
+            "https:/",
+            "http",
+            "hxxp://",
+            "httpx://",
+            "http//",
+            "https//x",
+            "mailto:",
+            "",
+            "h",
+            "http:// ",
+            "HTTPS://x",
+        ];
+        let bytes: Vec<char> = (0u8..128).map(char::from).collect();
+        for s in schemes {
+            let expected =
+                starts_with_ignore_case(s, "http://") || starts_with_ignore_case(s, "https://");
+            assert_eq!(is_http(s), expected, "{s:?}");
+            // Every byte in every position of the scheme.
+            for at in 0..s.len().min(8) {
+                for &c in &bytes {
+                    let mut t: Vec<char> = s.chars().collect();
+                    t[at] = c;
+                    let t: String = t.into_iter().collect();
+                    let expected = starts_with_ignore_case(&t, "http://")
+                        || starts_with_ignore_case(&t, "https://");
+                    assert_eq!(is_http(&t), expected, "{t:?}");
+                }
+            }
+        }
+    }
 }

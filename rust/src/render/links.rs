@@ -66,7 +66,7 @@ pub fn rewrite_html(html: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
 }
 
 /// True when `s` starts with `<name` followed by whitespace, `>` or `/` (ASCII case-insensitive).
-fn starts_with_tag(s: &[u8], name: &[u8]) -> bool {
+pub(super) fn starts_with_tag(s: &[u8], name: &[u8]) -> bool {
     s.len() > name.len() + 1
         && s[1..=name.len()].eq_ignore_ascii_case(name)
         && matches!(
@@ -75,7 +75,7 @@ fn starts_with_tag(s: &[u8], name: &[u8]) -> bool {
         )
 }
 
-fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(super) fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|w| w.eq_ignore_ascii_case(needle))
@@ -137,7 +137,7 @@ fn scan_tag(b: &[u8], mut pos: usize) -> (usize, Option<(usize, usize, bool)>) {
 
 /// Decodes the character references that occur in URLs (`&amp;` and friends, numeric
 /// ones), using `scratch` when there are any.
-fn decode_entities<'a>(s: &'a str, scratch: &'a mut String) -> &'a str {
+pub(super) fn decode_entities<'a>(s: &'a str, scratch: &'a mut String) -> &'a str {
     if memchr(b'&', s.as_bytes()).is_none() {
         return s;
     }
@@ -236,22 +236,24 @@ pub fn rewrite_text(text: &str, rewriter: &mut impl LinkRewriter, out: &mut Stri
     out.push_str(&text[copied..]);
 }
 
+/// The bytes that end a URL in running text (text_plan.rs relies on this too).
+pub(super) const URL_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let stops = b" \t\n\r\x0c<>\"'`";
+    let mut k = 0;
+    while k < stops.len() {
+        t[stops[k] as usize] = true;
+        k += 1;
+    }
+    t
+};
+
 /// Where a URL in running text ends: at whitespace, a quote or angle bracket, minus
 /// trailing sentence punctuation (and a closing parenthesis it did not open).
 fn url_end(b: &[u8], from: usize) -> usize {
-    const STOP: [bool; 256] = {
-        let mut t = [false; 256];
-        let stops = b" \t\n\r\x0c<>\"'`";
-        let mut k = 0;
-        while k < stops.len() {
-            t[stops[k] as usize] = true;
-            k += 1;
-        }
-        t
-    };
     let end = b[from..]
         .iter()
-        .position(|&c| STOP[c as usize])
+        .position(|&c| URL_STOP[c as usize])
         .map_or(b.len(), |i| from + i);
     let mut end = end;
     while end > from {
@@ -264,8 +266,9 @@ fn url_end(b: &[u8], from: usize) -> usize {
     end
 }
 
-/// Inserts `pixel` before the last `</body>`, or appends it when there is none.
-pub fn insert_before_body_end(html: &mut String, pixel: &str) {
+/// Inserts `pixel` before the last `</body>`, or appends it when there is none;
+/// returns where it went.
+pub fn insert_before_body_end(html: &mut String, pixel: &str) -> usize {
     let bytes = html.as_bytes();
     let mut at = bytes.len();
     let mut search_end = bytes.len();
@@ -277,6 +280,7 @@ pub fn insert_before_body_end(html: &mut String, pixel: &str) {
         search_end = i;
     }
     html.insert_str(at, pixel);
+    at
 }
 
 #[cfg(test)]

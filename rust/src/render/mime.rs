@@ -1,7 +1,7 @@
 //! MIME bodies: picks a transfer encoding per part and writes the single part or the
 //! multipart/alternative structure, with CRLF line ends and lines of at most 998 octets.
 
-use super::qp::write_quoted_printable;
+use super::qp::{write_quoted_printable_with, KnownLines};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
@@ -79,6 +79,8 @@ fn longest_line(bytes: &[u8]) -> usize {
 pub struct Part<'a> {
     pub media_type: &'static str,
     pub text: &'a str,
+    /// Lines of `text` whose quoted-printable is known ahead (empty: none).
+    pub known: &'a [KnownLines<'a>],
 }
 
 /// Writes the MIME headers (from Content-Type on) and the body for `parts`: one part
@@ -89,7 +91,7 @@ pub fn write_body(out: &mut Vec<u8>, parts: &[Part<'_>], boundary_seed: &str) {
         let encoding = TransferEncoding::choose(only.text);
         write_part_headers(out, only.media_type, encoding);
         out.extend_from_slice(b"\r\n");
-        write_encoded(out, only.text, encoding);
+        write_encoded(out, only, encoding);
         return;
     }
     // "=_" never occurs in quoted-printable or base64 output; a 7bit part that happens
@@ -112,7 +114,7 @@ pub fn write_body(out: &mut Vec<u8>, parts: &[Part<'_>], boundary_seed: &str) {
         out.extend_from_slice(b"\r\n");
         write_part_headers(out, part.media_type, encoding);
         out.extend_from_slice(b"\r\n");
-        write_encoded(out, part.text, encoding);
+        write_encoded(out, part, encoding);
         // RFC 2046 §5.1.1: the CRLF before a boundary belongs to the boundary. The
         // writers end every line with CRLF, so a part whose text ends in a line break
         // (or is empty) needs one more for that break to survive. Base64 ignores it.
@@ -143,11 +145,12 @@ fn write_part_headers(out: &mut Vec<u8>, media_type: &str, encoding: TransferEnc
 }
 
 /// Writes `text` in `encoding`, ending with CRLF (an empty text writes nothing).
-fn write_encoded(out: &mut Vec<u8>, text: &str, encoding: TransferEncoding) {
+fn write_encoded(out: &mut Vec<u8>, part: &Part<'_>, encoding: TransferEncoding) {
+    let text = part.text.as_bytes();
     match encoding {
-        TransferEncoding::SevenBit => write_crlf_lines(out, text.as_bytes()),
-        TransferEncoding::QuotedPrintable => write_quoted_printable(out, text.as_bytes()),
-        TransferEncoding::Base64 => write_base64(out, text.as_bytes()),
+        TransferEncoding::SevenBit => write_crlf_lines(out, text),
+        TransferEncoding::QuotedPrintable => write_quoted_printable_with(out, text, part.known),
+        TransferEncoding::Base64 => write_base64(out, text),
     }
 }
 
@@ -245,10 +248,12 @@ mod tests {
             Part {
                 media_type: "text/plain",
                 text: "see --=_ferrymail_seed here",
+                known: &[],
             },
             Part {
                 media_type: "text/html",
                 text: "<p>x</p>",
+                known: &[],
             },
         ];
         write_body(&mut out, &parts, "seed");

@@ -6,11 +6,14 @@ pub mod campaign;
 pub mod context;
 pub mod dkim;
 pub mod headers;
+pub mod link_plan;
 pub mod links;
+pub mod mac;
 pub mod mime;
 pub mod plain;
 pub mod qp;
 pub mod template;
+pub mod text_plan;
 pub mod token;
 
 pub use batch::render_batch;

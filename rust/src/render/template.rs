@@ -21,8 +21,8 @@ pub struct Templates {
     /// Parts without any template tag (a fixed From, most extra headers): their text,
     /// handed out as is instead of running the template engine per recipient.
     literals: BTreeMap<String, String>,
-    /// Non-HTML parts that only substitute variables: spliced without the engine
-    /// when the recipient's values allow (see plain.rs).
+    /// Parts that only substitute variables: spliced without the engine when the
+    /// recipient's values allow (see plain.rs).
     plain: BTreeMap<String, Plain>,
 }
 
@@ -74,10 +74,10 @@ impl Templates {
         if !source.contains('{') {
             // No `{{`, `{%` or `{#`: rendering would return the source unchanged.
             self.literals.insert(part.to_string(), source.to_string());
-        } else if part != HTML {
-            if let Some(plain) = Plain::parse(source) {
-                self.plain.insert(part.to_string(), plain);
-            }
+        }
+        // A literal part has a plain form too: the link plans work on it.
+        if let Some(plain) = Plain::parse(source, part == HTML) {
+            self.plain.insert(part.to_string(), plain);
         }
         Ok(())
     }
@@ -85,6 +85,11 @@ impl Templates {
     /// The text of a part without any template tag, which renders as itself.
     pub fn literal(&self, part: &str) -> Option<&str> {
         self.literals.get(part).map(String::as_str)
+    }
+
+    /// The part as text and variables, when it is only that (see plain.rs).
+    pub fn plain(&self, part: &str) -> Option<&Plain> {
+        self.plain.get(part)
     }
 
     pub fn has(&self, part: &str) -> bool {
