@@ -489,6 +489,88 @@ mod tests {
         }
     }
 
+    /// Templates pieced together at random from fragments that put variables in every
+    /// place the scan looks, with values of every awkward kind: wherever there is a plan
+    /// and it does not decline, its bytes and links are the old way's.
+    #[test]
+    fn random_templates_give_the_old_bytes() {
+        const FRAGMENTS: &[&str] = &[
+            "<p>",
+            "</p>",
+            "{{ a }}",
+            "{{ b }}",
+            "{{ a|urlencode }}",
+            " ",
+            "\n",
+            "x&amp;y",
+            "<a href=\"",
+            "<a href='",
+            "<A HREF=",
+            "\">",
+            "'>",
+            ">",
+            "</a>",
+            "https://h.example/",
+            "http://i.example/p?q=1&amp;r=2",
+            "mailto:m@x.example",
+            "#top",
+            "<!--",
+            "-->",
+            "<script>",
+            "</script>",
+            "<style>",
+            "</style>",
+            "<",
+            "=",
+            "\"",
+            "'",
+            "title=\"",
+            "<img src=\"https://c.example/i.png\">",
+            "</body>",
+            "<body>",
+            "{{ n }}",
+            "<a title=\"{{ a }}\" href=\"https://t.example/{{ b }}\">t</a>",
+        ];
+        let values = [
+            Value::from("Ann"),
+            Value::from("Zoë & co"),
+            Value::from("https://v.example/x?y=1"),
+            Value::from("a\"b'c<d>e"),
+            Value::from(""),
+            Value::from("-->"),
+            Value::from_safe_string("<a href=\"http://s.example\">s</a>".into()),
+            Value::from_safe_string("https://safe.example/".into()),
+            Value::from(7),
+        ];
+        let mut seed: u64 = 0x5eed_2026;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut planned_and_kept = 0;
+        for _ in 0..3000 {
+            let source: String = (0..1 + next(12))
+                .map(|_| FRAGMENTS[next(FRAGMENTS.len())])
+                .collect();
+            let c = ctx(&[
+                ("a", values[next(values.len())].clone()),
+                ("b", values[next(values.len())].clone()),
+                ("n", Value::from(next(1000))),
+            ]);
+            let (planned, old) = both(&source, &c);
+            if let Some(planned) = planned {
+                assert_eq!(planned, old, "{source:?} with {c:?}");
+                planned_and_kept += 1;
+            }
+        }
+        assert!(
+            planned_and_kept > 500,
+            "only {planned_and_kept} plans were compared"
+        );
+    }
+
     #[test]
     fn variables_that_could_move_the_scan_get_no_plan() {
         for (source, planned) in [

@@ -215,6 +215,72 @@ mod tests {
         }
     }
 
+    /// Random texts from fragments that put variables next to every URL stop byte, with
+    /// values that make, end and break URLs: a plan that does not decline gives the
+    /// old way's bytes and URLs.
+    #[test]
+    fn random_texts_give_the_old_bytes() {
+        const FRAGMENTS: &[&str] = &[
+            "{{ a }}",
+            "{{ b }}",
+            " ",
+            "\n",
+            "https://x.example/",
+            "http://y.example/p?q=1",
+            "(",
+            ")",
+            ".",
+            ",",
+            ":",
+            "<",
+            ">",
+            "\"",
+            "'",
+            "Unsubscribe: ",
+            "ftp://z",
+            "word",
+            "https",
+            "://",
+            "xhttp://no.example",
+            "{{ a }}/path",
+        ];
+        let values = [
+            "Ann",
+            "https://u.example/x",
+            "a:b",
+            "",
+            " x ",
+            "https",
+            "://y",
+            "(http://p.example)",
+            "Zoë.",
+            "mailto:a@b.c",
+        ];
+        let mut seed: u64 = 0x7e47_2026;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut compared = 0;
+        for _ in 0..3000 {
+            let source: String = (0..1 + next(10))
+                .map(|_| FRAGMENTS[next(FRAGMENTS.len())])
+                .collect();
+            let c = ctx(&[
+                ("a", values[next(values.len())]),
+                ("b", values[next(values.len())]),
+            ]);
+            let (planned, old) = both(&source, &c);
+            if let Some(planned) = planned {
+                assert_eq!(planned, old, "{source:?} with {c:?}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 500, "only {compared} plans were compared");
+    }
+
     #[test]
     fn plans_and_declines() {
         for (source, planned) in [
