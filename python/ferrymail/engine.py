@@ -29,9 +29,10 @@ from .events import Event, EventBus
 from .judge import Judge, Verdict
 from .routing import Destination, Router
 from .sites import Site
-from .spool import Leased, Report, SqliteSpool, Update, domain_key
+from .spool import Leased, Report, SqliteSpool, Update
 from .spooler import Spooler
 from .submit import SubmitResult, chunks, rows
+from .suspensions import Suspensions
 from .transport import Transport
 from .wire import Outcome, Recipient
 
@@ -48,9 +49,6 @@ IDLE_WAKE = 1.0
 # every time still ends in a final state. (Recipients leased but not yet attempted when
 # the process died do not count: a big lease window is not a hundred thousand suspects.)
 INTERRUPTED_DEFERRED = 2
-# How often, while a site is suspended, the spool is read for suspensions lifted from
-# outside (`ferrymail flush` in another process).
-SUSPENSIONS_CHECK = 1.0
 
 
 class Engine:
@@ -83,11 +81,7 @@ class Engine:
         self._batches: set[asyncio.Task[None]] = set()
         self._in_flight: dict[int, list[Leased]] = {}  # id(batch) -> batch, for renewals
         self._renewed_at = 0.0
-        # Suspensions read from the spool at open (a restart keeps them) for sites not
-        # routed to yet, and when the spool was last read for lifted ones.
-        self._suspended: dict[str, tuple[float, str]] = {}
-        self._suspensions_read_at = 0.0
-        self._suspensions_changed = 0
+        self._suspensions: Suspensions | None = None
         self._submitting = 0  # submits in progress: drain waits for them
         self._commits: list[tuple[Verdict, asyncio.Future[None]]] = []
         self._committing = False
@@ -113,8 +107,8 @@ class Engine:
         loop = asyncio.get_running_loop()
         spool = await loop.run_in_executor(None, SqliteSpool, self._path)
         self._spooler = Spooler(spool)
-        suspended = await self._spooler.call(spool.suspensions)
-        self._suspended = {s.site: (s.until, s.reason) for s in suspended}
+        self._suspensions = Suspensions(self._spooler)
+        await self._suspensions.load()
         self._transport = Transport(self.config.smtp_options)
 
     async def close(self) -> None:
@@ -218,11 +212,7 @@ class Engine:
         suspensions; returns how many recipients were made due."""
         spooler = self._open_spooler()
         # Lifted before the recipients are made due, or they would go back to wait.
-        lifted = set(await spooler.call(spooler.spool.lift, domain))
-        for site in self._sites.values():
-            if domain is None or site.key in lifted or domain_key(domain) in site.domains:
-                site.lift()
-        self._suspended = {s: v for s, v in self._suspended.items() if s not in lifted}
+        await self._open_suspensions().lift(self._sites.values(), domain)
         count = await spooler.call(spooler.spool.flush, domain)
         self._router.flush()
         self._wake.set()
@@ -238,8 +228,8 @@ class Engine:
             self._dispatch(now)
             if now - self._renewed_at > self.config.lease_for / 3:
                 await self._renew(now)
-            if now - self._suspensions_read_at > SUSPENSIONS_CHECK:
-                await self._read_suspensions(now)
+            if await self._open_suspensions().refresh(self._sites.values(), now):
+                self._wake.set()
             if (
                 until_done
                 and self._active == 0
@@ -283,20 +273,21 @@ class Engine:
         destinations = await asyncio.gather(*(self._router.destination(d) for d in domains))
         campaigns = {c: await self._campaign(c) for c in {r.campaign for r in leased}}
         now = time.time()
-        if any(self._suspended_here(d.site, now) for d in destinations):
+        suspensions = self._open_suspensions()
+        if any(suspensions.holds(self._sites, d.site, now) for d in destinations):
             # Before recipients go back for a suspension: `ferrymail flush` (another
             # process) may have lifted it, and made these due for that very reason.
-            await self._read_suspensions(now)
-        failed = Verdict([], [], [])
+            await suspensions.refresh(self._sites.values(), now, due=True)
+        judged = Verdict([], [], [])
         released: list[tuple[Leased, float]] = []
         for domain, dest in zip(domains, destinations, strict=True):
             for r in by_domain[domain]:
                 if r.interrupted >= INTERRUPTED_DEFERRED:
-                    self._judge.one(failed, r.campaign, r, _lost(r.interrupted), now)
+                    self._judge.one(judged, r.campaign, r, _interrupted(r.interrupted), now)
                 elif campaigns[r.campaign] is None:
-                    self._judge.one(failed, r.campaign, r, _unrenderable(r.campaign), now)
+                    self._judge.one(judged, r.campaign, r, _unrenderable(r.campaign), now)
                 elif dest.route is None:
-                    self._judge.one(failed, r.campaign, r, _dns_outcome(dest), now)
+                    self._judge.one(judged, r.campaign, r, _dns_outcome(dest), now)
                 else:
                     site = self._site(dest, domain)
                     if site.suspended(now):
@@ -305,8 +296,8 @@ class Engine:
                         site.add(r.campaign, r)
         if released:
             await self._release(released)
-        if failed.updates:
-            await self._record(failed)
+        if judged.updates:
+            await self._record(judged)
 
     async def _renew(self, now: float) -> None:
         """Extends the leases of every recipient held here, so that one waiting long in
@@ -317,23 +308,6 @@ class Engine:
         if ids:
             spooler = self._open_spooler()
             await spooler.call(spooler.spool.renew, ids, self.config.lease_for)
-
-    async def _read_suspensions(self, now: float) -> None:
-        """Lifts the suspensions that were lifted in the spool from outside (`ferrymail
-        flush` in another process), while any site is suspended here."""
-        self._suspensions_read_at = now
-        if not self._suspended and not any(s.suspended(now) for s in self._sites.values()):
-            return
-        spooler = self._open_spooler()
-        changed = self._suspensions_changed
-        current = await spooler.call(spooler.spool.suspensions)
-        if changed != self._suspensions_changed:
-            return  # a site was suspended meanwhile: the next read sees it
-        self._suspended = {s.site: (s.until, s.reason) for s in current}
-        for site in self._sites.values():
-            if site.suspended(now) and site.key not in self._suspended:
-                site.lift()
-                self._wake.set()
 
     def _dispatch(self, now: float) -> None:
         if self._stopping:
@@ -397,10 +371,7 @@ class Engine:
         """Suspends the site, here and in the spool (`ferrymail status` shows it, a
         restart keeps it); its waiting recipients go back to the spool."""
         until = max(site.suspended_until, time.time() + self.config.suspend_for)
-        self._suspensions_changed += 1  # a read of the spool under way is out of date
-        spooler = self._open_spooler()
-        await spooler.call(spooler.spool.suspend, site.key, until, why, list(site.domains))
-        self._suspended[site.key] = (until, why)
+        await self._open_suspensions().suspend(site, until, why)
         waiting = site.suspend(until, why)
         await self._release([(r, until) for r in waiting])
 
@@ -465,21 +436,12 @@ class Engine:
         await spooler.call(spooler.spool.record, updates)
         self._active -= len(updates)
 
-    def _suspended_here(self, site_key: str, now: float) -> bool:
-        site = self._sites.get(site_key)
-        if site is not None:
-            return site.suspended(now)
-        return self._suspended.get(site_key, (0.0, ""))[0] > now
-
     def _site(self, dest: Destination, domain: str) -> Site:
         site = self._sites.get(dest.site)
         if site is None:
             assert dest.route is not None
             site = self._sites[dest.site] = Site(dest.site, dest.route, dest.limits)
-            # A suspension from before a restart holds on.
-            until, why = self._suspended.get(dest.site, (0.0, ""))
-            if until > time.time():
-                site.suspended_until, site.suspended_why = until, why
+            self._open_suspensions().restore(site)  # from before a restart
         else:
             site.route = dest.route or site.route  # addresses may have changed with DNS
         site.domains.add(domain)
@@ -507,6 +469,11 @@ class Engine:
         """Counts by state, by domain and by bounce category, and the commonest replies."""
         spooler = self._open_spooler()
         return spooler.now(spooler.spool.report, campaign_id)
+
+    def _open_suspensions(self) -> Suspensions:
+        if self._suspensions is None:
+            raise RuntimeError("the engine is not open: use `async with Engine(...)`")
+        return self._suspensions
 
     def _open_spooler(self) -> Spooler:
         if self._spooler is None:
@@ -552,9 +519,9 @@ def _unrenderable(campaign_id: str) -> Outcome:
     return Outcome.without_reply("permanent", "render", text)
 
 
-def _lost(leases: int) -> Outcome:
+def _interrupted(times: int) -> Outcome:
     text = (
-        f"the process stopped {leases} times in a row while delivering to this "
+        f"the process stopped {times} times in a row while delivering to this "
         "recipient, before the outcome was known (the message may have been delivered)"
     )
     return Outcome.without_reply("transient", "engine", text)

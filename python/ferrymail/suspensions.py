@@ -1,0 +1,82 @@
+"""Site suspensions kept in step with the spool: set here, seen by `ferrymail status`,
+kept across restarts, lifted by `ferrymail flush` from another process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from .sites import Site
+from .spool import domain_key
+from .spooler import Spooler
+
+# How often, while a site is suspended, the spool is read for suspensions lifted from
+# outside (`ferrymail flush` in another process).
+CHECK_EVERY = 1.0
+
+
+class Suspensions:
+    """The engine's view of the spool's suspension table. A Site holds its own
+    suspension for the scheduler; this keeps the table and the Sites in step."""
+
+    def __init__(self, spooler: Spooler) -> None:
+        self._spooler = spooler
+        # Site key -> (until, why) as last read or written: what a Site created later
+        # (after a restart, when its first recipient is routed) starts with.
+        self._known: dict[str, tuple[float, str]] = {}
+        self._read_at = 0.0
+        self._writes = 0  # suspensions written: a read begun before one is out of date
+
+    async def load(self) -> None:
+        """Reads the table (at open)."""
+        rows = await self._spooler.call(self._spooler.spool.suspensions)
+        self._known = {s.site: (s.until, s.reason) for s in rows}
+
+    def restore(self, site: Site) -> None:
+        """Gives a newly created Site the suspension the spool has for it."""
+        until, why = self._known.get(site.key, (0.0, ""))
+        if until > time.time():
+            site.suspended_until, site.suspended_why = until, why
+
+    def holds(self, sites: dict[str, Site], key: str, now: float) -> bool:
+        """Whether the site `key` is suspended, as far as this engine knows."""
+        site = sites.get(key)
+        if site is not None:
+            return site.suspended(now)
+        return self._known.get(key, (0.0, ""))[0] > now
+
+    async def suspend(self, site: Site, until: float, why: str) -> None:
+        """Suspends the site in the spool, then here: in this order, a read of the table
+        cannot find it missing and lift it."""
+        self._writes += 1
+        spool = self._spooler.spool
+        await self._spooler.call(spool.suspend, site.key, until, why, list(site.domains))
+        self._known[site.key] = (until, why)
+
+    async def refresh(self, sites: Iterable[Site], now: float, *, due: bool = False) -> bool:
+        """Lifts the Sites whose suspension is gone from the table (lifted from outside).
+        Reads at most every CHECK_EVERY seconds unless `due`; True when a Site was lifted."""
+        sites = list(sites)
+        if not due and now - self._read_at < CHECK_EVERY:
+            return False
+        self._read_at = now
+        if not self._known and not any(s.suspended(now) for s in sites):
+            return False
+        writes = self._writes
+        rows = await self._spooler.call(self._spooler.spool.suspensions)
+        if writes != self._writes:
+            return False  # a site was suspended meanwhile: the next read sees it
+        self._known = {s.site: (s.until, s.reason) for s in rows}
+        lifted = [s for s in sites if s.suspended(now) and s.key not in self._known]
+        for site in lifted:
+            site.lift()
+        return bool(lifted)
+
+    async def lift(self, sites: Iterable[Site], domain: str | None) -> None:
+        """Ends the suspensions of every site, or of those `domain` was routed to, in
+        the spool and here."""
+        lifted = set(await self._spooler.call(self._spooler.spool.lift, domain))
+        for site in sites:
+            if domain is None or site.key in lifted or domain_key(domain) in site.domains:
+                site.lift()
+        self._known = {k: v for k, v in self._known.items() if k not in lifted}
