@@ -383,16 +383,21 @@ class RawNameserver:
 
     def __enter__(self) -> Self:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        udp = socket.socket(family, socket.SOCK_DGRAM)
-        udp.bind((self.host, 0))
-        self.port = udp.getsockname()[1]
-        tcp = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            tcp.bind((self.host, self.port))
-        except OSError:
-            udp.close()
-            tcp.close()
-            raise
+        # UDP and TCP on one port: the UDP port the kernel gives may be taken for TCP
+        # (by another test's listener), so another is tried.
+        for attempt in range(20):
+            udp = socket.socket(family, socket.SOCK_DGRAM)
+            udp.bind((self.host, 0))
+            self.port = udp.getsockname()[1]
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                tcp.bind((self.host, self.port))
+                break
+            except OSError:
+                udp.close()
+                tcp.close()
+                if attempt == 19:
+                    raise
         tcp.listen(64)
         udp.settimeout(0.05)  # so the thread notices stop() soon
         self._sockets = [udp, tcp]
