@@ -78,23 +78,28 @@ def test_sigkill_at_random_moments_loses_nothing(
     # The first run submits; it is killed only after submit returned (what was not
     # accepted is not the engine's to keep), at a random moment of delivery.
     child = start("submit")
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == "submitted", child.stderr
-    kills = 0
-    while kills < KILLS and child.poll() is None:
-        # Kill while messages are flowing: after a random number more reach the sink.
-        goal = sink.counters().messages + rng.randint(200, 3000)
-        deadline = time.monotonic() + 60
-        while sink.counters().messages < goal and child.poll() is None:
-            assert time.monotonic() < deadline, "the engine stopped delivering"
-            time.sleep(0.002)
-        if child.poll() is not None:
-            break
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        kills += 1
-        child = start("drain")
-    out, err = child.communicate(timeout=120)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "submitted", child.stderr
+        kills = 0
+        while kills < KILLS and child.poll() is None:
+            # Kill while messages are flowing: after a random number more reach the sink.
+            goal = sink.counters().messages + rng.randint(200, 3000)
+            deadline = time.monotonic() + 60
+            while sink.counters().messages < goal and child.poll() is None:
+                assert time.monotonic() < deadline, "the engine stopped delivering"
+                time.sleep(0.002)
+            if child.poll() is not None:
+                break
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            kills += 1
+            child = start("drain")
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:  # a failed check leaves no engine behind
+            child.kill()
+            child.wait()
     assert child.returncode == 0, err
     assert "done" in out
 
