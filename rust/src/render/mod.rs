@@ -13,6 +13,8 @@ pub mod mime;
 pub mod plain;
 pub mod qp;
 pub mod template;
+#[cfg(test)]
+mod testing;
 pub mod text_plan;
 pub mod token;
 

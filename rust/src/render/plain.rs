@@ -208,26 +208,11 @@ fn escape_html(s: &str, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::engine_as;
     use super::*;
-    use minijinja::{Environment, UndefinedBehavior};
 
     fn engine(source: &str, ctx: &Value) -> Result<String, minijinja::Error> {
         engine_as(source, ctx, false)
-    }
-
-    fn engine_as(source: &str, ctx: &Value, html: bool) -> Result<String, minijinja::Error> {
-        let mut env = Environment::new();
-        if html {
-            env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
-        }
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .keep_trailing_newline(true)
-                .build()
-                .unwrap(),
-        );
-        env.render_str(source, ctx.clone())
     }
 
     #[test]

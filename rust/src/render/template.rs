@@ -165,16 +165,8 @@ fn position(source: &str, e: &minijinja::Error) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::ctx;
     use super::*;
-
-    fn ctx(pairs: &[(&str, &str)]) -> Value {
-        Value::from(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::from(*v)))
-                .collect::<BTreeMap<String, Value>>(),
-        )
-    }
 
     #[test]
     fn syntax_error_has_part_line_and_column() {
