@@ -381,7 +381,7 @@ fn scan_tag(b: &[u8], mut pos: usize) -> Option<(usize, Option<Href>)> {
 #[cfg(test)]
 mod tests {
     use super::super::links::rewrite_html;
-    use super::super::testing::{assert_known_lines_agree, ctx, engine_as, Numbered};
+    use super::super::testing::{assert_known_lines_agree, ctx, engine_as, xorshift, Numbered};
     use super::*;
 
     /// Through the plan when there is one, else None; and the old way.
@@ -496,13 +496,8 @@ mod tests {
             Value::from_safe_string("https://safe.example/".into()),
             Value::from(7),
         ];
-        let mut seed: u64 = 0x5eed_2026;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut random = xorshift(0x5eed_2026);
+        let mut next = |n: usize| (random() % n as u64) as usize;
         let mut planned_and_kept = 0;
         for _ in 0..3000 {
             let source: String = (0..1 + next(12))

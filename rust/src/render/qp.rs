@@ -208,6 +208,7 @@ fn skip_plain_blocks(bytes: &[u8], mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::xorshift;
     use super::*;
 
     fn qp(s: &[u8]) -> String {
@@ -328,13 +329,7 @@ mod tests {
             b"\t\r\n",
             b"=\n",
         ];
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         for _ in 0..30_000 {
             let mut text = Vec::new();
             let count = next() % 40;
@@ -380,13 +375,7 @@ mod tests {
             b"0123456789abcdef0123456789abcdef",
             b" \n",
         ];
-        let mut x: u64 = 0x1234_5678_9ABC_DEF1;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x1234_5678_9ABC_DEF1);
         for _ in 0..5_000 {
             let mut text = Vec::new();
             let mut fixed = Vec::new();
@@ -425,11 +414,9 @@ mod tests {
 
     #[test]
     fn literal_runs_agree_with_the_table_on_random_lines() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             let len = (x % 70) as usize;
             let line: Vec<u8> = (0..len)
                 .map(|k| {

@@ -133,7 +133,7 @@ impl TextPlan {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{assert_known_lines_agree, ctx, Numbered};
+    use super::super::testing::{assert_known_lines_agree, ctx, xorshift, Numbered};
     use super::*;
 
     /// Through the plan (None when there is none or it declines), and the old way.
@@ -230,13 +230,8 @@ mod tests {
             "Zoë.",
             "mailto:a@b.c",
         ];
-        let mut seed: u64 = 0x7e47_2026;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut random = xorshift(0x7e47_2026);
+        let mut next = |n: usize| (random() % n as u64) as usize;
         let mut compared = 0;
         for _ in 0..3000 {
             let source: String = (0..1 + next(10))
