@@ -3,7 +3,9 @@ pointing at the test DNS server, quick retry policies, and running an engine to 
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,17 @@ def on_uvloop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
         uvloop.run(test(*args, **kwargs))
 
     return run
+
+
+async def reported(
+    engine: ferrymail.Engine, state: str, at_least: int, *, timeout: float = 30.0
+) -> None:
+    """Waits until campaign c1's report has at least `at_least` recipients in `state`;
+    fails (instead of hanging) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while engine.report("c1").states[state] < at_least:
+        assert time.monotonic() < deadline, f"never {at_least} {state}: {engine.report('c1')}"
+        await asyncio.sleep(0.02)
 
 
 def campaign(campaign_id: str = "c1", **overrides: Any) -> ferrymail.Campaign:

@@ -12,7 +12,15 @@ from pathlib import Path
 import ferrymail
 import pytest
 from dns_peer import DnsServer
-from engine_support import campaign, config, free_port_everywhere, on_uvloop, people, quick_retry
+from engine_support import (
+    campaign,
+    config,
+    free_port_everywhere,
+    on_uvloop,
+    people,
+    quick_retry,
+    reported,
+)
 from ferrymail.spool import Leased, SqliteSpool
 from smtp_peers import RawServer, ScriptedServer
 
@@ -151,14 +159,12 @@ async def test_servfail_defers_then_recovers(
     async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
         await e.submit(campaign(), people("flaky.test", 3))
         runner = asyncio.create_task(e.run())
-        while e.report("c1").states["deferred"] < 3:
-            await asyncio.sleep(0.05)
+        await reported(e, "deferred", 3)
         deferred = [ev for ev in _events(tmp_path) if ev["type"] == "deferred"]
         assert {(ev["code"], ev["enhanced"]) for ev in deferred} == {(451, "4.4.3")}
         dns_server.add_zone("flaky.test", ["@ MX 10 mx", "mx A 127.0.0.6"])
         assert await e.flush("flaky.test") == 3
-        while e.report("c1").states["delivered"] < 3:
-            await asyncio.sleep(0.05)
+        await reported(e, "delivered", 3)
         e.stop()
         await runner
     assert len(server.delivered) == 3
@@ -193,8 +199,7 @@ async def test_a_site_answering_421_is_suspended_and_the_rest_wait(
     async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
         await e.submit(campaign(), [*people("busy.test", 20), *people("busy2.test", 20)])
         runner = asyncio.create_task(e.run())
-        while e.report("c1").states["deferred"] < 5:
-            await asyncio.sleep(0.05)
+        await reported(e, "deferred", 5)
         await asyncio.sleep(0.5)
         e.stop()
         await runner
@@ -219,8 +224,7 @@ async def test_a_suspension_is_in_the_spool_survives_a_restart_and_flush_lifts_i
     async with ferrymail.Engine(path, cfg) as e:
         await e.submit(campaign(), [*people("held.test", 10), *people("held2.test", 10)])
         runner = asyncio.create_task(e.run())
-        while e.report("c1").states["deferred"] < 5:
-            await asyncio.sleep(0.05)
+        await reported(e, "deferred", 5)
         e.stop()
         await runner
 
@@ -246,8 +250,7 @@ async def test_a_suspension_is_in_the_spool_survives_a_restart_and_flush_lifts_i
             assert spool.lift("held2.test") == [held.site]
             assert spool.flush("held2.test") == 10
             spool.flush()  # the deferred ones of held.test too
-        while e.report("c1").states["delivered"] < 20:
-            await asyncio.sleep(0.05)
+        await reported(e, "delivered", 20)
         e.stop()
         await runner
     assert len(server.delivered) == 20
@@ -314,8 +317,7 @@ async def test_a_restart_mid_campaign_delivers_each_recipient_once(
     async with ferrymail.Engine(spool, cfg) as first:
         await first.submit(campaign(), generate())
         runner = asyncio.create_task(first.run())
-        while first.report("c1").states["delivered"] < 50:
-            await asyncio.sleep(0.01)
+        await reported(first, "delivered", 50)
         first.stop()
         await runner
         part = first.report("c1").states["delivered"]
@@ -358,8 +360,7 @@ async def test_a_recipient_the_process_keeps_dying_with_backs_off_and_expires(
     async with ferrymail.Engine(path, cfg) as e:
         # Twice in a row: deferred like a failed attempt, on the retry schedule.
         runner = asyncio.create_task(e.drain())
-        while e.report("c1").states["delivered"] < 4:
-            await asyncio.sleep(0.02)
+        await reported(e, "delivered", 4)
         assert e.report("c1").states["deferred"] == 1
         e.stop()
         await runner
