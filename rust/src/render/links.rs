@@ -186,18 +186,25 @@ pub fn escape_attribute(s: &str, out: &mut String) {
         out.push_str(s);
         return;
     }
+    escape_with(s, out, |b| match b {
+        b'&' => Some("&amp;"),
+        b'"' => Some("&quot;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        _ => None,
+    });
+}
+
+/// Copies `s` to `out` with each byte `entity` names replaced (only ASCII bytes may be
+/// named: `s` is cut at them).
+pub(super) fn escape_with(s: &str, out: &mut String, entity: impl Fn(u8) -> Option<&'static str>) {
     let mut copied = 0;
     for (i, b) in s.bytes().enumerate() {
-        let entity = match b {
-            b'&' => "&amp;",
-            b'"' => "&quot;",
-            b'<' => "&lt;",
-            b'>' => "&gt;",
-            _ => continue,
-        };
-        out.push_str(&s[copied..i]);
-        out.push_str(entity);
-        copied = i + 1;
+        if let Some(entity) = entity(b) {
+            out.push_str(&s[copied..i]);
+            out.push_str(entity);
+            copied = i + 1;
+        }
     }
     out.push_str(&s[copied..]);
 }

@@ -16,6 +16,8 @@ use std::ops::Range;
 
 use minijinja::value::{Value, ValueKind};
 
+use super::links::escape_with;
+
 /// Names a `{{ }}` may not be spliced for: constants, and names the engine treats
 /// specially in some places.
 const NOT_VARIABLES: &[&str] = &[
@@ -188,22 +190,15 @@ impl Plain {
 /// minijinja's HTML escaping (`HtmlEscape`): `< > & " ' /` as entities, without the
 /// formatting machinery a `Display` goes through.
 fn escape_html(s: &str, out: &mut String) {
-    let mut copied = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let entity = match b {
-            b'<' => "&lt;",
-            b'>' => "&gt;",
-            b'&' => "&amp;",
-            b'"' => "&quot;",
-            b'\'' => "&#x27;",
-            b'/' => "&#x2f;",
-            _ => continue,
-        };
-        out.push_str(&s[copied..i]);
-        out.push_str(entity);
-        copied = i + 1;
-    }
-    out.push_str(&s[copied..]);
+    escape_with(s, out, |b| match b {
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'&' => Some("&amp;"),
+        b'"' => Some("&quot;"),
+        b'\'' => Some("&#x27;"),
+        b'/' => Some("&#x2f;"),
+        _ => None,
+    });
 }
 
 #[cfg(test)]
