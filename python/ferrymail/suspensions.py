@@ -56,10 +56,10 @@ class Suspensions:
     async def refresh(self, sites: Iterable[Site], now: float, *, due: bool = False) -> bool:
         """Lifts the Sites whose suspension is gone from the table (lifted from outside).
         Reads at most every CHECK_EVERY seconds unless `due`; True when a Site was lifted."""
-        sites = list(sites)
         if not due and now - self._read_at < CHECK_EVERY:
-            return False
+            return False  # the pump calls this every round: most return here
         self._read_at = now
+        sites = list(sites)
         if not self._known and not any(s.suspended(now) for s in sites):
             return False
         writes = self._writes
