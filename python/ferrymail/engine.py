@@ -372,7 +372,7 @@ class Engine:
         restart keeps it); its waiting recipients go back to the spool."""
         until = max(site.suspended_until, time.time() + self.config.suspend_for)
         await self._open_suspensions().suspend(site, until, why)
-        waiting = site.suspend(until, why)
+        waiting = site.suspend(until)
         await self._release([(r, until) for r in waiting])
 
     async def _record(self, verdict: Verdict) -> None:

@@ -25,10 +25,6 @@ class Destination:
     # whether retrying can help.
     failure: Resolution | None = None
 
-    @property
-    def permanent_failure(self) -> bool:
-        return self.failure is not None and self.failure.status != "temporary"
-
 
 class Router:
     """Resolves domains to destinations: a smart host for everything, a per-domain

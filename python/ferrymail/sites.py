@@ -24,7 +24,6 @@ class Site:
         self.domains: set[str] = set()
         self.in_flight = False
         self.suspended_until = 0.0
-        self.suspended_why = ""
         # Token bucket for messages_per_second: at most one second's worth saved up.
         self._tokens = 0.0
         self._filled_at = 0.0
@@ -75,15 +74,13 @@ class Site:
         self._filled_at = now
         return int(self._tokens)
 
-    def suspend(self, until: float, why: str) -> list[Leased]:
-        """Suspends the site; returns its waiting recipients, which go back to the spool
-        due when the suspension ends."""
+    def suspend(self, until: float) -> list[Leased]:
+        """Suspends the site (why is in the spool: suspensions.py); returns its waiting
+        recipients, which go back to the spool due when the suspension ends."""
         self.suspended_until = max(self.suspended_until, until)
-        self.suspended_why = why
         waiting = [r for q in self.queues.values() for r in q]
         self.queues.clear()
         return waiting
 
     def lift(self) -> None:
         self.suspended_until = 0.0
-        self.suspended_why = ""

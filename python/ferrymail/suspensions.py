@@ -21,29 +21,29 @@ class Suspensions:
 
     def __init__(self, spooler: Spooler) -> None:
         self._spooler = spooler
-        # Site key -> (until, why) as last read or written: what a Site created later
-        # (after a restart, when its first recipient is routed) starts with.
-        self._known: dict[str, tuple[float, str]] = {}
+        # Site key -> until, as last read or written: what a Site created later (after
+        # a restart, when its first recipient is routed) starts with.
+        self._known: dict[str, float] = {}
         self._read_at = 0.0
         self._writes = 0  # suspensions written: a read begun before one is out of date
 
     async def load(self) -> None:
         """Reads the table (at open)."""
         rows = await self._spooler.call(self._spooler.spool.suspensions)
-        self._known = {s.site: (s.until, s.reason) for s in rows}
+        self._known = {s.site: s.until for s in rows}
 
     def restore(self, site: Site) -> None:
         """Gives a newly created Site the suspension the spool has for it."""
-        until, why = self._known.get(site.key, (0.0, ""))
+        until = self._known.get(site.key, 0.0)
         if until > time.time():
-            site.suspended_until, site.suspended_why = until, why
+            site.suspended_until = until
 
     def holds(self, sites: dict[str, Site], key: str, now: float) -> bool:
         """Whether the site `key` is suspended, as far as this engine knows."""
         site = sites.get(key)
         if site is not None:
             return site.suspended(now)
-        return self._known.get(key, (0.0, ""))[0] > now
+        return self._known.get(key, 0.0) > now
 
     async def suspend(self, site: Site, until: float, why: str) -> None:
         """Suspends the site in the spool, then here: in this order, a read of the table
@@ -51,7 +51,7 @@ class Suspensions:
         self._writes += 1
         spool = self._spooler.spool
         await self._spooler.call(spool.suspend, site.key, until, why, list(site.domains))
-        self._known[site.key] = (until, why)
+        self._known[site.key] = until
 
     async def refresh(self, sites: Iterable[Site], now: float, *, due: bool = False) -> bool:
         """Lifts the Sites whose suspension is gone from the table (lifted from outside).
@@ -66,7 +66,7 @@ class Suspensions:
         rows = await self._spooler.call(self._spooler.spool.suspensions)
         if writes != self._writes:
             return False  # a site was suspended meanwhile: the next read sees it
-        self._known = {s.site: (s.until, s.reason) for s in rows}
+        self._known = {s.site: s.until for s in rows}
         lifted = [s for s in sites if s.suspended(now) and s.key not in self._known]
         for site in lifted:
             site.lift()

@@ -31,8 +31,6 @@ Everything stays on this machine: the engine relays to a built-in SMTP sink on
 127.0.0.1 (no DNS, nothing leaves), with a throwaway spool unless --spool is given."""
 #: PKCS#8's fixed prefix of an Ed25519 private key (RFC 8410): 32 random bytes follow.
 _ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")
-#: How often the progress line is redrawn.
-TICK = 0.25
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
