@@ -376,9 +376,8 @@ class SqliteSpool:
             after = rows[-1][0]
 
     def final_states(self, campaign_id: str) -> dict[str, str]:
-        """Key -> state of every recipient of the campaign (pending ones included; a key
-        given twice keeps its later recipient). All in memory: for tests and small
-        campaigns; `iter_recipients` streams."""
+        """Key -> state of every recipient of the campaign (pending ones included). All
+        in memory: for tests and small campaigns; `iter_recipients` streams."""
         return {key: state for _, key, _, state, _ in self.iter_recipients(campaign_id)}
 
     # ---- suppressions (compared as suppression.suppression_key says) ----
