@@ -274,9 +274,9 @@ async def run_ferrymail(spec: Spec) -> Result:
                 spec.timeout - submit_seconds,
             )
         except TimeoutError:
-            stuck(engine, campaign_id, time.perf_counter() - started)
+            await stuck(engine, campaign_id, time.perf_counter() - started)
         seconds, used = time.perf_counter() - started, cpu_seconds() - cpu
-        report = engine.report(campaign_id)
+        report = await engine.report(campaign_id)
     result = Result(
         seconds=seconds,
         cpu=used,
@@ -290,10 +290,10 @@ async def run_ferrymail(spec: Spec) -> Result:
     return result
 
 
-def stuck(engine: ferrymail.Engine, campaign_id: str, seconds: float) -> NoReturn:
+async def stuck(engine: ferrymail.Engine, campaign_id: str, seconds: float) -> NoReturn:
     """Reports a drain that did not finish (the spool's report and where every asyncio
     task waits) and ends the process at once: closing the engine might hang as well."""
-    report = engine.report(campaign_id)
+    report = await engine.report(campaign_id)
     states = {k: v for k, v in report.states.items() if v}
     waits: Counter[str] = Counter()
     for task in asyncio.all_tasks():

@@ -483,3 +483,69 @@ def _free_port(host: str, ipv6: bool) -> int:
             continue
         return port
     raise RuntimeError("no port free for UDP and TCP on loopback")
+
+
+class DnsForwarder:
+    """A forwarding nameserver on loopback in front of a real one (a `DnsServer`): each
+    UDP query is passed on and its answer passed back, except queries for names under
+    `blackholed` domains, which are dropped (the resolver under test times out on them,
+    as it does on a domain whose name servers are down). Each query is forwarded on a
+    thread of its own, so a slow answer never holds up another. Records the names it
+    dropped in `dropped`."""
+
+    def __init__(self, upstream: DnsServer, blackholed: Iterable[str] = ()) -> None:
+        self.upstream = upstream
+        self.blackholed = [dns.name.from_text(d) for d in blackholed]
+        self.dropped: list[str] = []
+        self.port = 0
+        self._socket: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Self:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.settimeout(0.05)  # so the thread notices stop() soon
+        self.port = self._socket.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, name="dns-forwarder", daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        assert self._socket is not None
+        while not self._stopping.is_set():
+            try:
+                wire, client = self._socket.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                query = dns.message.from_wire(wire)
+                name = query.question[0].name
+            except (dns.exception.DNSException, IndexError):
+                continue
+            if any(name.is_subdomain(d) for d in self.blackholed):
+                self.dropped.append(name.to_text())
+                continue
+            threading.Thread(target=self._forward, args=(query, client), daemon=True).start()
+
+    def _forward(self, query: dns.message.Message, client: tuple[str, int]) -> None:
+        try:
+            answer = dns.query.udp(query, self.upstream.host, timeout=2.0, port=self.upstream.port)
+            if self._socket is not None:
+                self._socket.sendto(answer.to_wire(), client)
+        except (dns.exception.DNSException, OSError):
+            pass  # the resolver under test sees a timeout, as for a lost packet
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(STARTUP_TIMEOUT)
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None

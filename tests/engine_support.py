@@ -84,8 +84,8 @@ async def reported(
     """Waits until campaign c1's report has at least `at_least` recipients in `state`;
     fails (instead of hanging) after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while engine.report("c1").states[state] < at_least:
-        assert time.monotonic() < deadline, f"never {at_least} {state}: {engine.report('c1')}"
+    while (report := await engine.report("c1")).states[state] < at_least:
+        assert time.monotonic() < deadline, f"never {at_least} {state}: {report}"
         await asyncio.sleep(0.02)
 
 

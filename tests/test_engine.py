@@ -47,7 +47,7 @@ async def test_plain_delivery_with_events_and_report(
     async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
         result = await e.submit(campaign(), people("plain.test", 20))
         await e.drain()
-        report = e.report("c1")
+        report = await e.report("c1")
 
     assert result == ferrymail.SubmitResult(accepted=20, rejected=0, suppressed=0)
     assert report.states["delivered"] == 20
@@ -77,7 +77,7 @@ async def test_greylisting_is_retried_and_delivered(
     async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
         await e.submit(campaign(), people("grey.test", 3))
         await e.drain()
-        report = e.report("c1")
+        report = await e.report("c1")
 
     assert report.states["delivered"] == 3
     assert len(server.delivered) == 3
@@ -104,9 +104,9 @@ async def test_mixed_replies_bounce_and_suppress_bad_mailboxes(
     async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
         await e.submit(campaign(), people("mixed.test", 4))
         await e.drain()
-        report = e.report("c1")
-        assert "user1@mixed.test" in e.suppressions
-        assert not e.suppressions.contains("user2@mixed.test")
+        report = await e.report("c1")
+        assert await e.suppressions.contains("user1@mixed.test")
+        assert not await e.suppressions.contains("user2@mixed.test")
         # Suppressed from now on: a new campaign does not send to it.
         result = await e.submit(campaign("c2"), people("mixed.test", 2))
         assert result == ferrymail.SubmitResult(accepted=1, rejected=0, suppressed=1)
@@ -132,7 +132,7 @@ async def test_dns_answers_decide_bounces_and_implicit_mx(
     async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
         await e.submit(campaign(), batch)
         await e.drain()
-        report = e.report("c1")
+        report = await e.report("c1")
 
     assert report.domains["nullmx.test"] == {"bounced": 2}
     assert report.domains["implicit.test"] == {"delivered": 2}
@@ -181,7 +181,7 @@ async def test_first_mx_dead_second_alive(
     async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
         await e.submit(campaign(), people("failover.test", 5))
         await e.drain()
-        report = e.report("c1")
+        report = await e.report("c1")
     assert report.states["delivered"] == 5 and len(server.delivered) == 5
     assert {ev["mx"] for ev in _events(tmp_path) if ev["type"] == "delivered"} == {
         "b.failover.test"
@@ -203,7 +203,7 @@ async def test_a_site_answering_421_is_suspended_and_the_rest_wait(
         await asyncio.sleep(0.5)
         e.stop()
         await runner
-        report = e.report("c1")
+        report = await e.report("c1")
 
     # One batch was tried and deferred; the other 35 recipients of the site (busy2.test
     # included: same MX) wait for the suspension to end without an attempt of their own.
@@ -241,7 +241,7 @@ async def test_a_suspension_is_in_the_spool_survives_a_restart_and_flush_lifts_i
         runner = asyncio.create_task(e.run())
         await asyncio.sleep(1.0)
         assert len(server.connections) == 1
-        assert e.report("c1").states["deferred"] == 5
+        assert (await e.report("c1")).states["deferred"] == 5
 
         # The site is well again and `ferrymail flush held2.test` runs in another
         # process: the running engine notices within a second and delivers everything.
@@ -275,7 +275,7 @@ async def test_recipients_expire_after_max_age(
     async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
         await e.submit(campaign(), people("never.test", 2))
         await e.drain()
-        report = e.report("c1")
+        report = await e.report("c1")
     assert report.states["expired"] == 1 and report.states["delivered"] == 1
     expired = [ev for ev in _events(tmp_path) if ev["type"] == "expired"]
     assert len(expired) == 1 and expired[0]["category"] == "message-expired"
@@ -287,14 +287,14 @@ async def test_invalid_and_suppressed_recipients_are_final_at_submit(
     dns_server: DnsServer, port: int, tmp_path: Path
 ) -> None:
     async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
-        e.suppressions.add("Blocked@Example.test", "complained")
+        await e.suppressions.add("Blocked@Example.test", "complained")
         result = await e.submit(
             campaign(),
             ["not-an-address", "blocked@example.test", "a@@b", ferrymail.Recipient("")],
         )
-        report = e.report("c1")
-        assert [s[0] for s in e.suppressions.list()] == ["blocked@example.test"]
-        assert e.suppressions.remove("blocked@example.test")
+        report = await e.report("c1")
+        assert [s[0] for s in (await e.suppressions.list())] == ["blocked@example.test"]
+        assert await e.suppressions.remove("blocked@example.test")
     assert result == ferrymail.SubmitResult(accepted=0, rejected=3, suppressed=1)
     assert report.states["rejected"] == 3 and report.states["suppressed"] == 1
     rejected = [ev for ev in _events(tmp_path) if ev["type"] == "rejected"]
@@ -320,7 +320,7 @@ async def test_a_restart_mid_campaign_delivers_each_recipient_once(
         await reported(first, "delivered", 50)
         first.stop()
         await runner
-        part = first.report("c1").states["delivered"]
+        part = (await first.report("c1")).states["delivered"]
     assert 50 <= part < 300
 
     async with ferrymail.Engine(spool, cfg) as second:
@@ -328,7 +328,7 @@ async def test_a_restart_mid_campaign_delivers_each_recipient_once(
         again = await second.submit(campaign(), generate())
         assert again == ferrymail.SubmitResult(0, 0, 0, duplicates=300)
         await second.drain()
-        report = second.report("c1")
+        report = await second.report("c1")
     assert report.states["delivered"] == 300
     delivered = [m.rcpt_tos[0] for m in server.delivered]
     assert len(delivered) == len(set(delivered)) == 300
@@ -361,7 +361,7 @@ async def test_a_recipient_the_process_keeps_dying_with_backs_off_and_expires(
         # Twice in a row: deferred like a failed attempt, on the retry schedule.
         runner = asyncio.create_task(e.drain())
         await reported(e, "delivered", 4)
-        assert e.report("c1").states["deferred"] == 1
+        assert (await e.report("c1")).states["deferred"] == 1
         e.stop()
         await runner
     deferred = [ev for ev in _events(tmp_path) if ev["type"] == "deferred"]
@@ -372,7 +372,7 @@ async def test_a_recipient_the_process_keeps_dying_with_backs_off_and_expires(
     # max_age if it keeps killing the process; this time it does not.
     async with ferrymail.Engine(path, cfg) as e:
         await e.drain()
-        assert e.report("c1").states["delivered"] == 5
+        assert (await e.report("c1")).states["delivered"] == 5
     assert len(server.delivered) == 5
 
 
@@ -468,5 +468,5 @@ async def test_drain_may_run_while_submit_streams(
         await e.submit(campaign(), slowly())
         await draining
         await watcher
-        report = e.report("c1")
+        report = await e.report("c1")
     assert report.states["delivered"] == 30 and len(server.delivered) == 30

@@ -33,6 +33,6 @@ def send(
         async with Engine(spool, settings) as engine:
             await engine.submit(campaign, recipients)
             await engine.drain()
-            return engine.report(campaign.id)
+            return await engine.report(campaign.id)
 
     return uvloop.run(main())

@@ -86,7 +86,7 @@ async def _demo(spool: str, scratch: str, n: int, domains: int, as_json: bool) -
                 if not interrupted():
                     await engine.drain()
             elapsed = progress.elapsed
-            report = engine.report(campaign.id)
+            report = await engine.report(campaign.id)
         print_report(report, as_json)
         delivered = report.states["delivered"]
         print(

@@ -45,5 +45,4 @@ async def _run(spool: str | os.PathLike[str], config: Config, drain: bool) -> di
         on_interrupt(engine.stop)
         print(f"delivering from {os.fspath(spool)}", file=sys.stderr)
         await (engine.drain() if drain else engine.run())
-        spooler = engine._open_spooler()
-        return await spooler.call(spooler.spool.counts)
+        return await engine.counts()

@@ -102,7 +102,7 @@ async def _send(
                     return
                 yield recipient
 
-        before = _states(engine, campaign.id)
+        before = await _states(engine, campaign.id)
         async with Progress(engine, total, before):
             try:
                 result = await engine.submit(campaign, stream())
@@ -116,13 +116,13 @@ async def _send(
                 )
             if not interrupted():
                 await engine.drain()
-        return engine.report(campaign.id), interrupted()
+        return await engine.report(campaign.id), interrupted()
 
 
-def _states(engine: Engine, campaign_id: str) -> dict[str, int] | None:
+async def _states(engine: Engine, campaign_id: str) -> dict[str, int] | None:
     """The campaign's recipients by state, when the spool has it already (a send run
     again after an interruption, or by mistake: nobody is queued twice)."""
     try:
-        return engine.report(campaign_id).states
+        return (await engine.report(campaign_id)).states
     except ConfigError:
         return None

@@ -1,0 +1,90 @@
+"""How: one batch of one site and one campaign through the transport, outcomes as they come."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from .. import _core
+from ..judge import Judge
+from ..sites import Site
+from ..spool import Leased
+from ..spooler import Spooler
+from ..transport import Transport
+from ..wire import Outcome
+from .recorder import Recorder
+
+_encoder = msgspec.msgpack.Encoder()
+_progress = msgspec.msgpack.Decoder(list[tuple[int, Outcome]])
+
+
+class Dispatcher:
+    """Hands batches to the Rust transport and records each outcome as it arrives, so
+    that a crash repeats only the deliveries of the last moments.
+
+    Every recipient of a batch gets exactly one outcome recorded: one the transport
+    never sent (a stream that ended early, a fault on either side) becomes an internal,
+    transient one, so the recipient is retried and the engine's count of recipients in
+    hand cannot leak (a drain would wait for it forever).
+    """
+
+    def __init__(
+        self, spooler: Spooler, transport: Transport, judge: Judge, recorder: Recorder
+    ) -> None:
+        self._spooler = spooler
+        self._transport = transport
+        self._judge = judge
+        self._recorder = recorder
+        # The batches in flight, for lease renewals.
+        self.in_flight: dict[int, list[Leased]] = {}
+
+    async def deliver(
+        self,
+        site: Site,
+        campaign_id: str,
+        compiled: _core.CompiledCampaign,
+        batch: list[Leased],
+    ) -> list[Outcome]:
+        """Delivers one batch; returns its outcomes in order, once all are recorded."""
+        self.in_flight[id(batch)] = batch
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        fault: Exception | None = None
+        try:
+            await self._spooler.call(self._spooler.spool.started, [r.id for r in batch])
+            payload = _encoder.encode([msgspec.Raw(r.recipient) for r in batch])
+            route = _encoder.encode(site.route)
+            delivery = self._transport._inner.start(compiled, payload, route)
+            while (ready := await delivery.next()) is not None:
+                fresh = [
+                    (i, o)
+                    for i, o in _progress.decode(ready)
+                    if 0 <= i < len(batch) and outcomes[i] is None
+                ]
+                for i, o in fresh:
+                    outcomes[i] = o
+                await self._record([batch[i] for i, _ in fresh], [o for _, o in fresh])
+        except Exception as e:  # a fault must defer the batch, not lose it
+            fault = e
+        finally:
+            del self.in_flight[id(batch)]
+        missing = [i for i, o in enumerate(outcomes) if o is None]
+        if missing:
+            gap = _internal(fault)
+            for i in missing:
+                outcomes[i] = gap
+            await self._record([batch[i] for i in missing], [gap] * len(missing))
+        return [o for o in outcomes if o is not None]
+
+    async def _record(self, leased: list[Leased], outcomes: list[Outcome]) -> None:
+        if leased:
+            campaign = leased[0].campaign
+            await self._recorder.record(self._judge.batch(campaign, leased, outcomes, time.time()))
+
+
+def _internal(fault: Exception | None) -> Outcome:
+    if fault is None:
+        text = "internal error: the transport ended the batch without an outcome for this recipient"
+    else:
+        text = f"internal error: {type(fault).__name__}: {fault}"
+    return Outcome.without_reply("transient", "engine", text)

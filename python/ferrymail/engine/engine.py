@@ -1,0 +1,431 @@
+"""ferrymail.Engine: the store-and-forward MTA an ESP embeds: submit, lease, route, deliver, record.
+
+The pump only moves work between the parts: the scheduler leases due recipients into a
+bounded window; routes resolves their domains in the background and puts them in their
+sites' queues as each answer arrives; the pump starts one delivery batch per ready
+site; dispatch runs it through Rust (render + SMTP); the judge says what each outcome
+means and the recorder writes it to the spool, then publishes the events. Spool calls
+run on their own thread (spooler.py), so the loop never waits on a disk, and never on
+DNS either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from types import TracebackType
+
+import msgspec
+
+from ..bounce import BounceClassifier
+from ..campaign import Campaign
+from ..config import Config
+from ..errors import Error
+from ..events import Event, EventBus
+from ..judge import Judge, Verdict
+from ..routing import Destination, Router
+from ..sites import Site
+from ..spool import Leased, Report, SqliteSpool
+from ..spooler import Spooler
+from ..submit import SubmitResult, chunks, rows
+from ..suspensions import Suspensions
+from ..transport import Transport
+from ..wire import Outcome, Recipient
+from .campaigns import Campaigns
+from .dispatch import Dispatcher
+from .recorder import Recorder
+from .routes import Routes
+from .scheduler import Scheduler
+
+_encoder = msgspec.msgpack.Encoder()
+# Attempts of one recipient in a row that may be cut short by the death of the process
+# (a crash, a kill, a machine lost) before the recipient is deferred as if the attempt
+# had failed, as Postfix defers a message whose delivery agent crashed: one death is
+# likely chance and the recipient is tried again at once; from the second, retries back
+# off and expire after max_age like any other, so a recipient that kills the process
+# every time still ends in a final state. (Recipients leased but not yet attempted when
+# the process died do not count: a big lease window is not a hundred thousand suspects.)
+INTERRUPTED_DEFERRED = 2
+
+
+class EngineClosedError(Error, RuntimeError):
+    """The engine was used before `open()` (or `async with`) or after `close()`."""
+
+
+class _Parts:
+    """What an open engine has: built by `open()`, gone after `close()`."""
+
+    def __init__(self, engine: Engine, spooler: Spooler, transport: Transport) -> None:
+        self.spooler = spooler
+        self.transport = transport
+        self.suspensions = Suspensions(spooler)
+        self.scheduler = Scheduler(spooler, engine.config, engine._owner)
+        self.recorder = Recorder(spooler, engine._bus, self.scheduler.settled)
+        self.campaigns = Campaigns(spooler)
+        self.dispatcher = Dispatcher(spooler, transport, engine._judge, self.recorder)
+        self.routes = Routes(engine._router, engine._routed, engine._wake.set)
+
+
+class Engine:
+    """A delivery engine on one spool (an SQLite file). Use as an async context manager.
+
+    `submit` queues a campaign's recipients durably; `drain` delivers until every
+    submitted recipient is final; `run` delivers until `stop`. `events()` streams state
+    changes; `report` and `suppressions` read the spool.
+    """
+
+    def __init__(
+        self, spool: str | os.PathLike[str] = "ferrymail.db", config: Config | None = None
+    ) -> None:
+        self.config = config if config is not None else Config(helo_name=socket.gethostname())
+        self._path = spool
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._router = Router(self.config)
+        self._bus = EventBus(self.config.event_log)
+        self._judge = Judge(
+            self.config.retry,
+            BounceClassifier(self.config.bounce_rules),
+            self.config.suppress_hard_bounces,
+            listened=lambda: self._bus.listened,
+        )
+        self._parts: _Parts | None = None
+        self._sites: dict[str, Site] = {}
+        self._batches: set[asyncio.Task[None]] = set()
+        self._submitting = 0  # submits in progress: drain waits for them
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.suppressions = Suppressions(self)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        spool = await loop.run_in_executor(None, SqliteSpool, self._path)
+        spooler = Spooler(spool)
+        parts = _Parts(self, spooler, Transport(self.config.smtp_options))
+        await parts.suspensions.load()
+        self._parts = parts
+
+    async def close(self) -> None:
+        """Stops, lets batches in flight finish and record, puts the recipients still
+        leased back in the queue, closes connections and the spool."""
+        self.stop()
+        parts, self._parts = self._parts, None
+        if parts is not None:
+            await parts.routes.close()
+            if self._batches:
+                await asyncio.gather(*self._batches, return_exceptions=True)
+            await parts.spooler.call(parts.spooler.spool.release_owner, self._owner)
+            parts.spooler.close()
+            await parts.transport.close()
+        self._bus.close()
+
+    def stop(self) -> None:
+        """Makes `run` (or `drain`) return once the batches in flight are done."""
+        self._stopping = True
+        self._wake.set()
+
+    # --- submitting -----------------------------------------------------------------
+
+    async def submit(
+        self,
+        campaign: Campaign,
+        recipients: Iterable[Recipient | str] | AsyncIterable[Recipient | str],
+    ) -> SubmitResult:
+        """Queues the recipients durably, streaming (a generator of millions never sits
+        in memory). Invalid addresses are rejected and suppressed ones recorded at once;
+        when this returns, every accepted recipient is in the spool."""
+        self._submitting += 1
+        try:
+            return await self._submit(campaign, recipients)
+        finally:
+            self._submitting -= 1
+            self._wake.set()
+
+    async def _submit(
+        self,
+        campaign: Campaign,
+        recipients: Iterable[Recipient | str] | AsyncIterable[Recipient | str],
+    ) -> SubmitResult:
+        parts = self._open()
+        spooler = parts.spooler
+        await spooler.call(spooler.spool.put_campaign, campaign.id, _encoder.encode(campaign.spec))
+        parts.campaigns.add(campaign.id, campaign._inner)
+        accepted = rejected = suppressed = duplicates = 0
+        async for chunk in chunks(recipients):
+            on_list = await spooler.call(spooler.spool.suppressed_among, [r.address for r in chunk])
+            new = rows(chunk, on_list)
+            ids = await spooler.call(spooler.spool.insert, campaign.id, new)
+            now = time.time()
+            events = []
+            listened = self._bus.listened
+            for row, id_ in zip(new, ids, strict=True):
+                if id_ is None:  # the campaign has this recipient already
+                    duplicates += 1
+                    continue
+                accepted += row.state == "queued"
+                rejected += row.state == "rejected"
+                suppressed += row.state == "suppressed"
+                if listened:
+                    events.append(
+                        Event(
+                            row.state,
+                            campaign.id,
+                            row.key,
+                            row.address,
+                            row.domain,
+                            None,
+                            None,
+                            0,
+                            row.code,
+                            row.enhanced,
+                            row.text,
+                            None,
+                            now,
+                            0.0,
+                        )
+                    )
+            self._bus.publish(events)
+            self._wake.set()
+        return SubmitResult(accepted, rejected, suppressed, duplicates)
+
+    # --- delivering -----------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Delivers until every recipient in the spool is final (or `stop`). It may run
+        while `submit` streams recipients in: delivery starts with the first chunk, and
+        drain waits for the submit to end."""
+        await self._pump(until_done=True)
+
+    async def run(self) -> None:
+        """Delivers, waiting for new work, until `stop`."""
+        await self._pump(until_done=False)
+
+    async def flush(self, domain: str | None = None) -> int:
+        """Makes deferred recipients (of one domain, or all) due now and lifts site
+        suspensions; returns how many recipients were made due."""
+        parts = self._open()
+        # Lifted before the recipients are made due, or they would go back to wait.
+        await parts.suspensions.lift(self._sites.values(), domain)
+        count = await parts.spooler.call(parts.spooler.spool.flush, domain)
+        self._router.flush()
+        self._wake.set()
+        return count
+
+    async def _pump(self, *, until_done: bool) -> None:
+        parts = self._open()
+        spooler, scheduler = parts.spooler, parts.scheduler
+        self._stopping = False
+        while not self._stopping:
+            self._wake.clear()
+            parts.routes.check()
+            await self._lease(parts)
+            now = time.time()
+            self._dispatch(parts, now)
+            await scheduler.renew(now, self._held(parts))
+            if await parts.suspensions.refresh(self._sites.values(), now):
+                self._wake.set()
+            if (
+                until_done
+                and scheduler.active == 0
+                and self._submitting == 0
+                and await spooler.call(spooler.spool.pending) == 0
+            ):
+                break
+            with contextlib.suppress(TimeoutError):
+                idle = await scheduler.idle_for(now, self._sites.values())
+                await asyncio.wait_for(self._wake.wait(), idle)
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
+
+    async def _lease(self, parts: _Parts) -> None:
+        """Fills the window with due recipients and hands them to routing, which puts
+        each domain's recipients in their site's queue when its DNS answer comes."""
+        if self._stopping:
+            return
+        leased = await parts.scheduler.lease()
+        if not leased:
+            return
+        for campaign_id in {r.campaign for r in leased}:
+            await parts.campaigns.load(campaign_id)
+        now = time.time()
+        judged = Verdict([], [], [])
+        routable = []
+        for r in leased:
+            unusable = parts.campaigns.why_unusable(r.campaign)
+            if r.interrupted >= INTERRUPTED_DEFERRED:
+                self._judge.one(judged, r.campaign, r, _interrupted(r.interrupted), now)
+            elif unusable is not None:
+                outcome = Outcome.without_reply("permanent", "render", unusable)
+                self._judge.one(judged, r.campaign, r, outcome, now)
+            else:
+                routable.append(r)
+        parts.routes.add(routable)
+        await parts.recorder.record(judged)
+
+    async def _routed(
+        self, domain: str, dest: Destination | Exception, waiting: list[Leased]
+    ) -> None:
+        """A domain's DNS answer came: its recipients go to their site's queue, back to
+        the spool while the site is suspended, or to the judge when DNS decided."""
+        parts = self._open()
+        now = time.time()
+        if isinstance(dest, Exception) or dest.route is None:
+            outcome = _dns_outcome(dest)
+            judged = Verdict([], [], [])
+            for r in waiting:
+                self._judge.one(judged, r.campaign, r, outcome, now)
+            await parts.recorder.record(judged)
+            return
+        site = self._site(parts, dest, domain)
+        if parts.suspensions.holds(self._sites, site.key, now):
+            # Before recipients go back for a suspension: `ferrymail flush` (another
+            # process) may have lifted it, and made these due for that very reason.
+            await parts.suspensions.refresh(self._sites.values(), now, due=True)
+        if site.suspended(now):
+            await parts.recorder.release([(r, site.suspended_until) for r in waiting])
+            return
+        for r in waiting:
+            site.add(r.campaign, r)
+
+    def _held(self, parts: _Parts) -> Iterator[Leased]:
+        """Every recipient leased here and not yet settled, for renewals."""
+        yield from parts.routes.held()
+        for site in self._sites.values():
+            for queue in site.queues.values():
+                yield from queue
+        for batch in parts.dispatcher.in_flight.values():
+            yield from batch
+
+    def _dispatch(self, parts: _Parts, now: float) -> None:
+        if self._stopping:
+            return
+        for site in self._sites.values():
+            if not site.ready(now):
+                continue
+            taken = site.take(self.config.batch_size, now)
+            if taken is None:
+                continue
+            site.in_flight = True
+            task = asyncio.create_task(self._deliver(parts, site, *taken))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _deliver(
+        self, parts: _Parts, site: Site, campaign_id: str, batch: list[Leased]
+    ) -> None:
+        """One batch; then, if its outcomes say so, the site is suspended."""
+        outcomes: list[Outcome] = []
+        try:
+            compiled = parts.campaigns.get(campaign_id)
+            if compiled is None:  # loaded when leased: only a bug could lose it
+                raise Error(f"campaign {campaign_id!r} is not loaded")
+            outcomes = await parts.dispatcher.deliver(site, campaign_id, compiled, batch)
+        finally:
+            try:
+                why = self._judge.suspension(outcomes)
+                if why is not None:
+                    await self._suspend(parts, site, why)
+            finally:
+                site.in_flight = False
+                self._wake.set()
+
+    async def _suspend(self, parts: _Parts, site: Site, why: str) -> None:
+        """Suspends the site, here and in the spool (`ferrymail status` shows it, a
+        restart keeps it); its waiting recipients go back to the spool."""
+        until = max(site.suspended_until, time.time() + self.config.suspend_for)
+        await parts.suspensions.suspend(site, until, why)
+        waiting = site.suspend(until)
+        await parts.recorder.release([(r, until) for r in waiting])
+
+    def _site(self, parts: _Parts, dest: Destination, domain: str) -> Site:
+        route = dest.route
+        if route is None:
+            raise Error(f"{domain}: a destination without a route has no site")
+        site = self._sites.get(dest.site)
+        if site is None:
+            site = self._sites[dest.site] = Site(dest.site, route, dest.limits)
+            parts.suspensions.restore(site)  # from before a restart
+        else:
+            site.route = route  # addresses may have changed with DNS
+        site.domains.add(domain)
+        return site
+
+    # --- reading ----------------------------------------------------------------------
+
+    def events(self) -> AsyncIterator[Event]:
+        """Every state change from now on, as `Event`s."""
+        return self._bus.subscribe()
+
+    async def report(self, campaign_id: str) -> Report:
+        """Counts by state, by domain and by bounce category, and the commonest replies."""
+        spooler = self._open().spooler
+        return await spooler.call(spooler.spool.report, campaign_id)
+
+    async def counts(self) -> dict[str, int]:
+        """Recipients of every campaign in the spool, by state."""
+        spooler = self._open().spooler
+        return await spooler.call(spooler.spool.counts)
+
+    def _open(self) -> _Parts:
+        if self._parts is None:
+            raise EngineClosedError("the engine is not open: use `async with Engine(...)`")
+        return self._parts
+
+
+class Suppressions:
+    """The suppression list: addresses never sent to (submit marks them suppressed).
+    Each call runs on the spool's thread, so it never blocks the event loop."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def add(self, address: str, reason: str = "added by hand") -> None:
+        spooler = self._engine._open().spooler
+        await spooler.call(spooler.spool.suppress, address, reason)
+
+    async def remove(self, address: str) -> bool:
+        spooler = self._engine._open().spooler
+        return await spooler.call(spooler.spool.unsuppress, address)
+
+    async def contains(self, address: str) -> bool:
+        spooler = self._engine._open().spooler
+        return await spooler.call(spooler.spool.is_suppressed, address)
+
+    async def list(self, limit: int | None = None) -> list[tuple[str, str, float]]:
+        spooler = self._engine._open().spooler
+        return await spooler.call(spooler.spool.suppressions, limit)
+
+
+def _dns_outcome(dest: Destination | Exception) -> Outcome:
+    if isinstance(dest, Exception) or dest.failure is None:
+        text = f"internal error while routing: {dest!r}"
+        return Outcome.without_reply("transient", "engine", text)
+    failure = dest.failure
+    status = "transient" if failure.status == "temporary" else "permanent"
+    return Outcome.without_reply(status, "connect", failure.text, failure.code, failure.enhanced)
+
+
+def _interrupted(times: int) -> Outcome:
+    text = (
+        f"the process stopped {times} times in a row while delivering to this "
+        "recipient, before the outcome was known (the message may have been delivered)"
+    )
+    return Outcome.without_reply("transient", "engine", text)

@@ -1,0 +1,87 @@
+"""Writes verdicts to the spool with group commit, then publishes their events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from ..events import EventBus
+from ..judge import Verdict
+from ..spool import Leased, Update
+from ..spooler import Spooler
+
+
+class Recorder:
+    """The only writer of outcomes: updates, suppressions and events in one place.
+
+    Group commit: verdicts that arrive while a write is on the disk go together in the
+    next one, so ten sites delivering at once cost one fsync, not ten, and each outcome
+    still reaches the disk within one write's time. `settled(n)` is told how many leased
+    recipients left the engine's hands with each write.
+    """
+
+    def __init__(self, spooler: Spooler, bus: EventBus, settled: Callable[[int], None]) -> None:
+        self._spooler = spooler
+        self._bus = bus
+        self._settled = settled
+        self._commits: list[tuple[Verdict, asyncio.Future[None]]] = []
+        self._committing = False
+
+    async def record(self, verdict: Verdict) -> None:
+        """Writes a verdict, then publishes its events; returns when it is durable."""
+        if not verdict.updates and not verdict.suppress:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._commits.append((verdict, done))
+        if not self._committing:
+            self._committing = True
+            try:
+                while self._commits:
+                    group, self._commits = self._commits, []
+                    await self._commit([v for v, _ in group])
+                    for _, waiting in group:
+                        waiting.set_result(None)
+            except BaseException as e:
+                for _, waiting in [*group, *self._commits]:
+                    if not waiting.done():
+                        waiting.set_exception(e)
+                self._commits = []
+                raise
+            finally:
+                self._committing = False
+        await done
+
+    async def release(self, waiting: list[tuple[Leased, float]]) -> None:
+        """Back to the spool without counting an attempt, each due at the time given
+        (when its site's suspension ends, or now)."""
+        if not waiting:
+            return
+        # Recipients tried before stay "deferred"; the others are still just "queued".
+        updates = [
+            Update(
+                r.id,
+                "deferred" if r.attempts else "queued",
+                r.attempts,
+                until,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+            for r, until in waiting
+        ]
+        await self._spooler.call(self._spooler.spool.record, updates)
+        self._settled(len(updates))
+
+    async def _commit(self, verdicts: list[Verdict]) -> None:
+        spool = self._spooler.spool
+        updates = [u for v in verdicts for u in v.updates]
+        await self._spooler.call(spool.record, updates)
+        for verdict in verdicts:
+            for address, reason in verdict.suppress:
+                await self._spooler.call(spool.suppress, address, reason)
+        self._settled(len(updates))
+        for verdict in verdicts:
+            self._bus.publish(verdict.events)
