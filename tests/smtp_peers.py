@@ -60,6 +60,8 @@ class Message:
     connection: int  # the index of the Connection that carried it
     tls: bool  # whether that connection had done STARTTLS
     reply: str  # the peer's answer to the final dot; "" if it sent none
+    # When the peer had the whole message (time.time()): rates measured on the peer.
+    received_at: float = field(default_factory=time.time)
 
     @property
     def accepted(self) -> bool:

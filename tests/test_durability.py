@@ -94,6 +94,11 @@ def test_sigkill_at_random_moments_loses_nothing(
             child.send_signal(signal.SIGKILL)
             child.wait()
             kills += 1
+            # The kill came mid-delivery: messages reached the sink in this process's
+            # life (the goal above) and recipients are still waiting.
+            with SqliteSpool(spool) as opened:
+                waiting = opened.pending("kill")
+            assert 0 < waiting < RECIPIENTS, f"kill {kills}: {waiting} recipients waiting"
             child = start("drain")
         out, err = child.communicate(timeout=120)
     finally:
@@ -102,6 +107,7 @@ def test_sigkill_at_random_moments_loses_nothing(
             child.wait()
     assert child.returncode == 0, err
     assert "done" in out
+    assert kills == KILLS, f"the engine finished after {kills} kills: no kill came mid-run"
 
     with sqlite3.connect(spool) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -428,12 +428,16 @@ async def test_a_site_rate_limit_spaces_the_messages(
     limits = ferrymail.SiteLimits(messages_per_second=20)
     cfg = config(dns_server, port, tmp_path, site_overrides={"mx.slow.test": limits})
     async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
-        await e.submit(campaign(), people("slow.test", 30))
+        await e.submit(campaign(), people("slow.test", 60))
         await e.drain()
-    assert len(server.delivered) == 30
-    times = [ev["timestamp"] for ev in _events(tmp_path) if ev["type"] == "delivered"]
-    # 20 a second, one second's worth at once: the last 10 wait about half a second.
-    assert float(max(times)) - float(min(times)) >= 0.4  # type: ignore[arg-type]
+    assert len(server.delivered) == 60
+    times = sorted(m.received_at for m in server.delivered)  # the peer's own clock
+    # 20 a second with one second's worth saved up: 20 at once, then 20 a second, so
+    # the 60 take 2 s. Never more than 20 + 20 in any one second (the limit holds), and
+    # not much slower than the limit allows (the limiter does not over-throttle).
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 41, f"{busiest} messages in one second at a limit of 20/s"
+    assert 1.8 <= times[-1] - times[0] <= 6.0, times[-1] - times[0]
 
 
 @on_uvloop
