@@ -13,7 +13,7 @@ from typing import Any
 import ferrymail
 import pytest
 from dns_peer import DnsServer
-from engine_support import campaign, config, free_port_everywhere, on_uvloop, people
+from engine_support import campaign, config, free_port_everywhere, on_uvloop, people, reported
 from smtp_peers import ScriptedServer
 
 Scripted = Callable[..., ScriptedServer]
@@ -109,3 +109,39 @@ async def test_a_stored_campaign_that_no_longer_compiles_keeps_the_reason(
     assert len(failed) == 3
     assert all("'c1' in the spool no longer compiles" in ev["text"] for ev in failed)
     assert all("Error" in ev["text"] for ev in failed), failed[0]  # the compiler's words
+
+
+@on_uvloop
+async def test_a_receiver_refusing_our_helo_name_defers_and_suspends_never_bounces(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("strict.test", ["@ MX 10 mx", "mx A 127.0.0.19"])
+    # Postfix with reject_non_fqdn_helo_hostname, to a sender whose HELO name is "vm".
+    refusal = "504 5.5.2 <vm>: Helo command rejected: need fully-qualified hostname"
+    server = scripted_server(host="127.0.0.19", port=port, replies={"RCPT": refusal})
+    cfg = config(
+        dns_server,
+        port,
+        tmp_path,
+        helo_name="vm",
+        smtp=ferrymail.SmtpOptions("vm", tls="off"),
+        batch_size=5,
+        suspend_for=60.0,
+    )
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+        await e.submit(campaign(), people("strict.test", 20))
+        runner = asyncio.create_task(e.run())
+        await reported(e, "deferred", 5)
+        await asyncio.sleep(0.3)
+        e.stop()
+        await runner
+        report = await e.report("c1")
+        suppressed = await e.suppressions.list()
+    # Our name is the problem, not the recipients': nobody bounced or suppressed, the
+    # first batch deferred, the site suspended so that the others wait untried.
+    assert report.states["bounced"] == 0 and not suppressed
+    assert report.states["deferred"] == 5 and report.states["queued"] == 15
+    assert not server.delivered
+    with sqlite3.connect(tmp_path / "spool.db") as db:
+        (reason,) = db.execute("SELECT reason FROM suspension").fetchone()
+    assert "Helo command rejected" in reason

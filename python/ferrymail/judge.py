@@ -26,6 +26,20 @@ _RATE_LIMITED = re.compile(
     r"exceeded the (?:rate|limit)|slow down|sending rate",
     re.IGNORECASE,
 )
+# A receiver refusing our own HELO/EHLO name, whatever command it answers (Postfix's
+# reject_non_fqdn_helo_hostname and reject_invalid_helo_hostname answer at RCPT:
+# "504 5.5.2 <vm>: Helo command rejected: need fully-qualified hostname"). That is the
+# sender's problem: the recipients are fine, and bouncing them (and suppressing their
+# addresses) would punish them for our configuration.
+_HELO = re.compile(r"\b(?:helo|ehlo)\b", re.IGNORECASE)
+_HELO_REFUSAL = re.compile(
+    r"reject|refus|not allowed|invalid|denied|bad|bogus|forged|syntax|fully.qualified|"
+    r"fqdn|hostname|host name",
+    re.IGNORECASE,
+)
+# How far from the word HELO/EHLO the refusal may be ("Invalid HELO name", "Helo
+# command rejected: need fully-qualified hostname").
+_HELO_CONTEXT = 50
 # Stages at which a failure says the host, not the recipient, is the problem.
 _SESSION_STAGES = frozenset({"connect", "banner", "ehlo", "starttls"})
 
@@ -71,7 +85,7 @@ class Judge:
             for o in outcomes
         ):
             return f"every MX host failed: {outcomes[-1].text}"
-        limited = next((o for o in outcomes if _is_site_deferral(o)), None)
+        limited = next((o for o in outcomes if _is_site_deferral(o) or rejects_our_helo(o)), None)
         if limited is not None:
             return f"{limited.code} {limited.enhanced or ''} {limited.text}"
         return None
@@ -85,7 +99,7 @@ class Judge:
             state = "delivered"
         elif o.stage == "render":
             state = "failed"
-        elif o.status == "permanent":
+        elif o.status == "permanent" and not rejects_our_helo(o):
             state = "bounced"
             category = self.classifier.classify(o.code, o.enhanced, o.text)
             if self.suppress_hard_bounces and category in HARD_CATEGORIES:
@@ -132,6 +146,18 @@ class Judge:
                 now - r.submitted_at,
             )
         )
+
+
+def rejects_our_helo(o: Outcome) -> bool:
+    """A reply refusing the name we gave in HELO/EHLO: deferred and the site suspended,
+    never a bounce (see _HELO)."""
+    if o.code is None or o.code < 500:
+        return False
+    for helo in _HELO.finditer(o.text):
+        nearby = o.text[max(0, helo.start() - _HELO_CONTEXT) : helo.end() + _HELO_CONTEXT]
+        if _HELO_REFUSAL.search(nearby):
+            return True
+    return False
 
 
 def _is_site_deferral(o: Outcome) -> bool:
