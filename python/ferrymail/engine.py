@@ -34,7 +34,7 @@ from .spooler import Spooler
 from .submit import SubmitResult, chunks, rows
 from .suspensions import Suspensions
 from .transport import Transport
-from .wire import Outcome, Recipient
+from .wire import Outcome, OutcomeKind, Recipient
 
 _encoder = msgspec.msgpack.Encoder()
 _progress = msgspec.msgpack.Decoder(list[tuple[int, Outcome]])
@@ -511,12 +511,14 @@ def _dns_outcome(dest: Destination) -> Outcome:
     failure = dest.failure
     assert failure is not None
     status = "transient" if failure.status == "temporary" else "permanent"
-    return Outcome.without_reply(status, "connect", failure.text, failure.code, failure.enhanced)
+    return Outcome.without_reply(
+        status, "connect", failure.text, failure.code, failure.enhanced, kind=OutcomeKind.DNS
+    )
 
 
 def _unrenderable(campaign_id: str) -> Outcome:
     text = f"campaign {campaign_id!r} is missing from the spool or no longer compiles"
-    return Outcome.without_reply("permanent", "render", text)
+    return Outcome.without_reply("permanent", "render", text, kind=OutcomeKind.RENDER)
 
 
 def _interrupted(times: int) -> Outcome:
@@ -524,9 +526,9 @@ def _interrupted(times: int) -> Outcome:
         f"the process stopped {times} times in a row while delivering to this "
         "recipient, before the outcome was known (the message may have been delivered)"
     )
-    return Outcome.without_reply("transient", "engine", text)
+    return Outcome.without_reply("transient", "engine", text, kind=OutcomeKind.INTERRUPTED)
 
 
 def _internal_outcome(error: Exception) -> Outcome:
     text = f"internal error: {type(error).__name__}: {error}"
-    return Outcome.without_reply("transient", "connect", text)
+    return Outcome.without_reply("transient", "connect", text, kind=OutcomeKind.INTERNAL)

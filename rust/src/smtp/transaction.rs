@@ -32,10 +32,12 @@ pub struct Message<'a> {
 #[derive(Debug)]
 pub enum Ending {
     /// The reply that decided the recipient's fate and the stage it answered: 2xx at
-    /// `Dot` is a delivery. Replies ferrymail makes up itself (a message over the
-    /// server's SIZE, an extension the message needs and the server lacks) say "not
-    /// sent" in their text.
+    /// `Dot` is a delivery.
     Reply { stage: Stage, reply: Reply },
+    /// ferrymail did not send the message (a message over the server's SIZE, an
+    /// extension the message needs and the server lacks), with a reply it made up as
+    /// the server would have answered; its text ends in "not sent".
+    NotSent(Reply),
     /// No usable reply: the connection broke, timed out or spoke garbage.
     Failed(Failure),
 }
@@ -60,6 +62,15 @@ impl Transaction {
         Self {
             ending: Ending::Reply { stage, reply },
             reusable,
+            stale: false,
+            chained: false,
+        }
+    }
+
+    fn not_sent(reply: Reply) -> Self {
+        Self {
+            ending: Ending::NotSent(reply),
+            reusable: true,
             stale: false,
             chained: false,
         }
@@ -90,7 +101,7 @@ impl Session {
         let chained = std::mem::take(&mut self.envelope_sent);
         if !chained {
             if let Some(refusal) = self.refusal(message) {
-                return Transaction::ended(Stage::Mail, refusal, true);
+                return Transaction::not_sent(refusal);
             }
         }
         let reused = self.transactions > 0;
