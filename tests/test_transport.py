@@ -113,6 +113,55 @@ def test_data_accepted_after_every_rcpt_failed_gets_a_lone_dot(raw_server: Raw) 
     assert [m.content for m in server.messages] == [b""]
 
 
+def test_a_lost_connection_after_the_lone_dot_keeps_the_rcpt_refusal(raw_server: Raw) -> None:
+    # Nothing was sent when every RCPT failed: the connection dying after the lone "."
+    # changes nothing about the recipient (it is no "may have been delivered" case).
+    server = raw_server(
+        faults=[
+            Fault("RCPT", reply="550 5.1.1 no such user"),
+            Fault("DATA", reply="354 go on then"),
+            drop("DOT"),
+        ]
+    )
+    (outcome,) = deliver(route(server), recipients(1))
+    assert (outcome.status, outcome.code, outcome.stage) == ("permanent", 550, "rcpt")
+    assert outcome.kind == "reply" and "may have been delivered" not in outcome.text
+
+
+@pytest.mark.parametrize(
+    "capabilities",
+    [
+        ("PIPELINING", "SMTPUTF8", "8BITMIME", "ENHANCEDSTATUSCODES"),
+        ("SMTPUTF8", "8BITMIME", "ENHANCEDSTATUSCODES"),
+    ],
+    ids=["pipelining", "lockstep"],
+)
+def test_a_control_character_in_an_address_never_reaches_the_wire(
+    raw_server: Raw, capabilities: tuple[str, ...]
+) -> None:
+    # The renderer accepts any non-ASCII local part (RFC 6531), NEL (U+0085, a C1
+    # control) included; the command writer refuses it, for that recipient alone.
+    server = raw_server(capabilities=capabilities)
+    batch = [*recipients(1), ferrymail.Recipient("ann\x85lee@dest.test", {"name": "x"})]
+    batch += recipients(2, "else.test")
+    outcomes = deliver(route(server), batch, max_connections_per_host=1)
+
+    assert statuses(outcomes) == ["delivered", "permanent", "delivered", "delivered"]
+    bad = outcomes[1]
+    assert (bad.kind, bad.stage, bad.code, bad.enhanced) == ("local", "mail", 553, "5.1.3")
+    assert "recipient address" in bad.text and "control character" in bad.text
+    assert "ann\\u{85}lee" in bad.text and bad.message_id is not None
+    server.wait_closed()
+    commands = [c for conn in server.connections for c in conn.commands]
+    assert [c for c in commands if c.startswith("RCPT")] == [
+        "RCPT TO:<user0@dest.test>",
+        "RCPT TO:<user0@else.test>",
+        "RCPT TO:<user1@else.test>",
+    ]
+    assert not any("ann" in c for c in commands)
+    assert len(server.connections) == 1
+
+
 def test_mail_from_refused_fails_the_message_permanently(scripted_server: Scripted) -> None:
     server = scripted_server(replies={"MAIL": "553 5.7.1 Sender address rejected"})
     (outcome,) = deliver(route(server), recipients(1))

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::argument::UnsafeArgument;
 use super::reply::{Reply, ReplyError};
 use crate::wire::OutcomeKind;
 
@@ -71,6 +72,10 @@ pub enum ClientError {
     /// refused STARTTLS under tls="required".
     #[error("{} {}", .0.code, .0.text())]
     Refused(Reply),
+    /// A command argument that must not go on the wire (see argument.rs); nothing of
+    /// it was sent.
+    #[error("{0}; not sent")]
+    Unsafe(UnsafeArgument),
 }
 
 impl ClientError {
@@ -86,6 +91,7 @@ impl ClientError {
             ClientError::Protocol(_) => OutcomeKind::Protocol,
             ClientError::Tls(_) => OutcomeKind::Tls,
             ClientError::Refused(_) => OutcomeKind::Reply,
+            ClientError::Unsafe(_) => OutcomeKind::Local,
         }
     }
 
