@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 from ferrymail.judge import rejects_our_helo
-from ferrymail.wire import Outcome
+from ferrymail.wire import Outcome, OutcomeKind
 
 
 def _reply(code: int, text: str) -> Outcome:
-    return Outcome.without_reply("permanent" if code >= 500 else "transient", "rcpt", text, code)
+    status = "permanent" if code >= 500 else "transient"
+    return Outcome(
+        status, code, None, text, "rcpt", "mx.test", "127.0.0.1", None, 1.0, None, OutcomeKind.REPLY
+    )
 
 
 @pytest.mark.parametrize(

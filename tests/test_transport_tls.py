@@ -82,7 +82,7 @@ def test_required_tls_refuses_a_certificate_for_another_name_and_fails_over(
         ferrymail.Route(hosts[:1]), recipients(1), tls="required", ca_file=str(mx_tls.ca_pem)
     )
     assert (alone.status, alone.stage, alone.code) == ("transient", "starttls", None)
-    assert "certificate" in alone.text.lower()
+    assert alone.kind == "tls" and "certificate" in alone.text.lower()
 
 
 def test_required_tls_without_the_ca_does_not_trust_a_private_certificate(
@@ -90,14 +90,14 @@ def test_required_tls_without_the_ca_does_not_trust_a_private_certificate(
 ) -> None:
     server = scripted_server(tls=mx_tls.server_context)
     (outcome,) = deliver(route(server), recipients(1), tls="required")
-    assert (outcome.status, outcome.stage) == ("transient", "starttls")
+    assert (outcome.status, outcome.stage, outcome.kind) == ("transient", "starttls", "tls")
     assert server.messages == []
 
 
 def test_required_tls_without_starttls_is_transient(scripted_server: Scripted) -> None:
     server = scripted_server()
     (outcome,) = deliver(route(server), recipients(1), tls="required")
-    assert (outcome.status, outcome.stage) == ("transient", "starttls")
+    assert (outcome.status, outcome.stage, outcome.kind) == ("transient", "starttls", "tls")
     assert "does not offer STARTTLS" in outcome.text and server.messages == []
 
 

@@ -14,6 +14,7 @@ from ferrymail.wire import (
     DkimKeySpec,
     MxHost,
     Outcome,
+    OutcomeKind,
     Recipient,
     RenderOutcome,
     Route,
@@ -205,6 +206,7 @@ INSTANCES: dict[str, list[tuple[str, msgspec.Struct]]] = {
                 tls="TLSv1.3",
                 elapsed_ms=12.625,
                 message_id="<abc@example.com>",
+                kind=OutcomeKind.REPLY,
             ),
         ),
         (
@@ -220,6 +222,7 @@ INSTANCES: dict[str, list[tuple[str, msgspec.Struct]]] = {
                 tls=None,
                 elapsed_ms=0.0,
                 message_id=None,
+                kind=OutcomeKind.REFUSED,
             ),
         ),
     ],
@@ -251,6 +254,32 @@ def test_every_wire_struct_is_covered() -> None:
         if isinstance(obj, type) and issubclass(obj, msgspec.Struct) and obj is not msgspec.Struct
     }
     assert structs == set(INSTANCES)
+
+
+@pytest.mark.parametrize("kind", list(OutcomeKind))
+def test_every_outcome_kind_means_the_same_on_both_sides(kind: OutcomeKind) -> None:
+    outcome = Outcome.without_reply("transient", "connect", "x", kind=kind)
+    data = msgspec.msgpack.encode(outcome)
+    assert _core.wire_roundtrip("Outcome", data) == data
+    # The value crosses as the kebab-case string itself, not an index.
+    assert msgspec.msgpack.decode(data)[-1] == kind.value
+
+
+def test_an_unknown_outcome_kind_is_a_wire_error() -> None:
+    outcome = Outcome.without_reply("transient", "connect", "x", kind=OutcomeKind.INTERNAL)
+    fields = msgspec.msgpack.decode(msgspec.msgpack.encode(outcome))
+    with pytest.raises(WireError, match="Outcome"):
+        _core.wire_roundtrip("Outcome", msgspec.msgpack.encode([*fields[:-1], "exploded"]))
+
+
+def test_an_outcome_without_a_kind_decodes_as_internal() -> None:
+    # An outcome written before `kind` existed (ten fields) still decodes on both sides.
+    old = msgspec.msgpack.encode(
+        ["transient", None, None, "x", "connect", None, None, None, 0.0, None]
+    )
+    assert msgspec.msgpack.decode(old, type=Outcome).kind is OutcomeKind.INTERNAL
+    again = msgspec.msgpack.decode(_core.wire_roundtrip("Outcome", old), type=Outcome)
+    assert again.kind is OutcomeKind.INTERNAL
 
 
 def test_unknown_kind_and_bad_bytes_are_wire_errors() -> None:

@@ -22,7 +22,7 @@ from .send import send
 from .spool import Report
 from .submit import SubmitResult
 from .transport import Transport
-from .wire import MxHost, Outcome, Recipient, Route, SmtpOptions
+from .wire import MxHost, Outcome, OutcomeKind, Recipient, Route, SmtpOptions
 
 __all__ = [
     "BounceRule",
@@ -35,6 +35,7 @@ __all__ = [
     "Event",
     "MxHost",
     "Outcome",
+    "OutcomeKind",
     "Recipient",
     "RenderError",
     "RenderedMessage",

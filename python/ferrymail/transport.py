@@ -9,7 +9,7 @@ import msgspec
 
 from . import _core
 from .campaign import Campaign
-from .wire import Outcome, Recipient, Route, SmtpOptions
+from .wire import Outcome, OutcomeKind, Recipient, Route, SmtpOptions
 
 _encoder = msgspec.msgpack.Encoder()
 _outcomes = msgspec.msgpack.Decoder(list[Outcome])
@@ -86,4 +86,5 @@ class Transport:
 
 
 def _unencodable(e: Exception) -> Outcome:
-    return Outcome.without_reply("permanent", "render", f"recipient cannot be encoded: {e}")
+    text = f"recipient cannot be encoded: {e}"
+    return Outcome.without_reply("permanent", "render", text, kind=OutcomeKind.RENDER)

@@ -7,6 +7,7 @@ Times cross as integer epoch milliseconds, binary as bytes.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import msgspec
@@ -132,6 +133,50 @@ class Route(msgspec.Struct, array_like=True, frozen=True):
     max_messages_per_connection: int = 0
 
 
+class OutcomeKind(enum.StrEnum):
+    """What decided an `Outcome`, for the judge, the bounce rules and shaping to match on
+    (with `code` and `enhanced`) instead of reading `text`. The values cross the wire as
+    these strings; rust/src/wire.rs's `OutcomeKind` has the same ones.
+
+    A StrEnum, not a Literal: msgspec decodes both through the same lookup table into a
+    cached object (about 20 ns each, a third of a plain str's 70 ns, which allocates),
+    and the enum adds named members, iteration and exhaustive `match`; its members still
+    compare equal to the plain strings.
+    """
+
+    REPLY = "reply"
+    """The receiver answered and its reply decided: `code`, `enhanced` and `text` are
+    that reply (2xx, 4xx or 5xx)."""
+    REFUSED = "refused"
+    """The TCP connection was refused (by the last address tried)."""
+    UNREACHABLE = "unreachable"
+    """Another connect failure: no route, reset, an address that cannot be used."""
+    TIMEOUT = "timeout"
+    """A timeout; `stage` says which."""
+    LOST = "lost"
+    """The connection closed or failed mid-session; at stage "dot" the message may have
+    been delivered."""
+    TLS = "tls"
+    """The TLS handshake or the certificate check failed."""
+    PROTOCOL = "protocol"
+    """A reply that does not parse, or a peer that breaks the protocol."""
+    LOCAL = "local"
+    """ferrymail decided not to send: the message is over the peer's SIZE, it needs
+    SMTPUTF8 and the peer lacks it, an envelope address is unsafe for the wire. `code`
+    and `enhanced` are ones ferrymail chose, as a server would have."""
+    RENDER = "render"
+    """The message could not be rendered (or the recipient could not be encoded)."""
+    CANCELLED = "cancelled"
+    """The caller cancelled the delivery (`Delivery.cancel`, `Transport.abort`) and the
+    session was cut at `stage`."""
+    DNS = "dns"
+    """The DNS answer decided (no such domain, null MX, a failed look-up)."""
+    INTERRUPTED = "interrupted"
+    """The process died during earlier attempts, before the outcome was known."""
+    INTERNAL = "internal"
+    """A fault inside ferrymail: a bug, a panic, an outcome filled in for a gap."""
+
+
 class Outcome(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """What became of one recipient's message in one delivery attempt.
 
@@ -143,11 +188,12 @@ class Outcome(msgspec.Struct, array_like=True, frozen=True, gc=False):
     verdict on a recipient whose process died with it twice in a row). `mx`
     and `address`: the MX host and IP the attempt ended on; `tls`: the TLS version or
     None; `elapsed_ms`: from the start of this message's attempt (including any
-    connection it opened) to the outcome; `message_id`: the Message-ID header value.
+    connection it opened) to the outcome; `message_id`: the Message-ID header value;
+    `kind`: what decided it (`OutcomeKind`), the field to match on.
 
-    A "transient" outcome at stage "dot" with no code means the connection was lost
-    after the whole message was sent: the server may have delivered it, and a retry may
-    deliver it twice, as with every MTA.
+    A "transient" outcome at stage "dot" of kind "lost", "timeout" or "cancelled"
+    means the whole message was sent and no reply came: the server may have delivered
+    it, and a retry may deliver it twice, as with every MTA.
     """
 
     status: str
@@ -160,6 +206,7 @@ class Outcome(msgspec.Struct, array_like=True, frozen=True, gc=False):
     tls: str | None
     elapsed_ms: float
     message_id: str | None
+    kind: OutcomeKind = OutcomeKind.INTERNAL
 
     @classmethod
     def without_reply(
@@ -169,6 +216,8 @@ class Outcome(msgspec.Struct, array_like=True, frozen=True, gc=False):
         text: str,
         code: int | None = None,
         enhanced: str | None = None,
+        *,
+        kind: OutcomeKind,
     ) -> Outcome:
         """An outcome decided without an SMTP session (a render or DNS failure)."""
-        return cls(status, code, enhanced, text, stage, None, None, None, 0.0, None)
+        return cls(status, code, enhanced, text, stage, None, None, None, 0.0, None, kind)

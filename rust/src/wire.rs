@@ -177,4 +177,47 @@ pub struct Outcome {
     pub elapsed_ms: f64,
     /// The Message-ID header value of the message ("<…@…>"), None if it was not rendered.
     pub message_id: Option<String>,
+    /// What decided the outcome, for the judge, the bounce rules and shaping to match
+    /// on instead of reading `text`.
+    #[serde(default)]
+    pub kind: OutcomeKind,
+}
+
+/// What decided an [`Outcome`]; Python's `ferrymail.OutcomeKind` has the same values,
+/// which cross as kebab-case strings. The retry policy reads `status`; the kind says
+/// why, so that a fault of ferrymail's own is never mistaken for a dead MX host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutcomeKind {
+    /// The receiver answered and its reply decided: `code`, `enhanced` and `text` are
+    /// that reply (2xx, 4xx or 5xx).
+    Reply,
+    /// The TCP connection was refused (the last address tried refused it).
+    Refused,
+    /// Another connect failure: no route, reset, an address that cannot be used.
+    Unreachable,
+    /// A timeout; `stage` says which.
+    Timeout,
+    /// The connection closed or failed mid-session; at stage "dot" the message may
+    /// have been delivered.
+    Lost,
+    /// The TLS handshake or the certificate check failed.
+    Tls,
+    /// A reply that does not parse, or a peer that breaks the protocol.
+    Protocol,
+    /// ferrymail decided not to send: the message is over the peer's SIZE, it needs
+    /// SMTPUTF8 and the peer lacks it, or an envelope address is unsafe for the wire.
+    /// `code` and `enhanced` are ones ferrymail chose, as a server would have.
+    Local,
+    /// The message could not be rendered.
+    Render,
+    /// The caller cancelled the delivery and the session was cut at `stage`.
+    Cancelled,
+    /// Made in Python: the DNS answer decided.
+    Dns,
+    /// Made in Python: the process died during earlier attempts.
+    Interrupted,
+    /// A fault inside ferrymail (a bug, a panic, an outcome filled in for a gap).
+    #[default]
+    Internal,
 }

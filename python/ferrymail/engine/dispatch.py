@@ -12,7 +12,7 @@ from ..sites import Site
 from ..spool import Leased
 from ..spooler import Spooler
 from ..transport import Transport
-from ..wire import Outcome
+from ..wire import Outcome, OutcomeKind
 from .recorder import Recorder
 
 _encoder = msgspec.msgpack.Encoder()
@@ -87,4 +87,4 @@ def _internal(fault: Exception | None) -> Outcome:
         text = "internal error: the transport ended the batch without an outcome for this recipient"
     else:
         text = f"internal error: {type(fault).__name__}: {fault}"
-    return Outcome.without_reply("transient", "engine", text)
+    return Outcome.without_reply("transient", "engine", text, kind=OutcomeKind.INTERNAL)

@@ -35,7 +35,7 @@ from ..spooler import Spooler
 from ..submit import SubmitResult, chunks, rows
 from ..suspensions import Suspensions
 from ..transport import Transport
-from ..wire import Outcome, Recipient
+from ..wire import Outcome, OutcomeKind, Recipient
 from .campaigns import Campaigns
 from .dispatch import Dispatcher
 from .recorder import Recorder
@@ -273,7 +273,9 @@ class Engine:
             if r.interrupted >= INTERRUPTED_DEFERRED:
                 self._judge.one(judged, r.campaign, r, _interrupted(r.interrupted), now)
             elif unusable is not None:
-                outcome = Outcome.without_reply("permanent", "render", unusable)
+                outcome = Outcome.without_reply(
+                    "permanent", "render", unusable, kind=OutcomeKind.RENDER
+                )
                 self._judge.one(judged, r.campaign, r, outcome, now)
             else:
                 routable.append(r)
@@ -417,10 +419,12 @@ class Suppressions:
 def _dns_outcome(dest: Destination | Exception) -> Outcome:
     if isinstance(dest, Exception) or dest.failure is None:
         text = f"internal error while routing: {dest!r}"
-        return Outcome.without_reply("transient", "engine", text)
+        return Outcome.without_reply("transient", "engine", text, kind=OutcomeKind.INTERNAL)
     failure = dest.failure
     status = "transient" if failure.status == "temporary" else "permanent"
-    return Outcome.without_reply(status, "connect", failure.text, failure.code, failure.enhanced)
+    return Outcome.without_reply(
+        status, "connect", failure.text, failure.code, failure.enhanced, kind=OutcomeKind.DNS
+    )
 
 
 def _interrupted(times: int) -> Outcome:
@@ -428,4 +432,4 @@ def _interrupted(times: int) -> Outcome:
         f"the process stopped {times} times in a row while delivering to this "
         "recipient, before the outcome was known (the message may have been delivered)"
     )
-    return Outcome.without_reply("transient", "engine", text)
+    return Outcome.without_reply("transient", "engine", text, kind=OutcomeKind.INTERRUPTED)

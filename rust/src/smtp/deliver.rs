@@ -19,10 +19,11 @@ use tokio::sync::{mpsc, Notify};
 use super::client::Client;
 use super::error::{ClientError, Failure, Stage};
 use super::pool::{Lease, Permit};
+use super::reply::Reply;
 use super::session::Session;
 use super::transaction::{Ending, Message, Transaction};
 use crate::render::{render_batch, CompiledCampaign, Now};
-use crate::wire::{Outcome, Recipient, RenderOutcome, Route};
+use crate::wire::{Outcome, OutcomeKind, Recipient, RenderOutcome, Route};
 
 /// Recipients rendered per step: enough to keep every core busy for a few
 /// milliseconds, few enough that the first messages leave at once.
@@ -113,7 +114,10 @@ pub async fn deliver(
             .collect()
     };
     for index in missing {
-        batch.finish(index, internal("delivery ended without an outcome"));
+        batch.finish(
+            index,
+            internal(Stage::Connect, "delivery ended without an outcome"),
+        );
     }
     let outcomes = std::mem::take(&mut batch.lock().outcomes);
     outcomes
@@ -248,11 +252,19 @@ async fn produce(
             render_batch(&campaign, &recipients[start..end], &now, 0)
         })
         .await;
+        let mut state = batch.lock();
         let rendered = match rendered {
             Ok(rendered) => rendered,
-            Err(e) => vec![render_failure(format!("renderer failed: {e}")); end - start],
+            Err(e) => {
+                // A panic in the renderer is ferrymail's bug, not the recipients':
+                // they are deferred, never bounced.
+                let outcome = internal(Stage::Render, &format!("the renderer failed: {e}"));
+                for index in start..end {
+                    settle(&mut state, batch.progress.as_ref(), index, outcome.clone());
+                }
+                Vec::new()
+            }
         };
-        let mut state = batch.lock();
         for (offset, outcome) in rendered.into_iter().enumerate() {
             let index = start + offset;
             match outcome {
@@ -462,6 +474,7 @@ fn give_up(batch: &Batch, job: Job, why: NoSession, started: Instant) -> bool {
         (_, Some((failure, mx, address))) => failure_outcome(failure, Some(mx), Some(*address)),
         (NoSession::Busy, None) | (NoSession::Exhausted, None) => without_reply(
             "transient",
+            OutcomeKind::Unreachable,
             Stage::Connect,
             "the route has no address to connect to".into(),
         ),
@@ -531,28 +544,33 @@ fn outcome(transaction: &Transaction, session: &Session, started: Instant, job: 
     let mx = Some(&session.mx);
     let address = Some(session.address);
     let mut outcome = match &transaction.ending {
-        Ending::Reply { stage, reply } => Outcome {
-            status: match reply.code / 100 {
-                2 => "delivered",
-                5 => "permanent",
-                _ => "transient",
-            }
-            .into(),
-            code: Some(reply.code),
-            enhanced: reply.enhanced.map(|e| e.to_string()),
-            text: reply.text(),
-            stage: stage.as_str().into(),
-            mx: mx.map(|m| m.to_string()),
-            address: address.map(|a| a.ip().to_string()),
-            tls: None,
-            elapsed_ms: 0.0,
-            message_id: None,
-        },
+        Ending::Reply { stage, reply } => reply_outcome(*stage, reply, OutcomeKind::Reply),
+        Ending::NotSent(reply) => reply_outcome(Stage::Mail, reply, OutcomeKind::Local),
         Ending::Failed(failure) => failure_outcome(failure, mx, address),
     };
+    outcome.mx = mx.map(|m| m.to_string());
+    outcome.address = address.map(|a| a.ip().to_string());
     outcome.tls = session.tls.map(str::to_string);
     outcome.elapsed_ms = millis(started);
     with_message_id(outcome, job)
+}
+
+/// The outcome a reply (the server's, or one made up for a refusal of our own) decides.
+fn reply_outcome(stage: Stage, reply: &Reply, kind: OutcomeKind) -> Outcome {
+    Outcome {
+        status: match reply.code / 100 {
+            2 => "delivered",
+            5 => "permanent",
+            _ => "transient",
+        }
+        .into(),
+        code: Some(reply.code),
+        enhanced: reply.enhanced.map(|e| e.to_string()),
+        text: reply.text(),
+        stage: stage.as_str().into(),
+        kind,
+        ..Outcome::default()
+    }
 }
 
 /// The transient outcome of a failure without a usable reply (or a refused session).
@@ -581,6 +599,7 @@ fn failure_outcome(
         tls: None,
         elapsed_ms: 0.0,
         message_id: None,
+        kind: failure.error.kind(),
     }
 }
 
@@ -590,35 +609,26 @@ fn with_message_id(mut outcome: Outcome, job: &Job) -> Outcome {
 }
 
 fn render_outcome(reason: String) -> Outcome {
-    without_reply("permanent", Stage::Render, reason)
-}
-
-fn render_failure(reason: String) -> RenderOutcome {
-    RenderOutcome {
-        envelope_from: String::new(),
-        data: None,
-        message_id: None,
-        error: Some(reason),
-        smtputf8: false,
-        rcpt_to: None,
-    }
+    without_reply("permanent", OutcomeKind::Render, Stage::Render, reason)
 }
 
 /// A transient outcome for a fault of ferrymail's own: retrying is safe.
-fn internal(reason: &str) -> Outcome {
+fn internal(stage: Stage, reason: &str) -> Outcome {
     without_reply(
         "transient",
-        Stage::Connect,
+        OutcomeKind::Internal,
+        stage,
         format!("internal error: {reason}"),
     )
 }
 
 /// An outcome decided without a session.
-fn without_reply(status: &str, stage: Stage, text: String) -> Outcome {
+fn without_reply(status: &str, kind: OutcomeKind, stage: Stage, text: String) -> Outcome {
     Outcome {
         status: status.into(),
         text,
         stage: stage.as_str().into(),
+        kind,
         ..Outcome::default()
     }
 }

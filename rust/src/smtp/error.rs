@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::argument::UnsafeArgument;
 use super::reply::{Reply, ReplyError};
+use crate::wire::OutcomeKind;
 
 /// The step of an attempt an outcome comes from. Python's retry policy and reports
 /// read it: a failure at `connect` or `banner` says nothing about the recipient, one
@@ -70,9 +72,29 @@ pub enum ClientError {
     /// refused STARTTLS under tls="required".
     #[error("{} {}", .0.code, .0.text())]
     Refused(Reply),
+    /// A command argument that must not go on the wire (see argument.rs); nothing of
+    /// it was sent.
+    #[error("{0}; not sent")]
+    Unsafe(UnsafeArgument),
 }
 
 impl ClientError {
+    /// The kind of outcome this error makes for the recipients it touches.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            ClientError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                OutcomeKind::Refused
+            }
+            ClientError::Connect(_) => OutcomeKind::Unreachable,
+            ClientError::Timeout(_) => OutcomeKind::Timeout,
+            ClientError::Io(_) => OutcomeKind::Lost,
+            ClientError::Protocol(_) => OutcomeKind::Protocol,
+            ClientError::Tls(_) => OutcomeKind::Tls,
+            ClientError::Refused(_) => OutcomeKind::Reply,
+            ClientError::Unsafe(_) => OutcomeKind::Local,
+        }
+    }
+
     /// The server's reply, when the error is one.
     pub fn reply(&self) -> Option<&Reply> {
         match self {

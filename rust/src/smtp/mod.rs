@@ -1,5 +1,6 @@
 //! The SMTP client: reply parsing, EHLO capabilities, dot-stuffing, sessions with PIPELINING and STARTTLS, pools, batch delivery.
 
+pub mod argument;
 pub mod capabilities;
 pub mod client;
 pub mod deliver;
@@ -10,6 +11,8 @@ pub mod pool;
 pub mod reply;
 pub mod session;
 pub mod stream;
+#[cfg(test)]
+pub(crate) mod test_peer;
 pub mod tls;
 pub mod transaction;
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
+use super::argument::check_helo_name;
 use super::capabilities::Capabilities;
 use super::error::{ClientError, Failure, Stage};
 use super::options::{ClientOptions, TlsPolicy, QUIT_TIMEOUT};
@@ -111,6 +112,10 @@ impl Session {
     /// does not know EHLO).
     async fn greet(&mut self, options: &ClientOptions) -> Result<(), Failure> {
         let limit = options.timeouts.ehlo;
+        // The options were checked when the transport was made; this guards the
+        // writer itself, whoever built the options.
+        check_helo_name(&options.helo_name)
+            .map_err(|e| Failure::new(Stage::Ehlo, ClientError::Unsafe(e)))?;
         let ehlo = format!("EHLO {}\r\n", options.helo_name);
         let reply = self.command(ehlo.as_bytes(), limit, Stage::Ehlo).await?;
         if reply.is_positive_completion() {

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use super::argument::{check_mailbox, UnsafeArgument};
 use super::dot::{dot_stuff, stuffed_len};
 use super::error::{ClientError, Failure, Stage};
 use super::options::{Timeouts, RSET_TIMEOUT};
@@ -32,10 +33,12 @@ pub struct Message<'a> {
 #[derive(Debug)]
 pub enum Ending {
     /// The reply that decided the recipient's fate and the stage it answered: 2xx at
-    /// `Dot` is a delivery. Replies ferrymail makes up itself (a message over the
-    /// server's SIZE, an extension the message needs and the server lacks) say "not
-    /// sent" in their text.
+    /// `Dot` is a delivery.
     Reply { stage: Stage, reply: Reply },
+    /// ferrymail did not send the message (a message over the server's SIZE, an
+    /// extension the message needs and the server lacks), with a reply it made up as
+    /// the server would have answered; its text ends in "not sent".
+    NotSent(Reply),
     /// No usable reply: the connection broke, timed out or spoke garbage.
     Failed(Failure),
 }
@@ -60,6 +63,15 @@ impl Transaction {
         Self {
             ending: Ending::Reply { stage, reply },
             reusable,
+            stale: false,
+            chained: false,
+        }
+    }
+
+    fn not_sent(reply: Reply) -> Self {
+        Self {
+            ending: Ending::NotSent(reply),
+            reusable: true,
             stale: false,
             chained: false,
         }
@@ -90,7 +102,7 @@ impl Session {
         let chained = std::mem::take(&mut self.envelope_sent);
         if !chained {
             if let Some(refusal) = self.refusal(message) {
-                return Transaction::ended(Stage::Mail, refusal, true);
+                return Transaction::not_sent(refusal);
             }
         }
         let reused = self.transactions > 0;
@@ -120,6 +132,14 @@ impl Session {
     /// What the client refuses to send, as a made-up permanent reply: the server would
     /// refuse it, or could not deliver it faithfully.
     fn refusal(&self, message: &Message<'_>) -> Option<Reply> {
+        // Checked again where the commands are written; here it becomes the
+        // recipient's outcome while the session goes on.
+        if let Err(e) = check_mailbox(SENDER, message.from, message.smtputf8) {
+            return Some(made_up(553, (5, 1, 7), format!("{e}; not sent")));
+        }
+        if let Err(e) = check_mailbox(RECIPIENT, message.to, message.smtputf8) {
+            return Some(made_up(553, (5, 1, 3), format!("{e}; not sent")));
+        }
         let caps = &self.caps;
         if message.smtputf8 && !caps.smtputf8 {
             return Some(made_up(
@@ -177,7 +197,10 @@ impl Session {
             if rset {
                 commands.extend_from_slice(b"RSET\r\n");
             }
-            self.write_envelope(message, &mut commands);
+            if let Err(e) = self.write_envelope(message, &mut commands) {
+                self.commands = commands;
+                return Err(Failure::new(Stage::Mail, ClientError::Unsafe(e)));
+            }
             let sent = self.wire.send(&commands, t.mail).await;
             self.commands = commands;
             sent.map_err(|e| Failure::new(Stage::Mail, e))?;
@@ -209,12 +232,15 @@ impl Session {
             if data.code == 354 {
                 // RFC 2920 §3.1: DATA accepted though nothing else was. A lone "."
                 // ends that empty message; the server must refuse it for want of
-                // recipients.
-                self.wire
-                    .send(b".\r\n", t.data_block)
-                    .await
-                    .map_err(|e| Failure::new(Stage::Data, e))?;
-                self.expect(t.dot, Stage::Dot, heard).await?;
+                // recipients. The refusal decides the recipient's outcome whatever
+                // happens then: no message went out. Only the connection may be lost.
+                let ended = match self.wire.send(b".\r\n", t.data_block).await {
+                    Ok(()) => self.wire.read_reply(t.dot).await.is_ok(),
+                    Err(_) => false,
+                };
+                if !ended {
+                    return Ok(Transaction::ended(stage, refusal, false));
+                }
             }
             self.needs_rset = true;
             return Ok(Transaction::ended(stage, refusal, data.code != 421));
@@ -242,14 +268,16 @@ impl Session {
             }
         }
         let mut line = Vec::with_capacity(128);
-        self.write_mail_from(message, &mut line);
+        self.write_mail_from(message, &mut line)
+            .map_err(|e| Failure::new(Stage::Mail, ClientError::Unsafe(e)))?;
         let mail = self.ask(&line, t.mail, Stage::Mail, heard).await?;
         if !mail.is_positive_completion() {
             self.needs_rset = true;
             return Ok(Transaction::ended(Stage::Mail, mail, true));
         }
         let mut line = Vec::with_capacity(128);
-        write_rcpt_to(message, &mut line);
+        write_rcpt_to(message, &mut line)
+            .map_err(|e| Failure::new(Stage::Rcpt, ClientError::Unsafe(e)))?;
         let rcpt = self.ask(&line, t.rcpt, Stage::Rcpt, heard).await?;
         if !rcpt.is_positive_completion() {
             self.needs_rset = true;
@@ -282,9 +310,12 @@ impl Session {
             let error = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
             return Err(Failure::new(Stage::Data, ClientError::Io(error)));
         }
-        let next = next.filter(|n| self.caps.pipelining && self.refusal(n).is_none());
-        if let Some(next) = next {
-            self.write_envelope(next, &mut content);
+        let mut next = next.filter(|n| self.caps.pipelining && self.refusal(n).is_none());
+        if let Some(n) = next {
+            if self.write_envelope(n, &mut content).is_err() {
+                // Not chained then: the next message's own transaction refuses it.
+                next = None;
+            }
         }
         let sent = self.wire.send_content(&content, t.data_block).await;
         self.content = content;
@@ -333,15 +364,33 @@ impl Session {
         Ok(reply)
     }
 
-    /// MAIL, RCPT and DATA for `message`, as one pipelined group.
-    fn write_envelope(&self, message: &Message<'_>, out: &mut Vec<u8>) {
-        self.write_mail_from(message, out);
-        write_rcpt_to(message, out);
+    /// MAIL, RCPT and DATA for `message`, as one pipelined group; nothing is written
+    /// when an address is unsafe.
+    fn write_envelope(
+        &self,
+        message: &Message<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), UnsafeArgument> {
+        let start = out.len();
+        let written = self
+            .write_mail_from(message, out)
+            .and_then(|()| write_rcpt_to(message, out));
+        if written.is_err() {
+            out.truncate(start);
+        }
+        written?;
         out.extend_from_slice(b"DATA\r\n");
+        Ok(())
     }
 
-    /// `MAIL FROM:<…>` with the parameters the server and the message call for.
-    fn write_mail_from(&self, message: &Message<'_>, out: &mut Vec<u8>) {
+    /// `MAIL FROM:<…>` with the parameters the server and the message call for;
+    /// nothing when the address is unsafe.
+    fn write_mail_from(
+        &self,
+        message: &Message<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), UnsafeArgument> {
+        check_mailbox(SENDER, message.from, message.smtputf8)?;
         out.extend_from_slice(b"MAIL FROM:<");
         out.extend_from_slice(message.from.as_bytes());
         out.push(b'>');
@@ -355,8 +404,13 @@ impl Session {
             out.extend_from_slice(b" SMTPUTF8");
         }
         out.extend_from_slice(b"\r\n");
+        Ok(())
     }
 }
+
+/// What the envelope's addresses are called in refusals.
+const SENDER: &str = "sender address";
+const RECIPIENT: &str = "recipient address";
 
 /// What the server has said so far in a transaction: the code of its first reply.
 #[derive(Default)]
@@ -364,10 +418,13 @@ struct Heard {
     first: Option<u16>,
 }
 
-fn write_rcpt_to(message: &Message<'_>, out: &mut Vec<u8>) {
+/// `RCPT TO:<…>`; nothing when the address is unsafe.
+fn write_rcpt_to(message: &Message<'_>, out: &mut Vec<u8>) -> Result<(), UnsafeArgument> {
+    check_mailbox(RECIPIENT, message.to, message.smtputf8)?;
     out.extend_from_slice(b"RCPT TO:<");
     out.extend_from_slice(message.to.as_bytes());
     out.extend_from_slice(b">\r\n");
+    Ok(())
 }
 
 /// RFC 1870 §3: the size counts the message with its CRLFs, not the dot-stuffing.
@@ -398,6 +455,75 @@ mod tests {
         assert_eq!(declared_size(b"a\r\n.b\r\n"), 7);
         assert_eq!(declared_size(b"a\r\nb"), 6);
         assert_eq!(declared_size(b""), 0);
+    }
+
+    use crate::smtp::test_peer::{self, Behaviour};
+
+    const DATA: &[u8] = b"Subject: hi\r\n\r\nhello\r\n";
+
+    fn message<'a>(from: &'a str, to: &'a str) -> Message<'a> {
+        Message {
+            from,
+            to,
+            data: DATA,
+            smtputf8: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unsafe_address_is_not_sent_and_the_session_goes_on() {
+        let peer = test_peer::start(Behaviour::default()).await;
+        let options = test_peer::options(None);
+        let t = &options.timeouts;
+        let mut session = test_peer::session(&peer, &options).await;
+        let cases = [
+            (
+                "bounces@sender.test",
+                "a\r\nRSET\r\nRCPT TO:<evil1@x.test>",
+                "5.1.3",
+            ),
+            ("bounces@sender.test", "b\n@evil2.test", "5.1.3"),
+            ("evil3\0@x.test", "c@dest.test", "5.1.7"),
+            ("bounces@sender.test", "d@evil4.test> NOTIFY=NEVER", "5.1.3"),
+        ];
+        for (from, to, enhanced) in cases {
+            let done = session.transact(&message(from, to), None, t).await;
+            let Ending::NotSent(reply) = &done.ending else {
+                panic!("{to:?}: {:?}", done.ending);
+            };
+            assert_eq!(reply.code, 553);
+            assert_eq!(reply.enhanced.unwrap().to_string(), enhanced);
+            assert!(reply.text().ends_with("not sent"), "{}", reply.text());
+            assert!(done.reusable);
+        }
+        // A bad message lined up behind a good one is not chained to it either.
+        let good = message("bounces@sender.test", "ok@dest.test");
+        let bad = message("bounces@sender.test", "e\r\n@evil5.test");
+        let done = session.transact(&good, Some(&bad), t).await;
+        assert!(
+            matches!(&done.ending, Ending::Reply { stage: Stage::Dot, reply } if reply.code == 250)
+        );
+        assert!(!done.chained);
+        let done = session.transact(&bad, None, t).await;
+        assert!(matches!(done.ending, Ending::NotSent(_)));
+        session.quit().await;
+
+        let received = peer.received();
+        assert!(
+            received.contains("RCPT TO:<ok@dest.test>\r\n"),
+            "{received:?}"
+        );
+        for smuggled in ["evil", "RSET", "NOTIFY", "\0"] {
+            assert!(!received.contains(smuggled), "{smuggled:?} in {received:?}");
+        }
+    }
+
+    #[test]
+    fn the_writer_itself_refuses_an_unsafe_recipient() {
+        let mut out = b"RSET\r\n".to_vec();
+        let e = write_rcpt_to(&message("a@b.test", "x\r\nQUIT@y.test"), &mut out).unwrap_err();
+        assert_eq!(e.problem, "a carriage return (CR)");
+        assert_eq!(out, b"RSET\r\n");
     }
 
     #[test]
