@@ -1,19 +1,21 @@
 """Bounce classification: the category of a reply (or of a failure without one) a recipient met.
 
-`BounceClassifier.classify(code, enhanced, text)` names one of `CATEGORIES` for an
-`Outcome`'s deciding reply. It describes why; the caller decides what to do: the engine
-suppresses an address after a *permanent* outcome in `HARD_CATEGORIES`, and uses the
-category of a *transient* one (a deferral) only to report and to shape traffic, so a 4xx
-"user unknown" is classified bad-mailbox but suppresses nothing.
+`BounceClassifier.classify(code, enhanced, text, kind)` names one of `CATEGORIES` for an
+`Outcome`'s deciding reply (or for what decided it without one: its `kind`). It
+describes why; the caller decides what to do: the engine suppresses an address after a
+*permanent* outcome in `HARD_CATEGORIES`, and uses the category of a *transient* one (a
+deferral) only to report and to shape traffic, so a 4xx "user unknown" is classified
+bad-mailbox but suppresses nothing.
 
 Rules are tried in order and the first that matches decides; nothing matching is "other".
 User rules come first, then the built-in rules (`BUILTIN_RULES`) in these tiers:
 
-1. ferrymail's own failure texts, which carry no reply code (rust/src/smtp/error.rs):
-   "connect failed", "timed out after", "connection lost" -> routing (the receiver could
-   not be reached or dropped us: try another MX or later); "protocol error" -> protocol;
-   "TLS: " -> policy-related (a TLS policy could not be met). Anything else without a
-   code (a render error, an internal error) falls through to "other".
+1. Outcomes that no reply decided, by their kind (`OutcomeKind`), never by our own
+   texts: "refused", "unreachable", "timeout" and "lost" -> routing (the receiver could
+   not be reached or dropped us: try another MX or later); "protocol" -> protocol;
+   "tls" -> policy-related (a TLS policy could not be met); "render", "internal",
+   "interrupted" and "cancelled" -> other. "dns" and "local" go on to the codes they
+   carry (a null MX's 556 5.1.10 is bad-domain, an over-SIZE 552 5.3.4 content-related).
 2. Known replies whose enhanced code says something else: Microsoft's
    "5.4.1 Recipient address rejected: Access denied" (directory-based edge blocking) is
    bad-mailbox, not routing; ferrymail's own 5.4.4 "no MX host of ... has an address"
@@ -58,6 +60,8 @@ from collections.abc import Iterable
 
 import msgspec
 
+from .wire import OutcomeKind
+
 CATEGORIES: tuple[str, ...] = (
     "bad-mailbox",
     "bad-domain",
@@ -89,6 +93,10 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.IGNORECASE)
 
 
+# The kinds a rule may name: OutcomeKind's values (wire.py).
+_KINDS = frozenset(k.value for k in OutcomeKind)
+
+
 def _enhanced_parts(enhanced: str) -> tuple[int, ...]:
     return tuple(int(part) for part in enhanced.split("."))
 
@@ -98,6 +106,7 @@ class BounceRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     `enhanced` is an enhanced status code prefix by whole parts: "5.1.1" matches 5.1.1
     only, "5.7" matches every 5.7.x, "4" every class-4 code. `code` is a reply code (550).
+    `kind` is an `OutcomeKind` value ("reply", "timeout", "tls", ...).
     `text` is a regular expression searched case-insensitively in the reply text (after
     mail addresses in it are replaced by "<>"). At least one condition must be set;
     a bad category, prefix, code or expression raises ValueError naming it.
@@ -107,14 +116,19 @@ class BounceRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enhanced: str | None = None
     code: int | None = None
     text: str | None = None
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
             raise ValueError(
                 f"BounceRule.category {self.category!r} is not one of {', '.join(CATEGORIES)}"
             )
-        if self.enhanced is None and self.code is None and self.text is None:
-            raise ValueError("BounceRule needs at least one of enhanced, code or text")
+        if self.enhanced is None and self.code is None and self.text is None and not self.kind:
+            raise ValueError("BounceRule needs at least one of enhanced, code, text or kind")
+        if self.kind is not None and self.kind not in _KINDS:
+            raise ValueError(
+                f"BounceRule.kind {self.kind!r} is not one of {', '.join(sorted(_KINDS))}"
+            )
         if self.enhanced is not None and (
             not isinstance(self.enhanced, str) or not _ENHANCED_PREFIX.fullmatch(self.enhanced)
         ):
@@ -138,15 +152,20 @@ class BounceRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class _Matcher:
     """A rule prepared for matching: its prefix split into numbers, its pattern compiled."""
 
-    __slots__ = ("category", "code", "enhanced", "pattern")
+    __slots__ = ("category", "code", "enhanced", "kind", "pattern")
 
     def __init__(self, rule: BounceRule) -> None:
         self.category = rule.category
         self.code = rule.code
+        self.kind = rule.kind
         self.enhanced = _enhanced_parts(rule.enhanced) if rule.enhanced is not None else None
         self.pattern = _compile(rule.text) if rule.text is not None else None
 
-    def matches(self, code: int | None, enhanced: tuple[int, ...] | None, text: str) -> bool:
+    def matches(
+        self, code: int | None, enhanced: tuple[int, ...] | None, text: str, kind: str | None
+    ) -> bool:
+        if self.kind is not None and kind != self.kind:
+            return False
         if self.code is not None and code != self.code:
             return False
         if self.enhanced is not None and (
@@ -170,15 +189,18 @@ class BounceClassifier:
                 raise TypeError(f"BounceClassifier rules must be BounceRule, not {rule!r}")
         self._matchers = tuple(_Matcher(rule) for rule in self.rules)
 
-    def classify(self, code: int | None, enhanced: str | None, text: str) -> str:
+    def classify(
+        self, code: int | None, enhanced: str | None, text: str, kind: str | None = None
+    ) -> str:
         """The category of a reply: its code (None without a reply), its enhanced status
-        code (None when it had none) and its text; "other" when no rule matches."""
+        code (None when it had none), its text and the outcome's kind (None: a reply);
+        "other" when no rule matches."""
         parts = None
         if enhanced is not None and (m := _ENHANCED.fullmatch(enhanced)):
             parts = (int(m[1]), int(m[2]), int(m[3]))
         text = _ADDRESS.sub("<>", text)
         for matcher in self._matchers:
-            if matcher.matches(code, parts, text):
+            if matcher.matches(code, parts, text, kind):
                 return matcher.category
         return "other"
 
@@ -310,10 +332,11 @@ _PROTOCOL = _text(
 )
 
 BUILTIN_RULES: tuple[BounceRule, ...] = (
-    # 1. ferrymail's own failures; anchored, as rust/src/smtp/error.rs writes them.
-    _text("routing", r"^(?:connect failed|timed out after|connection lost)\b"),
-    _text("protocol", r"^protocol error\b"),
-    _text("policy-related", r"^TLS: "),
+    # 1. Outcomes no reply decided, by their kind.
+    *(BounceRule("routing", kind=k) for k in ("refused", "unreachable", "timeout", "lost")),
+    BounceRule("protocol", kind="protocol"),
+    BounceRule("policy-related", kind="tls"),
+    *(BounceRule("other", kind=k) for k in ("render", "internal", "interrupted", "cancelled")),
     # 2. Known replies whose enhanced code says something else.
     # Not its "5.4.1 Relay Access Denied", which is routing.
     BounceRule(
@@ -321,7 +344,7 @@ BUILTIN_RULES: tuple[BounceRule, ...] = (
     ),
     # ferrymail's DNS step (dns.py) says 5.4.4 when no MX host of a domain has an
     # address; the hosts' NXDOMAINs in its text are about them, not the domain.
-    BounceRule("routing", enhanced="5.4.4", text=r"\bMX host"),
+    BounceRule("routing", kind="dns", enhanced="5.4.4"),
     # 3. Reply text.
     _AUTHENTICATION,
     _MALWARE,

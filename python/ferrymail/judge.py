@@ -16,7 +16,7 @@ from .bounce import HARD_CATEGORIES, BounceClassifier
 from .events import Event
 from .retry import RetryPolicy
 from .spool import Leased, Update
-from .wire import Outcome
+from .wire import Outcome, OutcomeKind
 
 # Replies that mean "you are sending too fast" rather than "this recipient, later": the
 # whole site waits instead of each recipient failing in turn.
@@ -42,6 +42,17 @@ _HELO_REFUSAL = re.compile(
 _HELO_CONTEXT = 50
 # Stages at which a failure says the host, not the recipient, is the problem.
 _SESSION_STAGES = frozenset({"connect", "banner", "ehlo", "starttls"})
+# Failures of the connection itself (no reply decided them).
+_CONNECTION_KINDS = frozenset(
+    {
+        OutcomeKind.REFUSED,
+        OutcomeKind.UNREACHABLE,
+        OutcomeKind.TIMEOUT,
+        OutcomeKind.LOST,
+        OutcomeKind.TLS,
+        OutcomeKind.PROTOCOL,
+    }
+)
 
 
 class Verdict(msgspec.Struct):
@@ -81,7 +92,7 @@ class Judge:
     def suspension(outcomes: Sequence[Outcome]) -> str | None:
         """Why a batch's site should wait (every MX failed, a 421, a rate limit), or None."""
         if outcomes and all(
-            o.status == "transient" and o.code is None and o.stage in _SESSION_STAGES
+            o.status == "transient" and o.kind in _CONNECTION_KINDS and o.stage in _SESSION_STAGES
             for o in outcomes
         ):
             return f"every MX host failed: {outcomes[-1].text}"
@@ -97,15 +108,15 @@ class Judge:
         next_attempt: float | None = None
         if o.status == "delivered":
             state = "delivered"
-        elif o.stage == "render":
+        elif o.kind == OutcomeKind.RENDER:
             state = "failed"
         elif o.status == "permanent" and not rejects_our_helo(o):
             state = "bounced"
-            category = self.classifier.classify(o.code, o.enhanced, o.text)
+            category = self.classifier.classify(o.code, o.enhanced, o.text, o.kind)
             if self.suppress_hard_bounces and category in HARD_CATEGORIES:
                 verdict.suppress.append((r.address, f"{category}: {o.code} {o.text}"))
         else:
-            category = self.classifier.classify(o.code, o.enhanced, o.text)
+            category = self.classifier.classify(o.code, o.enhanced, o.text, o.kind)
             next_attempt = self.retry.next_attempt(
                 attempt, r.submitted_at, now, domain=r.domain or None
             )
@@ -151,7 +162,7 @@ class Judge:
 def rejects_our_helo(o: Outcome) -> bool:
     """A reply refusing the name we gave in HELO/EHLO: deferred and the site suspended,
     never a bounce (see _HELO)."""
-    if o.code is None or o.code < 500:
+    if o.kind != OutcomeKind.REPLY or o.code is None or o.code < 500:
         return False
     for helo in _HELO.finditer(o.text):
         nearby = o.text[max(0, helo.start() - _HELO_CONTEXT) : helo.end() + _HELO_CONTEXT]
@@ -162,6 +173,6 @@ def rejects_our_helo(o: Outcome) -> bool:
 
 def _is_site_deferral(o: Outcome) -> bool:
     """A 421 (the server closes on us) or a rate-limit reply."""
-    if o.status != "transient" or o.code is None:
+    if o.status != "transient" or o.kind != OutcomeKind.REPLY or o.code is None:
         return False
     return o.code == 421 or bool(_RATE_LIMITED.search(o.text))
