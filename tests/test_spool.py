@@ -486,14 +486,32 @@ def test_a_key_is_queued_once_per_campaign(spool: SqliteSpool) -> None:
     assert spool.counts()["queued"] == 6
 
 
-def test_put_campaign_is_idempotent_and_refuses_another_spec(spool: SqliteSpool) -> None:
-    spool.put_campaign("c1", b"spec-1")
+def test_put_campaign_is_idempotent_and_replaces_a_spec_only_while_nothing_was_attempted(
+    spool: SqliteSpool,
+) -> None:
+    assert spool.put_campaign("c1", b"spec-1") is False  # the same bytes: nothing to do
     assert spool.campaign_spec("c1") == b"spec-1"
     assert spool.campaign_spec("nope") is None
+    # Recipients refused at submit, queued but never leased, or failed to render: no
+    # message can have gone out, so a fixed spec replaces the old one, and the failed
+    # are forgotten, to be queued again when submitted again.
+    spool.insert("c1", [new("q@x.test"), new("f@x.test"), new("r@x.test", "rejected")])
+    _, failed = spool.lease(2, "me", 60)
+    spool.record([outcome(failed, "failed")])
+    spool.release_owner("me")  # the other one: leased, never attempted
+    assert spool.put_campaign("c1", b"spec-2") is True
+    assert spool.campaign_spec("c1") == b"spec-2"
+    assert spool.final_states("c1") == {"q@x.test": "queued", "r@x.test": "rejected"}
+    assert spool.insert("c1", [new("f@x.test"), new("q@x.test")])[1] is None
+    # Once one was attempted (here deferred), the old spec stays, and the error says
+    # what to do.
+    (deferred,) = spool.lease(1, "me", 60)
+    spool.record([outcome(deferred, "deferred", next_attempt=T0 + 60)])
     with pytest.raises(ConfigError, match="campaign 'c1' is already in the spool") as e:
-        spool.put_campaign("c1", b"spec-2")
+        spool.put_campaign("c1", b"spec-3")
     assert e.value.field == "id"
-    assert spool.campaign_spec("c1") == b"spec-1"
+    assert "1 of its recipients were attempted" in str(e.value) and "a new id" in str(e.value)
+    assert spool.campaign_spec("c1") == b"spec-2"
 
 
 # ---- suppressions ----

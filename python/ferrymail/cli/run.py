@@ -10,7 +10,15 @@ import uvloop
 
 from ..config import Config
 from ..engine import Engine
-from .common import add_delivery, add_spool, engine_config, on_interrupt, spool_must_exist, table
+from .common import (
+    add_delivery,
+    add_spool,
+    engine_config,
+    on_interrupt,
+    spool_must_exist,
+    table,
+    warn_helo,
+)
 
 EXAMPLE = """examples:
   ferrymail run --spool ferrymail.db                 # until Ctrl-C or SIGTERM
@@ -43,6 +51,7 @@ def main(args: argparse.Namespace) -> int:
 async def _run(spool: str | os.PathLike[str], config: Config, drain: bool) -> dict[str, int]:
     async with Engine(spool, config) as engine:
         on_interrupt(engine.stop)
+        warn_helo("run", config.helo_name)
         print(f"delivering from {os.fspath(spool)}", file=sys.stderr)
         await (engine.drain() if drain else engine.run())
         spooler = engine._open_spooler()

@@ -59,10 +59,16 @@ class SqliteSpool:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
+        """`read_only`: open an existing spool to read it only (a read-only mount, a
+        file of another user); every write then fails."""
         self.path = os.fspath(path)
-        self._db = connect(path)
+        self._db = connect(path, read_only=read_only)
         self._clock = clock
         self._durable = True  # synchronous=FULL, as connect() leaves it
         # Campaigns are never renamed nor deleted: their ids can be cached forever.
@@ -109,22 +115,41 @@ class SqliteSpool:
 
     # ---- campaigns ----
 
-    def put_campaign(self, campaign_id: str, spec: bytes) -> None:
+    def put_campaign(self, campaign_id: str, spec: bytes) -> bool:
         """Store a campaign's spec (the MessagePack of wire.CampaignSpec). Storing the same
-        bytes again does nothing (a resubmit after a crash); other bytes under an id the
-        spool has raise ConfigError naming the id."""
+        bytes again does nothing (a resubmit after a crash).
+
+        Other bytes under an id the spool has: when nothing of that campaign was ever
+        attempted (its recipients are queued, failed, rejected or suppressed, none in
+        flight, none leased before), the new spec replaces the old one (a template fixed
+        after every recipient failed), and the recipients that failed are removed, so
+        that submitting them again queues them; returns True then. Otherwise a message
+        may have gone out with the old spec: ConfigError naming the id and what to do."""
         with self._transaction() as db:
-            row = db.execute("SELECT spec FROM campaign WHERE name = ?", (campaign_id,)).fetchone()
+            row = db.execute(
+                "SELECT id, spec FROM campaign WHERE name = ?", (campaign_id,)
+            ).fetchone()
             if row is None:
                 db.execute(
                     "INSERT INTO campaign (name, spec, created_at) VALUES (?, ?, ?)",
                     (campaign_id, bytes(spec), self._clock()),
                 )
-            elif row[0] != spec:
+                return False
+            campaign, stored = row
+            if stored == spec:
+                return False
+            attempted = db.execute(sql.ATTEMPTED, (campaign,)).fetchone()[0]
+            if attempted:
                 raise ConfigError(
-                    f"campaign {campaign_id!r} is already in the spool with a different spec",
+                    f"campaign {campaign_id!r} is already in the spool with a different "
+                    f"spec, and {attempted:,} of its recipients were attempted with it "
+                    "(delivered, bounced, deferred or in flight): give the campaign a new "
+                    "id to send this spec",
                     "id",
                 )
+            db.execute("UPDATE campaign SET spec = ? WHERE id = ?", (bytes(spec), campaign))
+            db.execute(sql.FORGET_FAILED, (campaign,))
+            return True
 
     def campaign_spec(self, campaign_id: str) -> bytes | None:
         row = self._db.execute("SELECT spec FROM campaign WHERE name = ?", (campaign_id,))
