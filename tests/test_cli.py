@@ -7,11 +7,13 @@ import email.policy
 import hashlib
 import importlib.metadata
 import json
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from email.parser import BytesParser
@@ -655,6 +657,38 @@ def test_events_escape_control_characters_show_categories_and_report_damage(
     assert [json.loads(line)["type"] for line in raw.stdout.splitlines()] == [
         "bounced", "deferred"
     ]  # fmt: skip
+
+
+def test_send_says_while_it_waits_why_a_domain_is_deferred(files: Path) -> None:
+    # Nothing listens on the smarthost: a pipe for stderr (not a terminal) gets one plain
+    # line per deferred domain while send waits, not only the report at the end.
+    port = closed_port()
+    send = subprocess.Popen(
+        [sys.executable, "-m", "ferrymail", "send", "welcome.toml", "people.csv",
+         "--spool", "spool.db", "--helo", "cli.example.com", "--smarthost",
+         f"127.0.0.1:{port}"],
+        cwd=files, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    assert send.stderr is not None
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in send.stderr or ()])
+    reader.start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len([line for line in seen if line.startswith("deferred ")]) < 2:
+            seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+        assert send.poll() is None  # still waiting when it said so
+    finally:
+        send.send_signal(signal.SIGINT)
+        send.wait(timeout=30)
+        reader.join()
+    deferred = sorted(line for line in seen if line.startswith("deferred "))
+    assert [line.split(":")[0] for line in deferred] == [
+        "deferred a.test (via 127.0.0.1)", "deferred b.test (via 127.0.0.1)"
+    ]  # fmt: skip
+    assert all("refused" in line.lower() and line.endswith("; retried later\n")
+               for line in deferred), deferred  # fmt: skip
 
 
 def test_send_again_queues_nobody_twice(files: Path, mx: ScriptedServer) -> None:

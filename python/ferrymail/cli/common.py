@@ -199,6 +199,23 @@ def print_report(report: Report, as_json: bool) -> None:
         print(table(["last reply", "recipients"], report.replies))
 
 
+#: What a terminal would act on instead of showing: C0 and C1 controls (escape
+#: sequences clear the screen or set the title), line and paragraph separators, and the
+#: bidirectional overrides that make text read in another order than it is.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def escaped(text: str) -> str:
+    """`text` with what a terminal would act on shown as \\xNN or \\uNNNN: addresses
+    come from the list, reply texts from receivers."""
+    return _CONTROL.sub(lambda m: _escape(m[0]), text)
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def natural(text: str) -> tuple[tuple[int, int | str], ...]:
     """A sort key that puts d2 before d10: digits compare as numbers."""
     return tuple(

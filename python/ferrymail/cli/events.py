@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from typing import IO, Any
@@ -11,16 +10,12 @@ from typing import IO, Any
 import orjson
 
 from ..events import LOST
-from .common import CliError, add_event_log, add_spool, event_log_path
+from .common import CliError, add_event_log, add_spool, escaped, event_log_path
 
 #: How often --follow looks for new lines.
 POLL = 0.2
 #: The exit status when the log has damaged lines (they are reported, never skipped).
 DAMAGED = 1
-#: What a terminal would act on instead of showing: C0 and C1 controls (escape
-#: sequences clear the screen or set the title), line and paragraph separators, and the
-#: bidirectional overrides that make text read in another order than it is.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,7 +67,7 @@ class _Reader:
             start = data.rstrip(b"\n")[:60].decode("utf-8", "replace")
             print(
                 f"ferrymail events: {self.path} line {self.line}: damaged, {what}: "
-                f"{_escaped(start)}",
+                f"{escaped(start)}",
                 file=sys.stderr,
             )
             return
@@ -113,7 +108,7 @@ def _readable(e: dict[str, Any]) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["timestamp"]))
     if e["type"] == LOST:
         since = time.strftime("%H:%M:%S", time.localtime(e["since"]))
-        return _escaped(
+        return escaped(
             f"{stamp} {LOST:<10} {e['events']:,} events from {since} on are missing here "
             f"({e['reason']}); the spool has their states (ferrymail report)"
         )
@@ -121,14 +116,4 @@ def _readable(e: dict[str, Any]) -> str:
     where = f" via {e['mx']}" if e.get("mx") else ""
     category = f" [{e['category']}]" if e.get("category") else ""
     line = f"{stamp} {e['type']:<10} {e['campaign']} {e['address']}{where}{category} {reply}"
-    return _escaped(line.rstrip())
-
-
-def _escaped(text: str) -> str:
-    """`text` with what a terminal would act on shown as \\xNN or \\uNNNN."""
-    return _CONTROL.sub(lambda m: _escape(m[0]), text)
-
-
-def _escape(c: str) -> str:
-    code = ord(c)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return escaped(line.rstrip())
