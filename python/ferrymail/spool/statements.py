@@ -94,6 +94,25 @@ SELECT count(*) FROM recipient WHERE campaign = ?
 # A campaign's failed recipients, when its spec is replaced: no message was made of them,
 # and submitted again they are queued with the new one.
 FORGET_FAILED = f"DELETE FROM recipient WHERE campaign = ? AND state = {_FAILED}"
+# The leases of in-flight rows by owner: (owner, recipients, when the first lease ends).
+LEASES = f"""
+SELECT lease_owner, count(*), min(lease_until) FROM recipient
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} GROUP BY lease_owner ORDER BY 2 DESC, 1
+"""
+# A dead owner's leases end now: the rows stay in flight (their attempt may have been
+# under way: Leased.interrupted counts it) and are due at once.
+END_LEASES = f"""
+UPDATE recipient SET lease_until = ?1, due = ?1
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_owner = ?2 AND lease_until > ?1
+"""
+# Leases that have ended (their owner is gone) back to the state they were leased from,
+# due now, as release_owner does for a live owner.
+RELEASE_ENDED = f"""
+UPDATE recipient SET state = leased_from, due = ?1, next_attempt = ?1, updated_at = ?1,
+    lease_until = NULL, lease_owner = NULL, leased_from = NULL
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_until <= ?1
+"""
+RELEASE_ENDED_DOMAIN = RELEASE_ENDED + " AND domain = ?2"
 FLUSH = f"""
 UPDATE recipient SET due = ?1, next_attempt = ?1, updated_at = ?1
 WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND due > ?1
