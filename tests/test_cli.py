@@ -24,6 +24,7 @@ import pytest
 import uvloop
 from ferrymail import Campaign, Config, Engine, Recipient
 from ferrymail.demo_sink import DemoSink
+from ferrymail.spool import SqliteSpool
 from smtp_peers import ScriptedServer
 
 CAMPAIGN = """\
@@ -689,6 +690,15 @@ def test_send_says_while_it_waits_why_a_domain_is_deferred(files: Path) -> None:
     ]  # fmt: skip
     assert all("refused" in line.lower() and line.endswith("; retried later\n")
                for line in deferred), deferred  # fmt: skip
+
+
+def test_tables_escape_control_characters(tmp_path: Path) -> None:
+    with SqliteSpool(tmp_path / "spool.db") as spool:
+        spool.suppress("\x1b]0;pwned\x07@x.test", "complaint \x1b[2J")
+    listed = ferrymail("suppress", "list", "--spool", "spool.db", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "\x1b" not in listed.stdout
+    assert "\\x1b]0;pwned\\x07@x.test" in listed.stdout and "complaint \\x1b[2J" in listed.stdout
 
 
 def test_send_again_queues_nobody_twice(files: Path, mx: ScriptedServer) -> None:

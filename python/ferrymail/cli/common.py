@@ -179,7 +179,7 @@ def print_report(report: Report, as_json: bool) -> None:
         sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
         sys.stdout.flush()
         return
-    print(f"campaign {report.campaign}")
+    print(f"campaign {escaped(report.campaign)}")
     total = sum(report.states.values())
     rows = [(state, count) for state, count in report.states.items() if count]
     print(table(["state", "recipients"], [*rows, ("total", total)]))
@@ -241,7 +241,8 @@ def table(header: Sequence[str], rows: Sequence[tuple[object, ...]]) -> str:
 
 
 def _cell(value: object) -> str:
-    return f"{value:,}" if isinstance(value, int) else str(value)
+    # Escaped: domains and addresses come from lists, reply texts from receivers.
+    return f"{value:,}" if isinstance(value, int) else escaped(str(value))
 
 
 def when(timestamp: float | None) -> str:
