@@ -376,6 +376,7 @@ def test_send_again_after_fixing_a_template_replaces_the_campaign(
     assert "campaign 'welcome' was in the spool with another spec, but none of its " in (
         done.stderr
     )
+    assert "submitted 3/3  delivered 2  deferred 0  bounced 1  failed 0" in done.stderr
     states = json.loads(done.stdout)["states"]
     assert (states["delivered"], states["bounced"], states["failed"]) == (2, 1, 0)
     # Now mail went out with it: another spec is refused, saying what to do.

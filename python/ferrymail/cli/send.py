@@ -113,13 +113,16 @@ async def _send(
                     return
                 yield recipient
 
+        replacing = stored is not None and stored != msgspec.msgpack.encode(campaign.spec)
         before = _states(engine, campaign.id)
+        if replacing and before is not None:
+            before.pop("failed")  # a replaced spec's failed recipients are queued again
         async with Progress(engine, total, before):
             try:
                 result = await engine.submit(campaign, stream())
             except ConfigError as e:  # the id is in the spool with another campaign
                 raise CliError(str(e)) from None
-            if stored is not None and stored != msgspec.msgpack.encode(campaign.spec):
+            if replacing:
                 print(
                     f"campaign {campaign.id!r} was in the spool with another spec, but none "
                     "of its recipients had been attempted: this one replaces it (those "
