@@ -81,18 +81,17 @@ class EventBus:
         if not events:
             return
         if self._log is not None:
-            self._write(events)
+            self._write(self._log, events)
         for queue in self._subscribers:
             for event in events:
                 if queue.qsize() >= SUBSCRIBER_BACKLOG:
                     queue.get_nowait()
                 queue.put_nowait(event)
 
-    def _write(self, events: Sequence[Event]) -> None:
-        assert self._log is not None
+    def _write(self, fd: int, events: Sequence[Event]) -> None:
         lines = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
         data = self._lost_line() + lines if self.lost else lines
-        if self._write_whole(data):
+        if self._write_whole(fd, data):
             self.lost = 0
             return
         if not self.lost:
@@ -106,11 +105,9 @@ class EventBus:
             )
         self.lost += len(events)
 
-    def _write_whole(self, data: bytes) -> bool:
+    def _write_whole(self, fd: int, data: bytes) -> bool:
         """Appends `data` (whole lines); on a failure, cuts the log back to where it
         ended and returns False."""
-        assert self._log is not None
-        fd = self._log
         try:
             end = os.lseek(fd, 0, os.SEEK_END)
         except OSError as e:
@@ -152,7 +149,7 @@ class EventBus:
         for queue in self._subscribers:
             queue.put_nowait(None)
         if self._log is not None:
-            if self.lost and self._write_whole(self._lost_line()):
+            if self.lost and self._write_whole(self._log, self._lost_line()):
                 self.lost = 0
             if self.lost:
                 _log.warning(

@@ -347,13 +347,12 @@ def check_recipients(campaign: Campaign, path: str, name: str | None = None) -> 
                 )
             if undefined is not None:
                 raise CliError(f"{name} line {line}: {result.reason}")
-    if results and all(isinstance(result, RenderError) for result in results):
+    failed = [r for r in results if isinstance(r, RenderError)]
+    if failed and len(failed) == len(results):
         # Whatever the error: not one message could be made, so none would be sent.
-        (line, _), reason = first[0], results[0]
-        assert isinstance(reason, RenderError)
         sample = f"the first {len(results):,}" if len(results) > 1 else "the"
         raise CliError(
-            f"{name} line {line}: {_one_line(reason.reason)} "
+            f"{name} line {first[0][0]}: {_one_line(failed[0].reason)} "
             f"({sample} recipients checked all fail: nothing was queued)"
         )
     return len(first) + sum(1 for _ in rows)
