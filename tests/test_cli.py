@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import email.policy
 import hashlib
+import importlib.metadata
 import json
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from email.parser import BytesParser
 from pathlib import Path
 
+import ferrymail as ferrymail_package
 import pytest
+import uvloop
+from ferrymail import Campaign, Config, Engine, Recipient
 from ferrymail.demo_sink import DemoSink
+from ferrymail.spool import SqliteSpool
 from smtp_peers import ScriptedServer
 
 CAMPAIGN = """\
@@ -203,6 +210,62 @@ BAD_INPUT = [
         "people.jsonl line 2: no address in `email`",
     ),
     (["welcome.toml", "people.csv", "--route", "a.test"], {}, "--route 'a.test': expected"),
+    # An error that every recipient checked has fails the campaign: refused, whatever it is.
+    (
+        ["welcome.toml", "people.csv"],
+        {"welcome.txt": "Hi {{ first_name + 1 }}\n"},
+        "people.csv line 2: text: invalid operation line 1: tried to use + operator on "
+        "unsupported types string and number (the first 3 recipients checked all fail: "
+        "nothing was queued)",
+    ),
+    (
+        ["welcome.toml", "people.csv"],
+        {"people.csv": "email,first_name,email\nann@a.test,Ann,eve@evil.test\n"},
+        "people.csv line 1: the header row has the column `email` twice",
+    ),
+    (
+        ["welcome.toml", "people.csv"],
+        {"people.csv": "email,first_name,id\nann@a.test,Ann,1\nbo@b.test,Bo\n"},
+        "people.csv line 3: fewer fields (2) than the header row has (3)",
+    ),
+    (
+        ["welcome.toml", "people.csv"],
+        {"people.csv": "email,first_name\nann@a.test,Ann,1\n"},
+        "people.csv line 2: more fields (3) than the header row has (2)",
+    ),
+    (
+        ["welcome.toml", "people.jsonl"],
+        {
+            "people.jsonl": '{"email": "a@a.test", "first_name": "A"}\n'
+            '{"email": "b@a.test", "first_name": "B", "x": ' + "[" * 5000 + "]" * 5000 + "}\n"
+        },
+        "people.jsonl line 2: nested more than 32 deep",
+    ),
+    (
+        ["welcome.toml", "people.jsonl"],
+        {
+            "people.jsonl": '{"email": "b@a.test", "first_name": "B", "x": '
+            + "[" * 40
+            + "]" * 40
+            + "}\n"
+        },
+        "people.jsonl line 1: nested more than 32 deep",
+    ),
+    (
+        ["welcome.toml", "people.jsonl"],
+        {"people.jsonl": '{"email": "b@a.test", "first_name": "B", "n": 18446744073709551616}\n'},
+        "people.jsonl line 1: the number 18446744073709551616 is too large (at most 64 bits)",
+    ),
+    (
+        ["welcome.toml", "people.jsonl"],
+        {"people.jsonl": '{"email": "b@a.test", "first_name": "B", "n": NaN}\n'},
+        "people.jsonl line 1: NaN is not a JSON number",
+    ),
+    (
+        ["welcome.toml", "people.jsonl"],
+        {"people.jsonl": '{"email": "b@a.test", "first_name": "\\ud800"}\n'},
+        "people.jsonl line 1: a text has a lone surrogate (\\ud800), which is not a character",
+    ),
 ]
 
 
@@ -223,6 +286,145 @@ def test_send_bad_input_is_one_line_exit_2_and_the_spool_intact(
     assert done.stderr.startswith(f"ferrymail send: {message}"), done.stderr
     assert done.stdout == ""
     assert spool_digest(files) == before and len(mx.messages) == sent
+
+
+def test_send_refuses_an_unknown_filter_before_queueing(files: Path, mx: ScriptedServer) -> None:
+    # Every recipient would fail: whether the template compiler or the pre-send check
+    # finds it, nothing is queued and the user gets one line naming the filter.
+    (files / "welcome.html").write_text("<p>Hi {{ first_name|shout }}</p>\n")
+    done = ferrymail(
+        "send", "welcome.toml", "people.csv", "--spool", "spool.db", *relay(mx), cwd=files
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("ferrymail send: ") and "shout" in done.stderr
+    assert spool_digest(files) == {}
+
+
+def test_send_reads_a_csv_with_a_byte_order_mark(files: Path, mx: ScriptedServer) -> None:
+    # Excel's "CSV UTF-8" starts with a byte-order mark.
+    (files / "people.csv").write_bytes(b"\xef\xbb\xbf" + RECIPIENTS.encode())
+    done = ferrymail(
+        "send", "welcome.toml", "people.csv", "--spool", "spool.db", "--json", *relay(mx),
+        cwd=files,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["states"]["delivered"] == 2
+
+
+@pytest.mark.parametrize("recipients", ["-", "/dev/stdin"])
+def test_send_reads_recipients_from_a_pipe(
+    files: Path, mx: ScriptedServer, recipients: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ferrymail", "send", "welcome.toml", recipients,
+         "--spool", "spool.db", "--json", *relay(mx)],
+        input=RECIPIENTS, capture_output=True, text=True, cwd=files, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["states"]["delivered"] == 2 and report["states"]["bounced"] == 1
+    # A bad row from a pipe is named as the input it came from, before anything is queued.
+    bad = subprocess.run(
+        [sys.executable, "-m", "ferrymail", "send", "welcome.toml", "-", "--spool", "other.db",
+         *relay(mx)],
+        input="email,first_name\nann@a.test\n", capture_output=True, text=True, cwd=files,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr == (
+        "ferrymail send: <stdin> line 2: fewer fields (1) than the header row has (2)\n"
+    )
+    assert not (files / "other.db").exists()
+
+
+def test_one_mailbox_written_two_ways_is_one_recipient(files: Path, mx: ScriptedServer) -> None:
+    before = len(mx.delivered)
+    (files / "people.csv").write_text(
+        "email,first_name\nann@a.test,Ann\nann@A.TEST,Ann\nAnn@a.test,Ann\n"
+    )
+    done = ferrymail(
+        "send", "welcome.toml", "people.csv", "--spool", "spool.db", "--json", *relay(mx),
+        cwd=files,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # The domain's case does not make another mailbox; the local part's may (RFC 5321).
+    assert json.loads(done.stdout)["states"]["delivered"] == 2
+    assert sorted(m.rcpt_tos[0] for m in mx.delivered[before:]) == ["Ann@a.test", "ann@a.test"]
+    assert "1 recipients were in campaign 'welcome' already" in done.stderr
+
+
+def test_send_again_after_fixing_a_template_replaces_the_campaign(
+    files: Path, mx: ScriptedServer
+) -> None:
+    # What a send without the pre-send check left: a template error failed everybody.
+    broken = Campaign(
+        id="welcome", sender="bounces@news.example.com", from_="news@example.com",
+        subject="Hi {{ first_name + 1 }}", text="Hi",
+    )  # fmt: skip
+    config = Config(helo_name="cli.example.com", smarthost=f"{mx.host}:{mx.port}")
+
+    async def send_broken() -> None:
+        async with Engine(files / "spool.db", config) as engine:
+            await engine.submit(broken, [Recipient("ann@a.test", {"first_name": "Ann"}, id=1)])
+            await engine.drain()
+            assert (await engine.report("welcome")).states["failed"] == 1
+
+    uvloop.run(send_broken())
+    spool = ["--spool", "spool.db", *relay(mx)]
+    done = ferrymail("send", "welcome.toml", "people.csv", *spool, "--json", cwd=files)
+    assert done.returncode == 0, done.stderr
+    assert "campaign 'welcome' was in the spool with another spec, but none of its " in (
+        done.stderr
+    )
+    assert "submitted 3/3  delivered 2  deferred 0  bounced 1  failed 0" in done.stderr
+    states = json.loads(done.stdout)["states"]
+    assert (states["delivered"], states["bounced"], states["failed"]) == (2, 1, 0)
+    # Now mail went out with it: another spec is refused, saying what to do.
+    (files / "welcome.txt").write_text("Hello {{ first_name }}\n")
+    again = ferrymail("send", "welcome.toml", "people.csv", *spool, cwd=files)
+    assert again.returncode == 2
+    assert again.stderr.count("ferrymail send: ") == 1
+    assert again.stderr.endswith(
+        "ferrymail send: campaign 'welcome' is already in the spool with a different spec, "
+        "and 3 of its recipients were attempted with it (delivered, bounced, deferred or in "
+        "flight): give the campaign a new id to send this spec\n"
+    )
+
+
+def test_send_warns_of_a_helo_name_receivers_refuse_and_of_no_dkim(
+    files: Path, mx: ScriptedServer
+) -> None:
+    bare = ferrymail(
+        "send", "welcome.toml", "people.csv", "--spool", "spool.db", "--helo", "vm", *relay(mx),
+        cwd=files,
+    )  # fmt: skip
+    assert bare.returncode == 0, bare.stderr
+    warnings = [line for line in bare.stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        "ferrymail send: warning: the HELO name 'vm' is not a fully qualified domain name; "
+        "strict receivers refuse it (504 5.5.2): give this host's public name, e.g. "
+        "--helo mail.example.com",
+        "ferrymail send: warning: campaign 'welcome' has no DKIM key: Gmail and Yahoo "
+        "require bulk mail to be signed; add a [dkim] table (domain, selector, key)",
+    ]
+    named = ferrymail(
+        "send", "welcome.toml", "people.csv", "--spool", "spool.db", "--helo",
+        "mail.example.com", *relay(mx), cwd=files,
+    )  # fmt: skip
+    assert "HELO" not in named.stderr
+    run = ferrymail("run", "--drain", "--spool", "spool.db", "--helo", "localhost",
+                    *relay(mx), cwd=files)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "warning: the HELO name 'localhost' is not a fully qualified" in run.stderr
+
+
+def test_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ferrymail", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    assert done.stdout == f"ferrymail {importlib.metadata.version('ferrymail')}\n"
+    assert ferrymail_package.__version__ == importlib.metadata.version("ferrymail")
 
 
 def test_send_unreachable_dns_server(files: Path) -> None:
@@ -313,6 +515,13 @@ def test_demo_delivers_to_its_sink_and_reports(tmp_path: Path) -> None:
     assert "submitted 300/300  delivered 300  deferred 0  bounced 0" in done.stderr
     assert "the sink took 300 " in done.stderr and "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []  # the spool was temporary
+
+
+def test_demo_lists_domains_in_natural_order(tmp_path: Path) -> None:
+    done = ferrymail("demo", "--recipients", "120", "--domains", "12", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    domains = [line.split()[0] for line in done.stdout.splitlines() if ".example.net" in line]
+    assert domains == [f"d{i}.example.net" for i in range(12)]
 
 
 def test_demo_sink_answers_pipelined_commands_in_order() -> None:
@@ -413,6 +622,84 @@ def test_interrupted_send_then_status_flush_run_report_events_suppress(
     (suppressed,) = json.loads(as_json)
     assert suppressed["address"] == "nobody@a.test"
     assert suppressed["reason"].startswith("bad-mailbox: 550")
+
+
+def test_events_escape_control_characters_show_categories_and_report_damage(
+    tmp_path: Path,
+) -> None:
+    def event(address: str, kind: str, category: str | None, text: str) -> str:
+        return json.dumps({
+            "type": kind, "campaign": "c", "recipient": address, "address": address,
+            "domain": "a.test", "mx": "mx.a.test", "ip": None, "attempt": 1, "code": 550,
+            "enhanced": "5.1.1", "text": text, "category": category,
+            "timestamp": 1_800_000_000.0, "since_submit": 1.0,
+        })  # fmt: skip
+
+    log = tmp_path / "events.jsonl"
+    log.write_text(
+        event("\x1b]0;pwned\x07\x1b[2Jann@a.test", "bounced", "bad-mailbox", "no such user")
+        + "\n" + '{"type": "deliv\n'
+        + event("bo@a.test", "deferred", "greylisted", "try later \u202egnp.exe") + "\n"
+        + '{"type": "delivered", "campaign": "c", "recip'
+    )  # fmt: skip
+    done = ferrymail("events", "--event-log", log, cwd=tmp_path)
+    assert done.returncode == 1
+    first, second = done.stdout.splitlines()
+    assert "\x1b" not in done.stdout and "\u202e" not in done.stdout
+    assert "bounced    c \\x1b]0;pwned\\x07\\x1b[2Jann@a.test via mx.a.test [bad-mailbox]" in first
+    assert "[greylisted] 550 5.1.1 try later \\u202egnp.exe" in second
+    assert done.stderr.splitlines() == [
+        f'ferrymail events: {log} line 2: damaged, not JSON: {{"type": "deliv',
+        f"ferrymail events: {log} line 4: damaged, cut off (no end of line): "
+        '{"type": "delivered", "campaign": "c", "recip',
+        f"ferrymail events: {log}: 2 damaged line(s) of 4",
+    ]
+    raw = ferrymail("events", "--json", "--event-log", log, cwd=tmp_path)
+    assert raw.returncode == 1
+    assert [json.loads(line)["type"] for line in raw.stdout.splitlines()] == [
+        "bounced", "deferred"
+    ]  # fmt: skip
+
+
+def test_send_says_while_it_waits_why_a_domain_is_deferred(files: Path) -> None:
+    # Nothing listens on the smarthost: a pipe for stderr (not a terminal) gets one plain
+    # line per deferred domain while send waits, not only the report at the end.
+    port = closed_port()
+    send = subprocess.Popen(
+        [sys.executable, "-m", "ferrymail", "send", "welcome.toml", "people.csv",
+         "--spool", "spool.db", "--helo", "cli.example.com", "--smarthost",
+         f"127.0.0.1:{port}"],
+        cwd=files, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    assert send.stderr is not None
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in send.stderr or ()])
+    reader.start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len([line for line in seen if line.startswith("deferred ")]) < 2:
+            seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+        assert send.poll() is None  # still waiting when it said so
+    finally:
+        send.send_signal(signal.SIGINT)
+        send.wait(timeout=30)
+        reader.join()
+    deferred = sorted(line for line in seen if line.startswith("deferred "))
+    assert [line.split(":")[0] for line in deferred] == [
+        "deferred a.test (via 127.0.0.1)", "deferred b.test (via 127.0.0.1)"
+    ]  # fmt: skip
+    assert all("refused" in line.lower() and line.endswith("; retried later\n")
+               for line in deferred), deferred  # fmt: skip
+
+
+def test_tables_escape_control_characters(tmp_path: Path) -> None:
+    with SqliteSpool(tmp_path / "spool.db") as spool:
+        spool.suppress("\x1b]0;pwned\x07@x.test", "complaint \x1b[2J")
+    listed = ferrymail("suppress", "list", "--spool", "spool.db", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "\x1b" not in listed.stdout
+    assert "\\x1b]0;pwned\\x07@x.test" in listed.stdout and "complaint \\x1b[2J" in listed.stdout
 
 
 def test_send_again_queues_nobody_twice(files: Path, mx: ScriptedServer) -> None:

@@ -3,8 +3,10 @@ corrupt files, SIGKILL at random moments, and flat memory for a million recipien
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from ferrymail.spool import (
     Update,
     suppression_key,
 )
+from ferrymail.spool import owners as spool_owners
 from ferrymail.spool import sqlite as spool_sqlite
 from ferrymail.spool.schema import SCHEMA_VERSION
 from ferrymail.spool.states import ALL, CODE, PENDING_BELOW
@@ -172,6 +175,56 @@ def test_an_expired_lease_comes_back(spool: SqliteSpool, clock: Clock) -> None:
     assert {row["lease_owner"] for row in stored(spool_path(spool)).values()} == {"alive"}
     # The dead owner's release at shutdown (had it lived) no longer touches them.
     assert spool.release_owner("dead") == 0
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been waited for)."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return int(child.stdout)
+
+
+def test_the_leases_of_a_dead_process_of_this_host_end_at_once(path: Path, clock: Clock) -> None:
+    host = socket.gethostname()
+    dead, alive = f"{host}:{dead_pid()}:0a1b2c3d", f"{host}:{os.getpid()}:4e5f6a7b"
+    with SqliteSpool(path, clock=clock) as before:
+        before.put_campaign("c1", b"spec-1")
+        before.insert("c1", [new(f"r{i}@x.test") for i in range(4)])
+        assert len(before.lease(2, dead, 1800)) == 2
+        assert len(before.lease(1, alive, 1800)) == 1
+        assert len(before.lease(1, "elsewhere.example:1:89abcdef", 1800)) == 1
+    assert not spool_owners.dead_here(alive)
+    assert not spool_owners.dead_here("elsewhere.example:1:89abcdef")  # pids of another host
+    # A restarted engine takes the dead process's recipients at once, not after 30 min;
+    # the live one's and the other host's wait for their leases to end.
+    with SqliteSpool(path, clock=clock) as after:
+        assert [(o, n, d) for o, n, _, d in after.leases()] == [
+            (dead, 2, True), ("elsewhere.example:1:89abcdef", 1, False), (alive, 1, False)
+        ]  # fmt: skip
+        taken = after.lease(10, "restarted", 1800)
+        assert [r.id for r in taken] == [1, 2]
+        assert {row["lease_owner"] for row in stored(path).values()} == {
+            "restarted", alive, "elsewhere.example:1:89abcdef"
+        }  # fmt: skip
+
+
+def test_flush_puts_back_ended_leases_and_a_dead_processs(path: Path, clock: Clock) -> None:
+    host = socket.gethostname()
+    with SqliteSpool(path, clock=clock) as spool:
+        spool.put_campaign("c1", b"spec-1")
+        spool.insert("c1", [new(f"r{i}@d{i}.test") for i in range(4)])
+        spool.lease(1, "gone-elsewhere", 60)
+        spool.lease(1, f"{host}:{dead_pid()}:00000000", 1800)
+        spool.lease(1, f"{host}:{os.getpid()}:11111111", 1800)  # alive: left alone
+        clock.advance(61)
+        assert spool.flush("d3.test") == 0  # not theirs
+        assert spool.flush() == 2
+        rows = stored(path)
+        assert [rows[i]["state"] for i in (1, 2, 3, 4)] == [
+            CODE["queued"], CODE["queued"], CODE["in-flight"], CODE["queued"]
+        ]  # fmt: skip
+        assert rows[1]["due"] == rows[2]["due"] == T0 + 61
+        assert [r.id for r in spool.lease(10, "me", 60)] == [4, 1, 2]  # oldest due first
 
 
 def test_attempts_cut_short_by_a_dead_process_are_counted_in_a_row(
@@ -486,14 +539,32 @@ def test_a_key_is_queued_once_per_campaign(spool: SqliteSpool) -> None:
     assert spool.counts()["queued"] == 6
 
 
-def test_put_campaign_is_idempotent_and_refuses_another_spec(spool: SqliteSpool) -> None:
-    spool.put_campaign("c1", b"spec-1")
+def test_put_campaign_is_idempotent_and_replaces_a_spec_only_while_nothing_was_attempted(
+    spool: SqliteSpool,
+) -> None:
+    assert spool.put_campaign("c1", b"spec-1") is False  # the same bytes: nothing to do
     assert spool.campaign_spec("c1") == b"spec-1"
     assert spool.campaign_spec("nope") is None
+    # Recipients refused at submit, queued but never leased, or failed to render: no
+    # message can have gone out, so a fixed spec replaces the old one, and the failed
+    # are forgotten, to be queued again when submitted again.
+    spool.insert("c1", [new("q@x.test"), new("f@x.test"), new("r@x.test", "rejected")])
+    _, failed = spool.lease(2, "me", 60)
+    spool.record([outcome(failed, "failed")])
+    spool.release_owner("me")  # the other one: leased, never attempted
+    assert spool.put_campaign("c1", b"spec-2") is True
+    assert spool.campaign_spec("c1") == b"spec-2"
+    assert spool.final_states("c1") == {"q@x.test": "queued", "r@x.test": "rejected"}
+    assert spool.insert("c1", [new("f@x.test"), new("q@x.test")])[1] is None
+    # Once one was attempted (here deferred), the old spec stays, and the error says
+    # what to do.
+    (deferred,) = spool.lease(1, "me", 60)
+    spool.record([outcome(deferred, "deferred", next_attempt=T0 + 60)])
     with pytest.raises(ConfigError, match="campaign 'c1' is already in the spool") as e:
-        spool.put_campaign("c1", b"spec-2")
+        spool.put_campaign("c1", b"spec-3")
     assert e.value.field == "id"
-    assert spool.campaign_spec("c1") == b"spec-1"
+    assert "1 of its recipients were attempted" in str(e.value) and "a new id" in str(e.value)
+    assert spool.campaign_spec("c1") == b"spec-2"
 
 
 # ---- suppressions ----

@@ -1,6 +1,7 @@
 """ferrymail: an outbound email delivery engine for ESPs (Rust core, asyncio orchestration)."""
 
 import os
+from importlib import metadata as _metadata
 
 # mimalloc (the Rust core's allocator) madvises its heap into transparent huge pages;
 # freeing and reusing message buffers then makes the kernel clear a 2 MB page again and
@@ -23,6 +24,12 @@ from .spool import Report
 from .submit import SubmitResult
 from .transport import Transport
 from .wire import MxHost, Outcome, OutcomeKind, Recipient, Route, SmtpOptions
+
+try:
+    #: The installed distribution's version (pyproject.toml), as `pip show` gives it.
+    __version__: str = _metadata.version("ferrymail")
+except _metadata.PackageNotFoundError:  # imported from a source tree, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BounceRule",

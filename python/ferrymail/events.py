@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import logging
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
-from typing import IO
 
 import orjson
 
 # A subscriber that falls this far behind loses its oldest events rather than growing
 # without bound; the log file never loses any.
 SUBSCRIBER_BACKLOG = 100_000
+#: The `type` of the line that stands in the log where events could not be written (a
+#: full disk): {"type": "lost", "events": N, "since": t, "reason": "...", "timestamp": t}.
+LOST = "lost"
+
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,11 +50,26 @@ class Event:
 
 class EventBus:
     """Writes each batch of events to the log in one write and hands them to every
-    subscriber's queue."""
+    subscriber's queue.
+
+    A line of the log is whole or absent: a write that fails (a full disk) is cut back
+    to the end of the last whole line. The events it held are then missing from the log
+    (the spool has the recipients' states: it is the truth, the log its history): a
+    warning says so (logging, which reaches stderr when the program set up nothing),
+    and once the log can be written again a "lost" line (LOST) says how many are
+    missing there, before the events that follow."""
 
     def __init__(self, log_path: str | os.PathLike[str] | None) -> None:
-        self._log: IO[bytes] | None = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115
+        self._path = None if log_path is None else os.fspath(log_path)
+        self._log: int | None = None
+        if self._path is not None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            self._log = os.open(self._path, flags, 0o644)
         self._subscribers: list[asyncio.Queue[Event | None]] = []
+        #: Events that could not be written since the last write that could.
+        self.lost = 0
+        self._lost_since = 0.0
+        self._lost_why = ""
 
     @property
     def listened(self) -> bool:
@@ -59,15 +81,59 @@ class EventBus:
         if not events:
             return
         if self._log is not None:
-            self._log.write(
-                b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
-            )
-            self._log.flush()
+            self._write(self._log, events)
         for queue in self._subscribers:
             for event in events:
                 if queue.qsize() >= SUBSCRIBER_BACKLOG:
                     queue.get_nowait()
                 queue.put_nowait(event)
+
+    def _write(self, fd: int, events: Sequence[Event]) -> None:
+        lines = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
+        data = self._lost_line() + lines if self.lost else lines
+        if self._write_whole(fd, data):
+            self.lost = 0
+            return
+        if not self.lost:
+            self._lost_since = events[0].timestamp
+            _log.warning(
+                "ferrymail: the event log %s could not be written (%s): events are "
+                "missing from it from now on; the spool has every recipient's state "
+                "(`ferrymail report`)",
+                self._path,
+                self._lost_why,
+            )
+        self.lost += len(events)
+
+    def _write_whole(self, fd: int, data: bytes) -> bool:
+        """Appends `data` (whole lines); on a failure, cuts the log back to where it
+        ended and returns False."""
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+        except OSError as e:
+            self._lost_why = e.strerror or str(e)
+            return False
+        view = memoryview(data)
+        try:
+            while view:  # one write() unless the disk takes only part of it
+                view = view[os.write(fd, view) :]
+        except OSError as e:
+            self._lost_why = e.strerror or str(e)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)
+            return False
+        return True
+
+    def _lost_line(self) -> bytes:
+        """The LOST line for the events missing before the next ones."""
+        line = {
+            "type": LOST,
+            "events": self.lost,
+            "since": self._lost_since,
+            "reason": self._lost_why,
+            "timestamp": time.time(),
+        }
+        return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
     async def subscribe(self) -> AsyncIterator[Event]:
         """Events from now on, until the bus closes."""
@@ -83,5 +149,15 @@ class EventBus:
         for queue in self._subscribers:
             queue.put_nowait(None)
         if self._log is not None:
-            self._log.close()
+            if self.lost and self._write_whole(self._log, self._lost_line()):
+                self.lost = 0
+            if self.lost:
+                _log.warning(
+                    "ferrymail: the event log %s lacks the last %d events (%s); the "
+                    "spool has their states",
+                    self._path,
+                    self.lost,
+                    self._lost_why,
+                )
+            os.close(self._log)
             self._log = None

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from . import _core
-from .spool import NewRecipient
+from .spool import NewRecipient, domain_key
 from .wire import Recipient
 
 # Recipients per spool transaction at submit: big enough that the fsync is amortised,
@@ -34,8 +34,14 @@ class SubmitResult(msgspec.Struct, frozen=True):
 
 
 def key_of(recipient: Recipient) -> str:
-    """What events and reports call a recipient: the ESP's id, else the address."""
-    return recipient.address if recipient.id is None else str(recipient.id)
+    """What events and reports call a recipient: the ESP's id, else the address, its
+    domain in lower-case A-labels ("a@EXAMPLE.NET" and "a@example.net", "a@bücher.de"
+    and "a@xn--bcher-kva.de" are one mailbox, one key: queued once). The local part
+    stays as written: RFC 5321 §2.4 lets a receiver tell "Ann@" from "ann@"."""
+    if recipient.id is not None:
+        return str(recipient.id)
+    local, at, domain = recipient.address.rpartition("@")
+    return f"{local}@{domain_key(domain)}" if at else recipient.address
 
 
 async def chunks(

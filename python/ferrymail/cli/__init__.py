@@ -7,6 +7,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..errors import ConfigError, Error
 from . import demo, events, flush, render, report, run, send, status, suppress
 from .common import BAD_INPUT, CliError
@@ -21,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="example: ferrymail send welcome.toml recipients.csv; "
         "ferrymail COMMAND --help shows each command's options",
     )
+    parser.add_argument("--version", action="version", version=f"ferrymail {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add(commands)

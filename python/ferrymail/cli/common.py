@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -92,6 +93,41 @@ def engine_config(args: argparse.Namespace) -> Config:
     return config
 
 
+#: One label of a host name (RFC 1123 §2.1): letters, digits, hyphens inside.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def helo_problem(name: str) -> str | None:
+    """Why `name` is a HELO name strict receivers refuse (Postfix's
+    reject_non_fqdn_helo_hostname, reject_invalid_helo_hostname), or None. An address
+    literal ("[192.0.2.1]") is valid (RFC 5321 §4.1.1.1)."""
+    if name.startswith("[") and name.endswith("]"):
+        return None
+    labels = name.removesuffix(".").split(".")
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return "is not a valid host name"
+    if len(labels) < 2:
+        return "is not a fully qualified domain name"
+    if labels[-1].isdigit():
+        return "is not a domain name (its last label is a number)"
+    return None
+
+
+def warn_helo(command: str, name: str, how: str = "--helo mail.example.com") -> None:
+    """One line on stderr, before sending, when receivers would refuse the HELO name."""
+    problem = helo_problem(name)
+    if problem is not None:
+        warn(
+            command,
+            f"the HELO name {name!r} {problem}; strict receivers refuse it "
+            f"(504 5.5.2): give this host's public name, e.g. {how}",
+        )
+
+
+def warn(command: str, text: str) -> None:
+    print(f"ferrymail {command}: warning: {text}", file=sys.stderr, flush=True)
+
+
 def check_dns_server(server: str) -> None:
     """Fails with a CliError unless `server` answers a query (any answer will do)."""
     import dns.exception
@@ -143,13 +179,13 @@ def print_report(report: Report, as_json: bool) -> None:
         sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
         sys.stdout.flush()
         return
-    print(f"campaign {report.campaign}")
+    print(f"campaign {escaped(report.campaign)}")
     total = sum(report.states.values())
     rows = [(state, count) for state, count in report.states.items() if count]
     print(table(["state", "recipients"], [*rows, ("total", total)]))
     if report.domains:
         states = [s for s in report.states if any(s in d for d in report.domains.values())]
-        top = sorted(report.domains.items(), key=lambda kv: -sum(kv[1].values()))
+        top = sorted(report.domains.items(), key=lambda kv: (-sum(kv[1].values()), natural(kv[0])))
         shown = [(domain, *(by.get(s, 0) for s in states)) for domain, by in top[:20]]
         print()
         print(table(["domain", *states], shown))
@@ -161,6 +197,30 @@ def print_report(report: Report, as_json: bool) -> None:
     if report.replies:
         print()
         print(table(["last reply", "recipients"], report.replies))
+
+
+#: What a terminal would act on instead of showing: C0 and C1 controls (escape
+#: sequences clear the screen or set the title), line and paragraph separators, and the
+#: bidirectional overrides that make text read in another order than it is.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def escaped(text: str) -> str:
+    """`text` with what a terminal would act on shown as \\xNN or \\uNNNN: addresses
+    come from the list, reply texts from receivers."""
+    return _CONTROL.sub(lambda m: _escape(m[0]), text)
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def natural(text: str) -> tuple[tuple[int, int | str], ...]:
+    """A sort key that puts d2 before d10: digits compare as numbers."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part
+    )
 
 
 def table(header: Sequence[str], rows: Sequence[tuple[object, ...]]) -> str:
@@ -181,7 +241,8 @@ def table(header: Sequence[str], rows: Sequence[tuple[object, ...]]) -> str:
 
 
 def _cell(value: object) -> str:
-    return f"{value:,}" if isinstance(value, int) else str(value)
+    # Escaped: domains and addresses come from lists, reply texts from receivers.
+    return f"{value:,}" if isinstance(value, int) else escaped(str(value))
 
 
 def when(timestamp: float | None) -> str:
@@ -202,12 +263,33 @@ def _span(seconds: float) -> str:
 
 
 @contextlib.contextmanager
-def open_spool(path: str) -> Iterator[SqliteSpool]:
-    """An existing spool, read or changed while an engine may be running on it."""
+def open_spool(path: str, *, write: bool = True) -> Iterator[SqliteSpool]:
+    """An existing spool, read or changed while an engine may be running on it.
+    `write=False` (status, report): a spool on a read-only mount, or a file this user
+    may not write, is opened read-only instead of refused."""
     spool_must_exist(path)
     try:
-        with SqliteSpool(path) as spool:
+        read_only = not write and not _writable(path)
+        with SqliteSpool(path, read_only=read_only) as spool:
             yield spool
     except (Error, sqlite3.DatabaseError) as e:
         message = str(e)
         raise CliError(message if message.startswith(path) else f"{path}: {message}") from None
+
+
+def _writable(path: str) -> bool:
+    """Whether SQLite could write the spool: the file, and its directory (for the WAL)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return (
+        os.access(path, os.W_OK)
+        and os.access(directory, os.W_OK)
+        and not _read_only_mount(directory)
+    )
+
+
+def _read_only_mount(directory: str) -> bool:
+    """os.access says yes to root on a read-only mount: statvfs knows better."""
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

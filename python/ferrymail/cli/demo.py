@@ -19,7 +19,7 @@ from ..config import Config
 from ..demo_sink import DemoSink
 from ..engine import Engine
 from ..render import RenderedMessage
-from .common import INTERRUPTED, CliError, on_interrupt, print_report
+from .common import INTERRUPTED, CliError, on_interrupt, print_report, warn_helo
 from .progress import Progress
 
 EXAMPLE = """examples:
@@ -80,6 +80,7 @@ async def _demo(spool: str, scratch: str, n: int, domains: int, as_json: bool) -
         )
         async with Engine(spool, config) as engine:
             interrupted = on_interrupt(engine.stop)
+            warn_helo("demo", config.helo_name, "a name with a dot")
             async with Progress(engine, n) as progress:
                 stream = (r for r in sample.recipients(n, domains) if not interrupted())
                 await engine.submit(campaign, stream)

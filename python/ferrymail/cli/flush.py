@@ -13,7 +13,8 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "flush",
         help="make deferred recipients (of one domain, or all) due now",
         description="Make waiting recipients due now and lift the suspensions of their "
-        "sites; a running engine picks them up within a second.",
+        "sites; put back recipients whose lease has ended or whose engine died on this "
+        "host (after a crash). A running engine picks them up within a second.",
         epilog="example: ferrymail flush example.com --spool ferrymail.db",
     )
     p.add_argument("domain", nargs="?", metavar="DOMAIN", help="default: every domain")

@@ -3,11 +3,16 @@ every problem reported as one line naming the file and line."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
 import os
 import re
+import shutil
+import stat
+import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from typing import Any
@@ -155,49 +160,73 @@ def _template_error(
 
 # --- recipients ------------------------------------------------------------------------
 
+#: Nesting of JSON arrays and objects a recipient's variables may have: far more than any
+#: template reads, well below the decoders' limits (Python's recursion, rmp-serde's 1024).
+MAX_DEPTH = 32
+#: The integers a recipient's variables may hold: MessagePack's (i64 and u64), which the
+#: Rust core decodes; a larger one could not reach the template.
+MIN_INT, MAX_INT = -(2**63), 2**64 - 1
+#: What a user writes for "read the recipients from standard input".
+STDIN = "-"
 
-def recipients(path: str) -> Iterator[tuple[int, Recipient]]:
+
+def recipients(path: str, name: str | None = None) -> Iterator[tuple[int, Recipient]]:
     """(line number, recipient) for each row of a CSV file (a header row with an
     `email` column; `id` optional; other columns become variables) or a JSON-lines file
-    (objects with `email`, optional `id`, other keys variables), read as it goes."""
+    (objects with `email`, optional `id`, other keys variables), read as it goes.
+    `name` is what messages call the file (default: `path`)."""
+    name = name or path
     try:
-        f = open(path, encoding="utf-8", newline="")  # noqa: SIM115
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is read past, not taken for
+        # part of the first column's name.
+        f = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115
     except OSError as e:
-        raise CliError(f"{path}: {e.strerror or e}") from None
+        raise CliError(f"{name}: {e.strerror or e}") from None
     with f:
         try:
-            jsonl = _is_jsonl(path, f)
-            yield from (_json_lines(path, f) if jsonl else _csv_rows(path, f))
+            jsonl = _is_jsonl(name, f)
+            yield from (_json_lines(name, f) if jsonl else _csv_rows(name, f))
         except UnicodeDecodeError as e:
-            raise CliError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            raise CliError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         except csv.Error as e:
-            raise CliError(f"{path}: not valid CSV: {e}") from None
+            raise CliError(f"{name}: not valid CSV: {e}") from None
 
 
-def _is_jsonl(path: str, f: Any = None) -> bool:
+def _is_jsonl(name: str, f: Any) -> bool:
     """JSON lines by its name, or (neither .csv nor .jsonl) by its first character."""
-    if path.endswith((".jsonl", ".ndjson", ".json")):
+    if name.endswith((".jsonl", ".ndjson", ".json")):
         return True
-    if path.endswith(".csv"):
+    if name.endswith(".csv"):
         return False
-    if f is None:
-        with open(path, encoding="utf-8") as opened:
-            return opened.read(1) == "{"
     first = f.read(1)
     f.seek(0)
     return bool(first == "{")
 
 
 def _csv_rows(path: str, f: Any) -> Iterator[tuple[int, Recipient]]:
-    reader = csv.DictReader(f)
-    fields = reader.fieldnames or []
-    if "email" not in fields:
+    reader = csv.reader(f)
+    header = next(reader, [])
+    seen: set[str] = set()
+    for column in header:
+        if column in seen:
+            # csv.DictReader would keep the last one's value in silence: a second `email`
+            # column would be the address mailed.
+            raise CliError(f"{path} line 1: the header row has the column `{column}` twice")
+        seen.add(column)
+    if "email" not in seen:
         raise CliError(f"{path} line 1: the header row has no `email` column")
-    for row in reader:
+    for fields in reader:
         line = reader.line_num
-        if None in row:
-            raise CliError(f"{path} line {line}: more fields than the header row has")
-        address = (row.pop("email") or "").strip()
+        if not fields:  # a blank line
+            continue
+        if len(fields) != len(header):
+            more = "more" if len(fields) > len(header) else "fewer"
+            raise CliError(
+                f"{path} line {line}: {more} fields ({len(fields)}) than the header row "
+                f"has ({len(header)})"
+            )
+        row = dict(zip(header, fields, strict=True))
+        address = row.pop("email").strip()
         if not address:
             raise CliError(f"{path} line {line}: no address in the `email` column")
         yield line, _recipient(address, row.pop("id", None) or None, row)
@@ -208,11 +237,18 @@ def _json_lines(path: str, f: Any) -> Iterator[tuple[int, Recipient]]:
         if not text.strip():
             continue
         try:
-            row = json.loads(text)
+            row = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as e:
             raise CliError(f"{path} line {line}: not valid JSON: {e.msg}") from None
+        except RecursionError:
+            raise CliError(f"{path} line {line}: nested more than {MAX_DEPTH} deep") from None
+        except ValueError as e:  # NaN or Infinity; an integer of more than 4300 digits
+            raise CliError(f"{path} line {line}: {e}") from None
         if not isinstance(row, dict):
             raise CliError(f"{path} line {line}: expected a JSON object")
+        problem = _unrepresentable(row, 0)
+        if problem is not None:
+            raise CliError(f"{path} line {line}: {problem}")
         address = row.pop("email", None)
         if not isinstance(address, str) or not address.strip():
             raise CliError(f"{path} line {line}: no address in `email`")
@@ -222,32 +258,113 @@ def _json_lines(path: str, f: Any) -> Iterator[tuple[int, Recipient]]:
         yield line, _recipient(address.strip(), rid, row)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unrepresentable(value: Any, depth: int) -> str | None:
+    """What in a decoded JSON value cannot travel to the template (None: nothing)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            lone = ord(value[e.start])
+            return f"a text has a lone surrogate (\\u{lone:04x}), which is not a character"
+        return None
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return None
+    if isinstance(value, int):
+        if not MIN_INT <= value <= MAX_INT:
+            return f"the number {value} is too large (at most 64 bits)"
+        return None
+    if depth >= MAX_DEPTH:
+        return f"nested more than {MAX_DEPTH} deep"
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        problem = (_unrepresentable(key, depth) if isinstance(key, str) else None) or (
+            _unrepresentable(item, depth + 1)
+        )
+        if problem is not None:
+            return problem
+    return None
+
+
 def _recipient(address: str, rid: str | int | None, variables: dict[str, Any]) -> Recipient:
     if isinstance(rid, str) and rid.isdigit() and len(rid) < 19:
         rid = int(rid)
     return Recipient(address, variables, id=rid)
 
 
-def check_recipients(campaign: Campaign, path: str) -> int:
+@contextlib.contextmanager
+def readable_twice(path: str) -> Iterator[tuple[str, str]]:
+    """(a path to read, the name messages give it) for a recipients file that `send`
+    reads twice: once to check it, once to submit it. A pipe (`-`, /dev/stdin, a FIFO)
+    can be read once only, so it is first copied to a temporary file, which is removed
+    afterwards; a regular file is read where it is."""
+    if path != STDIN:
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except OSError as e:
+            raise CliError(f"{path}: {e.strerror or e}") from None
+        if regular:
+            yield path, path
+            return
+    name = "<stdin>" if path == STDIN else path
+    with tempfile.TemporaryDirectory(prefix="ferrymail-recipients-") as scratch:
+        copy = os.path.join(scratch, "recipients")
+        try:
+            with open(copy, "wb") as out:
+                if path == STDIN:
+                    shutil.copyfileobj(sys.stdin.buffer, out)
+                else:
+                    with open(path, "rb") as source:
+                        shutil.copyfileobj(source, out)
+        except OSError as e:
+            raise CliError(f"{name}: cannot be read into {scratch}: {e.strerror or e}") from None
+        yield copy, name
+
+
+def check_recipients(campaign: Campaign, path: str, name: str | None = None) -> int:
     """Reads the whole file once (every row must have an address) and renders the
     first PREFLIGHT recipients: an undefined variable is a CliError naming it and the
-    line. Returns how many recipients the file has."""
-    rows = recipients(path)
+    line, and so is any error that every recipient rendered has (an unknown filter, a
+    bad expression: the whole campaign would fail). Returns how many recipients the
+    file has."""
+    name = name or path
+    rows = recipients(path, name)
     first = list(itertools.islice(rows, PREFLIGHT))
-    for (line, r), result in zip(first, render(campaign, [r for _, r in first]), strict=True):
+    results = render(campaign, [r for _, r in first])
+    for (line, r), result in zip(first, results, strict=True):
         if isinstance(result, RenderError):
             undefined = _UNDEFINED.match(result.reason)
-            if undefined is not None and not _is_jsonl(path):
+            if undefined is not None and not _is_jsonl_name(name, path):
                 # Every CSV row has every column: the file lacks one.
-                part, name = undefined.groups()
+                part, variable = undefined.groups()
                 columns = ", ".join(["email", *(["id"] if r.id is not None else []), *r.vars])
                 raise CliError(
-                    f"{path}: no `{name}` column, which the {part} uses "
+                    f"{name}: no `{variable}` column, which the {part} uses "
                     f"(the header row has: {columns})"
                 )
             if undefined is not None:
-                raise CliError(f"{path} line {line}: {result.reason}")
+                raise CliError(f"{name} line {line}: {result.reason}")
+    failed = [r for r in results if isinstance(r, RenderError)]
+    if failed and len(failed) == len(results):
+        # Whatever the error: not one message could be made, so none would be sent.
+        sample = f"the first {len(results):,}" if len(results) > 1 else "the"
+        raise CliError(
+            f"{name} line {first[0][0]}: {_one_line(failed[0].reason)} "
+            f"({sample} recipients checked all fail: nothing was queued)"
+        )
     return len(first) + sum(1 for _ in rows)
+
+
+def _is_jsonl_name(name: str, path: str) -> bool:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return _is_jsonl(name, f)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 #: A render error for a variable the recipient lacks: its part and name.

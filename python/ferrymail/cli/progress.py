@@ -13,14 +13,24 @@ from rich.live import Live
 from rich.text import Text
 
 from ..engine import Engine
+from ..events import Event
+from .common import escaped
 
 #: Final states: a recipient counted here is done.
 _FINAL = ("delivered", "bounced", "expired", "rejected", "suppressed", "failed")
+#: Deferred domains the live display lists under the counts (the latest reason each).
+SHOWN_DEFERRED = 3
+#: The longest reason shown: a reply text can be a paragraph.
+REASON_CHARS = 160
 
 
 class Progress:
     """Counts the engine's events and shows them on stderr: redrawn in place on a
-    terminal (rich), only the final line otherwise (logs and pipes stay clean)."""
+    terminal (rich), only the final line otherwise (logs and pipes stay clean).
+
+    A deferral says why while the command waits: on a terminal, the latest reason of
+    each deferred domain under the counts; otherwise one plain line when a domain is
+    first deferred (not one per recipient)."""
 
     def __init__(self, engine: Engine, total: int, before: dict[str, int] | None = None) -> None:
         """`before`: the campaign's recipients by state when it was in the spool already
@@ -33,6 +43,8 @@ class Progress:
         self._console = Console(stderr=True)
         self._live: Live | None = None
         self._counting: asyncio.Task[None] | None = None
+        #: Domain -> the latest deferral reason, while its recipients wait.
+        self.deferred: dict[str, str] = {}
 
     async def __aenter__(self) -> Progress:
         self._counting = asyncio.create_task(self._count())
@@ -65,9 +77,34 @@ class Progress:
     async def _count(self) -> None:
         async for event in self._events:
             self.counts[event.type] += 1
+            if event.type == "deferred":
+                self._deferred(event)
+            elif event.type in _FINAL:
+                self.deferred.pop(event.domain, None)
+
+    def _deferred(self, event: Event) -> None:
+        reply = " ".join(str(p) for p in (event.code, event.enhanced, event.text) if p)
+        reason = escaped(" ".join(reply.split()))
+        if len(reason) > REASON_CHARS:
+            reason = reason[: REASON_CHARS - 1] + "…"
+        first = event.domain not in self.deferred
+        self.deferred[event.domain] = reason
+        if first and self._live is None:
+            where = f" (via {event.mx})" if event.mx else ""
+            print(
+                f"deferred {escaped(event.domain)}{where}: {reason}; retried later",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def __rich__(self) -> Text:
-        return self.line()
+        text = self.line()
+        shown = list(self.deferred.items())[-SHOWN_DEFERRED:]
+        for domain, reason in shown:
+            text.append(f"\n  deferred {escaped(domain)}: {reason}", style="yellow")
+        if len(self.deferred) > len(shown):
+            text.append(f"\n  … and {len(self.deferred) - len(shown)} more deferred domains")
+        return text
 
     def line(self) -> Text:
         c, before = self.counts, self._before

@@ -21,7 +21,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    with open_spool(args.spool) as spool:
+    with open_spool(args.spool, write=False) as spool:
         report = spool.report(args.campaign)
     print_report(report, args.json)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 
@@ -10,8 +11,20 @@ import uvloop
 
 from ..config import Config
 from ..engine import Engine
-from .common import add_delivery, add_spool, engine_config, on_interrupt, spool_must_exist, table
+from .common import (
+    add_delivery,
+    add_spool,
+    engine_config,
+    on_interrupt,
+    spool_must_exist,
+    table,
+    warn_helo,
+    when,
+)
 
+#: When a drain first looks for recipients another engine holds, and how often after.
+LEASE_CHECK_FIRST = 1.0
+LEASE_CHECK_EVERY = 5.0
 EXAMPLE = """examples:
   ferrymail run --spool ferrymail.db                 # until Ctrl-C or SIGTERM
   ferrymail run --drain --smarthost 127.0.0.1:2525   # until every recipient is final"""
@@ -43,6 +56,33 @@ def main(args: argparse.Namespace) -> int:
 async def _run(spool: str | os.PathLike[str], config: Config, drain: bool) -> dict[str, int]:
     async with Engine(spool, config) as engine:
         on_interrupt(engine.stop)
+        warn_helo("run", config.helo_name)
         print(f"delivering from {os.fspath(spool)}", file=sys.stderr)
-        await (engine.drain() if drain else engine.run())
+        watching = asyncio.create_task(_watch_leases(engine)) if drain else None
+        try:
+            await (engine.drain() if drain else engine.run())
+        finally:
+            if watching is not None:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
         return await engine.counts()
+
+
+async def _watch_leases(engine: Engine) -> None:
+    """Says (one line per owner) when a drain waits for recipients another engine holds:
+    leases of a live process, or of another host, which end only in their time."""
+    told: set[str] = set()
+    await asyncio.sleep(LEASE_CHECK_FIRST)  # the engine's first lease takes back the dead's
+    while True:
+        for owner, count, until, dead in await engine.leases():
+            if owner == engine.owner or owner in told:
+                continue
+            told.add(owner)
+            what = "a dead process" if dead else "another engine"
+            print(
+                f"waiting for {count:,} recipients leased by {owner} ({what}): they come "
+                f"back when it records them or its lease ends ({when(until)})",
+                file=sys.stderr,
+                flush=True,
+            )
+        await asyncio.sleep(LEASE_CHECK_EVERY)

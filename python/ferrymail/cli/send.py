@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 
+import msgspec
 import uvloop
 
 from ..campaign import Campaign
@@ -23,8 +24,10 @@ from .common import (
     engine_config,
     on_interrupt,
     print_report,
+    warn,
+    warn_helo,
 )
-from .inputs import check_recipients, load_campaign, recipients
+from .inputs import check_recipients, load_campaign, readable_twice, recipients
 from .progress import Progress
 
 EXAMPLE = """example:
@@ -64,7 +67,12 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("campaign", metavar="CAMPAIGN.toml")
-    p.add_argument("recipients", metavar="RECIPIENTS", help="a CSV or JSON-lines file")
+    p.add_argument(
+        "recipients",
+        metavar="RECIPIENTS",
+        help="a CSV or JSON-lines file, or - to read it from stdin (kept in a temporary "
+        "file while send runs: it is read twice, to check it first)",
+    )
     add_spool(p)
     add_delivery(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -74,9 +82,10 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def main(args: argparse.Namespace) -> int:
     # Everything is checked before the spool is opened: bad input changes nothing.
     campaign = load_campaign(args.campaign)
-    count = check_recipients(campaign, args.recipients)
-    config = engine_config(args)
-    report, interrupted = uvloop.run(_send(args.spool, config, campaign, args.recipients, count))
+    with readable_twice(args.recipients) as (path, name):
+        count = check_recipients(campaign, path, name)
+        config = engine_config(args)
+        report, interrupted = uvloop.run(_send(args.spool, config, campaign, path, count))
     print_report(report, args.json)
     if interrupted:
         pending = sum(report.states[s] for s in ("queued", "in-flight", "deferred"))
@@ -95,6 +104,7 @@ async def _send(
 ) -> tuple[Report, bool]:
     async with Engine(spool, config) as engine:
         interrupted = on_interrupt(engine.stop)
+        stored = await engine.stored_spec(campaign.id)
 
         def stream() -> Iterator[Recipient]:
             for _, recipient in recipients(path):
@@ -102,12 +112,25 @@ async def _send(
                     return
                 yield recipient
 
+        replacing = stored is not None and stored != msgspec.msgpack.encode(campaign.spec)
         before = await _states(engine, campaign.id)
+        if replacing and before is not None:
+            before.pop("failed")  # a replaced spec's failed recipients are queued again
         async with Progress(engine, total, before):
             try:
                 result = await engine.submit(campaign, stream())
             except ConfigError as e:  # the id is in the spool with another campaign
                 raise CliError(str(e)) from None
+            if replacing:
+                print(
+                    f"campaign {campaign.id!r} was in the spool with another spec, but none "
+                    "of its recipients had been attempted: this one replaces it (those "
+                    "that failed are queued again)",
+                    file=sys.stderr,
+                )
+            # After the campaign is in the spool (a refusal is the only line), before
+            # anything is sent.
+            _warn(config, campaign)
             if result.duplicates:
                 print(
                     f"{result.duplicates:,} recipients were in campaign {campaign.id!r} "
@@ -117,6 +140,16 @@ async def _send(
             if not interrupted():
                 await engine.drain()
         return await engine.report(campaign.id), interrupted()
+
+
+def _warn(config: Config, campaign: Campaign) -> None:
+    warn_helo("send", config.helo_name)
+    if not campaign.dkim:
+        warn(
+            "send",
+            f"campaign {campaign.id!r} has no DKIM key: Gmail and Yahoo require bulk "
+            "mail to be signed; add a [dkim] table (domain, selector, key)",
+        )
 
 
 async def _states(engine: Engine, campaign_id: str) -> dict[str, int] | None:

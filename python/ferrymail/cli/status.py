@@ -24,7 +24,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    with open_spool(args.spool) as spool:
+    with open_spool(args.spool, write=False) as spool:
         status = spool.status()
     if args.json:
         sys.stdout.buffer.write(msgspec.json.encode(status) + b"\n")

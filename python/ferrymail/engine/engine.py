@@ -381,6 +381,23 @@ class Engine:
         spooler = self._open().spooler
         return await spooler.call(spooler.spool.report, campaign_id)
 
+    @property
+    def owner(self) -> str:
+        """The name this engine's leases carry in the spool: "host:pid:random"."""
+        return self._owner
+
+    async def leases(self) -> list[tuple[str, int, float, bool]]:
+        """Who holds leased recipients: (owner, recipients, when its first lease ends,
+        whether it is a dead process of this host), the biggest first."""
+        spooler = self._open().spooler
+        return await spooler.call(spooler.spool.leases)
+
+    async def stored_spec(self, campaign_id: str) -> bytes | None:
+        """The campaign's spec as the spool holds it (wire.CampaignSpec's MessagePack),
+        or None when the spool has no such campaign."""
+        spooler = self._open().spooler
+        return await spooler.call(spooler.spool.campaign_spec, campaign_id)
+
     async def counts(self) -> dict[str, int]:
         """Recipients of every campaign in the spool, by state."""
         spooler = self._open().spooler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import sqlite3
 
 from ..errors import ConfigError
@@ -118,9 +119,14 @@ CREATE TABLE suppression (
 """
 
 
-def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
+def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
     """Open (creating if need be) the spool at `path`; ConfigError naming the path when
-    it is not a ferrymail spool, is corrupt, or is from a newer version."""
+    it is not a ferrymail spool, is corrupt, or is from a newer version.
+
+    `read_only`: open an existing spool without writing anything, for a spool on a
+    read-only mount or a file this user may not write (`ferrymail status`)."""
+    if read_only:
+        return _connect_read_only(os.fspath(path))
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise ConfigError(
             "the spool needs SQLite 3.33 or later; "
@@ -144,6 +150,41 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
             _create(db, name)
         else:
             _migrate(db, name)
+    except sqlite3.DatabaseError as e:
+        db.close()
+        raise ConfigError(f"{name} is not a usable ferrymail spool: {e}", "path") from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _connect_read_only(name: str) -> sqlite3.Connection:
+    # A WAL spool needs its -shm file: SQLite can open one read-only without it only as
+    # "immutable" (nobody writes it meanwhile, which a read-only directory promises; a
+    # log left by a killed engine is then not read, and its last commits not seen).
+    directory = os.path.dirname(os.path.abspath(name))
+    immutable = not os.path.exists(name + "-shm") and (
+        not os.access(directory, os.W_OK) or bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    )
+    uri = f"{pathlib.Path(os.path.abspath(name)).as_uri()}?mode=ro"
+    if immutable:
+        uri += "&immutable=1"
+    try:
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as e:
+        raise ConfigError(f"cannot open the spool {name} read-only: {e}", "path") from None
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if _is_empty(db, name):
+            raise ConfigError(f"{name} is empty: not a ferrymail spool", "path")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            raise ConfigError(
+                f"{name} is a spool of schema version {version}: open it once where it "
+                "can be written (any command that delivers) to bring it up to date",
+                "path",
+            )
     except sqlite3.DatabaseError as e:
         db.close()
         raise ConfigError(f"{name} is not a usable ferrymail spool: {e}", "path") from None

@@ -15,6 +15,7 @@ from types import TracebackType
 from ..errors import ConfigError
 from . import reports
 from . import statements as sql
+from .owners import dead_here
 from .rows import Leased, NewRecipient, Report, Status, Suspension, Update
 from .schema import connect
 from .states import NAME, PENDING_SQL
@@ -27,6 +28,9 @@ _log = logging.getLogger(__name__)
 PAGE = 1000
 #: Addresses per query of `suppressed_among`.
 SUPPRESSION_CHUNK = 10_000
+#: How often `lease` looks for leases of dead processes of this host (and at its first
+#: call): a scan of the in-flight rows, cheap but not free on a busy spool.
+RECLAIM_EVERY = 60.0
 
 
 def _first_of_each_key(rows: Sequence[NewRecipient]) -> list[NewRecipient | None]:
@@ -59,15 +63,22 @@ class SqliteSpool:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
+        """`read_only`: open an existing spool to read it only (a read-only mount, a
+        file of another user); every write then fails."""
         self.path = os.fspath(path)
-        self._db = connect(path)
+        self._db = connect(path, read_only=read_only)
         self._clock = clock
         self._durable = True  # synchronous=FULL, as connect() leaves it
         # Campaigns are never renamed nor deleted: their ids can be cached forever.
         self._campaign_ids: dict[str, int] = {}
         self._campaign_names: dict[int, str] = {}
+        self._reclaim_at = float("-inf")  # when lease() next looks for dead owners
 
     def close(self) -> None:
         self._db.close()
@@ -109,22 +120,41 @@ class SqliteSpool:
 
     # ---- campaigns ----
 
-    def put_campaign(self, campaign_id: str, spec: bytes) -> None:
+    def put_campaign(self, campaign_id: str, spec: bytes) -> bool:
         """Store a campaign's spec (the MessagePack of wire.CampaignSpec). Storing the same
-        bytes again does nothing (a resubmit after a crash); other bytes under an id the
-        spool has raise ConfigError naming the id."""
+        bytes again does nothing (a resubmit after a crash).
+
+        Other bytes under an id the spool has: when nothing of that campaign was ever
+        attempted (its recipients are queued, failed, rejected or suppressed, none in
+        flight, none leased before), the new spec replaces the old one (a template fixed
+        after every recipient failed), and the recipients that failed are removed, so
+        that submitting them again queues them; returns True then. Otherwise a message
+        may have gone out with the old spec: ConfigError naming the id and what to do."""
         with self._transaction() as db:
-            row = db.execute("SELECT spec FROM campaign WHERE name = ?", (campaign_id,)).fetchone()
+            row = db.execute(
+                "SELECT id, spec FROM campaign WHERE name = ?", (campaign_id,)
+            ).fetchone()
             if row is None:
                 db.execute(
                     "INSERT INTO campaign (name, spec, created_at) VALUES (?, ?, ?)",
                     (campaign_id, bytes(spec), self._clock()),
                 )
-            elif row[0] != spec:
+                return False
+            campaign, stored = row
+            if stored == spec:
+                return False
+            attempted = db.execute(sql.ATTEMPTED, (campaign,)).fetchone()[0]
+            if attempted:
                 raise ConfigError(
-                    f"campaign {campaign_id!r} is already in the spool with a different spec",
+                    f"campaign {campaign_id!r} is already in the spool with a different "
+                    f"spec, and {attempted:,} of its recipients were attempted with it "
+                    "(delivered, bounced, deferred or in flight): give the campaign a new "
+                    "id to send this spec",
                     "id",
                 )
+            db.execute("UPDATE campaign SET spec = ? WHERE id = ?", (bytes(spec), campaign))
+            db.execute(sql.FORGET_FAILED, (campaign,))
+            return True
 
     def campaign_spec(self, campaign_id: str) -> bytes | None:
         row = self._db.execute("SELECT spec FROM campaign WHERE name = ?", (campaign_id,))
@@ -208,7 +238,9 @@ class SqliteSpool:
 
         Due: queued or deferred recipients whose time has come, and in-flight ones whose
         lease has ended (a dead process's); the attempt of an expired lease is not
-        counted, since its outcome is unknown."""
+        counted, since its outcome is unknown. The leases of a process of this host that
+        is no longer running end at once (looked for at the first call and every
+        RECLAIM_EVERY seconds): a restart after a crash need not wait them out."""
         if limit <= 0:
             return []
         now = self._clock()
@@ -216,6 +248,9 @@ class SqliteSpool:
         # would be when it ended, and nothing can have been recorded against it without
         # a durable commit after it. The engine's busiest call skips an fsync.
         with self._transaction(durable=False) as db:
+            if now >= self._reclaim_at:
+                self._reclaim_at = now + RECLAIM_EVERY
+                self._end_dead_leases(db, now, owner)
             if domains is None:
                 rows = db.execute(sql.DUE, (now, limit)).fetchall()
             else:
@@ -227,6 +262,24 @@ class SqliteSpool:
             db.execute(sql.LEASE, (now + lease_for, owner, now, ids))
         name = self._campaign_name
         return [Leased(r[0], name(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+
+    def _end_dead_leases(self, db: sqlite3.Connection, now: float, owner: str) -> int:
+        """Ends now the leases of owners that are dead processes of this host; returns
+        how many recipients they held."""
+        ended = 0
+        for holder, _, _ in db.execute(sql.LEASES).fetchall():
+            if holder != owner and dead_here(holder):
+                count = db.execute(sql.END_LEASES, (now, holder)).rowcount
+                _log.info("spool: %d leases of %s (a dead process) ended", count, holder)
+                ended += count
+        return ended
+
+    def leases(self) -> list[tuple[str, int, float, bool]]:
+        """(owner, recipients, when its first lease ends, whether it is a dead process of
+        this host) of every owner of in-flight recipients, the biggest first: who
+        holds what a drain waits for."""
+        rows = self._db.execute(sql.LEASES).fetchall()
+        return [(owner, n, until, dead_here(owner)) for owner, n, until in rows]
 
     def started(self, ids: Sequence[int]) -> None:
         """Note that attempts of these in-flight recipients begin: until `record` gives
@@ -270,15 +323,21 @@ class SqliteSpool:
 
     def flush(self, domain: str | None = None) -> int:
         """Make every waiting recipient (deferred, or queued for later), of `domain` or
-        of all domains, due now, like Postfix's `postqueue -f`. Returns how many."""
+        of all domains, due now, like Postfix's `postqueue -f`, and put back those
+        whose lease has ended or whose owner is a dead process of this host (a crash's
+        leftovers). Returns how many."""
         now = self._clock()
         params: tuple[object, ...]
         if domain is None:
             statement, params = sql.FLUSH, (now,)
+            release = sql.RELEASE_ENDED
         else:
             statement, params = sql.FLUSH_DOMAIN, (now, domain_key(domain))
+            release = sql.RELEASE_ENDED_DOMAIN
         with self._transaction(durable=False) as db:  # if lost, they wait their time
-            return int(db.execute(statement, params).rowcount)
+            self._end_dead_leases(db, now, "")
+            released = db.execute(release, params).rowcount
+            return int(db.execute(statement, params).rowcount) + int(released)
 
     # ---- suspended sites ----
 

@@ -10,6 +10,9 @@ from .states import CODE, DEFERRED, FINAL, IN_FLIGHT, PENDING_BELOW, PENDING_SQL
 _QUEUED = CODE[QUEUED]
 _IN_FLIGHT = CODE[IN_FLIGHT]
 _DEFERRED = CODE[DEFERRED]
+_REJECTED = CODE["rejected"]
+_SUPPRESSED = CODE["suppressed"]
+_FAILED = CODE["failed"]
 #: The states a recipient may have when submitted, and after an attempt (or a release).
 _SUBMIT_CODES = {name: CODE[name] for name in (QUEUED, *FINAL)}
 _RECORD_CODES = {
@@ -81,6 +84,35 @@ UPDATE recipient SET state = leased_from, due = next_attempt, updated_at = ?,
     lease_until = NULL, lease_owner = NULL, leased_from = NULL
 WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_owner = ?
 """
+# The recipients of a campaign that an attempt may have reached: all but queued ones
+# never tried and those final at submit or at render (failed: no message was made).
+ATTEMPTED = f"""
+SELECT count(*) FROM recipient WHERE campaign = ?
+    AND (state NOT IN ({_QUEUED}, {_REJECTED}, {_SUPPRESSED}, {_FAILED})
+        OR (state = {_QUEUED} AND (attempts > 0 OR interrupted > 0)))
+"""
+# A campaign's failed recipients, when its spec is replaced: no message was made of them,
+# and submitted again they are queued with the new one.
+FORGET_FAILED = f"DELETE FROM recipient WHERE campaign = ? AND state = {_FAILED}"
+# The leases of in-flight rows by owner: (owner, recipients, when the first lease ends).
+LEASES = f"""
+SELECT lease_owner, count(*), min(lease_until) FROM recipient
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} GROUP BY lease_owner ORDER BY 2 DESC, 1
+"""
+# A dead owner's leases end now: the rows stay in flight (their attempt may have been
+# under way: Leased.interrupted counts it) and are due at once.
+END_LEASES = f"""
+UPDATE recipient SET lease_until = ?1, due = ?1
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_owner = ?2 AND lease_until > ?1
+"""
+# Leases that have ended (their owner is gone) back to the state they were leased from,
+# due now, as release_owner does for a live owner.
+RELEASE_ENDED = f"""
+UPDATE recipient SET state = leased_from, due = ?1, next_attempt = ?1, updated_at = ?1,
+    lease_until = NULL, lease_owner = NULL, leased_from = NULL
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_until <= ?1
+"""
+RELEASE_ENDED_DOMAIN = RELEASE_ENDED + " AND domain = ?2"
 FLUSH = f"""
 UPDATE recipient SET due = ?1, next_attempt = ?1, updated_at = ?1
 WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND due > ?1
