@@ -157,16 +157,26 @@ def spool_must_exist(path: str) -> None:
 
 
 def on_interrupt(stop: Callable[[], None]) -> Callable[[], bool]:
-    """Makes SIGINT and SIGTERM call `stop` (once) on the running loop; returns a
-    function that says whether either came."""
+    """Makes SIGINT and SIGTERM call `stop` on the running loop (the engine cuts the
+    sessions in progress and puts their recipients back in the queue); a second one ends
+    the process at once, leaving its leases to the next engine (a dead process's leases
+    are taken back as soon as another engine starts). Returns a function that says
+    whether either came."""
     loop = asyncio.get_running_loop()
     came: list[bool] = []
 
     def handler() -> None:
-        if not came:
-            came.append(True)
-            print("\nstopping: letting deliveries in flight finish…", file=sys.stderr)
-            stop()
+        if came:
+            print("stopping now: the next `ferrymail run` takes the rest", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(130)  # 128 + SIGINT, as a shell reports an interrupted command
+        came.append(True)
+        print(
+            "\nstopping: cutting the sessions in progress, their recipients go back to the "
+            "queue (again to stop at once)…",
+            file=sys.stderr,
+        )
+        stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, handler)

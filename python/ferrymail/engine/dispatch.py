@@ -27,6 +27,11 @@ class Dispatcher:
     never sent (a stream that ended early, a fault on either side) becomes an internal,
     transient one, so the recipient is retried and the engine's count of recipients in
     hand cannot leak (a drain would wait for it forever).
+
+    `cancel()` cuts every session in progress (the engine is stopping): a recipient cut
+    before its whole message was sent goes back to the queue without an attempt counted;
+    one cut after the final dot, before the reply, may have been delivered, and is
+    deferred as a lost connection after the dot is.
     """
 
     def __init__(
@@ -38,6 +43,9 @@ class Dispatcher:
         self._recorder = recorder
         # The batches in flight, for lease renewals.
         self.in_flight: dict[int, list[Leased]] = {}
+        self._deliveries: set[_core.Delivery] = set()
+        # Set by cancel(), cleared when the engine delivers again (a new run or drain).
+        self.cancelled = False
 
     async def deliver(
         self,
@@ -50,11 +58,15 @@ class Dispatcher:
         self.in_flight[id(batch)] = batch
         outcomes: list[Outcome | None] = [None] * len(batch)
         fault: Exception | None = None
+        delivery: _core.Delivery | None = None
         try:
             await self._spooler.call(self._spooler.spool.started, [r.id for r in batch])
             payload = _encoder.encode([msgspec.Raw(r.recipient) for r in batch])
             route = _encoder.encode(site.route)
             delivery = self._transport._inner.start(compiled, payload, route)
+            self._deliveries.add(delivery)
+            if self.cancelled:
+                delivery.cancel()
             while (ready := await delivery.next()) is not None:
                 fresh = [
                     (i, o)
@@ -68,6 +80,8 @@ class Dispatcher:
             fault = e
         finally:
             del self.in_flight[id(batch)]
+            if delivery is not None:
+                self._deliveries.discard(delivery)
         missing = [i for i, o in enumerate(outcomes) if o is None]
         if missing:
             gap = _internal(fault)
@@ -76,10 +90,29 @@ class Dispatcher:
             await self._record([batch[i] for i in missing], [gap] * len(missing))
         return [o for o in outcomes if o is not None]
 
+    def cancel(self) -> None:
+        """Cuts the sessions of every batch in flight, and of any started from now on."""
+        self.cancelled = True
+        for delivery in list(self._deliveries):
+            delivery.cancel()
+
     async def _record(self, leased: list[Leased], outcomes: list[Outcome]) -> None:
-        if leased:
-            campaign = leased[0].campaign
-            await self._recorder.record(self._judge.batch(campaign, leased, outcomes, time.time()))
+        now = time.time()
+        back = [(r, now) for r, o in zip(leased, outcomes, strict=True) if _untried(o)]
+        judged = [(r, o) for r, o in zip(leased, outcomes, strict=True) if not _untried(o)]
+        if back:
+            await self._recorder.release(back)
+        if judged:
+            campaign = judged[0][0].campaign
+            verdict = self._judge.batch(
+                campaign, [r for r, _ in judged], [o for _, o in judged], now
+            )
+            await self._recorder.record(verdict)
+
+
+def _untried(outcome: Outcome) -> bool:
+    """Cut by a cancel before the whole message was sent: no attempt was made."""
+    return outcome.kind == OutcomeKind.CANCELLED and outcome.stage != "dot"
 
 
 def _internal(fault: Exception | None) -> Outcome:

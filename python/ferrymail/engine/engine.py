@@ -96,6 +96,8 @@ class Engine:
         self._parts: _Parts | None = None
         self._sites: dict[str, Site] = {}
         self._batches: set[asyncio.Task[None]] = set()
+        # A batch that failed (the spool could not be written): raised by the pump.
+        self._failure: BaseException | None = None
         self._submitting = 0  # submits in progress: drain waits for them
         self._wake = asyncio.Event()
         self._stopping = False
@@ -138,8 +140,14 @@ class Engine:
         self._bus.close()
 
     def stop(self) -> None:
-        """Makes `run` (or `drain`) return once the batches in flight are done."""
+        """Makes `run` (or `drain`) return promptly: no new batch starts, and the SMTP
+        sessions in progress are cut (a peer that never answers holds nobody for its
+        timeouts). Their recipients go back to the queue without an attempt counted,
+        except those whose whole message was sent and whose reply had not come: those
+        may have been delivered, and are deferred like a connection lost after the dot."""
         self._stopping = True
+        if self._parts is not None:
+            self._parts.dispatcher.cancel()
         self._wake.set()
 
     # --- submitting -----------------------------------------------------------------
@@ -233,9 +241,13 @@ class Engine:
         parts = self._open()
         spooler, scheduler = parts.spooler, parts.scheduler
         self._stopping = False
+        parts.dispatcher.cancelled = False
         while not self._stopping:
             self._wake.clear()
             parts.routes.check()
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
             await self._lease(parts)
             now = time.time()
             self._dispatch(parts, now)
@@ -328,7 +340,18 @@ class Engine:
             site.in_flight = True
             task = asyncio.create_task(self._deliver(parts, site, *taken))
             self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        """Forgets a finished batch; one that failed stops the pump with its error
+        (retrieved here, so asyncio never reports it as lost)."""
+        self._batches.discard(task)
+        if task.cancelled():
+            return
+        failure = task.exception()
+        if failure is not None and self._failure is None:
+            self._failure = failure
+            self._wake.set()
 
     async def _deliver(
         self, parts: _Parts, site: Site, campaign_id: str, batch: list[Leased]

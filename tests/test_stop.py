@@ -1,0 +1,107 @@
+"""Stopping is prompt and loses nothing: SIGINT or SIGTERM stop `ferrymail send` within
+seconds while a peer accepts and never answers (its greeting timeout is 300 s), the
+cut recipients go back to the queue untried, and a second signal stops at once."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ferrymail.spool import SqliteSpool
+from test_cli import wait_for, write_files
+
+# Well under the 300 s a greeting may take (RFC 5321 §4.5.3.2): what "prompt" means.
+PROMPT = 10.0
+
+
+@pytest.fixture
+def silent_peer() -> Iterator[socket.socket]:
+    """A TCP listener on loopback that accepts connections (the kernel does, into its
+    backlog) and never says a word: a session to it waits for the 220 greeting."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener
+
+
+def _send(files: Path, port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ferrymail", "send", "welcome.toml", "people.csv",
+         "--spool", "spool.db", "--helo", "cli.example.com",
+         "--smarthost", f"127.0.0.1:{port}"],
+        cwd=files, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _accepted(listener: socket.socket, held: list[socket.socket]) -> bool:
+    """Whether the engine has opened a session; the connection is kept open in `held`."""
+    listener.settimeout(0)
+    try:
+        connection, _ = listener.accept()
+    except BlockingIOError:
+        return False
+    held.append(connection)
+    return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_send_promptly_while_a_peer_never_answers(
+    tmp_path: Path, silent_peer: socket.socket, sig: signal.Signals
+) -> None:
+    files = write_files(tmp_path)
+    port = silent_peer.getsockname()[1]
+    send = _send(files, port)
+    held: list[socket.socket] = []
+    try:
+        # The session is open and waits for a greeting that never comes.
+        wait_for(lambda: _accepted(silent_peer, held))
+        time.sleep(0.5)
+        started = time.monotonic()
+        send.send_signal(sig)
+        _, err = send.communicate(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        if send.poll() is None:
+            send.kill()
+            send.wait()
+        for connection in held:
+            connection.close()
+    assert took < PROMPT, f"stopping took {took:.1f} s: {err}"
+    assert "Traceback" not in err
+    assert "interrupted: 3 recipients still pending" in err
+    # Nothing was sent (no greeting came): the recipients are queued as they were,
+    # with no attempt counted, and no lease is left behind.
+    with SqliteSpool(files / "spool.db") as spool:
+        assert spool.counts()["queued"] == 3
+        assert spool.leases() == []
+
+
+def test_a_second_signal_stops_at_once(tmp_path: Path, silent_peer: socket.socket) -> None:
+    files = write_files(tmp_path)
+    send = _send(files, silent_peer.getsockname()[1])
+    held: list[socket.socket] = []
+    try:
+        wait_for(lambda: _accepted(silent_peer, held))
+        send.send_signal(signal.SIGINT)
+        # A person's second Ctrl-C, not one the kernel merges with the first pending one.
+        time.sleep(0.5)
+        send.send_signal(signal.SIGINT)
+        _, err = send.communicate(timeout=PROMPT)
+    finally:
+        if send.poll() is None:
+            send.kill()
+            send.wait()
+        for connection in held:
+            connection.close()
+    assert send.returncode == 130
+    assert "Traceback" not in err
+    # What it held is not lost: the next engine takes it back at once (its owner is a
+    # dead process of this host) and the recipients are all still pending.
+    with SqliteSpool(files / "spool.db") as spool:
+        assert spool.pending() == 3
