@@ -16,6 +16,7 @@ import datetime
 import ipaddress
 import os
 import re
+import select
 import shutil
 import socket
 import ssl
@@ -429,10 +430,13 @@ OUT_OF_RANGE = "999 9.9.9 no such reply code"
 @dataclass(frozen=True)
 class Fault:
     """One RawServer misbehaviour: at `stage` (one of RAW_STAGES), on command lines
-    containing `match`, on connection number `connection` (None: every connection), wait
-    `delay` seconds, send `reply` instead of the normal one, then close the connection if
-    `close`. `reply` as str is a reply (CRLF added); as bytes it goes out verbatim, so
-    b"" sends nothing. The first matching fault of the list wins."""
+    containing `match` (at DOT: the transaction's RCPT TO lines), on connection number
+    `connection` (None: every connection), wait `delay` seconds, send `reply` instead of
+    the normal one, then close the connection if `close`. `reply` as str is a reply
+    (CRLF added); as bytes it goes out verbatim, so b"" sends nothing. The first
+    matching fault of the list wins. A client that hangs up during the delay ends the
+    session there, without a reply (as a server's next read would find);
+    RawServer.stalls records each delay begun."""
 
     stage: str
     reply: str | bytes | None = None  # None: the normal reply
@@ -506,6 +510,8 @@ class RawServer(_Recorder):
         self.size_limit = sizes[0] if sizes and sizes[0] else None
         self.faults = tuple(faults)
         self.pipelined: list[Pipelined] = []
+        #: (connection, stage) of each Fault.delay begun, in order.
+        self.stalls: list[tuple[int, str]] = []
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
@@ -667,7 +673,8 @@ class _RawSession:
         normal = "250 2.0.0 Ok: queued"
         if limit and len(content) > limit:
             normal = "552 5.3.4 Message size exceeds fixed limit"
-        reply = self.send("DOT", ".", normal)
+        recipients = " ".join(f"RCPT TO:<{r}>" for r in self.rcpt_tos)
+        reply = self.send("DOT", ".", normal, about=recipients)
         assert self.mail_from is not None
         message = Message(
             self.mail_from, tuple(self.rcpt_tos), content, self.record.index, False, reply
@@ -675,10 +682,11 @@ class _RawSession:
         self.server.messages.append(message)
         self.reset()
 
-    def send(self, stage: str, command: str, normal: str) -> str:
-        """Answers at `stage` (normally, or as a Fault says); returns the text sent."""
-        fault = self.server.fault(stage, command, self.record.index)
-        if fault is not None and fault.delay and self.server._stopping.wait(fault.delay):
+    def send(self, stage: str, command: str, normal: str, about: str = "") -> str:
+        """Answers at `stage` (normally, or as a Fault says); returns the text sent. A
+        fault's `match` is looked for in `about` when given, else in `command`."""
+        fault = self.server.fault(stage, about or command, self.record.index)
+        if fault is not None and fault.delay and not self.stall(stage, fault.delay):
             self.open = False
             return ""
         if self.waiting():
@@ -692,6 +700,24 @@ class _RawSession:
         if stage == "QUIT" or (fault is not None and fault.close):
             self.open = False  # serve() closes the socket, once the message is recorded
         return data.decode("utf-8", "replace").rstrip("\r\n")
+
+    def stall(self, stage: str, seconds: float) -> bool:
+        """Waits `seconds` before a reply at `stage`; False when the server stops or the
+        client hangs up meanwhile (then no reply goes out)."""
+        with self.server._lock:
+            self.server.stalls.append((self.record.index, stage))
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.server._stopping.wait(min(left, 0.01)) or self.hung_up():
+                return False
+        return True
+
+    def hung_up(self) -> bool:
+        """Whether the client closed or reset the connection, even with bytes of it
+        still unread (POLLRDHUP sees the FIN behind them)."""
+        poll = select.poll()
+        poll.register(self.sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        return bool(poll.poll(0))
 
     def waiting(self) -> bool:
         """Whether client bytes are already here, read or still in the kernel."""

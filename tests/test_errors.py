@@ -3,6 +3,7 @@ built, RenderError (data, not an exception) for one recipient that cannot be ren
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import ferrymail
@@ -16,8 +17,19 @@ from ferrymail import (
     TemplateError,
     Tracking,
     Unsubscribe,
+    _core,
 )
-from support import SECRET, SENDER, TRACK, UNSUB, render_one, rendered
+from support import (
+    SECRET,
+    SENDER,
+    TRACK,
+    UNSUB,
+    clicks,
+    content,
+    parse,
+    render_one,
+    rendered,
+)
 
 
 def campaign(**overrides: object) -> Campaign:
@@ -36,6 +48,26 @@ def test_error_hierarchy() -> None:
     for cls in (ConfigError, TemplateError, ferrymail.TokenError):
         assert issubclass(cls, ferrymail.Error)
         assert issubclass(cls, ValueError)
+    assert issubclass(ferrymail.InternalError, ferrymail.Error)
+    assert issubclass(ferrymail.InternalError, RuntimeError)
+    assert issubclass(ferrymail.WireError, ferrymail.Error)
+
+
+def test_a_failed_rust_task_is_an_internal_error_with_its_panic_message() -> None:
+    # A delivery task that fails (a panic in the core) reaches Python as
+    # ferrymail.InternalError, not a bare RuntimeError; _failing_task fails as one would.
+    async def main() -> None:
+        await _core._failing_task("worker exploded")
+
+    with pytest.raises(ferrymail.InternalError) as info:
+        asyncio.run(main())
+    assert isinstance(info.value, RuntimeError)
+    assert "the delivery task panicked: worker exploded" in str(info.value)
+
+    async def fine() -> None:
+        await _core._failing_task("")
+
+    asyncio.run(fine())  # the same path, without a panic, raises nothing
 
 
 # ---- TemplateError: syntax errors name the part, line and column (1-based) ----
@@ -158,9 +190,18 @@ def test_short_tracking_secret(secret: str | bytes) -> None:
     assert info.value.field == "tracking.secret"
 
 
-def test_sixteen_byte_secret_is_enough() -> None:
-    campaign(tracking=Tracking(base_url=TRACK, secret="x" * 16))
-    campaign(tracking=Tracking(base_url=TRACK, secret=b"\x00" * 16))
+@pytest.mark.parametrize("secret", ["x" * 16, b"\x00" * 16], ids=["text", "bytes"])
+def test_sixteen_byte_secret_is_enough(secret: str | bytes) -> None:
+    # Accepted, and what the links are signed with: their tokens verify with it.
+    c = campaign(
+        text="Hello {{ first_name }}, see https://shop.example.com/",
+        tracking=Tracking(base_url=TRACK, secret=secret, opens=False),
+    )
+    message = rendered(c, Recipient("ann@example.com", {"first_name": "Ann"}))
+    (claims,) = clicks(content(parse(message)), secret)  # type: ignore[arg-type]
+    assert (claims.kind, claims.url) == ("click", "https://shop.example.com/")
+    with pytest.raises(ferrymail.TokenError):
+        clicks(content(parse(message)), "y" * 16)
 
 
 def test_unsubscribe_url_without_any_secret() -> None:

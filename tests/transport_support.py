@@ -1,13 +1,17 @@
 """Helpers the transport tests share: a small campaign, recipients, routes to test peers,
-and one call that runs a Transport on uvloop, delivers and closes it."""
+one call that runs a Transport on uvloop, delivers and closes it, and the streaming
+delivery (`start`, `collect`) the engine uses."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import ferrymail
+import msgspec
 import uvloop
+from ferrymail import _core
 
 T = TypeVar("T")
 
@@ -67,3 +71,38 @@ def deliver(
 
 def statuses(outcomes: Sequence[ferrymail.Outcome]) -> list[str]:
     return [o.status for o in outcomes]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_progress = msgspec.msgpack.Decoder(list[tuple[int, ferrymail.Outcome]])
+#: How long `collect` waits for the next outcomes before failing the test: far beyond
+#: what a working stream needs, far below the timeouts of the stalling peers.
+STREAM_LIMIT = 10.0
+
+
+def start(
+    transport: ferrymail.Transport,
+    batch: Sequence[ferrymail.Recipient],
+    to: ferrymail.Route,
+    the_campaign: ferrymail.Campaign | None = None,
+) -> _core.Delivery:
+    """Starts a streaming delivery, as the engine does."""
+    compiled = (the_campaign or campaign())._inner
+    return transport._inner.start(compiled, _encoder.encode(list(batch)), _encoder.encode(to))
+
+
+async def collect(
+    delivery: _core.Delivery,
+    into: dict[int, ferrymail.Outcome],
+    until: Callable[[dict[int, ferrymail.Outcome]], bool] | None = None,
+) -> bool:
+    """Reads outcomes by recipient index into `into` until `until(into)` holds (True) or
+    the stream ends (False); a stream silent for STREAM_LIMIT seconds fails the test."""
+    while until is None or not until(into):
+        ready = await asyncio.wait_for(delivery.next(), STREAM_LIMIT)
+        if ready is None:
+            return False
+        for index, outcome in _progress.decode(ready):
+            assert index not in into, f"a second outcome for recipient {index}"
+            into[index] = outcome
+    return True

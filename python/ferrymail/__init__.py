@@ -15,7 +15,7 @@ from .bounce import BounceRule
 from .campaign import Campaign, DkimKey, Tracking, Unsubscribe
 from .config import Config, SiteLimits
 from .engine import Engine
-from .errors import ConfigError, Error, TemplateError, TokenError, WireError
+from .errors import ConfigError, Error, InternalError, TemplateError, TokenError, WireError
 from .events import Event
 from .render import RenderedMessage, RenderError, render
 from .retry import RetryPolicy
@@ -40,6 +40,7 @@ __all__ = [
     "Engine",
     "Error",
     "Event",
+    "InternalError",
     "MxHost",
     "Outcome",
     "OutcomeKind",

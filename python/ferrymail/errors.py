@@ -35,3 +35,8 @@ class TokenError(Error, ValueError):
 
 class WireError(Error):
     """Python and Rust disagree about a wire struct: a bug in ferrymail, never in input."""
+
+
+class InternalError(Error, RuntimeError):
+    """A fault inside ferrymail (a task of the Rust core failed, e.g. panicked): a bug to
+    report, never a problem with the input. Retrying the operation is safe."""

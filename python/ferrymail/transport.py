@@ -69,6 +69,15 @@ class Transport:
         )
         return [r if r is not None else next(delivered) for r in results]
 
+    def abort(self) -> None:
+        """Cuts every delivery of this transport in progress, at once (e.g. on SIGTERM):
+        each recipient not yet finished gets a "transient" outcome of kind "cancelled"
+        at the stage it was cut, within moments; one whose message was sent whole and
+        not yet answered (stage "dot") may have been delivered, as its text says.
+        Outcomes already known stay. Cut connections are closed, never reused;
+        deliveries started afterwards run normally. Returns without waiting."""
+        self._inner.abort()
+
     async def close(self) -> None:
         """Sends QUIT on idle connections and closes them."""
         await self._inner.close()

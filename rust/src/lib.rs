@@ -21,5 +21,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::compile_campaign, m)?)?;
     m.add_function(wrap_pyfunction!(py::render, m)?)?;
     m.add_function(wrap_pyfunction!(py::wire_roundtrip, m)?)?;
+    m.add_function(wrap_pyfunction!(py::failing_task, m)?)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::render::{render_batch, CompiledCampaign, Now};
 use crate::wire::{CampaignSpec, Recipient, RenderOutcome};
 
 mod transport;
-pub use transport::{PyDelivery, PyTransport};
+pub use transport::{failing_task, PyDelivery, PyTransport};
 
 /// A compiled campaign, shared by every render and (later) every delivery of it.
 #[pyclass(frozen, module = "ferrymail._core", name = "CompiledCampaign")]

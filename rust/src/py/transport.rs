@@ -1,12 +1,13 @@
-//! The PyO3 glue of the SMTP transport: `Transport(options)`, `deliver` and `close` as asyncio awaitables on the tokio runtime.
+//! The PyO3 glue of the SMTP transport: `Transport(options)`, `deliver`, `start`, `abort` and `close`, and the streaming `Delivery`, as asyncio awaitables on the tokio runtime.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinError;
+use tokio_util::sync::CancellationToken;
 
 use super::{decode, error, now_or_clock, PyCompiledCampaign};
 use crate::render::{CompiledCampaign, Now};
@@ -23,6 +24,17 @@ const COALESCE_MOST: usize = 512;
 #[pyclass(frozen, module = "ferrymail._core", name = "Transport")]
 pub struct PyTransport {
     client: Arc<Client>,
+    /// The parent of every delivery's token; `abort` cancels it and puts a new one in
+    /// its place, so that deliveries started afterwards run.
+    deliveries: SyncMutex<CancellationToken>,
+}
+
+impl PyTransport {
+    /// A token for a new delivery: cancelled by its own `cancel` or by `abort`.
+    fn delivery_token(&self) -> CancellationToken {
+        let parent = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        parent.child_token()
+    }
 }
 
 #[pymethods]
@@ -43,13 +55,14 @@ impl PyTransport {
             .map_err(|e| error(py, "ConfigError", e))?;
         Ok(Self {
             client: Arc::new(client),
+            deliveries: SyncMutex::new(CancellationToken::new()),
         })
     }
 
     /// Renders and delivers a MessagePack array of `Recipient`s along a MessagePack
     /// `Route`; the awaitable gives a MessagePack array of `Outcome`s, in order. The
     /// work is a detached tokio task: cancelling the await does not cut an SMTP
-    /// transaction in half, it only drops the result.
+    /// transaction in half, it only drops the result (`abort` cuts it).
     #[pyo3(signature = (campaign, recipients, route, now_ms = None))]
     fn deliver<'py>(
         &self,
@@ -62,21 +75,24 @@ impl PyTransport {
         let (campaign, recipients, destination, now) =
             batch(py, campaign, recipients, route, now_ms)?;
         let client = self.client.clone();
+        let cancel = self.delivery_token();
         let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
-            let outcomes = deliver(client, campaign, recipients, destination, now, None).await;
-            rmp_serde::to_vec(&outcomes).map_err(|e| e.to_string())
+            let outcomes =
+                deliver(client, campaign, recipients, destination, now, None, cancel).await;
+            rmp_serde::to_vec(&outcomes).map_err(|e| format!("encoding outcomes: {e}"))
         });
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let encoded = task
                 .await
-                .map_err(|e| PyRuntimeError::new_err(format!("delivery task failed: {e}")))?
-                .map_err(|e| PyRuntimeError::new_err(format!("encoding outcomes: {e}")))?;
+                .map_err(|e| task_failed("the delivery task", e))?
+                .map_err(internal_error)?;
             Ok(Cow::<'static, [u8]>::Owned(encoded))
         })
     }
 
     /// Like `deliver`, but returns at once a `Delivery` whose `next()` gives outcomes
-    /// as they happen: the engine records each delivery moments after its reply.
+    /// as they happen: the engine records each delivery moments after its reply. A task
+    /// that fails ends the stream early; the caller fills in what is missing.
     #[pyo3(signature = (campaign, recipients, route, now_ms = None))]
     fn start(
         &self,
@@ -89,7 +105,9 @@ impl PyTransport {
         let (campaign, recipients, destination, now) =
             batch(py, campaign, recipients, route, now_ms)?;
         let client = self.client.clone();
+        let cancel = self.delivery_token();
         let (progress, outcomes) = mpsc::unbounded_channel();
+        let token = cancel.clone();
         pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
             deliver(
                 client,
@@ -98,12 +116,23 @@ impl PyTransport {
                 destination,
                 now,
                 Some(progress),
+                token,
             )
             .await;
         });
         Ok(PyDelivery {
             outcomes: Arc::new(Mutex::new(outcomes)),
+            cancel,
         })
+    }
+
+    /// Cuts every delivery of this transport in progress, as `Delivery.cancel` cuts
+    /// one; deliveries started afterwards are not affected. Returns at once; idle
+    /// pooled connections stay (`close` ends them).
+    fn abort(&self) {
+        let mut parent = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+        parent.cancel();
+        *parent = CancellationToken::new();
     }
 
     /// Sends QUIT on every idle connection and closes it; connections in use close
@@ -113,8 +142,7 @@ impl PyTransport {
         let task = pyo3_async_runtimes::tokio::get_runtime()
             .spawn(async move { client.pool.close().await });
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            task.await
-                .map_err(|e| PyRuntimeError::new_err(format!("closing failed: {e}")))?;
+            task.await.map_err(|e| task_failed("closing the pool", e))?;
             Ok(())
         })
     }
@@ -142,10 +170,19 @@ fn batch(
 #[pyclass(frozen, module = "ferrymail._core", name = "Delivery")]
 pub struct PyDelivery {
     outcomes: Arc<Mutex<mpsc::UnboundedReceiver<(usize, Outcome)>>>,
+    cancel: CancellationToken,
 }
 
 #[pymethods]
 impl PyDelivery {
+    /// Cuts the delivery: returns at once, and `next()` then gives, within moments, a
+    /// transient outcome of kind "cancelled" for every recipient not yet finished
+    /// (at the stage it was cut; at "dot" it may have been delivered), then None.
+    /// Outcomes already known stay as they are. Cut connections are never pooled.
+    fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
     /// An awaitable of the outcomes that are ready, at least one, as a MessagePack
     /// array of `[index, Outcome]` pairs; None once every outcome has been given.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -167,8 +204,48 @@ impl PyDelivery {
                 }
             }
             let encoded = rmp_serde::to_vec(&ready)
-                .map_err(|e| PyRuntimeError::new_err(format!("encoding outcomes: {e}")))?;
+                .map_err(|e| internal_error(format!("encoding outcomes: {e}")))?;
             Ok(Some(Cow::<'static, [u8]>::Owned(encoded)))
         })
     }
+}
+
+/// A tokio task of ours that failed (it panicked): `ferrymail.InternalError`, with the
+/// panic's message.
+fn task_failed(what: &str, e: JoinError) -> PyErr {
+    let why = if e.is_panic() {
+        let panic = e.into_panic();
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!("panicked: {message}")
+    } else {
+        "was cancelled".into()
+    };
+    internal_error(format!("{what} {why}"))
+}
+
+/// `ferrymail.InternalError` (a bug in ferrymail, never in the input) from a thread
+/// that may not hold the GIL.
+fn internal_error(message: String) -> PyErr {
+    Python::attach(|py| error(py, "InternalError", format!("internal error: {message}")))
+}
+
+/// Runs a tokio task that panics with `message`, and maps its failure as a delivery
+/// task's is mapped: the test of that mapping, since no input makes a delivery panic.
+#[pyfunction]
+#[pyo3(name = "_failing_task")]
+pub fn failing_task<'py>(py: Python<'py>, message: String) -> PyResult<Bound<'py, PyAny>> {
+    let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+        if !message.is_empty() {
+            panic!("{message}");
+        }
+    });
+    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        task.await
+            .map_err(|e| task_failed("the delivery task", e))?;
+        Ok(())
+    })
 }

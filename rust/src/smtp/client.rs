@@ -9,6 +9,7 @@ use super::options::{ClientOptions, TlsPolicy};
 use super::pool::{Pool, PoolKey};
 use super::session::Session;
 use super::tls::TlsSetup;
+use tokio_util::sync::CancellationToken;
 
 /// What every batch of one transport shares. Made on the tokio runtime (the pool's
 /// reaper is a task there).
@@ -45,14 +46,21 @@ impl Client {
     /// Opens a session to `address`. Under the opportunistic policy a failed TLS
     /// handshake is retried once in plaintext on a new connection: the server's TLS is
     /// broken, and plaintext is what it would get from a client without TLS.
-    pub async fn open(&self, mx: &Arc<str>, address: SocketAddr) -> Result<Session, Failure> {
-        let first = Session::open(mx.clone(), address, &self.options, &self.tls, true).await;
+    /// Cancelling `cancel` ends the attempt at once with [`ClientError::Cancelled`].
+    pub async fn open(
+        &self,
+        mx: &Arc<str>,
+        address: SocketAddr,
+        cancel: &CancellationToken,
+    ) -> Result<Session, Failure> {
+        let (options, tls) = (&self.options, &self.tls);
+        let first = Session::open(mx.clone(), address, options, tls, true, cancel).await;
         match first {
             Err(Failure {
                 stage: Stage::Starttls,
                 error: ClientError::Tls(_) | ClientError::Timeout(_),
             }) if self.options.tls == TlsPolicy::Opportunistic => {
-                Session::open(mx.clone(), address, &self.options, &self.tls, false).await
+                Session::open(mx.clone(), address, options, tls, false, cancel).await
             }
             other => other,
         }

@@ -7,6 +7,11 @@
 //! server turned away one connection too many); the last worker standing declares
 //! the route dead, and every message left gets the last failure as a transient
 //! outcome: only when every host and address has failed is a recipient deferred.
+//!
+//! A cancelled delivery (its token, or the transport's, cancelled) cuts every wait of
+//! its workers at once: the message in flight gets a "cancelled" outcome at the stage
+//! it was cut, every message not yet sent one at the stage it never left, and the cut
+//! connections are dropped, never pooled.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
 use super::error::{ClientError, Failure, Stage};
@@ -65,7 +71,9 @@ impl Destination {
 pub type Progress = mpsc::UnboundedSender<(usize, Outcome)>;
 
 /// Renders and delivers `recipients` of `campaign` to `route`; outcomes in order, and
-/// each one to `progress` (when given) as soon as it is known.
+/// each one to `progress` (when given) as soon as it is known. Cancelling `cancel`
+/// ends the delivery within moments, every recipient not yet finished getting a
+/// transient outcome of kind "cancelled".
 pub async fn deliver(
     client: Arc<Client>,
     campaign: Arc<CompiledCampaign>,
@@ -73,6 +81,7 @@ pub async fn deliver(
     route: Destination,
     now: Now,
     progress: Option<Progress>,
+    cancel: CancellationToken,
 ) -> Vec<Outcome> {
     let count = recipients.len();
     let batch = Arc::new(Batch {
@@ -84,6 +93,7 @@ pub async fn deliver(
         client,
         route,
         progress,
+        cancel,
         state: Mutex::new(State {
             outcomes: vec![None; count],
             workers: 1,
@@ -105,19 +115,21 @@ pub async fn deliver(
         }
         finished.await;
     }
-    // A worker that panicked leaves its message without an outcome; it is filled in
-    // here, so nothing is lost.
+    // Recipients a cancel kept from being rendered, and the message of a worker that
+    // panicked, have no outcome yet; they get one here, so nothing is lost.
     let missing: Vec<usize> = {
         let state = batch.lock();
         (0..state.outcomes.len())
             .filter(|&i| state.outcomes[i].is_none())
             .collect()
     };
+    let gap = if batch.cancel.is_cancelled() {
+        not_sent_cancelled(Stage::Connect)
+    } else {
+        internal(Stage::Connect, "delivery ended without an outcome")
+    };
     for index in missing {
-        batch.finish(
-            index,
-            internal(Stage::Connect, "delivery ended without an outcome"),
-        );
+        batch.finish(index, gap.clone());
     }
     let outcomes = std::mem::take(&mut batch.lock().outcomes);
     outcomes
@@ -150,6 +162,8 @@ impl Job {
 struct Batch {
     client: Arc<Client>,
     progress: Option<Progress>,
+    /// Cancelled when the caller cuts the delivery.
+    cancel: CancellationToken,
     /// Workers once the first has a session: one per connection allowed.
     workers_wanted: usize,
     route: Destination,
@@ -237,14 +251,20 @@ async fn produce(
 ) {
     let recipients = Arc::new(recipients);
     let now = Arc::new(now);
-    for start in (0..recipients.len()).step_by(RENDER_CHUNK) {
+    'chunks: for start in (0..recipients.len()).step_by(RENDER_CHUNK) {
         loop {
             let mut room = pin!(batch.room.notified());
             room.as_mut().enable();
+            if batch.cancel.is_cancelled() {
+                // What is left is never rendered: deliver() fills those outcomes in.
+                break 'chunks;
+            }
             if batch.lock().queue.len() < 2 * RENDER_CHUNK {
                 break;
             }
-            room.await;
+            if batch.cancel.run_until_cancelled(room).await.is_none() {
+                break 'chunks;
+            }
         }
         let end = (start + RENDER_CHUNK).min(recipients.len());
         let (campaign, recipients, now) = (campaign.clone(), recipients.clone(), now.clone());
@@ -311,6 +331,9 @@ enum NoSession {
     Busy,
     /// Every address has failed.
     Exhausted,
+    /// The delivery was cancelled while connecting: the failure says at which stage,
+    /// with the host and address being tried.
+    Cancelled(Failure, Arc<str>, SocketAddr),
 }
 
 /// Counts a worker out when it stops, however it stops (a panic too), unless
@@ -347,17 +370,28 @@ async fn work(batch: Arc<Batch>) {
         n => n.min(client.options.max_messages_per_connection),
     };
     let mut held: Option<Held> = None;
-    // A job whose envelope already went out on `held`, behind the last final dot.
-    let mut chained: Option<Job> = None;
+    // The job lined up behind the last transaction, and whether its envelope went out
+    // (behind the final dot, on `held`).
+    let mut chained: Option<(Job, bool)> = None;
     loop {
-        let (job, lined_up) = match chained.take() {
-            Some(job) => (job, true),
+        let (job, lined_up, envelope_sent) = match chained.take() {
+            Some((job, sent)) => (job, true, sent),
             None => match batch.next().await {
-                Some(job) => (job, false),
+                Some(job) => (job, false, false),
                 None => break,
             },
         };
         let started = Instant::now();
+        if batch.cancel.is_cancelled() {
+            // A chained envelope went out, unanswered, on a session now cut.
+            let stage = if envelope_sent {
+                Stage::Mail
+            } else {
+                Stage::Connect
+            };
+            batch.finish(job.index, with_message_id(not_sent_cancelled(stage), &job));
+            continue;
+        }
         // A lined-up job may own the held session's next transaction: it always goes.
         let dead = batch.lock().dead.clone().filter(|_| !lined_up);
         if let Some(dead) = dead {
@@ -372,6 +406,13 @@ async fn work(batch: Arc<Batch>) {
                     Ok(h) => {
                         ramp_up(&batch);
                         h
+                    }
+                    Err(NoSession::Cancelled(failure, mx, address)) => {
+                        let outcome = failure_outcome(&failure, Some(&mx), Some(address));
+                        let mut outcome = with_message_id(outcome, &job);
+                        outcome.elapsed_ms = millis(started);
+                        batch.finish(job.index, outcome);
+                        break;
                     }
                     Err(why) => {
                         if give_up(&batch, job, why, started) {
@@ -407,7 +448,10 @@ async fn work(batch: Arc<Batch>) {
             }
             let outcome = outcome(&transaction, &h.session, started, &job);
             batch.finish(job.index, outcome);
-            if transaction.reusable && h.session.transactions < most {
+            if batch.cancel.is_cancelled() {
+                // Cut, or about to be: never kept, never pooled.
+                drop_session(&batch, h);
+            } else if transaction.reusable && h.session.transactions < most {
                 held = Some(h);
             } else if transaction.reusable {
                 batch.forget_live(h.session.address);
@@ -417,13 +461,17 @@ async fn work(batch: Arc<Batch>) {
             }
             // The lined-up message is this worker's next, chained or not: on a new
             // connection when this one is gone (nothing of it was accepted there).
-            chained = next;
+            chained = next.map(|job| (job, transaction.chained));
             break;
         }
     }
     if let Some(h) = held {
-        batch.forget_live(h.session.address);
-        client.pool.release(h.session, h.permit, most);
+        if batch.cancel.is_cancelled() {
+            drop_session(&batch, h);
+        } else {
+            batch.forget_live(h.session.address);
+            client.pool.release(h.session, h.permit, most);
+        }
     }
 }
 
@@ -472,7 +520,7 @@ fn give_up(batch: &Batch, job: Job, why: NoSession, started: Instant) -> bool {
     }
     let dead = match (&why, &state.last_failure) {
         (_, Some((failure, mx, address))) => failure_outcome(failure, Some(mx), Some(*address)),
-        (NoSession::Busy, None) | (NoSession::Exhausted, None) => without_reply(
+        (_, None) => without_reply(
             "transient",
             OutcomeKind::Unreachable,
             Stage::Connect,
@@ -495,20 +543,34 @@ async fn connect(batch: &Batch) -> Result<Held, NoSession> {
             if batch.lock().failed.contains(&address) {
                 continue;
             }
-            let permit = match client.pool.acquire(&client.key(address)).await {
-                Lease::Reuse(session, permit) => {
+            // Waiting for a place under the connection limit is cut by a cancel too.
+            let acquired = batch
+                .cancel
+                .run_until_cancelled(client.pool.acquire(&client.key(address)))
+                .await;
+            let permit = match acquired {
+                None => {
+                    let failure = Failure::new(Stage::Connect, ClientError::Cancelled);
+                    return Err(NoSession::Cancelled(failure, mx.clone(), address));
+                }
+                Some(Lease::Reuse(mut session, permit)) => {
+                    session.watch(&batch.cancel);
                     *batch.lock().live.entry(address).or_default() += 1;
                     return Ok(Held {
                         session: *session,
                         permit,
                     });
                 }
-                Lease::Open(permit) => permit,
+                Some(Lease::Open(permit)) => permit,
             };
-            match client.open(mx, address).await {
+            match client.open(mx, address, &batch.cancel).await {
                 Ok(session) => {
                     *batch.lock().live.entry(address).or_default() += 1;
                     return Ok(Held { session, permit });
+                }
+                Err(failure) if matches!(failure.error, ClientError::Cancelled) => {
+                    // Not the address's fault: it is not marked failed.
+                    return Err(NoSession::Cancelled(failure, mx.clone(), address));
                 }
                 Err(failure) => {
                     drop(permit);
@@ -610,6 +672,17 @@ fn with_message_id(mut outcome: Outcome, job: &Job) -> Outcome {
 
 fn render_outcome(reason: String) -> Outcome {
     without_reply("permanent", OutcomeKind::Render, Stage::Render, reason)
+}
+
+/// The outcome of a message a cancel kept from being sent: at `stage` "connect" it never
+/// left, at "mail" its envelope went out unanswered on a connection then cut.
+fn not_sent_cancelled(stage: Stage) -> Outcome {
+    without_reply(
+        "transient",
+        OutcomeKind::Cancelled,
+        stage,
+        "delivery cancelled before the message was sent".into(),
+    )
 }
 
 /// A transient outcome for a fault of ferrymail's own: retrying is safe.

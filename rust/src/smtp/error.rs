@@ -72,6 +72,10 @@ pub enum ClientError {
     /// refused STARTTLS under tls="required".
     #[error("{} {}", .0.code, .0.text())]
     Refused(Reply),
+    /// The caller cancelled the delivery (`Delivery.cancel`, `Transport.abort`); the
+    /// connection is dropped, never pooled.
+    #[error("delivery cancelled")]
+    Cancelled,
     /// A command argument that must not go on the wire (see argument.rs); nothing of
     /// it was sent.
     #[error("{0}; not sent")]
@@ -92,6 +96,7 @@ impl ClientError {
             ClientError::Tls(_) => OutcomeKind::Tls,
             ClientError::Refused(_) => OutcomeKind::Reply,
             ClientError::Unsafe(_) => OutcomeKind::Local,
+            ClientError::Cancelled => OutcomeKind::Cancelled,
         }
     }
 

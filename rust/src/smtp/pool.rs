@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::options::{ClientOptions, TlsPolicy};
 use super::session::Session;
@@ -150,6 +151,9 @@ impl Pool {
     /// it instead when it has carried its share (`most`, at most the pool's limit) or
     /// the pool is closing.
     pub fn release(&self, mut session: Session, mut permit: Permit, most: usize) {
+        // Idle or closing, it belongs to no delivery: cancelling the one that used it
+        // must not cut its QUIT, and the next user watches its own token.
+        session.watch(&CancellationToken::new());
         let closing = self.closed.load(std::sync::atomic::Ordering::Acquire);
         let spent = session.transactions >= most.min(self.max_transactions);
         // A session with a chained envelope in flight belongs to that message; it is

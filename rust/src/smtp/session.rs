@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
 
 use super::argument::check_helo_name;
 use super::capabilities::Capabilities;
@@ -46,17 +47,21 @@ pub struct Session {
 impl Session {
     /// Connects to `address` and greets it. `starttls` says whether to upgrade when the
     /// server offers STARTTLS (false for the plaintext retry after a failed handshake
-    /// under the opportunistic policy).
+    /// under the opportunistic policy). Cancelling `cancel` ends any wait at once.
     pub async fn open(
         mx: Arc<str>,
         address: SocketAddr,
         options: &ClientOptions,
         tls: &TlsSetup,
         starttls: bool,
+        cancel: &CancellationToken,
     ) -> Result<Session, Failure> {
-        let tcp = connect(address, options).await?;
+        let tcp = match cancel.run_until_cancelled(connect(address, options)).await {
+            Some(tcp) => tcp?,
+            None => return Err(Failure::new(Stage::Connect, ClientError::Cancelled)),
+        };
         let mut session = Session {
-            wire: Wire::new(Stream::Plain(tcp)),
+            wire: Wire::new(Stream::Plain(tcp), cancel.clone()),
             caps: Capabilities::default(),
             mx,
             address,
@@ -137,6 +142,7 @@ impl Session {
     /// The TLS handshake after "220" to STARTTLS, within the STARTTLS timeout.
     async fn upgrade(mut self, options: &ClientOptions, tls: &TlsSetup) -> Result<Self, Failure> {
         let fail = |error| Failure::new(Stage::Starttls, error);
+        let cancel = self.wire.cancel.clone();
         let Stream::Plain(tcp) = self.wire.into_stream().map_err(fail)? else {
             return Err(fail(ClientError::Tls(
                 "STARTTLS on a TLS connection".into(),
@@ -144,13 +150,14 @@ impl Session {
         };
         let limit = options.timeouts.starttls;
         let handshake = tls.handshake(options.tls, &self.mx, self.address.ip(), tcp);
-        let stream = match timeout(limit, handshake).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(fail(ClientError::Tls(e))),
-            Err(_) => return Err(fail(ClientError::Timeout(limit))),
+        let stream = match cancel.run_until_cancelled(timeout(limit, handshake)).await {
+            Some(Ok(Ok(stream))) => stream,
+            Some(Ok(Err(e))) => return Err(fail(ClientError::Tls(e))),
+            Some(Err(_)) => return Err(fail(ClientError::Timeout(limit))),
+            None => return Err(fail(ClientError::Cancelled)),
         };
         self.tls = Some(version_name(&stream));
-        self.wire = Wire::new(Stream::Tls(Box::new(stream)));
+        self.wire = Wire::new(Stream::Tls(Box::new(stream)), cancel);
         Ok(self)
     }
 
@@ -173,6 +180,11 @@ impl Session {
             .read_reply(limit)
             .await
             .map_err(|e| Failure::new(stage, e))
+    }
+
+    /// Makes `cancel` (a delivery's token) cut this session's waits from now on.
+    pub fn watch(&mut self, cancel: &CancellationToken) {
+        self.wire.cancel = cancel.clone();
     }
 
     /// Whether an idle connection can carry another transaction: the server has said
@@ -217,4 +229,79 @@ async fn connect(address: SocketAddr, options: &ClientOptions) -> Result<TcpStre
     // Commands are written whole, one write per group: Nagle would only delay them.
     tcp.set_nodelay(true).map_err(fail)?;
     Ok(tcp)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::smtp::test_peer::{self, Behaviour};
+    use crate::smtp::transaction::{Ending, Message};
+
+    #[tokio::test]
+    async fn a_cancel_cuts_the_wait_for_a_banner_that_never_comes() {
+        let peer = test_peer::start(Behaviour {
+            silent: true,
+            ..Behaviour::default()
+        })
+        .await;
+        let mut options = test_peer::options(None);
+        options.timeouts.greeting = Duration::from_secs(300);
+        let tls = TlsSetup::new(&options).unwrap();
+        let cancel = CancellationToken::new();
+        let cutter = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            cutter.cancel();
+        });
+        let opening = Session::open(
+            Arc::from("peer.test"),
+            peer.address,
+            &options,
+            &tls,
+            true,
+            &cancel,
+        );
+        // Well before the greeting timeout: the cancel ended the wait.
+        let failure = tokio::time::timeout(Duration::from_secs(10), opening)
+            .await
+            .expect("the cancel did not cut the wait")
+            .err()
+            .unwrap();
+        assert_eq!(failure.stage, Stage::Banner);
+        assert!(matches!(failure.error, ClientError::Cancelled));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_after_the_dot_fails_the_transaction_at_dot() {
+        let peer = test_peer::start(Behaviour {
+            stall_after_dot: true,
+            ..Behaviour::default()
+        })
+        .await;
+        let options = test_peer::options(None);
+        let mut session = test_peer::session(&peer, &options).await;
+        let cancel = CancellationToken::new();
+        session.watch(&cancel);
+        let cutter = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            cutter.cancel();
+        });
+        let message = Message {
+            from: "a@sender.test",
+            to: "b@dest.test",
+            data: b"Subject: x\r\n\r\nbody\r\n",
+            smtputf8: false,
+        };
+        let done = session.transact(&message, None, &options.timeouts).await;
+        let Ending::Failed(failure) = &done.ending else {
+            panic!("{:?}", done.ending);
+        };
+        assert_eq!(failure.stage, Stage::Dot);
+        assert!(matches!(failure.error, ClientError::Cancelled));
+        assert!(!done.reusable);
+        assert!(peer.received().ends_with("body\r\n.\r\n"));
+    }
 }

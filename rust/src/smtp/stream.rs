@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
 
 use super::error::ClientError;
 use super::reply::{Reply, ReplyParser};
@@ -83,15 +84,19 @@ pub struct Wire {
     buf: Vec<u8>,
     start: usize,
     parser: ReplyParser,
+    /// The token of the delivery using the connection: once it is cancelled, every
+    /// wait ends at once with [`ClientError::Cancelled`].
+    pub cancel: CancellationToken,
 }
 
 impl Wire {
-    pub fn new(stream: Stream) -> Self {
+    pub fn new(stream: Stream, cancel: CancellationToken) -> Self {
         Self {
             stream,
             buf: Vec::with_capacity(READ_CHUNK),
             start: 0,
             parser: ReplyParser::default(),
+            cancel,
         }
     }
 
@@ -120,10 +125,12 @@ impl Wire {
 
     /// Writes all of `bytes` within `limit`.
     pub async fn send(&mut self, bytes: &[u8], limit: Duration) -> Result<(), ClientError> {
-        match timeout(limit, self.stream.write_all(bytes)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ClientError::Io(e)),
-            Err(_) => Err(ClientError::Timeout(limit)),
+        let write = timeout(limit, self.stream.write_all(bytes));
+        match self.cancel.run_until_cancelled(write).await {
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(ClientError::Io(e)),
+            Some(Err(_)) => Err(ClientError::Timeout(limit)),
+            None => Err(ClientError::Cancelled),
         }
     }
 
@@ -141,9 +148,14 @@ impl Wire {
 
     /// Reads the next reply, waiting at most `limit` for it to be complete.
     pub async fn read_reply(&mut self, limit: Duration) -> Result<Reply, ClientError> {
-        match timeout(limit, self.next_reply()).await {
-            Ok(result) => result,
-            Err(_) => Err(ClientError::Timeout(limit)),
+        let cancel = self.cancel.clone();
+        match cancel
+            .run_until_cancelled(timeout(limit, self.next_reply()))
+            .await
+        {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(ClientError::Timeout(limit)),
+            None => Err(ClientError::Cancelled),
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use super::options::{ClientOptions, Timeouts};
 use super::session::Session;
@@ -142,7 +143,15 @@ pub fn options(timeouts: Option<Timeouts>) -> ClientOptions {
 /// A greeted session to `peer`.
 pub async fn session(peer: &Peer, options: &ClientOptions) -> Session {
     let tls = TlsSetup::new(options).unwrap();
-    Session::open(Arc::from("peer.test"), peer.address, options, &tls, false)
-        .await
-        .unwrap_or_else(|f| panic!("{f}"))
+    let cancel = CancellationToken::new();
+    Session::open(
+        Arc::from("peer.test"),
+        peer.address,
+        options,
+        &tls,
+        false,
+        &cancel,
+    )
+    .await
+    .unwrap_or_else(|f| panic!("{f}"))
 }

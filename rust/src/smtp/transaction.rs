@@ -53,7 +53,8 @@ pub struct Transaction {
     /// message (or said 421 at once): nothing happened, send it on a fresh connection.
     pub stale: bool,
     /// The next message's envelope went out behind this one's final dot: when the
-    /// connection is reusable, that message must be its next transaction.
+    /// connection is reusable, that message must be its next transaction; when not,
+    /// it goes on a new connection (nothing of it was accepted on this one).
     pub chained: bool,
 }
 
@@ -125,6 +126,9 @@ impl Session {
         let transaction = result.unwrap_or_else(Transaction::failed);
         Transaction {
             stale,
+            // Also when the reply to the final dot never came: the caller must know
+            // that the next envelope went out (a cancelled delivery reports it).
+            chained: self.envelope_sent,
             ..transaction
         }
     }
