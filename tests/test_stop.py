@@ -4,16 +4,23 @@ cut recipients go back to the queue untried, and a second signal stops at once."
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import ferrymail
 import pytest
+from dns_peer import DnsServer
+from engine_support import campaign, config, free_port_everywhere, on_uvloop, people
 from ferrymail.spool import SqliteSpool
+from smtp_peers import Fault, RawServer
 from test_cli import wait_for, write_files
 
 # Well under the 300 s a greeting may take (RFC 5321 §4.5.3.2): what "prompt" means.
@@ -105,3 +112,41 @@ def test_a_second_signal_stops_at_once(tmp_path: Path, silent_peer: socket.socke
     # dead process of this host) and the recipients are all still pending.
     with SqliteSpool(files / "spool.db") as spool:
         assert spool.pending() == 3
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return free_port_everywhere()
+
+
+@on_uvloop
+async def test_stop_cuts_a_stalled_session_and_counts_only_a_sent_message_as_tried(
+    dns_server: DnsServer, raw_server: Callable[..., RawServer], port: int, tmp_path: Path
+) -> None:
+    # A peer that takes the first message's dot and then never answers: that message may
+    # have been delivered; the others were never sent.
+    dns_server.add_zone("stall.test", ["@ MX 10 mx", "mx A 127.0.0.20"])
+    raw_server(host="127.0.0.20", port=port, faults=[Fault("DOT", delay=300.0, reply="")])
+    limits = ferrymail.SiteLimits(connections=1)
+    cfg = config(dns_server, port, tmp_path, site_overrides={"mx.stall.test": limits})
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+        await e.submit(campaign(), people("stall.test", 5))
+        runner = asyncio.create_task(e.run())
+        await asyncio.sleep(1.0)  # the first dot is on the wire, its reply never comes
+        started = time.monotonic()
+        e.stop()
+        await asyncio.wait_for(runner, PROMPT)
+        took = time.monotonic() - started
+        report = await e.report("c1")
+    assert took < PROMPT
+    assert report.states["deferred"] == 1 and report.states["queued"] == 4
+    deferred = [ev for ev in _events(tmp_path) if ev["type"] == "deferred"]
+    assert len(deferred) == 1 and "may have been delivered" in deferred[0]["text"]
+    with SqliteSpool(tmp_path / "spool.db") as spool:
+        assert spool.leases() == []  # the four untried ones are free for the next engine
+        assert sorted(r[4] for r in spool.iter_recipients("c1")) == [0, 0, 0, 0, 1]
+
+
+def _events(tmp_path: Path) -> list[dict[str, Any]]:
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
