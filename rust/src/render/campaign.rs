@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::address::Mailbox;
 use super::context::vars_to_context;
 use super::dkim::{sign_message, DkimSigner, SIGNATURE_SIZE};
+use super::extra_headers::check_names;
 use super::headers::{check_value, write_unstructured, NameAddr};
 use super::link_plan::LinkPlan;
 use super::links::{
@@ -26,24 +27,6 @@ const SUBJECT: &str = "subject";
 const FROM: &str = "from_";
 const REPLY_TO: &str = "reply_to";
 const TEXT: &str = "text";
-
-/// Fields ferrymail writes itself; an extra header may not set them (Bcc would leak).
-const RESERVED_HEADERS: &[&str] = &[
-    "from",
-    "to",
-    "subject",
-    "date",
-    "message-id",
-    "reply-to",
-    "mime-version",
-    "content-type",
-    "content-transfer-encoding",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-    "dkim-signature",
-    "bcc",
-    "return-path",
-];
 
 struct Tracking {
     base_url: String,
@@ -132,9 +115,9 @@ impl CompiledCampaign {
         if let Some(text) = &spec.text {
             templates.add(TEXT, text)?;
         }
+        check_names(spec.headers.iter().map(|(name, _)| name.as_str()))?;
         let mut headers = Vec::with_capacity(spec.headers.len());
         for (name, value) in &spec.headers {
-            check_header_name(name)?;
             let part = format!("headers[{name:?}]");
             check_header_template(&part, value)?;
             templates.add(&part, value)?;
@@ -626,23 +609,6 @@ fn message_digest(campaign: &str, key: &RecipientKey<'_>) -> String {
         hex.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
     }
     hex
-}
-
-fn check_header_name(name: &str) -> Result<(), CompileError> {
-    let field = format!("headers[{name:?}]");
-    if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
-        return Err(CompileError::config(
-            field,
-            "a header name is printable ASCII without ':' or spaces",
-        ));
-    }
-    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(CompileError::config(
-            field,
-            "ferrymail writes this header itself (use from_, reply_to, subject, unsubscribe…)",
-        ));
-    }
-    Ok(())
 }
 
 /// A line break typed into a header template would fail every recipient: say so now.

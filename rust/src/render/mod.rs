@@ -5,6 +5,7 @@ pub mod batch;
 pub mod campaign;
 pub mod context;
 pub mod dkim;
+pub mod extra_headers;
 pub mod headers;
 pub mod link_plan;
 pub mod links;
