@@ -17,7 +17,7 @@ use super::links::{
 };
 use super::mime::{write_body, Part};
 use super::qp::KnownLines;
-use super::template::{Templates, HTML};
+use super::template::{check_part_size, Templates, HTML};
 use super::text_plan::TextPlan;
 use super::token::{RecipientKey, TokenKind, TokenSigner};
 use crate::error::{CompileError, RenderError};
@@ -287,13 +287,19 @@ impl CompiledCampaign {
             seen: Vec::with_capacity(32),
             seen_urls: String::with_capacity(2048),
         };
+        // The size limit holds whichever way a part was rendered (the link plans splice
+        // the recipient's values without the template engine).
         let html = if self.templates.has(HTML) {
-            Some(self.html_part(&context, &mut links)?)
+            let html = self.html_part(&context, &mut links)?;
+            check_part_size(HTML, html.0.len())?;
+            Some(html)
         } else {
             None
         };
         let text = if self.templates.has(TEXT) {
-            Some(self.text_part(&context, &mut links)?)
+            let text = self.text_part(&context, &mut links)?;
+            check_part_size(TEXT, text.0.len())?;
+            Some(text)
         } else {
             None
         };
