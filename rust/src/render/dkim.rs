@@ -163,6 +163,11 @@ impl DkimSigner {
         })
     }
 
+    /// The signing domain (d=), ASCII and lower case.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
     fn algorithm(&self) -> &'static str {
         match self.key {
             SigningKey::Rsa(_) => "rsa-sha256",
@@ -247,7 +252,7 @@ impl DkimSigner {
 /// Signs `message` with every key; returns the message with the DKIM-Signature fields
 /// in front (one per key, in the order given). The message's lines end in CRLF, as the
 /// renderer writes them.
-pub fn sign_message(signers: &[DkimSigner], mut message: Vec<u8>, unix_time: i64) -> Vec<u8> {
+pub fn sign_message(signers: &[&DkimSigner], mut message: Vec<u8>, unix_time: i64) -> Vec<u8> {
     if signers.is_empty() {
         return message;
     }
