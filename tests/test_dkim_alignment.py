@@ -5,6 +5,7 @@ signature checked by dkimpy."""
 from __future__ import annotations
 
 import base64
+import re
 
 import dkim
 import ferrymail
@@ -129,11 +130,11 @@ def test_a_key_set_signs_each_recipient_with_its_from_domains_key(dns: Dns) -> N
     c = campaign("{{ brand }} <news@{{ domain }}>", [keys, dns.key("esp.example", aligned=False)])
     recipients = [
         Recipient("r1@example.net", {"name": "A", "brand": "A", "domain": "customer-a.example"}),
-        Recipient("r2@example.net", {"name": "B", "brand": "B", "domain": "customer-b.example.net"}),
-        # Below a domain of the set: its nearest key up to the organisational domain.
         Recipient(
-            "r3@example.net", {"name": "C", "brand": "C", "domain": "eu.customer-a.example"}
+            "r2@example.net", {"name": "B", "brand": "B", "domain": "customer-b.example.net"}
         ),
+        # Below a domain of the set: its nearest key up to the organisational domain.
+        Recipient("r3@example.net", {"name": "C", "brand": "C", "domain": "eu.customer-a.example"}),
         Recipient(
             "r4@example.net",
             {"name": "D", "brand": "D", "domain": "x.news.customer-b.example.net"},
@@ -155,11 +156,13 @@ def test_a_key_set_signs_each_recipient_with_its_from_domains_key(dns: Dns) -> N
 
 
 def test_a_key_set_is_checked_when_built(dns: Dns) -> None:
-    with pytest.raises(ferrymail.ConfigError, match="not aligned with shop.example"):
+    with pytest.raises(ferrymail.ConfigError, match=re.escape("not aligned with shop.example")):
         campaign("news@{{ d }}", DkimKeys({"shop.example": dns.key("other.example")}))
     with pytest.raises(ferrymail.ConfigError, match="empty"):
         campaign("news@{{ d }}", DkimKeys({}))
-    with pytest.raises(ferrymail.ConfigError, match="no key for the From domain example.com"):
+    with pytest.raises(
+        ferrymail.ConfigError, match=re.escape("no key for the From domain example.com")
+    ):
         campaign("news@example.com", DkimKeys({"shop.example": dns.key("shop.example")}))
     with pytest.raises(ferrymail.ConfigError, match="cannot be aligned=False"):
         campaign(
