@@ -22,13 +22,22 @@ mod tests {
 
     #[test]
     fn organisational_domains_follow_the_public_suffix_list() {
-        assert_eq!(organizational_domain("mail.news.example.com"), "example.com");
+        assert_eq!(
+            organizational_domain("mail.news.example.com"),
+            "example.com"
+        );
         assert_eq!(organizational_domain("example.com"), "example.com");
         assert_eq!(organizational_domain("a.b.example.co.uk"), "example.co.uk");
         // The private section: each github.io site is its own organisation.
-        assert_eq!(organizational_domain("x.alice.github.io"), "alice.github.io");
+        assert_eq!(
+            organizational_domain("x.alice.github.io"),
+            "alice.github.io"
+        );
         // IDN suffixes in punycode (рф).
-        assert_eq!(organizational_domain("mail.xn--80ak6aa92e.xn--p1ai"), "xn--80ak6aa92e.xn--p1ai");
+        assert_eq!(
+            organizational_domain("mail.xn--80ak6aa92e.xn--p1ai"),
+            "xn--80ak6aa92e.xn--p1ai"
+        );
         assert_eq!(organizational_domain("co.uk"), "co.uk");
     }
 

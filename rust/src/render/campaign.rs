@@ -6,9 +6,9 @@ use std::borrow::Cow;
 use minijinja::value::Value;
 use sha2::{Digest, Sha256};
 
+use super::address::ascii_domain;
 use super::address::Mailbox;
 use super::context::vars_to_context;
-use super::address::ascii_domain;
 use super::dkim::{sign_message, SIGNATURE_SIZE};
 use super::dkim_keys::DkimKeys;
 use super::extra_headers::check_names;

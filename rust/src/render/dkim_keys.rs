@@ -122,10 +122,11 @@ impl DkimKeys {
     /// order; a recipient whose From domain no key can sign for fails alone.
     pub fn for_message(&self, from: &str) -> Result<Vec<&DkimSigner>, RenderError> {
         if self.fixed_from.as_deref() != Some(from) {
-            self.check(from).map_err(|(_, message)| RenderError::Header {
-                header: "From".to_string(),
-                message,
-            })?;
+            self.check(from)
+                .map_err(|(_, message)| RenderError::Header {
+                    header: "From".to_string(),
+                    message,
+                })?;
         }
         Ok(self
             .entries

@@ -298,7 +298,10 @@ mod tests {
         let mut decoded = Vec::new();
         for line in f.split("\r\n").filter(|l| !l.is_empty()) {
             assert!(line.len() <= ENCODED_LINE, "{line}");
-            for word in line.split(' ').filter(|w| !w.is_empty() && *w != "Subject:") {
+            for word in line
+                .split(' ')
+                .filter(|w| !w.is_empty() && *w != "Subject:")
+            {
                 assert!(word.len() <= 75, "{word}");
                 let b64 = word
                     .strip_prefix("=?utf-8?B?")

@@ -115,8 +115,7 @@ impl Templates {
             })?;
         let template = self.env.get_template(part).expect("just added");
         let compiled = get_compiled_template(&template);
-        for instructions in
-            std::iter::once(&compiled.instructions).chain(compiled.blocks.values())
+        for instructions in std::iter::once(&compiled.instructions).chain(compiled.blocks.values())
         {
             self.check_filters_and_tests(part, source, instructions)?;
         }
@@ -399,7 +398,10 @@ mod tests {
         );
         assert_eq!((line, message.as_str()), (3, "unknown filter `nosuch`"));
         let (line, column, message) = template_error("text", "{{ x|upper|nope2 }}");
-        assert_eq!((line, column, message.as_str()), (1, 12, "unknown filter `nope2`"));
+        assert_eq!(
+            (line, column, message.as_str()),
+            (1, 12, "unknown filter `nope2`")
+        );
     }
 
     #[test]
@@ -412,7 +414,10 @@ mod tests {
              {% macro m(v) %}{{ v|lower }}{% endmacro %}{{ m('AB') }}",
         )
         .unwrap();
-        assert_eq!(t.render("text", &ctx(&[("name", "ann")])).unwrap(), "ANN!ab");
+        assert_eq!(
+            t.render("text", &ctx(&[("name", "ann")])).unwrap(),
+            "ANN!ab"
+        );
     }
 
     #[test]
@@ -443,7 +448,8 @@ mod tests {
     fn oversized_output_fails_naming_the_limit_on_every_path() {
         let mut t = Templates::new();
         t.add("text", "{{ s }}{{ s }}").unwrap(); // the plain path
-        t.add("html", "{% for i in range(3) %}{{ s }}{% endfor %}").unwrap(); // minijinja
+        t.add("html", "{% for i in range(3) %}{{ s }}{% endfor %}")
+            .unwrap(); // minijinja
         let big = "y".repeat(MAX_PART_BYTES / 2 + 1);
         for part in ["text", "html"] {
             let err = t.render(part, &ctx(&[("s", big.as_str())])).unwrap_err();
