@@ -137,30 +137,99 @@ def test_two_keys_give_two_signatures_that_both_verify(keys: Keys) -> None:
     assert keys.verify_all(data) == [True, True]
 
 
-def test_signed_headers_by_default_and_from_once_more(keys: Keys) -> None:
-    data = data_of(campaign([keys.key("rsa")]))
+def _signed_names(data: bytes) -> list[str]:
     signature = data.split(b"\r\n\r\n", 1)[0].decode().split("DKIM-Signature:")[1]
     h = re.search(r"h=([^;]+);", signature)
     assert h is not None
-    signed = re.sub(r"\s", "", h.group(1)).split(":")
-    expected = [
-        "from",
-        "to",
-        "subject",
-        "date",
-        "message-id",
-        "mime-version",
-        "content-type",
-        "reply-to",
-        "list-unsubscribe",
-        "list-unsubscribe-post",
-        "feedback-id",
-        "from",
+    return re.sub(r"\s", "", h.group(1)).split(":")
+
+
+def test_signed_headers_by_default_are_oversigned(keys: Keys) -> None:
+    data = data_of(campaign([keys.key("rsa")]))
+    assert keys.verify_all(data) == [True]
+    # Each field a reader sees or a receiver judges by: once per instance, once more.
+    # Cc and Content-Transfer-Encoding are absent: listed once, so none can be added.
+    assert _signed_names(data) == [
+        *["from", "from", "to", "to", "cc", "reply-to", "reply-to", "subject", "subject"],
+        *["date", "date", "message-id", "message-id", "mime-version", "mime-version"],
+        *["content-type", "content-type", "content-transfer-encoding"],
+        *["list-unsubscribe", "list-unsubscribe", "list-unsubscribe-post"],
+        *["list-unsubscribe-post", "feedback-id"],
     ]
-    assert signed == expected
-    # The extra "from" means a second From header cannot be added unnoticed.
-    forged = data.replace(b"\r\nTo:", b"\r\nFrom: evil@example.org\r\nTo:", 1)
-    assert keys.verify_all(forged) == [False]
+
+
+REPLAYED = {
+    "Subject": b"Subject: You won a prize\r\n",
+    "From": b"From: evil@example.org\r\n",
+    "List-Unsubscribe": b"List-Unsubscribe: <https://evil.example.org/u>\r\n",
+    "List-Unsubscribe-Post": b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+    "To": b"To: someone-else@example.org\r\n",
+    "Reply-To": b"Reply-To: evil@example.org\r\n",
+    "Cc": b"Cc: many@example.org\r\n",
+    "Content-Type": b"Content-Type: text/plain\r\n",
+    "Content-Transfer-Encoding": b"Content-Transfer-Encoding: base64\r\n",
+    "Message-ID": b"Message-ID: <other@example.org>\r\n",
+    "Date": b"Date: Mon, 1 Jan 2035 00:00:00 +0000\r\n",
+}
+
+
+@pytest.mark.parametrize("header", REPLAYED)
+@pytest.mark.parametrize("selector", ["rsa", "ed"])
+def test_a_replayed_message_with_a_field_added_does_not_verify(
+    keys: Keys, header: str, selector: str
+) -> None:
+    data = data_of(campaign([keys.key(selector)]))
+    assert keys.verify_all(data) == [True]
+    head, body = data.split(b"\r\n\r\n", 1)
+    signatures, _, fields = head.partition(b"\r\nDate:")
+    fields = b"Date:" + fields + b"\r\n"
+    # Prepended (what a receiver shows first), between the signature and the rest, and
+    # appended at the end of the header: each breaks the signature.
+    for forged in (
+        signatures + b"\r\n" + REPLAYED[header] + fields + b"\r\n" + body,
+        REPLAYED[header] + data,
+        head + b"\r\n" + REPLAYED[header] + b"\r\n" + body,
+    ):
+        assert keys.verify_all(forged) == [False], header
+
+
+def test_unlisted_extra_header_added_still_verifies(keys: Keys) -> None:
+    """The check above can fail: a field outside the signed list leaves it valid."""
+    data = data_of(campaign([keys.key("rsa")]))
+    assert keys.verify_all(b"X-Mailer: replayed\r\n" + data) == [True]
+
+
+def test_sender_list_id_feedback_id_and_bimi_selector_are_signed_when_present(
+    keys: Keys,
+) -> None:
+    extra = {
+        "Sender": "Mail Robot <robot@example.com>",
+        "List-Id": "News <news.example.com>",
+        "Feedback-ID": "c1:news:ferry",
+        "BIMI-Selector": "v=BIMI1; s=brand",
+        "X-Campaign": "autumn",
+    }
+    c = ferrymail.Campaign(
+        id="present",
+        sender="bounces@example.com",
+        from_="news@example.com",
+        subject="Hi",
+        text="Hello\n",
+        headers=extra,
+        dkim=keys.key("ed"),
+    )
+    data = data_of(c)
+    assert keys.verify_all(data) == [True]
+    names = _signed_names(data)
+    for name in ("sender", "list-id", "feedback-id", "bimi-selector"):
+        assert names.count(name) == 1, (name, names)
+    assert "x-campaign" not in names
+    for name, value in extra.items():
+        if name == "X-Campaign":
+            continue
+        changed = data.replace(f"{name}: {value}".encode(), f"{name}: {value}x".encode())
+        assert changed != data
+        assert keys.verify_all(changed) == [False], name
 
 
 def test_custom_header_list_must_include_from(keys: Keys) -> None:

@@ -500,3 +500,52 @@ def test_render_result_of_a_plain_address_string() -> None:
     result = render_one(plain_campaign(subject="Hi", text="x"), "ann@example.com")
     assert isinstance(result, RenderedMessage)
     assert result.recipient == Recipient("ann@example.com")
+
+
+def _with_headers(headers: dict[str, str]) -> Campaign:
+    return Campaign(
+        id="h",
+        sender=SENDER,
+        from_="news@example.com",
+        subject="Hi",
+        text="x\n",
+        headers=headers,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("Received", "receiving servers"),
+        ("received-spf", "receiving servers"),
+        ("Authentication-Results", "receiving servers"),
+        ("ARC-Seal", "receiving servers"),
+        ("ARC-Authentication-Results", "receiving servers"),
+        ("Delivered-To", "receiving servers"),
+        ("DKIM-Signature", "signatures"),
+        ("Resent-From", "re-sent"),
+        ("resent-message-id", "re-sent"),
+        ("Content-Disposition", "writes this header itself"),
+        ("List-Unsubscribe-Post", "writes this header itself"),
+        ("Cc", "delivers to nobody else"),
+    ],
+)
+def test_extra_headers_a_sender_must_not_write_are_refused(name: str, why: str) -> None:
+    with pytest.raises(ferrymail.ConfigError) as raised:
+        _with_headers({"X-Ok": "1", name: "x"})
+    assert raised.value.field == f"headers[{name!r}]".replace("'", '"')
+    assert why in str(raised.value)
+
+
+def test_one_header_name_in_two_cases_is_refused_naming_both() -> None:
+    with pytest.raises(ferrymail.ConfigError) as raised:
+        _with_headers({"Feedback-ID": "a:b:c", "X-Other": "1", "feedback-id": "d:e:f"})
+    message = str(raised.value)
+    assert '"Feedback-ID"' in message and '"feedback-id"' in message, message
+
+
+def test_headers_a_sender_may_write_are_written() -> None:
+    extra = {"Sender": "robot@example.com", "List-Id": "<news.example.com>", "X-Campaign": "a"}
+    msg = parse(rendered(_with_headers(extra), "ann@example.net"))
+    for name, value in extra.items():
+        assert msg[name] == value

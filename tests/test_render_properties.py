@@ -249,3 +249,50 @@ def test_tokens_verify_and_any_tampering_is_detected(
     raw[byte] ^= 1 << bit
     with pytest.raises(TokenError):
         verify(base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("="), SECRET)
+
+
+# RFC 2047 §2: a line holding an encoded-word is at most 76 characters; RFC 5322
+# §2.1.1: other lines should be at most 78.
+ENCODED_LINE = 76
+FOLD_AT = 78
+WIDE = st.sampled_from(["Grüße", "日本語のテキスト", "🎉", "Zoë Ångström", " ", "a" * 70, "=?x?="])
+HEADER_TEXT = (
+    st.lists(st.one_of(st.text(max_size=30), WIDE, ASCII), max_size=12)
+    .map("".join)
+    .filter(lambda v: not _has_control(v) and v.strip() != "")
+)
+FOLDING_CAMPAIGN = Campaign(
+    id="folding",
+    sender=SENDER,
+    from_="{{ name }} <news@example.com>",
+    reply_to="{{ name }} <help-desk-of-the-shop@example.com>",
+    subject="{{ subject }}",
+    text="x\n",
+    headers={"X-A-Rather-Long-Extra-Header-Name-For-Folding": "{{ subject }}"},
+)
+
+
+@settings(max_examples=500)
+@given(name=HEADER_TEXT, subject=HEADER_TEXT)
+@example(name="Zoë", subject="Grüße aus Berlin, " * 8)
+@example(name="Zoë " * 30, subject="🎉" * 40)
+@example(name='"' * 70, subject="\\" * 90)
+def test_header_lines_stay_within_rfc_limits_and_decode_back(name: str, subject: str) -> None:
+    result = render_one(
+        FOLDING_CAMPAIGN, Recipient("ann@example.com", {"name": name, "subject": subject})
+    )
+    assert isinstance(result, RenderedMessage), result
+    head = result.data.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        limit = ENCODED_LINE if b"=?" in line else FOLD_AT
+        assert len(line) <= limit, f"{len(line)} > {limit}: {line!r}"
+    msg = parse(result)
+    assert msg["Subject"].lstrip(" \t") == subject.lstrip(" \t")
+    assert msg["X-A-Rather-Long-Extra-Header-Name-For-Folding"].lstrip(" \t") == subject.lstrip(
+        " \t"
+    )
+    assert mailbox(msg, "From") == (_expected_display_name(name), "news@example.com")
+    assert mailbox(msg, "Reply-To") == (
+        _expected_display_name(name),
+        "help-desk-of-the-shop@example.com",
+    )

@@ -84,6 +84,10 @@ INSTANCES: dict[str, list[tuple[str, msgspec.Struct]]] = {
         ("defaults", DKIM_DEFAULTS),
         ("explicit", DKIM_EXPLICIT),
         ("empty-header-list", msgspec.structs.replace(DKIM_DEFAULTS, headers=[])),
+        (
+            "unaligned-and-key-set",
+            msgspec.structs.replace(DKIM_DEFAULTS, aligned=False, for_domain="shop.example"),
+        ),
     ],
     "CampaignSpec": [
         ("sample", sample.campaign().spec),

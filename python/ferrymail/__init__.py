@@ -12,7 +12,7 @@ os.environ.setdefault("MIMALLOC_ALLOW_THP", "0")
 
 from . import tracking
 from .bounce import BounceRule
-from .campaign import Campaign, DkimKey, Tracking, Unsubscribe
+from .campaign import Campaign, DkimKey, DkimKeys, Tracking, Unsubscribe
 from .config import Config, SiteLimits
 from .engine import Engine
 from .errors import ConfigError, Error, InternalError, TemplateError, TokenError, WireError
@@ -37,6 +37,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DkimKey",
+    "DkimKeys",
     "Engine",
     "Error",
     "Event",

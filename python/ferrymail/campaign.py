@@ -1,4 +1,5 @@
-"""Campaign, Tracking and Unsubscribe: what an ESP hands over, checked and compiled once."""
+"""Campaign, Tracking, Unsubscribe and DKIM keys: what an ESP hands over, checked and
+compiled once."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from . import _core
+from .errors import ConfigError
 from .wire import CampaignSpec, DkimKeySpec, TrackingSpec, UnsubscribeSpec
 
 _encoder = msgspec.msgpack.Encoder()
@@ -41,12 +43,20 @@ class DkimKey(msgspec.Struct, frozen=True):
 
     `private_key` is PEM text (or bytes): RSA of 2048 to 8192 bits in PKCS#1 or PKCS#8,
     or Ed25519 in PKCS#8 (RFC 8463). `algorithm` ("rsa-sha256" or "ed25519-sha256") is
-    taken from the key when None. `headers` replaces the default list of signed headers
-    (From, To, Subject, Date, Message-ID, MIME-Version, Content-Type, Reply-To,
-    List-Unsubscribe, List-Unsubscribe-Post, Feedback-ID, when present, and From once
-    more). `canonicalization` is "relaxed/relaxed" (default) or "simple/simple".
-    A key that cannot be used raises `ConfigError` naming domain and selector when the
-    campaign is built.
+    taken from the key when None. `headers` replaces the default list of signed headers,
+    as given (list a name once more than it occurs to forbid adding one). By default
+    From, To, Cc, Reply-To, Subject, Date, Message-ID, MIME-Version, Content-Type,
+    Content-Transfer-Encoding, List-Unsubscribe and List-Unsubscribe-Post are signed
+    once more than they occur (RFC 6376 §8.15), and Sender, List-Id, Feedback-ID and
+    BIMI-Selector when present. `canonicalization` is "relaxed/relaxed" (default) or
+    "simple/simple".
+
+    `domain` (d=) must be aligned with the From domain (DMARC relaxed alignment: the
+    same organisational domain by the Public Suffix List), or the campaign raises
+    `ConfigError`. `aligned=False` marks an extra signature that need not be (an ESP's
+    own domain beside the customer's), allowed only beside an aligned key. A key that
+    cannot be used raises `ConfigError` naming domain and selector when the campaign is
+    built.
     """
 
     domain: str
@@ -55,6 +65,20 @@ class DkimKey(msgspec.Struct, frozen=True):
     algorithm: str | None = None
     headers: Sequence[str] | None = None
     canonicalization: str = "relaxed/relaxed"
+    aligned: bool = True
+
+
+class DkimKeys(msgspec.Struct, frozen=True):
+    """A key set, for a campaign whose From domain varies per recipient (a template such
+    as `news@{{ brand_domain }}`, a multi-tenant ESP signing for each customer's domain):
+    `keys` maps a From domain to the key that signs its messages. Each message is
+    signed with the key given for its From domain, or else for the nearest domain above
+    it up to its organisational domain (a key for example.com signs news.example.com).
+    Each key's domain must be aligned with the domain it is given for. A recipient whose
+    From domain has no key fails alone (`RenderError`), rather than going out unsigned
+    where its domain's DMARC policy may reject it."""
+
+    keys: Mapping[str, DkimKey]
 
 
 def _secret_bytes(secret: str | bytes) -> bytes:
@@ -98,7 +122,7 @@ class Campaign:
         headers: Mapping[str, str] | None = None,
         tracking: Tracking | None = None,
         unsubscribe: Unsubscribe | None = None,
-        dkim: DkimKey | Sequence[DkimKey] = (),
+        dkim: DkimKey | DkimKeys | Sequence[DkimKey | DkimKeys] = (),
     ) -> None:
         self.id = str(id)
         self.sender = sender
@@ -110,7 +134,7 @@ class Campaign:
         self.headers = dict(headers or {})
         self.tracking = tracking
         self.unsubscribe = unsubscribe
-        self.dkim = (dkim,) if isinstance(dkim, DkimKey) else tuple(dkim)
+        self.dkim = (dkim,) if isinstance(dkim, DkimKey | DkimKeys) else tuple(dkim)
         self.spec = CampaignSpec(
             id=self.id,
             sender=sender,
@@ -122,7 +146,7 @@ class Campaign:
             headers=list(self.headers.items()),
             tracking=_tracking_spec(tracking),
             unsubscribe=_unsubscribe_spec(unsubscribe, tracking),
-            dkim=[_dkim_spec(k) for k in self.dkim],
+            dkim=_dkim_specs(self.dkim),
         )
         self._inner = _core.compile_campaign(_encoder.encode(self.spec))
 
@@ -156,7 +180,37 @@ def _unsubscribe_spec(
     )
 
 
-def _dkim_spec(key: DkimKey) -> DkimKeySpec:
+def _dkim_specs(keys: Sequence[DkimKey | DkimKeys]) -> list[DkimKeySpec]:
+    """The wire's flat list: a key set's keys carry the From domain they are for."""
+    specs: list[DkimKeySpec] = []
+    sets = 0
+    for i, key in enumerate(keys):
+        if isinstance(key, DkimKey):
+            specs.append(_dkim_spec(key))
+        elif isinstance(key, DkimKeys):
+            sets += 1
+            if sets > 1:
+                raise ConfigError("give one key set (DkimKeys), not several", f"dkim[{i}]")
+            if not key.keys:
+                raise ConfigError("the key set (DkimKeys) is empty", f"dkim[{i}]")
+            for domain, k in key.keys.items():
+                if not isinstance(domain, str) or not isinstance(k, DkimKey):
+                    raise ConfigError(
+                        f"a key set maps From domains to DkimKey, got {domain!r}: {k!r}",
+                        f"dkim[{i}]",
+                    )
+                specs.append(_dkim_spec(k, for_domain=domain))
+        else:
+            raise ConfigError(f"expected DkimKey or DkimKeys, got {key!r}", f"dkim[{i}]")
+    return specs
+
+
+def _dkim_spec(key: DkimKey, for_domain: str | None = None) -> DkimKeySpec:
+    if not isinstance(key.aligned, bool):
+        raise ConfigError(
+            f"aligned must be true or false, got {key.aligned!r}",
+            f"dkim ({key.domain}/{key.selector})",
+        )
     pem = key.private_key
     return DkimKeySpec(
         domain=key.domain,
@@ -165,4 +219,6 @@ def _dkim_spec(key: DkimKey) -> DkimKeySpec:
         algorithm=key.algorithm,
         headers=list(key.headers) if key.headers is not None else None,
         canonicalization=key.canonicalization,
+        aligned=key.aligned,
+        for_domain=for_domain,
     )

@@ -33,6 +33,8 @@ class DkimKeySpec(msgspec.Struct, array_like=True, frozen=True):
     algorithm: str | None
     headers: list[str] | None
     canonicalization: str
+    aligned: bool = True
+    for_domain: str | None = None
 
 
 class CampaignSpec(msgspec.Struct, array_like=True, frozen=True):

@@ -66,6 +66,19 @@ pub struct DkimKeySpec {
     pub headers: Option<Vec<String>>,
     /// "relaxed/relaxed" (the default in Python) or "simple/simple", or a mix.
     pub canonicalization: String,
+    /// False: an extra signature whose d= need not be aligned with the From domain
+    /// (DMARC); the campaign must also have an aligned key. True: d= must be aligned,
+    /// or the campaign is refused (or, with a From template, the recipient fails).
+    #[serde(default = "aligned_by_default")]
+    pub aligned: bool,
+    /// Set for a key of a key set (`DkimKeys`): it signs only the messages whose From
+    /// domain is this domain or below it; per message the most specific key is used.
+    #[serde(default)]
+    pub for_domain: Option<String>,
+}
+
+fn aligned_by_default() -> bool {
+    true
 }
 
 /// The ESP's own key for a recipient: what tokens, Message-IDs and events name.

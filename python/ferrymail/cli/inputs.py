@@ -27,7 +27,7 @@ _TOP = {"id", "sender", "from", "subject", "html", "text", "reply_to", "headers"
 _TABLES = {"tracking", "unsubscribe", "dkim"}
 _TRACKING = {"base_url", "secret", "opens", "clicks"}
 _UNSUBSCRIBE = {"url", "mailto", "secret"}
-_DKIM = {"domain", "selector", "key", "algorithm", "headers", "canonicalization"}
+_DKIM = {"domain", "selector", "key", "algorithm", "headers", "canonicalization", "aligned"}
 #: Recipients rendered before anything is submitted, to find variables the file lacks.
 PREFLIGHT = 1000
 

@@ -6,9 +6,12 @@ use std::borrow::Cow;
 use minijinja::value::Value;
 use sha2::{Digest, Sha256};
 
+use super::address::ascii_domain;
 use super::address::Mailbox;
 use super::context::vars_to_context;
-use super::dkim::{sign_message, DkimSigner, SIGNATURE_SIZE};
+use super::dkim::{sign_message, SIGNATURE_SIZE};
+use super::dkim_keys::DkimKeys;
+use super::extra_headers::check_names;
 use super::headers::{check_value, write_unstructured, NameAddr};
 use super::link_plan::LinkPlan;
 use super::links::{
@@ -16,7 +19,7 @@ use super::links::{
 };
 use super::mime::{write_body, Part};
 use super::qp::KnownLines;
-use super::template::{Templates, HTML};
+use super::template::{check_part_size, Templates, HTML};
 use super::text_plan::TextPlan;
 use super::token::{RecipientKey, TokenKind, TokenSigner};
 use crate::error::{CompileError, RenderError};
@@ -26,24 +29,6 @@ const SUBJECT: &str = "subject";
 const FROM: &str = "from_";
 const REPLY_TO: &str = "reply_to";
 const TEXT: &str = "text";
-
-/// Fields ferrymail writes itself; an extra header may not set them (Bcc would leak).
-const RESERVED_HEADERS: &[&str] = &[
-    "from",
-    "to",
-    "subject",
-    "date",
-    "message-id",
-    "reply-to",
-    "mime-version",
-    "content-type",
-    "content-transfer-encoding",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-    "dkim-signature",
-    "bcc",
-    "return-path",
-];
 
 struct Tracking {
     base_url: String,
@@ -80,7 +65,9 @@ pub struct CompiledCampaign {
     headers: Vec<(String, String, Option<Vec<u8>>)>,
     tracking: Option<Tracking>,
     unsubscribe: Option<Unsubscribe>,
-    dkim: Vec<DkimSigner>,
+    dkim: DkimKeys,
+    /// The From domain when it is the same for every recipient.
+    from_domain: Option<String>,
 }
 
 /// The moment a batch is rendered: its Date field and DKIM `t=`.
@@ -132,9 +119,9 @@ impl CompiledCampaign {
         if let Some(text) = &spec.text {
             templates.add(TEXT, text)?;
         }
+        check_names(spec.headers.iter().map(|(name, _)| name.as_str()))?;
         let mut headers = Vec::with_capacity(spec.headers.len());
         for (name, value) in &spec.headers {
-            check_header_name(name)?;
             let part = format!("headers[{name:?}]");
             check_header_template(&part, value)?;
             templates.add(&part, value)?;
@@ -196,12 +183,6 @@ impl CompiledCampaign {
                 })
             })
             .transpose()?;
-        let dkim = spec
-            .dkim
-            .iter()
-            .enumerate()
-            .map(|(i, key)| DkimSigner::new(key, i))
-            .collect::<Result<Vec<_>, _>>()?;
         let literal =
             |field: &str, header: &str, source: &str| -> Result<Option<Vec<u8>>, CompileError> {
                 if source.contains('{') {
@@ -214,6 +195,14 @@ impl CompiledCampaign {
                 Ok(Some(written))
             };
         let from = literal("from_", "From", &spec.from_)?;
+        let from_domain = if from.is_some() {
+            NameAddr::parse("From", &spec.from_)
+                .ok()
+                .map(|from| from.mailbox.domain)
+        } else {
+            fixed_domain(&spec.from_)
+        };
+        let dkim = DkimKeys::new(&spec.dkim, from_domain.as_deref())?;
         let reply_to = match &spec.reply_to {
             Some(r) => literal("reply_to", "Reply-To", r)?,
             None => None,
@@ -226,6 +215,7 @@ impl CompiledCampaign {
             from,
             reply_to,
             dkim,
+            from_domain,
             id: spec.id.clone(),
             sender,
             templates,
@@ -265,15 +255,17 @@ impl CompiledCampaign {
         let context = Value::from(vars);
 
         let subject = self.header_value(SUBJECT, "Subject", &context)?;
-        let from = match &self.from {
-            Some(from) => Cow::Borrowed(from.as_slice()),
-            None => {
+        let (from, from_domain) = match (&self.from, &self.from_domain) {
+            (Some(from), Some(domain)) => (Cow::Borrowed(from.as_slice()), Cow::Borrowed(domain)),
+            _ => {
                 let mut written = Vec::with_capacity(128);
-                NameAddr::parse("From", &self.header_value(FROM, "From", &context)?)?
-                    .write(&mut written, "From");
-                Cow::Owned(written)
+                let from = NameAddr::parse("From", &self.header_value(FROM, "From", &context)?)?;
+                from.write(&mut written, "From");
+                (Cow::Owned(written), Cow::Owned(from.mailbox.domain))
             }
         };
+        // Before the body is rendered: a From domain no key may sign for fails early.
+        let signers = self.dkim.for_message(&from_domain)?;
         let reply_to = match &self.reply_to {
             Some(reply_to) => Some(Cow::Borrowed(reply_to.as_slice())),
             None if self.templates.has(REPLY_TO) => {
@@ -304,13 +296,19 @@ impl CompiledCampaign {
             seen: Vec::with_capacity(32),
             seen_urls: String::with_capacity(2048),
         };
+        // The size limit holds whichever way a part was rendered (the link plans splice
+        // the recipient's values without the template engine).
         let html = if self.templates.has(HTML) {
-            Some(self.html_part(&context, &mut links)?)
+            let html = self.html_part(&context, &mut links)?;
+            check_part_size(HTML, html.0.len())?;
+            Some(html)
         } else {
             None
         };
         let text = if self.templates.has(TEXT) {
-            Some(self.text_part(&context, &mut links)?)
+            let text = self.text_part(&context, &mut links)?;
+            check_part_size(TEXT, text.0.len())?;
+            Some(text)
         } else {
             None
         };
@@ -365,7 +363,7 @@ impl CompiledCampaign {
         .flatten()
         .collect();
         write_body(&mut out, &parts, &digest);
-        let out = sign_message(&self.dkim, out, now.unix);
+        let out = sign_message(&signers, out, now.unix);
 
         Ok(Rendered {
             envelope_from: self.sender.address(),
@@ -628,24 +626,24 @@ fn message_digest(campaign: &str, key: &RecipientKey<'_>) -> String {
     hex
 }
 
-fn check_header_name(name: &str) -> Result<(), CompileError> {
-    let field = format!("headers[{name:?}]");
-    if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
-        return Err(CompileError::config(
-            field,
-            "a header name is printable ASCII without ':' or spaces",
-        ));
+/// A line break typed into a header template would fail every recipient: say so now.
+/// The From domain of a From template whose address part after `@` is fixed text
+/// (`{{ brand }} <news@example.com>`, `{{ local }}@example.com`): it cannot change per
+/// recipient, so DKIM alignment is checked once. NameAddr::parse reads the address
+/// after the last `<` of a value ending in `>`, so a variable before it cannot move it.
+fn fixed_domain(source: &str) -> Option<String> {
+    let source = source.trim();
+    let address = match source.strip_suffix('>') {
+        Some(v) => &v[v.rfind('<')? + 1..],
+        None => source,
+    };
+    let domain = &address[address.rfind('@')? + 1..];
+    if domain.contains(['{', '}', '%', '#']) {
+        return None;
     }
-    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(CompileError::config(
-            field,
-            "ferrymail writes this header itself (use from_, reply_to, subject, unsubscribe…)",
-        ));
-    }
-    Ok(())
+    ascii_domain(domain).ok().map(|d| d.into_owned())
 }
 
-/// A line break typed into a header template would fail every recipient: say so now.
 fn check_header_template(field: &str, source: &str) -> Result<(), CompileError> {
     if source.contains(['\r', '\n']) {
         return Err(CompileError::config(

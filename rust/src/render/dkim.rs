@@ -20,20 +20,44 @@ use super::address::ascii_domain;
 use crate::error::CompileError;
 use crate::wire::DkimKeySpec;
 
-/// Signed when present, in this order (Gmail's and M3AAWG's recommended set for bulk
-/// mail); From is listed once more than it occurs, so no second From can be added.
-pub const DEFAULT_SIGNED_HEADERS: &[&str] = &[
-    "from",
-    "to",
-    "subject",
-    "date",
-    "message-id",
-    "mime-version",
-    "content-type",
-    "reply-to",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-    "feedback-id",
+/// How often a header name is listed in `h=` (RFC 6376 §5.4.2: a name listed more
+/// often than the field occurs signs its absence, so a verifier fails the signature
+/// when a field of that name is added).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// Once more than the field occurs (RFC 6376 §8.15 "oversigning"): no instance can
+    /// be added, above or below, without breaking the signature.
+    OnceMore,
+    /// As often as the field occurs; not at all when it is absent.
+    WhenPresent,
+    /// Exactly once, present or not: a list the campaign gave (`DkimKey(headers=...)`).
+    Once,
+}
+
+/// The default signed headers, in this order. Oversigned: every field a reader sees or
+/// a receiver judges the message by, and the MIME fields that say how to read the body
+/// (a prepended second Subject, From or List-Unsubscribe would otherwise be shown or
+/// used while the signature still verifies, and replayed mail keeps its reputation).
+/// Signed when present: fields ferrymail does not write itself but a campaign may add
+/// (Sender, List-Id, Feedback-ID, BIMI-Selector); they are not oversigned because a
+/// mailing list that forwards the message may add its own Sender and List-Id.
+const DEFAULT_SIGNED_HEADERS: &[(&str, Listing)] = &[
+    ("from", Listing::OnceMore),
+    ("to", Listing::OnceMore),
+    ("cc", Listing::OnceMore),
+    ("reply-to", Listing::OnceMore),
+    ("subject", Listing::OnceMore),
+    ("date", Listing::OnceMore),
+    ("message-id", Listing::OnceMore),
+    ("mime-version", Listing::OnceMore),
+    ("content-type", Listing::OnceMore),
+    ("content-transfer-encoding", Listing::OnceMore),
+    ("list-unsubscribe", Listing::OnceMore),
+    ("list-unsubscribe-post", Listing::OnceMore),
+    ("sender", Listing::WhenPresent),
+    ("list-id", Listing::WhenPresent),
+    ("feedback-id", Listing::WhenPresent),
+    ("bimi-selector", Listing::WhenPresent),
 ];
 
 /// Built once: `memmem::find` would build its searcher on every call, which costs more
@@ -42,8 +66,9 @@ static DOUBLE_SPACE: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"  "));
 static SPACE_CR: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b" \r"));
 
-/// Room for one DKIM-Signature field (an RSA-4096 one is about 1,000 bytes).
-pub const SIGNATURE_SIZE: usize = 1100;
+/// Room for one DKIM-Signature field (an RSA-4096 one with the default oversigned
+/// header list is about 1,250 bytes).
+pub const SIGNATURE_SIZE: usize = 1400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Canonicalization {
@@ -72,8 +97,8 @@ pub struct DkimSigner {
     key: SigningKey,
     header_canon: Canonicalization,
     body_canon: Canonicalization,
-    /// Lower-case header names to sign, or None for DEFAULT_SIGNED_HEADERS.
-    headers: Option<Vec<String>>,
+    /// Lower-case header names to sign and how often to list each.
+    headers: Vec<(String, Listing)>,
     rng: SystemRandom,
 }
 
@@ -118,9 +143,15 @@ impl DkimSigner {
                 }) {
                     return Err(bad(format!("{n:?} is not a header name")));
                 }
-                Ok(names)
+                Ok(names.into_iter().map(|n| (n, Listing::Once)).collect())
             })
-            .transpose()?;
+            .transpose()?
+            .unwrap_or_else(|| {
+                DEFAULT_SIGNED_HEADERS
+                    .iter()
+                    .map(|&(n, listing)| (n.to_string(), listing))
+                    .collect()
+            });
         Ok(DkimSigner {
             domain,
             selector: spec.selector.clone(),
@@ -130,6 +161,11 @@ impl DkimSigner {
             headers,
             rng: SystemRandom::new(),
         })
+    }
+
+    /// The signing domain (d=), ASCII and lower case.
+    pub fn domain(&self) -> &str {
+        &self.domain
     }
 
     fn algorithm(&self) -> &'static str {
@@ -144,31 +180,28 @@ impl DkimSigner {
         let mut h = String::new();
         let mut signed = Vec::with_capacity(1024);
         let mut used = vec![false; message.fields.len()];
-        let wanted: Vec<&str> = match &self.headers {
-            Some(names) => names.iter().map(String::as_str).collect(),
-            None => DEFAULT_SIGNED_HEADERS.to_vec(),
-        };
-        for name in &wanted {
+        for (name, listing) in &self.headers {
             // Bottom-up: each listing of a name takes the next instance from the end.
-            let found = (0..message.fields.len()).rev().find(|&i| {
-                !used[i] && message.fields[i].name.eq_ignore_ascii_case(name.as_bytes())
-            });
-            if let Some(i) = found {
-                used[i] = true;
-                canonicalize_field(self.header_canon, message.fields[i].raw, &mut signed);
-            } else if self.headers.is_none() && *name != "from" {
-                continue; // a default header this message does not have
+            loop {
+                let found = (0..message.fields.len()).rev().find(|&i| {
+                    !used[i] && message.fields[i].name.eq_ignore_ascii_case(name.as_bytes())
+                });
+                if let Some(i) = found {
+                    used[i] = true;
+                    canonicalize_field(self.header_canon, message.fields[i].raw, &mut signed);
+                } else if *listing == Listing::WhenPresent {
+                    break;
+                }
+                if !h.is_empty() {
+                    h.push(':');
+                }
+                h.push_str(name);
+                // Once: one listing. OnceMore: until a listing found no instance.
+                if *listing == Listing::Once || found.is_none() {
+                    break;
+                }
             }
-            if !h.is_empty() {
-                h.push(':');
-            }
-            h.push_str(name);
         }
-        // The extra "from": signing a From that is absent (RFC 6376 §5.4.2).
-        if self.headers.is_none() {
-            h.push_str(":from");
-        }
-
         let mut field = Vec::with_capacity(600);
         field.extend_from_slice(b"DKIM-Signature: v=1; a=");
         field.extend_from_slice(self.algorithm().as_bytes());
@@ -176,14 +209,16 @@ impl DkimSigner {
         field.extend_from_slice(self.header_canon.name().as_bytes());
         field.push(b'/');
         field.extend_from_slice(self.body_canon.name().as_bytes());
-        field.extend_from_slice(b"; d=");
+        // d= and s= on a line of their own keeps the lines within 78 characters.
+        field.extend_from_slice(b";\r\n d=");
         field.extend_from_slice(self.domain.as_bytes());
         field.extend_from_slice(b"; s=");
         field.extend_from_slice(self.selector.as_bytes());
+        let t = unix_time.to_string();
         field.extend_from_slice(b";\r\n t=");
-        field.extend_from_slice(unix_time.to_string().as_bytes());
+        field.extend_from_slice(t.as_bytes());
         field.extend_from_slice(b"; h=");
-        fold_list(&h, &mut field);
+        fold_list(&h, " t=; h=".len() + t.len(), &mut field);
         field.extend_from_slice(b";\r\n bh=");
         field.extend_from_slice(STANDARD.encode(body_hash).as_bytes());
         field.extend_from_slice(b";\r\n b=");
@@ -217,7 +252,7 @@ impl DkimSigner {
 /// Signs `message` with every key; returns the message with the DKIM-Signature fields
 /// in front (one per key, in the order given). The message's lines end in CRLF, as the
 /// renderer writes them.
-pub fn sign_message(signers: &[DkimSigner], mut message: Vec<u8>, unix_time: i64) -> Vec<u8> {
+pub fn sign_message(signers: &[&DkimSigner], mut message: Vec<u8>, unix_time: i64) -> Vec<u8> {
     if signers.is_empty() {
         return message;
     }
@@ -428,13 +463,13 @@ fn needs_relaxing(body: &[u8]) -> bool {
         || body.ends_with(b" ")
 }
 
-/// Writes a colon-separated list, folding before a name when the line grows long.
-fn fold_list(list: &str, out: &mut Vec<u8>) {
-    let mut column = 8;
+/// Writes a colon-separated list from `column` on, folding before a name when the
+/// line would pass 78 characters.
+fn fold_list(list: &str, mut column: usize, out: &mut Vec<u8>) {
     for (i, name) in list.split(':').enumerate() {
         if i > 0 {
             out.push(b':');
-            if column + name.len() > 72 {
+            if column + name.len() + 2 > 78 {
                 out.extend_from_slice(b"\r\n ");
                 column = 1;
             }

@@ -9,8 +9,12 @@ use crate::error::RenderError;
 
 /// RFC 5322 §2.1.1: lines SHOULD be at most 78 characters; we fold at whitespace there.
 const FOLD_AT: usize = 78;
-/// RFC 2047 §2: an encoded-word is at most 75 characters. `=?utf-8?B?` + `?=` take 12,
-/// leaving 63 base64 characters, i.e. 45 bytes of UTF-8 (a multiple of 3).
+/// RFC 2047 §2: a line that holds an encoded-word is at most 76 characters.
+const ENCODED_LINE: usize = 76;
+/// `=?utf-8?B?` and `?=` around the base64 of an encoded-word.
+const ENCODED_WORD_OVERHEAD: usize = 12;
+/// RFC 2047 §2: an encoded-word is at most 75 characters: 63 base64 characters, i.e.
+/// 45 bytes of UTF-8 (a multiple of 3), on a line of its own (` ` + 75 = 76).
 const ENCODED_WORD_BYTES: usize = 45;
 
 /// Rejects what would let a variable add a header or break the message: CR, LF and
@@ -49,9 +53,15 @@ pub fn write_unstructured(out: &mut Vec<u8>, name: &str, value: &str) {
         out.extend_from_slice(b"\r\n");
         return;
     }
-    // Folding happens at spaces only, so a tab is part of a word here.
+    // Folding happens at spaces only, so a tab is part of a word here. A run of spaces
+    // could leave a folded line of nothing but blanks (RFC 5322 §3.2.2 forbids that):
+    // encoded-words keep such a value exact.
     let longest_word = value.split(' ').map(str::len).max().unwrap_or(0);
-    if value.is_ascii() && !value.contains("=?") && name.len() + 2 + longest_word <= FOLD_AT {
+    if value.is_ascii()
+        && !value.contains("=?")
+        && !value.contains("  ")
+        && name.len() + 2 + longest_word <= FOLD_AT
+    {
         write_folded(out, name.len() + 1, value);
     } else {
         write_encoded_words(out, name.len() + 1, value);
@@ -74,35 +84,36 @@ fn write_folded(out: &mut Vec<u8>, mut column: usize, value: &str) {
     }
 }
 
-/// Appends ` =?utf-8?B?...?=` words, split at character boundaries, one per folded line;
-/// returns the column where the last line ends.
+/// Appends ` =?utf-8?B?...?=` words split at character boundaries, as many on a line
+/// as fit within ENCODED_LINE (the first one sized to the room left after the field
+/// name); returns the column where the last line ends.
 fn write_encoded_words(out: &mut Vec<u8>, mut column: usize, value: &str) -> usize {
     let mut rest = value;
     let mut buf = String::with_capacity(64);
-    let mut first = true;
-    loop {
-        let mut cut = rest.len().min(ENCODED_WORD_BYTES);
+    while let Some(first_char) = rest.chars().next() {
+        // Whole base64 quads that fit after ` =?utf-8?B?` and before `?=`.
+        let room = ENCODED_LINE.saturating_sub(column + 1 + ENCODED_WORD_OVERHEAD);
+        let mut cut = (room / 4 * 3).min(ENCODED_WORD_BYTES).min(rest.len());
+        if cut < first_char.len_utf8() {
+            // Not even one character fits on this line: go on at the next one (after
+            // a fold, ENCODED_WORD_BYTES always fit).
+            out.extend_from_slice(b"\r\n");
+            column = 0;
+            continue;
+        }
         while !rest.is_char_boundary(cut) {
             cut -= 1;
         }
         let (chunk, tail) = rest.split_at(cut);
         buf.clear();
         STANDARD.encode_string(chunk, &mut buf);
-        let word_len = 12 + buf.len();
-        // The first word stays on the field's line (at most 81 characters, far below 998).
-        if !first && column + 1 + word_len > FOLD_AT {
-            out.extend_from_slice(b"\r\n");
-        }
-        first = false;
         out.extend_from_slice(b" =?utf-8?B?");
         out.extend_from_slice(buf.as_bytes());
         out.extend_from_slice(b"?=");
-        column = 1 + word_len;
+        column += 1 + ENCODED_WORD_OVERHEAD + buf.len();
         rest = tail;
-        if rest.is_empty() {
-            return column;
-        }
     }
+    column
 }
 
 /// A mailbox with an optional display name, parsed from what a From or Reply-To
@@ -139,9 +150,15 @@ impl NameAddr {
         out.extend_from_slice(b":");
         let mut column = field.len() + 1;
         if let Some(name) = &self.name {
-            if needs_encoded_words(name) {
+            // A line holding an encoded-word is limited to 76 characters, others to 78.
+            let mut limit = FOLD_AT;
+            let quoted = name.bytes().any(is_special);
+            let written = name.len() + name.bytes().filter(|&b| b == b'"' || b == b'\\').count();
+            let width = 1 + written + if quoted { 2 } else { 0 };
+            if needs_encoded_words(name) || column + width > FOLD_AT {
                 column = write_encoded_words(out, column, name);
-            } else if name.bytes().any(is_special) {
+                limit = ENCODED_LINE;
+            } else if quoted {
                 out.extend_from_slice(b" \"");
                 for b in name.bytes() {
                     if b == b'"' || b == b'\\' {
@@ -150,14 +167,14 @@ impl NameAddr {
                     out.push(b);
                 }
                 out.push(b'"');
-                column += 3 + name.len();
+                column += width;
             } else {
                 out.push(b' ');
                 out.extend_from_slice(name.as_bytes());
-                column += 1 + name.len();
+                column += width;
             }
             let addr_len = self.mailbox.local.len() + self.mailbox.domain.len() + 3;
-            if column + 1 + addr_len > FOLD_AT {
+            if column + 1 + addr_len > limit {
                 out.extend_from_slice(b"\r\n");
             }
             out.extend_from_slice(b" <");
@@ -175,14 +192,11 @@ impl NameAddr {
 }
 
 /// A display name is written as encoded-words when it is not ASCII, could be read as an
-/// encoded-word itself (`=?`), would lose whitespace (tabs, runs of spaces) when
-/// unfolded, or is too long for one line (encoded-words can be folded).
+/// encoded-word itself (`=?`), or would lose whitespace (tabs, runs of spaces) when
+/// unfolded; also when it is too long for the field's line (see `NameAddr::write`),
+/// since encoded-words can be folded.
 fn needs_encoded_words(name: &str) -> bool {
-    !name.is_ascii()
-        || name.contains("=?")
-        || name.contains('\t')
-        || name.contains("  ")
-        || name.len() > 60
+    !name.is_ascii() || name.contains("=?") || name.contains('\t') || name.contains("  ")
 }
 
 /// RFC 5322 specials that force a display name into a quoted-string.
@@ -281,15 +295,32 @@ mod tests {
     fn non_ascii_becomes_encoded_words_at_char_boundaries() {
         let f = field("Subject", &"Grüße 🎉 ".repeat(10));
         assert!(f.starts_with("Subject: =?utf-8?B?"));
+        let mut decoded = Vec::new();
         for line in f.split("\r\n").filter(|l| !l.is_empty()) {
-            assert!(line.len() <= FOLD_AT + 3, "{line}");
-            let word = line.trim_start().trim_start_matches("Subject: ");
-            let b64 = word
-                .strip_prefix("=?utf-8?B?")
-                .unwrap()
-                .strip_suffix("?=")
-                .unwrap();
-            String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap();
+            assert!(line.len() <= ENCODED_LINE, "{line}");
+            for word in line
+                .split(' ')
+                .filter(|w| !w.is_empty() && *w != "Subject:")
+            {
+                assert!(word.len() <= 75, "{word}");
+                let b64 = word
+                    .strip_prefix("=?utf-8?B?")
+                    .unwrap()
+                    .strip_suffix("?=")
+                    .unwrap();
+                let bytes = STANDARD.decode(b64).unwrap();
+                String::from_utf8(bytes.clone()).unwrap();
+                decoded.extend(bytes);
+            }
+        }
+        assert_eq!(decoded, "Grüße 🎉 ".repeat(10).as_bytes());
+    }
+
+    #[test]
+    fn encoded_words_fit_after_a_long_field_name() {
+        for name in ["Subject", "X-A-Rather-Long-Header-Name", &"X".repeat(70)] {
+            let f = field(name, "Grüße");
+            assert!(f.split("\r\n").all(|l| l.len() <= ENCODED_LINE), "{f}");
         }
     }
 

@@ -1,10 +1,13 @@
 //! The per-recipient renderer: one campaign, many recipients, one unique message each.
 
 pub mod address;
+pub mod alignment;
 pub mod batch;
 pub mod campaign;
 pub mod context;
 pub mod dkim;
+pub mod dkim_keys;
+pub mod extra_headers;
 pub mod headers;
 pub mod link_plan;
 pub mod links;
