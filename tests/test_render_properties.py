@@ -65,6 +65,7 @@ HEADER_NAMES = sorted(
         "Message-ID",
         "List-Unsubscribe",
         "List-Unsubscribe-Post",
+        "List-Id",
         "Feedback-ID",
         "MIME-Version",
         "Content-Type",

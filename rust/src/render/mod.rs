@@ -8,7 +8,6 @@ pub mod dkim;
 pub mod headers;
 pub mod link_plan;
 pub mod links;
-pub mod mac;
 pub mod mime;
 pub mod plain;
 pub mod qp;
@@ -17,6 +16,7 @@ pub mod template;
 mod testing;
 pub mod text_plan;
 pub mod token;
+pub mod token_url;
 
 pub use batch::render_batch;
 pub use campaign::{CompiledCampaign, Now};
