@@ -107,7 +107,8 @@ def score(message: bytes, home: Path) -> dict[str, float]:
         check=True,
     )
     report = message_from_bytes(done.stdout, policy=default)
-    status = " ".join(str(report["X-Spam-Status"]).split())
+    # The field is folded after commas: join its lines, then its list of tests.
+    status = " ".join(str(report["X-Spam-Status"]).split()).replace(", ", ",")
     tests = status.split("tests=", 1)[1].split(" autolearn=")[0]
     details = done.stdout.decode("utf-8", "replace").split("Content analysis details:", 1)[1]
     points = {}

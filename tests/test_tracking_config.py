@@ -113,6 +113,8 @@ def test_send_with_a_secret_that_is_not_text_is_one_line_exit_2(
     )
     assert done.returncode == 2, done.stderr
     message = f"{field}.secret: a secret must be text or bytes, not {kind}"
-    assert done.stderr == f"ferrymail send: {message}\n"
+    # One line, naming the command (and the file, as the CLI does), the field and the type.
+    assert done.stderr.startswith("ferrymail send: ") and done.stderr.count("\n") == 1
+    assert done.stderr.endswith(f"{message}\n"), done.stderr
     assert done.stdout == ""
     assert not (tmp_path / "spool.db").exists()
