@@ -59,7 +59,7 @@ impl TokenUrl {
         }
         let rest = &base[scheme_len..];
         let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-        check_authority(authority).map_err(|why| refuse(why))?;
+        check_authority(authority).map_err(refuse)?;
         let (path, query) = base.split_at(base.find('?').unwrap_or(base.len()));
         let mut prefix = path.to_string();
         if !prefix.ends_with('/') {
