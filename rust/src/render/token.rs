@@ -286,7 +286,12 @@ fn read_claims(mut b: &[u8]) -> Result<Claims, TokenError> {
 pub fn is_http_url(url: &str) -> bool {
     let b = url.as_bytes();
     let scheme = |s: &str| b.len() > s.len() && b[..s.len()].eq_ignore_ascii_case(s.as_bytes());
-    (scheme("http://") || scheme("https://")) && !b.iter().any(|&c| c < 0x20 || c == 0x7f)
+    // A fold without an early exit: the compiler turns it into SIMD compares, 16 or 32
+    // bytes a step (this runs on every link of every message).
+    let controls = b
+        .iter()
+        .fold(false, |found, &c| found | (c < 0x20) | (c == 0x7f));
+    (scheme("http://") || scheme("https://")) && !controls
 }
 
 fn take<'a>(b: &mut &'a [u8], n: u64) -> Result<&'a [u8], TokenError> {
