@@ -118,6 +118,7 @@ def test_both_parts_with_tracking_round_trip() -> None:
             "Reply-To",
             "List-Unsubscribe",
             "List-Unsubscribe-Post",
+            "List-Id",
             "Feedback-ID",
             "Content-Type",
         ]

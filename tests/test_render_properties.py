@@ -65,6 +65,7 @@ HEADER_NAMES = sorted(
         "Message-ID",
         "List-Unsubscribe",
         "List-Unsubscribe-Post",
+        "List-Id",
         "Feedback-ID",
         "MIME-Version",
         "Content-Type",
@@ -230,7 +231,10 @@ def test_tokens_verify_and_any_tampering_is_detected(
             assert claims.url is not None and claims.url.lower().startswith("http")
     assert kinds.count("open") == 1
     assert kinds.count("unsubscribe") == 1
-    assert kinds.count("click") >= 2
+    # The html link carries html_var, urlencoded (3 bytes a byte at most): a link over
+    # 4,096 bytes is left untracked (it would not work once tracked).
+    may_be_too_long = len("https://shop.example.com/p?q=") + 3 * len(html_var.encode()) > 4096
+    assert kinds.count("click") >= (1 if may_be_too_long else 2)
 
     token = data.draw(st.sampled_from(found), label="token")
     with pytest.raises(TokenError):

@@ -145,7 +145,7 @@ async def test_the_engine_fails_the_pathological_recipient_and_delivers_the_rest
     async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
         await e.submit(campaign(text=NESTED_LOOPS), recipients)
         await e.drain()
-        report = e.report("c1")
+        report = await e.report("c1")
 
     assert report.states["delivered"] == 29 and report.states["failed"] == 1, report
     delivered = sorted(m.rcpt_tos[0] for m in server.delivered)

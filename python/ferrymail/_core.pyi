@@ -9,6 +9,7 @@ __all__ = [
     "_failing_task",
     "check_addresses",
     "compile_campaign",
+    "open_token",
     "render",
     "wire_roundtrip",
 ]
@@ -43,6 +44,7 @@ class Delivery:
 
 def check_addresses(addresses: list[str]) -> list[tuple[str, str | None]]: ...
 def compile_campaign(spec: bytes) -> CompiledCampaign: ...
+def open_token(token: str, secret: bytes) -> tuple[str, str, int | str, int | None, str | None]: ...
 def render(
     campaign: CompiledCampaign, recipients: bytes, threads: int = 0, now_ms: int | None = None
 ) -> bytes: ...

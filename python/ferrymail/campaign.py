@@ -15,27 +15,66 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 class Tracking(msgspec.Struct, frozen=True):
-    """Click and open tracking. Each tracked link becomes `base_url` + a signed token
-    naming campaign, recipient, link number and URL; `ferrymail.tracking.verify(token,
-    secret)` reads it back."""
+    """Click and open tracking. Each tracked http(s) link becomes `base_url` joined with
+    an opaque token (its own path segment: `https://t.example.com/c` gives
+    `https://t.example.com/c/TOKEN`; a query in `base_url` stays after the token) that
+    names campaign, recipient, link number and URL, encrypted and authenticated with a
+    key derived from `secret` (text or bytes, 16 bytes or more);
+    `ferrymail.tracking.verify(token, secret)` reads it back. A bad value raises
+    `ConfigError` naming the field."""
 
     base_url: str
     secret: str | bytes
     opens: bool = True
     clicks: bool = True
 
+    def __post_init__(self) -> None:
+        _check_type("tracking.base_url", self.base_url, str)
+        _check_secret("tracking.secret", self.secret)
+        _check_type("tracking.opens", self.opens, bool)
+        _check_type("tracking.clicks", self.clicks, bool)
+
 
 class Unsubscribe(msgspec.Struct, frozen=True):
     """List-Unsubscribe (RFC 2369) and one-click unsubscribe (RFC 8058).
 
-    `url` gets a signed per-recipient token appended and is available to the body as
+    `url` (https only, as RFC 8058 requires) is joined with an opaque per-recipient
+    token, as `Tracking.base_url` is, and is available to the body as
     `{{ unsubscribe_url }}`; `mailto` receives unsubscribe mails whose subject carries
-    the token. `secret` signs the tokens; without it the tracking secret is used.
+    the token. `secret` (text or bytes, 16 bytes or more) keys the tokens; without it
+    the tracking secret is used. ferrymail also writes a `List-Id` (RFC 2919) unless
+    the campaign's headers have one.
     """
 
     url: str | None = None
     mailto: str | None = None
     secret: str | bytes | None = None
+
+    def __post_init__(self) -> None:
+        _check_type("unsubscribe.url", self.url, str, optional=True)
+        _check_type("unsubscribe.mailto", self.mailto, str, optional=True)
+        if self.secret is not None:
+            _check_secret("unsubscribe.secret", self.secret)
+
+
+def _check_type(field: str, value: object, kind: type, optional: bool = False) -> None:
+    if (optional and value is None) or isinstance(value, kind):
+        return
+    what = "text" if kind is str else "true or false" if kind is bool else kind.__name__
+    raise ConfigError(
+        f"{field}: must be {what}{' (or absent)' if optional else ''}, "
+        f"not {type(value).__name__} {value!r:.40}",
+        field,
+    )
+
+
+def _check_secret(field: str, secret: object) -> None:
+    """A secret is text or bytes: anything else (`secret = 20` in TOML) would become a
+    key anyone can guess, or fail far from where it was written."""
+    if not isinstance(secret, str | bytes):
+        raise ConfigError(
+            f"{field}: a secret must be text or bytes, not {type(secret).__name__}", field
+        )
 
 
 class DkimKey(msgspec.Struct, frozen=True):
@@ -82,7 +121,7 @@ class DkimKeys(msgspec.Struct, frozen=True):
 
 
 def _secret_bytes(secret: str | bytes) -> bytes:
-    return secret.encode() if isinstance(secret, str) else bytes(secret)
+    return secret.encode() if isinstance(secret, str) else secret
 
 
 class Campaign:

@@ -1,38 +1,29 @@
-"""Reads the signed tokens of click, open and unsubscribe URLs (see rust/src/render/token.rs).
+"""Reads the opaque tokens of click, open and unsubscribe URLs (see rust/src/render/token.rs).
 
-A token is base64url(payload || tag): `payload` is the MessagePack array
-`[version, kind, campaign, link, url, recipient]`, `tag` the first 16 bytes of
-HMAC-SHA256(secret, payload). This reader uses only the standard library's hmac, so a
-tracking server can verify tokens without the Rust extension.
+A token is base64url(version || AES-256-GCM-SIV(claims) || tag) under a key derived
+from the campaign's secret with HKDF-SHA256: it says nothing to whoever reads the URL,
+and only the secret's holder can make or read one. A tracking server verifies tokens
+with the secret alone (no spool): a click token carries its destination URL.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 
+from . import _core
 from .errors import TokenError
 
-TAG_LEN = 16
-VERSION = 1
-_KINDS: dict[int, Literal["click", "open", "unsubscribe"]] = {
-    1: "click",
-    2: "open",
-    3: "unsubscribe",
-}
-_payload = msgspec.msgpack.Decoder(tuple[int, int, str, int, str | None, str | int])
+Kind = Literal["click", "open", "unsubscribe"]
 
 
 class TokenClaims(msgspec.Struct, frozen=True):
     """What a verified token names. `link` and `url` are set for clicks only: `link` is
-    the link's number in its message (distinct URLs, in order of first appearance)."""
+    the link's number in its message (distinct URLs, in order of first appearance), and
+    `url` is always an http(s) URL (no other link is ever tracked)."""
 
-    kind: Literal["click", "open", "unsubscribe"]
+    kind: Kind
     campaign: str
     recipient: str | int
     link: int | None
@@ -40,34 +31,17 @@ class TokenClaims(msgspec.Struct, frozen=True):
 
 
 def verify(token: str, secret: str | bytes) -> TokenClaims:
-    """Checks the token's signature with `secret` and returns what it names; raises
-    `TokenError` for a malformed, tampered or foreign token."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError) as e:
-        raise TokenError(f"token is not base64url: {e}") from None
-    # The decoder is lenient (it skips junk, accepts '+' and '/', ignores unused bits):
-    # only the exact encoding ferrymail writes is a token.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != token.encode("ascii", "replace"):
-        raise TokenError("token is not in canonical base64url form")
-    if len(raw) <= TAG_LEN:
-        raise TokenError("token is too short")
-    payload, tag = raw[:-TAG_LEN], raw[-TAG_LEN:]
-    expected = hmac.new(key, payload, hashlib.sha256).digest()[:TAG_LEN]
-    if not hmac.compare_digest(tag, expected):
-        raise TokenError("token signature does not match (tampered, or signed with another secret)")
-    try:
-        version, kind, campaign, link, url, recipient = _payload.decode(payload)
-    except msgspec.DecodeError as e:
-        raise TokenError(f"token payload is malformed: {e}") from None
-    if version != VERSION or kind not in _KINDS:
-        raise TokenError(f"unknown token version {version} or kind {kind}")
-    is_click = _KINDS[kind] == "click"
+    """Opens the token with `secret` and returns what it names; raises `TokenError` for a
+    malformed, tampered or foreign token, or one of an unknown version."""
+    if not isinstance(token, str):
+        raise TokenError(f"a token is text, not {type(token).__name__}")
+    if isinstance(secret, str):
+        key = secret.encode()
+    elif isinstance(secret, bytes):
+        key = secret
+    else:
+        raise TypeError(f"secret must be text or bytes, not {type(secret).__name__}")
+    kind, campaign, recipient, link, url = _core.open_token(token, key)
     return TokenClaims(
-        kind=_KINDS[kind],
-        campaign=campaign,
-        recipient=recipient,
-        link=link if is_click else None,
-        url=url if is_click else None,
+        kind=cast(Kind, kind), campaign=campaign, recipient=recipient, link=link, url=url
     )

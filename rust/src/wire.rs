@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 /// Click and open tracking settings of a campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrackingSpec {
-    /// Prefix of every tracking URL; the signed token is appended to it.
+    /// Base of every tracking URL; the token is joined to it as a path segment of its
+    /// own (render/token_url.rs).
     pub base_url: String,
-    /// HMAC key that signs tokens (the tracking server verifies with the same key).
+    /// The secret the tokens' key is derived from (the tracking server opens tokens
+    /// with the same secret).
     #[serde(with = "serde_bytes")]
     pub secret: Vec<u8>,
     pub opens: bool,
@@ -21,11 +23,11 @@ pub struct TrackingSpec {
 /// List-Unsubscribe settings of a campaign (RFC 2369, RFC 8058).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnsubscribeSpec {
-    /// One-click URL prefix; the signed per-recipient token is appended to it.
+    /// One-click URL base (https only); the per-recipient token is joined to it.
     pub url: Option<String>,
     /// Mailbox that receives unsubscribe requests by mail.
     pub mailto: Option<String>,
-    /// HMAC key for unsubscribe tokens.
+    /// The secret the unsubscribe tokens' key is derived from.
     #[serde(with = "serde_bytes")]
     pub secret: Vec<u8>,
 }

@@ -12,7 +12,9 @@ use crate::render::address::Mailbox;
 use crate::render::{render_batch, CompiledCampaign, Now};
 use crate::wire::{CampaignSpec, Recipient, RenderOutcome};
 
+mod tokens;
 mod transport;
+pub use tokens::open_token;
 pub use transport::{failing_task, PyDelivery, PyTransport};
 
 /// A compiled campaign, shared by every render and (later) every delivery of it.

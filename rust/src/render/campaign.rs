@@ -14,14 +14,13 @@ use super::dkim_keys::DkimKeys;
 use super::extra_headers::check_names;
 use super::headers::{check_value, write_unstructured, NameAddr};
 use super::link_plan::LinkPlan;
-use super::links::{
-    escape_attribute, insert_before_body_end, rewrite_html, rewrite_text, LinkRewriter,
-};
+use super::links::{insert_before_body_end, rewrite_html, rewrite_text, LinkRewriter};
 use super::mime::{write_body, Part};
 use super::qp::KnownLines;
 use super::template::{check_part_size, Templates, HTML};
 use super::text_plan::TextPlan;
-use super::token::{RecipientKey, TokenKind, TokenSigner};
+use super::token::{is_http_url, RecipientKey, TokenKind, TokenSealer, MAX_TRACKED_URL};
+use super::token_url::TokenUrl;
 use crate::error::{CompileError, RenderError};
 use crate::wire::{CampaignSpec, Recipient};
 
@@ -31,18 +30,20 @@ const REPLY_TO: &str = "reply_to";
 const TEXT: &str = "text";
 
 struct Tracking {
-    base_url: String,
-    /// `base_url` escaped for an HTML attribute.
-    base_url_html: String,
-    signer: TokenSigner,
+    base_url: TokenUrl,
+    sealer: TokenSealer,
     opens: bool,
     clicks: bool,
 }
 
 struct Unsubscribe {
-    url: Option<String>,
+    url: Option<TokenUrl>,
     mailto: Option<String>,
-    signer: TokenSigner,
+    sealer: TokenSealer,
+    /// `List-Id: <…>` (RFC 2919) written beside List-Unsubscribe, unless the campaign
+    /// gives its own: List-Unsubscribe without List-Id reads as a forged list header to
+    /// spam filters (SpamAssassin's __LIST_PARTIAL).
+    list_id: Option<Vec<u8>>,
 }
 
 /// Everything about a campaign that is the same for every recipient, checked and
@@ -141,14 +142,11 @@ impl CompiledCampaign {
             .tracking
             .as_ref()
             .map(|t| -> Result<Tracking, CompileError> {
-                check_url("tracking.base_url", &t.base_url)?;
+                let base_url = TokenUrl::parse("tracking.base_url", &t.base_url, false)?;
                 check_secret("tracking.secret", &t.secret)?;
-                let mut base_url_html = String::new();
-                escape_attribute(&t.base_url, &mut base_url_html);
                 Ok(Tracking {
-                    base_url: t.base_url.clone(),
-                    base_url_html,
-                    signer: TokenSigner::new(&t.secret),
+                    base_url,
+                    sealer: TokenSealer::new(&t.secret),
                     opens: t.opens,
                     clicks: t.clicks,
                 })
@@ -164,9 +162,14 @@ impl CompiledCampaign {
                         "give a url, a mailto, or both",
                     ));
                 }
-                if let Some(url) = &u.url {
-                    check_url("unsubscribe.url", url)?;
-                }
+                // RFC 8058 §3.1: the one-click URI must be HTTPS. Refused rather than
+                // sent without List-Unsubscribe-Post: a GET to a plain http URL would
+                // carry the token in clear, and a receiver's one-click would not work.
+                let url = u
+                    .url
+                    .as_deref()
+                    .map(|url| TokenUrl::parse("unsubscribe.url", url, true))
+                    .transpose()?;
                 let mailto = u
                     .mailto
                     .as_deref()
@@ -176,10 +179,17 @@ impl CompiledCampaign {
                 // The mailto subject carries a token too: unsigned, anyone could
                 // unsubscribe anyone.
                 check_secret("unsubscribe.secret", &u.secret)?;
+                let has_list_id = spec
+                    .headers
+                    .iter()
+                    .any(|(name, _)| name.eq_ignore_ascii_case("list-id"));
                 Ok(Unsubscribe {
-                    url: u.url.clone(),
+                    url,
                     mailto,
-                    signer: TokenSigner::new(&u.secret),
+                    sealer: TokenSealer::new(&u.secret),
+                    list_id: (!has_list_id)
+                        .then(|| list_id(&spec.id, &sender.domain))
+                        .flatten(),
                 })
             })
             .transpose()?;
@@ -340,6 +350,9 @@ impl CompiledCampaign {
             unsubscribe_url.as_deref(),
             unsubscribe_mailto.as_deref(),
         );
+        if let Some(list_id) = self.unsubscribe.as_ref().and_then(|u| u.list_id.as_ref()) {
+            out.extend_from_slice(list_id);
+        }
         for field in &extra {
             match field {
                 ExtraField::Written(field) => out.extend_from_slice(field),
@@ -424,15 +437,11 @@ impl CompiledCampaign {
         if tracking.opens {
             let mut pixel = String::with_capacity(200);
             pixel.push_str("<img src=\"");
-            pixel.push_str(&tracking.base_url_html);
-            tracking.signer.append_token(
-                &mut pixel,
-                TokenKind::Open,
-                &self.id,
-                &links.key,
-                0,
-                None,
-            );
+            tracking.base_url.write(&mut pixel, true, |out| {
+                tracking
+                    .sealer
+                    .append_token(out, TokenKind::Open, &self.id, &links.key, 0, None);
+            });
             pixel.push_str("\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">");
             let at = insert_before_body_end(&mut out, &pixel);
             // Lines after the pixel moved; the line it went into is no longer known.
@@ -474,10 +483,14 @@ impl CompiledCampaign {
         let Some(u) = &self.unsubscribe else {
             return (None, None);
         };
-        let mut token = String::with_capacity(96);
-        u.signer
+        let mut token = String::with_capacity(64);
+        u.sealer
             .append_token(&mut token, TokenKind::Unsubscribe, &self.id, key, 0, None);
-        let url = u.url.as_ref().map(|base| concat(&[base, &token]));
+        let url = u.url.as_ref().map(|base| {
+            let mut url = String::with_capacity(base.prefix().len() + token.len() + 32);
+            base.write(&mut url, false, |out| out.push_str(&token));
+            url
+        });
         let mailto = u
             .mailto
             .as_ref()
@@ -541,7 +554,14 @@ impl LinkRewriter for RecipientLinks<'_> {
         let Some(tracking) = self.campaign.tracking.as_ref() else {
             return false;
         };
-        if !is_http(url) || Some(url) == self.unsubscribe_url || url.starts_with(&tracking.base_url)
+        // Only http(s) links without control characters are tracked: javascript:,
+        // data: and every other scheme stay as they are and never become a redirect.
+        // So does a link too long to keep working once tracked.
+        if !is_http(url)
+            || !is_http_url(url)
+            || url.len() > MAX_TRACKED_URL
+            || Some(url) == self.unsubscribe_url
+            || url.starts_with(tracking.base_url.prefix())
         {
             return false;
         }
@@ -560,19 +580,17 @@ impl LinkRewriter for RecipientLinks<'_> {
             self.seen.push(url.len());
             self.seen.len() - 1
         });
-        out.push_str(if html {
-            &tracking.base_url_html
-        } else {
-            &tracking.base_url
+        let (campaign, key) = (&self.campaign.id, &self.key);
+        tracking.base_url.write(out, html, |out| {
+            tracking.sealer.append_token(
+                out,
+                TokenKind::Click,
+                campaign,
+                key,
+                index as u32,
+                Some(url),
+            );
         });
-        tracking.signer.append_token(
-            out,
-            TokenKind::Click,
-            &self.campaign.id,
-            &self.key,
-            index as u32,
-            Some(url),
-        );
         true
     }
 }
@@ -587,10 +605,6 @@ fn is_http(url: &str) -> bool {
     b.len() >= 7
         && scheme(b) == u32::from_le_bytes(*b"http")
         && (b[4..7] == *b"://" || (b.len() >= 8 && b[4] | 0x20 == b's' && b[5..8] == *b"://"))
-}
-
-fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// 128 bits of SHA-256 over (campaign, recipient key), hex: the same for a recipient on
@@ -654,19 +668,28 @@ fn check_header_template(field: &str, source: &str) -> Result<(), CompileError> 
     Ok(())
 }
 
-fn check_url(field: &str, url: &str) -> Result<(), CompileError> {
-    let ok = (starts_with_ignore_case(url, "https://") || starts_with_ignore_case(url, "http://"))
-        && !url
-            .bytes()
-            .any(|b| b <= b' ' || b == b'"' || b == b'<' || b == b'>' || b >= 0x7f);
-    if ok {
-        Ok(())
-    } else {
-        Err(CompileError::config(
-            field,
-            format!("{url:?} is not an http(s) URL of printable ASCII"),
-        ))
+/// `List-Id: <label.domain>` for a campaign: its id as a dot-atom label (other
+/// characters become '-'), under the envelope sender's domain, which the sender
+/// controls (RFC 2919 §2). None when that domain is not ASCII (a header without
+/// SMTPUTF8 must be).
+fn list_id(campaign: &str, domain: &str) -> Option<Vec<u8>> {
+    if !domain.is_ascii() || domain.is_empty() {
+        return None;
     }
+    let label: String = campaign
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let label = label.trim_matches('-');
+    let label = if label.is_empty() { "campaign" } else { label };
+    Some(format!("List-Id: <{label}.{domain}>\r\n").into_bytes())
 }
 
 fn check_secret(field: &str, secret: &[u8]) -> Result<(), CompileError> {
@@ -687,6 +710,7 @@ fn check_secret(field: &str, secret: &[u8]) -> Result<(), CompileError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::token_url::starts_with_ignore_case;
     use super::*;
 
     #[test]

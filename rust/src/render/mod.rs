@@ -11,7 +11,6 @@ pub mod extra_headers;
 pub mod headers;
 pub mod link_plan;
 pub mod links;
-pub mod mac;
 pub mod mime;
 pub mod plain;
 pub mod qp;
@@ -20,6 +19,7 @@ pub mod template;
 mod testing;
 pub mod text_plan;
 pub mod token;
+pub mod token_url;
 
 pub use batch::render_batch;
 pub use campaign::{CompiledCampaign, Now};
