@@ -181,3 +181,30 @@ def test_abort_cuts_every_delivery_of_the_transport_and_later_ones_run(
     assert (kind, stage, status) == ("cancelled", "dot", "transient")
     assert "may have been delivered" in cut[0].text
     assert statuses(later) == ["delivered"] * 3 and len(healthy.delivered) == 3
+
+
+def test_cancel_cuts_a_wait_for_a_place_under_the_connection_limit(raw_server: Raw) -> None:
+    # One connection allowed per address, held by the first delivery (its banner never
+    # comes): the second waits for a place in the pool, and its cancel ends that wait.
+    server = raw_server(faults=[slow("BANNER", STALL)])
+
+    async def main() -> tuple[Outcomes, Outcomes]:
+        async with ferrymail.Transport(options(max_connections_per_host=1)) as transport:
+            holder = start(transport, recipients(1), route(server))
+            await _until(server, lambda: server.stalls == [(0, "BANNER")])
+            waiter = start(transport, recipients(2, "else.test"), route(server))
+            await asyncio.sleep(0.05)  # let it reach the pool's wait (either way it ends)
+            waiter.cancel()
+            waited: Outcomes = {}
+            assert not await collect(waiter, waited)
+            transport.abort()
+            held: Outcomes = {}
+            assert not await collect(holder, held)
+            return waited, held
+
+    waited, held = run(main)
+    assert {(o.kind, o.stage) for o in waited.values()} == {("cancelled", "connect")}
+    assert len(waited) == 2 and held[0].stage == "banner"
+    # The waiting delivery never connected: one connection in all.
+    server.wait_closed()
+    assert len(server.connections) == 1

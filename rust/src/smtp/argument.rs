@@ -145,6 +145,49 @@ mod tests {
         assert!(e.unwrap_err().problem.contains("angle bracket"));
     }
 
+    /// Where a server reading `<…>` finds the path's closing bracket: the first '>'
+    /// outside a quoted string (the fuzz target argument.rs checks the same).
+    fn path_end(line: &str) -> Option<usize> {
+        let (mut quoted, mut escaped) = (false, false);
+        for (i, c) in line.char_indices().skip(1) {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                '>' if !quoted => return Some(i),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn no_accepted_mailbox_ends_the_path_early_or_breaks_the_line() {
+        // Every string of up to five characters from an alphabet of the troublemakers.
+        let alphabet = ['a', '"', '\\', '<', '>', '@', ' ', '\r', '\n', '\0', 'é'];
+        let mut texts = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = texts
+                .iter()
+                .filter(|t| t.chars().count() == texts.last().unwrap().chars().count())
+                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
+                .collect();
+            texts.extend(longer);
+        }
+        for text in &texts {
+            for utf8 in [false, true] {
+                if check_mailbox("recipient address", text, utf8).is_err() {
+                    continue;
+                }
+                assert!(!text.chars().any(char::is_control), "{text:?}");
+                assert!(utf8 || text.is_ascii(), "{text:?}");
+                if let Some(end) = path_end(&format!("<{text}>")) {
+                    assert_eq!(end, text.len() + 1, "{text:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn non_ascii_needs_smtputf8() {
         let e = check_mailbox("recipient address", "jürgen@example.com", false).unwrap_err();

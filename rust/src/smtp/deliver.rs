@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
 use super::error::{ClientError, Failure, Stage};
+use super::outcomes;
 use super::pool::{Lease, Permit};
-use super::reply::Reply;
 use super::session::Session;
-use super::transaction::{Ending, Message, Transaction};
+use super::transaction::{Message, Transaction};
 use crate::render::{render_batch, CompiledCampaign, Now};
 use crate::wire::{Outcome, OutcomeKind, Recipient, RenderOutcome, Route};
 
@@ -124,9 +124,9 @@ pub async fn deliver(
             .collect()
     };
     let gap = if batch.cancel.is_cancelled() {
-        not_sent_cancelled(Stage::Connect)
+        outcomes::cancelled_before_sending(Stage::Connect)
     } else {
-        internal(Stage::Connect, "delivery ended without an outcome")
+        outcomes::internal(Stage::Connect, "delivery ended without an outcome")
     };
     for index in missing {
         batch.finish(index, gap.clone());
@@ -278,7 +278,8 @@ async fn produce(
             Err(e) => {
                 // A panic in the renderer is ferrymail's bug, not the recipients':
                 // they are deferred, never bounced.
-                let outcome = internal(Stage::Render, &format!("the renderer failed: {e}"));
+                let outcome =
+                    outcomes::internal(Stage::Render, &format!("the renderer failed: {e}"));
                 for index in start..end {
                     settle(&mut state, batch.progress.as_ref(), index, outcome.clone());
                 }
@@ -307,7 +308,7 @@ async fn produce(
                     let reason = failed
                         .error
                         .unwrap_or_else(|| "no message was produced".into());
-                    let outcome = render_outcome(reason);
+                    let outcome = outcomes::render_failed(reason);
                     settle(&mut state, batch.progress.as_ref(), index, outcome);
                 }
             }
@@ -389,7 +390,10 @@ async fn work(batch: Arc<Batch>) {
             } else {
                 Stage::Connect
             };
-            batch.finish(job.index, with_message_id(not_sent_cancelled(stage), &job));
+            batch.finish(
+                job.index,
+                with_message_id(outcomes::cancelled_before_sending(stage), &job),
+            );
             continue;
         }
         // A lined-up job may own the held session's next transaction: it always goes.
@@ -408,7 +412,7 @@ async fn work(batch: Arc<Batch>) {
                         h
                     }
                     Err(NoSession::Cancelled(failure, mx, address)) => {
-                        let outcome = failure_outcome(&failure, Some(&mx), Some(address));
+                        let outcome = outcomes::of_failure(&failure, Some(&mx), Some(address));
                         let mut outcome = with_message_id(outcome, &job);
                         outcome.elapsed_ms = millis(started);
                         batch.finish(job.index, outcome);
@@ -519,8 +523,10 @@ fn give_up(batch: &Batch, job: Job, why: NoSession, started: Instant) -> bool {
         return true;
     }
     let dead = match (&why, &state.last_failure) {
-        (_, Some((failure, mx, address))) => failure_outcome(failure, Some(mx), Some(*address)),
-        (_, None) => without_reply(
+        (_, Some((failure, mx, address))) => {
+            outcomes::of_failure(failure, Some(mx), Some(*address))
+        }
+        (_, None) => outcomes::without_reply(
             "transient",
             OutcomeKind::Unreachable,
             Stage::Connect,
@@ -603,107 +609,14 @@ fn settle(state: &mut State, progress: Option<&Progress>, index: usize, outcome:
 
 /// The recipient's outcome from how its transaction ended.
 fn outcome(transaction: &Transaction, session: &Session, started: Instant, job: &Job) -> Outcome {
-    let mx = Some(&session.mx);
-    let address = Some(session.address);
-    let mut outcome = match &transaction.ending {
-        Ending::Reply { stage, reply } => reply_outcome(*stage, reply, OutcomeKind::Reply),
-        Ending::NotSent(reply) => reply_outcome(Stage::Mail, reply, OutcomeKind::Local),
-        Ending::Failed(failure) => failure_outcome(failure, mx, address),
-    };
-    outcome.mx = mx.map(|m| m.to_string());
-    outcome.address = address.map(|a| a.ip().to_string());
-    outcome.tls = session.tls.map(str::to_string);
+    let mut outcome = outcomes::of_transaction(transaction, session);
     outcome.elapsed_ms = millis(started);
     with_message_id(outcome, job)
-}
-
-/// The outcome a reply (the server's, or one made up for a refusal of our own) decides.
-fn reply_outcome(stage: Stage, reply: &Reply, kind: OutcomeKind) -> Outcome {
-    Outcome {
-        status: match reply.code / 100 {
-            2 => "delivered",
-            5 => "permanent",
-            _ => "transient",
-        }
-        .into(),
-        code: Some(reply.code),
-        enhanced: reply.enhanced.map(|e| e.to_string()),
-        text: reply.text(),
-        stage: stage.as_str().into(),
-        kind,
-        ..Outcome::default()
-    }
-}
-
-/// The transient outcome of a failure without a usable reply (or a refused session).
-fn failure_outcome(
-    failure: &Failure,
-    mx: Option<&Arc<str>>,
-    address: Option<SocketAddr>,
-) -> Outcome {
-    let reply = failure.error.reply();
-    // A refusal's code and enhanced code have fields of their own, as every reply's do.
-    let mut text = reply.map_or_else(|| failure.error.to_string(), |r| r.text());
-    if failure.stage == Stage::Dot && !matches!(failure.error, ClientError::Refused(_)) {
-        text.push_str(
-            " after the whole message was sent; it may have been delivered, and a retry may \
-             deliver it twice",
-        );
-    }
-    Outcome {
-        status: "transient".into(),
-        code: reply.map(|r| r.code),
-        enhanced: reply.and_then(|r| r.enhanced).map(|e| e.to_string()),
-        text,
-        stage: failure.stage.as_str().into(),
-        mx: mx.map(|m| m.to_string()),
-        address: address.map(|a| a.ip().to_string()),
-        tls: None,
-        elapsed_ms: 0.0,
-        message_id: None,
-        kind: failure.error.kind(),
-    }
 }
 
 fn with_message_id(mut outcome: Outcome, job: &Job) -> Outcome {
     outcome.message_id = Some(job.message_id.clone());
     outcome
-}
-
-fn render_outcome(reason: String) -> Outcome {
-    without_reply("permanent", OutcomeKind::Render, Stage::Render, reason)
-}
-
-/// The outcome of a message a cancel kept from being sent: at `stage` "connect" it never
-/// left, at "mail" its envelope went out unanswered on a connection then cut.
-fn not_sent_cancelled(stage: Stage) -> Outcome {
-    without_reply(
-        "transient",
-        OutcomeKind::Cancelled,
-        stage,
-        "delivery cancelled before the message was sent".into(),
-    )
-}
-
-/// A transient outcome for a fault of ferrymail's own: retrying is safe.
-fn internal(stage: Stage, reason: &str) -> Outcome {
-    without_reply(
-        "transient",
-        OutcomeKind::Internal,
-        stage,
-        format!("internal error: {reason}"),
-    )
-}
-
-/// An outcome decided without a session.
-fn without_reply(status: &str, kind: OutcomeKind, stage: Stage, text: String) -> Outcome {
-    Outcome {
-        status: status.into(),
-        text,
-        stage: stage.as_str().into(),
-        kind,
-        ..Outcome::default()
-    }
 }
 
 fn millis(started: Instant) -> f64 {

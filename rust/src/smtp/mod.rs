@@ -7,6 +7,7 @@ pub mod deliver;
 pub mod dot;
 pub mod error;
 pub mod options;
+mod outcomes;
 pub mod pool;
 pub mod reply;
 pub mod session;
