@@ -4,6 +4,7 @@ pointing at the test DNS server, quick retry policies, and running an engine to 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -76,6 +77,12 @@ def on_uvloop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
         uvloop.run(test(*args, **kwargs))
 
     return run
+
+
+def logged_events(tmp_path: Path) -> list[dict[str, Any]]:
+    """The events of the log `config()` points at, in order."""
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
 
 
 async def reported(

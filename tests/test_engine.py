@@ -4,7 +4,6 @@ misbehaving server on loopback MX addresses, an SQLite spool file."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from engine_support import (
     campaign,
     config,
     free_port_everywhere,
+    logged_events,
     on_uvloop,
     people,
     quick_retry,
@@ -31,11 +31,6 @@ Raw = Callable[..., RawServer]
 @pytest.fixture(scope="module")
 def port() -> int:
     return free_port_everywhere()
-
-
-def _events(tmp_path: Path) -> list[dict[str, object]]:
-    lines = (tmp_path / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
 
 
 @on_uvloop
@@ -55,7 +50,7 @@ async def test_plain_delivery_with_events_and_report(
     assert sorted(m.rcpt_tos[0] for m in server.delivered) == sorted(
         f"user{i}@plain.test" for i in range(20)
     )
-    events = _events(tmp_path)
+    events = logged_events(tmp_path)
     assert [e["type"] for e in events].count("queued") == 20
     delivered = [e for e in events if e["type"] == "delivered"]
     assert len(delivered) == 20
@@ -81,9 +76,11 @@ async def test_greylisting_is_retried_and_delivered(
 
     assert report.states["delivered"] == 3
     assert len(server.delivered) == 3
-    kinds = [(ev["type"], ev["attempt"]) for ev in _events(tmp_path) if ev["type"] != "queued"]
+    kinds = [
+        (ev["type"], ev["attempt"]) for ev in logged_events(tmp_path) if ev["type"] != "queued"
+    ]
     assert kinds.count(("deferred", 1)) == 3 and kinds.count(("delivered", 2)) == 3
-    deferred = next(ev for ev in _events(tmp_path) if ev["type"] == "deferred")
+    deferred = next(ev for ev in logged_events(tmp_path) if ev["type"] == "deferred")
     assert deferred["code"] == 451 and deferred["enhanced"] == "4.7.1"
 
 
@@ -139,7 +136,7 @@ async def test_dns_answers_decide_bounces_and_implicit_mx(
     assert report.domains["nowhere.exists.test"] == {"bounced": 2}
     assert report.categories["bad-domain"] == 4
     assert {m.rcpt_tos[0].split("@")[1] for m in server.delivered} == {"implicit.test"}
-    by_domain = {ev["domain"]: ev for ev in _events(tmp_path) if ev["type"] == "bounced"}
+    by_domain = {ev["domain"]: ev for ev in logged_events(tmp_path) if ev["type"] == "bounced"}
     assert (by_domain["nullmx.test"]["code"], by_domain["nullmx.test"]["enhanced"]) == (
         556,
         "5.1.10",
@@ -160,7 +157,7 @@ async def test_servfail_defers_then_recovers(
         await e.submit(campaign(), people("flaky.test", 3))
         runner = asyncio.create_task(e.run())
         await reported(e, "deferred", 3)
-        deferred = [ev for ev in _events(tmp_path) if ev["type"] == "deferred"]
+        deferred = [ev for ev in logged_events(tmp_path) if ev["type"] == "deferred"]
         assert {(ev["code"], ev["enhanced"]) for ev in deferred} == {(451, "4.4.3")}
         dns_server.add_zone("flaky.test", ["@ MX 10 mx", "mx A 127.0.0.6"])
         assert await e.flush("flaky.test") == 3
@@ -183,7 +180,7 @@ async def test_first_mx_dead_second_alive(
         await e.drain()
         report = await e.report("c1")
     assert report.states["delivered"] == 5 and len(server.delivered) == 5
-    assert {ev["mx"] for ev in _events(tmp_path) if ev["type"] == "delivered"} == {
+    assert {ev["mx"] for ev in logged_events(tmp_path) if ev["type"] == "delivered"} == {
         "b.failover.test"
     }
 
@@ -208,7 +205,7 @@ async def test_a_site_answering_421_is_suspended_and_the_rest_wait(
     # One batch was tried and deferred; the other 35 recipients of the site (busy2.test
     # included: same MX) wait for the suspension to end without an attempt of their own.
     assert report.states["deferred"] == 5 and report.states["queued"] == 35
-    assert [ev["type"] for ev in _events(tmp_path)].count("deferred") == 5
+    assert [ev["type"] for ev in logged_events(tmp_path)].count("deferred") == 5
     assert len(server.connections) == 1
 
 
@@ -277,7 +274,7 @@ async def test_recipients_expire_after_max_age(
         await e.drain()
         report = await e.report("c1")
     assert report.states["expired"] == 1 and report.states["delivered"] == 1
-    expired = [ev for ev in _events(tmp_path) if ev["type"] == "expired"]
+    expired = [ev for ev in logged_events(tmp_path) if ev["type"] == "expired"]
     assert len(expired) == 1 and expired[0]["category"] == "message-expired"
     assert int(expired[0]["attempt"]) >= 3
 
@@ -297,7 +294,7 @@ async def test_invalid_and_suppressed_recipients_are_final_at_submit(
         assert await e.suppressions.remove("blocked@example.test")
     assert result == ferrymail.SubmitResult(accepted=0, rejected=3, suppressed=1)
     assert report.states["rejected"] == 3 and report.states["suppressed"] == 1
-    rejected = [ev for ev in _events(tmp_path) if ev["type"] == "rejected"]
+    rejected = [ev for ev in logged_events(tmp_path) if ev["type"] == "rejected"]
     assert "missing '@'" in str(rejected[0]["text"]) and rejected[0]["enhanced"] == "5.1.3"
 
 
@@ -364,7 +361,7 @@ async def test_a_recipient_the_process_keeps_dying_with_backs_off_and_expires(
         assert (await e.report("c1")).states["deferred"] == 1
         e.stop()
         await runner
-    deferred = [ev for ev in _events(tmp_path) if ev["type"] == "deferred"]
+    deferred = [ev for ev in logged_events(tmp_path) if ev["type"] == "deferred"]
     assert deferred[0]["address"] == "user0@poison.test"
     assert "stopped 2 times in a row" in str(deferred[0]["text"])
 

@@ -4,7 +4,6 @@ campaign that no longer compiles (real Knot, aiosmtpd and SQLite spool)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,15 @@ from typing import Any
 import ferrymail
 import pytest
 from dns_peer import DnsServer
-from engine_support import campaign, config, free_port_everywhere, on_uvloop, people, reported
+from engine_support import (
+    campaign,
+    config,
+    free_port_everywhere,
+    logged_events,
+    on_uvloop,
+    people,
+    reported,
+)
 from smtp_peers import ScriptedServer
 
 Scripted = Callable[..., ScriptedServer]
@@ -22,11 +29,6 @@ Scripted = Callable[..., ScriptedServer]
 @pytest.fixture(scope="module")
 def port() -> int:
     return free_port_everywhere()
-
-
-def _events(tmp_path: Path) -> list[dict[str, Any]]:
-    lines = (tmp_path / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
 
 
 class _CutShort:
@@ -79,7 +81,11 @@ async def test_a_stream_that_ends_early_defers_the_rest_and_drain_ends(
         report = await e.report("c1")
     assert cut.cut == 1
     assert report.states["delivered"] == 50
-    gaps = [ev for ev in _events(tmp_path) if ev["type"] == "deferred" and "internal" in ev["text"]]
+    gaps = [
+        ev
+        for ev in logged_events(tmp_path)
+        if ev["type"] == "deferred" and "internal" in ev["text"]
+    ]
     assert gaps, "the recipients the stream left out were never deferred"
     assert all("without an outcome" in ev["text"] for ev in gaps)
     # Those were retried: each of the 50 reached the peer (the cut stream's own
@@ -105,7 +111,7 @@ async def test_a_stored_campaign_that_no_longer_compiles_keeps_the_reason(
         report = await e.report("c1")
     assert report.states["failed"] == 3
     assert not server.delivered
-    failed = [ev for ev in _events(tmp_path) if ev["type"] == "failed"]
+    failed = [ev for ev in logged_events(tmp_path) if ev["type"] == "failed"]
     assert len(failed) == 3
     assert all("'c1' in the spool no longer compiles" in ev["text"] for ev in failed)
     assert all("Error" in ev["text"] for ev in failed), failed[0]  # the compiler's words

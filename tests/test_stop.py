@@ -5,7 +5,7 @@ cut recipients go back to the queue untried, and a second signal stops at once."
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import signal
 import socket
 import subprocess
@@ -13,12 +13,18 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import ferrymail
 import pytest
 from dns_peer import DnsServer
-from engine_support import campaign, config, free_port_everywhere, on_uvloop, people
+from engine_support import (
+    campaign,
+    config,
+    free_port_everywhere,
+    logged_events,
+    on_uvloop,
+    people,
+)
 from ferrymail.spool import SqliteSpool
 from smtp_peers import Fault, RawServer
 from test_cli import wait_for, write_files
@@ -37,13 +43,27 @@ def silent_peer() -> Iterator[socket.socket]:
         yield listener
 
 
-def _send(files: Path, port: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+@contextlib.contextmanager
+def _sending_to(files: Path, silent_peer: socket.socket) -> Iterator[subprocess.Popen[str]]:
+    """`ferrymail send` to the silent peer, once its session is open; killed at the end
+    if it still runs (a failed check leaves nothing behind)."""
+    port = silent_peer.getsockname()[1]
+    send = subprocess.Popen(
         [sys.executable, "-m", "ferrymail", "send", "welcome.toml", "people.csv",
          "--spool", "spool.db", "--helo", "cli.example.com",
          "--smarthost", f"127.0.0.1:{port}"],
         cwd=files, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    held: list[socket.socket] = []
+    try:
+        wait_for(lambda: _accepted(silent_peer, held))
+        yield send
+    finally:
+        if send.poll() is None:
+            send.kill()
+            send.wait()
+        for connection in held:
+            connection.close()
 
 
 def _accepted(listener: socket.socket, held: list[socket.socket]) -> bool:
@@ -62,23 +82,13 @@ def test_a_signal_stops_send_promptly_while_a_peer_never_answers(
     tmp_path: Path, silent_peer: socket.socket, sig: signal.Signals
 ) -> None:
     files = write_files(tmp_path)
-    port = silent_peer.getsockname()[1]
-    send = _send(files, port)
-    held: list[socket.socket] = []
-    try:
+    with _sending_to(files, silent_peer) as send:
         # The session is open and waits for a greeting that never comes.
-        wait_for(lambda: _accepted(silent_peer, held))
         time.sleep(0.5)
         started = time.monotonic()
         send.send_signal(sig)
         _, err = send.communicate(timeout=60)
         took = time.monotonic() - started
-    finally:
-        if send.poll() is None:
-            send.kill()
-            send.wait()
-        for connection in held:
-            connection.close()
     assert took < PROMPT, f"stopping took {took:.1f} s: {err}"
     assert "Traceback" not in err
     assert "interrupted: 3 recipients still pending" in err
@@ -91,21 +101,12 @@ def test_a_signal_stops_send_promptly_while_a_peer_never_answers(
 
 def test_a_second_signal_stops_at_once(tmp_path: Path, silent_peer: socket.socket) -> None:
     files = write_files(tmp_path)
-    send = _send(files, silent_peer.getsockname()[1])
-    held: list[socket.socket] = []
-    try:
-        wait_for(lambda: _accepted(silent_peer, held))
+    with _sending_to(files, silent_peer) as send:
         send.send_signal(signal.SIGINT)
         # A person's second Ctrl-C, not one the kernel merges with the first pending one.
         time.sleep(0.5)
         send.send_signal(signal.SIGINT)
         _, err = send.communicate(timeout=PROMPT)
-    finally:
-        if send.poll() is None:
-            send.kill()
-            send.wait()
-        for connection in held:
-            connection.close()
     assert send.returncode == 130
     assert "Traceback" not in err
     # What it held is not lost: the next engine takes it back at once (its owner is a
@@ -140,13 +141,8 @@ async def test_stop_cuts_a_stalled_session_and_counts_only_a_sent_message_as_tri
         report = await e.report("c1")
     assert took < PROMPT
     assert report.states["deferred"] == 1 and report.states["queued"] == 4
-    deferred = [ev for ev in _events(tmp_path) if ev["type"] == "deferred"]
+    deferred = [ev for ev in logged_events(tmp_path) if ev["type"] == "deferred"]
     assert len(deferred) == 1 and "may have been delivered" in deferred[0]["text"]
     with SqliteSpool(tmp_path / "spool.db") as spool:
         assert spool.leases() == []  # the four untried ones are free for the next engine
         assert sorted(r[4] for r in spool.iter_recipients("c1")) == [0, 0, 0, 0, 1]
-
-
-def _events(tmp_path: Path) -> list[dict[str, Any]]:
-    lines = (tmp_path / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]

@@ -51,6 +51,11 @@ _encoder = msgspec.msgpack.Encoder()
 # every time still ends in a final state. (Recipients leased but not yet attempted when
 # the process died do not count: a big lease window is not a hundred thousand suspects.)
 INTERRUPTED_DEFERRED = 2
+# How long the batches in flight get, after `stop`, to finish before their sessions are
+# cut: a batch to a receiver that answers ends well within it (so a stop makes no
+# duplicates), one that does not answer is cut instead of holding the stop for its
+# timeouts (300 s for a greeting, RFC 5321 §4.5.3.2).
+STOP_GRACE = 2.0
 
 
 class EngineClosedError(Error, RuntimeError):
@@ -101,6 +106,7 @@ class Engine:
         self._submitting = 0  # submits in progress: drain waits for them
         self._wake = asyncio.Event()
         self._stopping = False
+        self._cut: asyncio.TimerHandle | None = None  # the cut that `stop` set
         self.suppressions = Suppressions(self)
 
     # --- lifecycle ------------------------------------------------------------------
@@ -126,29 +132,40 @@ class Engine:
         self._parts = parts
 
     async def close(self) -> None:
-        """Stops, lets batches in flight finish and record, puts the recipients still
-        leased back in the queue, closes connections and the spool."""
+        """Stops (see `stop`), waits for the batches in flight to record what they know,
+        puts the recipients still leased back in the queue, closes connections and the
+        spool."""
         self.stop()
         parts, self._parts = self._parts, None
         if parts is not None:
             await parts.routes.close()
             if self._batches:
                 await asyncio.gather(*self._batches, return_exceptions=True)
+            if self._cut is not None:
+                self._cut.cancel()
+                self._cut = None
             await parts.spooler.call(parts.spooler.spool.release_owner, self._owner)
             parts.spooler.close()
             await parts.transport.close()
         self._bus.close()
 
     def stop(self) -> None:
-        """Makes `run` (or `drain`) return promptly: no new batch starts, and the SMTP
-        sessions in progress are cut (a peer that never answers holds nobody for its
-        timeouts). Their recipients go back to the queue without an attempt counted,
-        except those whose whole message was sent and whose reply had not come: those
-        may have been delivered, and are deferred like a connection lost after the dot."""
+        """Makes `run` (or `drain`) return promptly: no new batch starts, and the
+        batches in flight get STOP_GRACE seconds to finish before their SMTP sessions
+        are cut (a peer that never answers holds nobody for its timeouts). The
+        recipients of a cut session go back to the queue without an attempt counted,
+        except one whose whole message was sent and whose reply had not come: it may
+        have been delivered, and is deferred like a connection lost after the dot."""
         self._stopping = True
-        if self._parts is not None:
-            self._parts.dispatcher.cancel()
         self._wake.set()
+        parts = self._parts
+        if parts is not None and self._cut is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called from outside the engine's loop: cut now
+                parts.dispatcher.cancel()
+                return
+            self._cut = loop.call_later(STOP_GRACE, parts.dispatcher.cancel)
 
     # --- submitting -----------------------------------------------------------------
 
@@ -241,6 +258,9 @@ class Engine:
         parts = self._open()
         spooler, scheduler = parts.spooler, parts.scheduler
         self._stopping = False
+        if self._cut is not None:  # a stop's cut must not reach this run's batches
+            self._cut.cancel()
+            self._cut = None
         parts.dispatcher.cancelled = False
         while not self._stopping:
             self._wake.clear()
