@@ -3,18 +3,23 @@
 Order, and why: a report part (RFC 3464 delivery status, RFC 5965 feedback report)
 wins over everything, because a report is also auto-generated mail (RFC 3834 §5 has
 DSNs carry Auto-Submitted). Then a mailto unsubscribe, Microsoft JMRP's non-ARF
-complaint, a bounce without a report (its MTA's words; Exim's bounces also carry
-Auto-Submitted), and only then an auto-reply. The report is looked for outside quoted
-messages: in a DSN about a DSN, the quoted inner report is the original, not the news.
+complaint, a bounce without a report (its MTA's words), and an auto-reply. A bounce's
+words win over Auto-Submitted (Exim's bounces carry it) but not over the signs only
+autoresponders write (Precedence: auto_reply, X-Autoreply, an "Automatic reply"
+subject), unless a mailer-daemon or postmaster sent it: an out-of-office text may quote
+anything. The report is looked for outside quoted messages: in a DSN about a DSN, the
+quoted inner report is the original, not the news.
 """
 
 from __future__ import annotations
 
 import re
 from email.message import Message
+from typing import Any
 
 from ..bounce import BounceClassifier
 from . import arf, dsn, plaintext
+from .addresses import address, untyped
 from .addresses import sender as sender_address
 from .addresses import verp_token as verp_token_of
 from .autoreply import auto_reply_reason
@@ -32,7 +37,7 @@ from .mime import (
     text,
     walk,
 )
-from .model import Feedback, Kind
+from .model import Complaint, Feedback, Kind
 from .original import original
 
 _STATUS_TYPES = (
@@ -49,7 +54,8 @@ _QUOTED_TYPES = (
     "message/global-headers",
 )
 # RFC 8058's mailto form as rust/src/render writes it: subject=unsubscribe-<token>,
-# the token base64url (the sealed-token alphabet).
+# the token base64url (the sealed-token alphabet). The listener checks that the
+# message came to the unsubscribe address; the parser reads the subject only.
 _UNSUBSCRIBE = re.compile(r"\s*unsubscribe-([A-Za-z0-9_-]{8,512})\s*", re.IGNORECASE)
 
 _CLASSIFIER = BounceClassifier()
@@ -73,149 +79,154 @@ def parse(
         raise TypeError(f"parse takes the message as bytes, not {type(message).__name__}")
     verp = verp_token_of(envelope_to)
     try:
-        return _parse(bytes(message[: MAX_BYTES + 1]), len(message), verp, classifier)
+        return _Reading(bytes(message[: MAX_BYTES + 1]), len(message), verp).read(
+            classifier or _CLASSIFIER
+        )
     except Exception as e:  # the guarantee: a clean result, whatever the input did
         return Feedback(
             "unknown", verp_token=verp, problem=f"unreadable message ({type(e).__name__}: {e})"
         )
 
 
-def _parse(
-    data: bytes, size: int, verp: str | None, classifier: BounceClassifier | None
-) -> Feedback:
-    message, problems = load(data)
-    if size > len(data) and not problems:  # load saw only the bytes handed to it
-        problems.append(f"message of {size} bytes: only the first {MAX_BYTES} read")
-    elif size > len(data):
-        problems[0] = f"message of {size} bytes: only the first {MAX_BYTES} read"
-    subject_raw = header(message, "subject")
-    common = {
-        "verp_token": verp,
-        "sender": sender_address(header(message, "from")),
-        "subject": decoded(subject_raw) if subject_raw else None,
-    }
-    classifier = classifier or _CLASSIFIER
-    parts = [p for p, _ in walk(message, into_messages=False)]
-    problems.extend(_defects(parts))
+class _Reading:
+    """One message being read: its parts, what is common to every result, the problems."""
 
-    def done(kind: Kind, problem: str | None = None, **found: object) -> Feedback:
-        notes = problems + ([problem] if problem else [])
-        return Feedback(kind, problem="; ".join(notes) or None, **common, **found)  # type: ignore[arg-type]
+    def __init__(self, data: bytes, size: int, verp: str | None) -> None:
+        self.message, self.problems = load(data)
+        if size > MAX_BYTES:  # load saw only the bytes handed to it: name the real size
+            note = f"message of {size} bytes: only the first {MAX_BYTES} read"
+            self.problems = [note] + [p for p in self.problems if not p.startswith("message of")]
+        subject = header(self.message, "subject")
+        self.subject = decoded(subject) if subject else None
+        self.sender = sender_address(header(self.message, "from"))
+        self.verp = verp
+        self.parts = [p for p, _ in walk(self.message, into_messages=False)]
+        self.problems.extend(_defects(self.parts))
 
-    status = next((p for p in parts if content_type(p) in _STATUS_TYPES), None)
-    report = next((p for p in parts if content_type(p) in _FEEDBACK_TYPES), None)
-    if status is not None:
-        return _delivery_report(message, parts, status, classifier, done)
-    if report is not None:
-        return _feedback_report(parts, report, done)
-    if content_type(message) == "multipart/report":
-        kind = param(message, "report-type") or "none"
-        if kind == "disposition-notification":  # an MDN (RFC 8098): a read receipt
-            return done("auto-reply")
-        return done("unknown", f"a multipart/report of report-type {kind} without a status part")
-    if common["subject"] and (m := _UNSUBSCRIBE.fullmatch(common["subject"])):
-        return done("unsubscribe", unsubscribe_token=m[1])
-    if common["sender"] == arf.JMRP_SENDER and (
-        quoted := next((p for p in parts if content_type(p) in _QUOTED_TYPES), None)
-    ):
-        return done(
-            "complaint",
-            complaint=arf.Complaint(feedback_type="abuse", user_agent="Microsoft JMRP"),
-            original=original(quoted_message(quoted)),
+    def result(self, kind: Kind, problem: str | None = None, **found: Any) -> Feedback:
+        notes = self.problems + ([problem] if problem else [])
+        return Feedback(
+            kind,
+            verp_token=self.verp,
+            sender=self.sender,
+            subject=self.subject,
+            problem="; ".join(notes) or None,
+            **found,
         )
-    body = _first_text(parts)
-    if bounce := plaintext.looks_like_bounce(body, common["subject"], common["sender"]):
+
+    def first(self, types: tuple[str, ...]) -> Message | None:
+        return next((p for p in self.parts if content_type(p) in types), None)
+
+    def read(self, classifier: BounceClassifier) -> Feedback:
+        if (status := self.first(_STATUS_TYPES)) is not None:
+            return self.delivery_report(status, classifier)
+        if (report := self.first(_FEEDBACK_TYPES)) is not None:
+            return self.feedback_report(report)
+        if content_type(self.message) == "multipart/report":
+            report_type = param(self.message, "report-type") or "none"
+            if report_type == "disposition-notification":  # an MDN (RFC 8098): a receipt
+                return self.result("auto-reply")
+            return self.result(
+                "unknown", f"a multipart/report of report-type {report_type} without a report part"
+            )
+        if self.subject and (m := _UNSUBSCRIBE.fullmatch(self.subject)):
+            return self.result("unsubscribe", unsubscribe_token=m[1])
+        quoted = self.first(_QUOTED_TYPES)
+        if self.sender == arf.JMRP_SENDER and quoted is not None:
+            return self.result(
+                "complaint",
+                complaint=Complaint(feedback_type="abuse", user_agent="Microsoft JMRP"),
+                original=original(quoted_message(quoted)),
+            )
+        auto_reply = auto_reply_reason(self.message, self.subject)
+        body = _first_text(self.parts)
+        bounce = plaintext.looks_like_bounce(body, self.subject, self.sender)
+        if bounce and (
+            auto_reply is None
+            or auto_reply.startswith("Auto-Submitted")
+            or plaintext.from_daemon(self.sender)
+        ):
+            return self.text_bounce(bounce, body, quoted, classifier)
+        if auto_reply:
+            return self.result("auto-reply")
+        empty = not self.message.keys() and not self.message.get_payload()
+        return self.result(
+            "unknown",
+            "an empty message"
+            if empty
+            else "not a delivery report, complaint, bounce, auto-reply or unsubscribe",
+        )
+
+    def delivery_report(self, status: Message, classifier: BounceClassifier) -> Feedback:
+        blocks, total = fields(text(status, MAX_BYTES), dsn.MAX_RECIPIENTS + 1)
+        per_message = dsn.first(blocks[0]) if blocks else {}
+        if "final-recipient" in per_message or "action" in per_message:
+            per_message, recipient_blocks, named = {}, blocks, total  # no per-message block
+        else:
+            recipient_blocks, named = blocks[1:], max(total - 1, 0)
+        recipients = tuple(
+            dsn.recipient(dsn.first(b), classifier)
+            for b in recipient_blocks[: dsn.MAX_RECIPIENTS]
+        )
+        quoted = self.first(_QUOTED_TYPES)
+        reported_sender = per_message.get("x-postfix-sender") or per_message.get(
+            "original-mail-from"
+        )
+        found = {
+            "recipients": recipients,
+            "original": original(
+                quoted_message(quoted) if quoted is not None else None, address(reported_sender)
+            ),
+            "reporting_mta": untyped(per_message.get("reporting-mta")),
+            "envelope_id": untyped(per_message.get("original-envelope-id")),
+        }
+        notes = []
+        if named > len(recipients):
+            notes.append(
+                f"the report names {named} recipients: only the first {len(recipients)} read"
+            )
+        if not recipients:
+            return self.result("unknown", "a delivery report that names no recipient", **found)
+        kind = dsn.kind_of(recipients)
+        if kind == "unknown":
+            notes.append("a delivery report of success only (delivered, relayed or expanded)")
+        return self.result(kind, "; ".join(notes) or None, **found)  # type: ignore[arg-type]
+
+    def feedback_report(self, report: Message) -> Feedback:
+        blocks, _ = fields(text(report), 4)
+        complaint = arf.complaint([f for block in blocks for f in block])
+        quoted = self.first(_QUOTED_TYPES)
+        found = {
+            "complaint": complaint,
+            "original": original(
+                quoted_message(quoted) if quoted is not None else None,
+                complaint.original_mail_from,
+            ),
+        }
+        if complaint.feedback_type in arf.COMPLAINT_TYPES:
+            return self.result("complaint", **found)
+        return self.result(
+            "unknown", f"a feedback report of type {complaint.feedback_type}, not a complaint", **found
+        )
+
+    def text_bounce(
+        self, bounce: str, body: str, quoted: Message | None, classifier: BounceClassifier
+    ) -> Feedback:
         action = "failed" if bounce == "bounce" else "delayed"
         found, named = plaintext.recipients(
-            body, headers(message, "x-failed-recipients"), action, classifier
+            body, headers(self.message, "x-failed-recipients"), action, classifier
         )
-        quoted = next((p for p in parts if content_type(p) in _QUOTED_TYPES), None)
         note = None
         if not found:
             note = "a bounce without a report names no address we could read"
         elif named > len(found):
             note = f"the bounce names {named} recipients: only the first {len(found)} read"
-        return done(
+        return self.result(
             bounce,  # type: ignore[arg-type]
             note,
             recipients=found,
             original=original(quoted_message(quoted)) if quoted is not None else None,
         )
-    if reason := auto_reply_reason(message, common["subject"]):
-        del reason  # the kind says it; the reason is for debugging
-        return done("auto-reply")
-    return done(
-        "unknown",
-        "not a delivery report, complaint, bounce, auto-reply or unsubscribe"
-        if message.get_payload() or message.keys()
-        else "an empty message",
-    )
-
-
-def _delivery_report(message, parts, status, classifier, done) -> Feedback:  # type: ignore[no-untyped-def]
-    blocks, total = fields(text(status, MAX_BYTES), dsn.MAX_RECIPIENTS + 1)
-    per_message = dsn.first(blocks[0]) if blocks else {}
-    if "final-recipient" in per_message or "action" in per_message:
-        per_message, recipient_blocks = {}, blocks  # no per-message block (non-conforming)
-        recipients_total = total
-    else:
-        recipient_blocks, recipients_total = blocks[1:], max(total - 1, 0)
-    recipients = tuple(
-        dsn.recipient(dsn.first(b), classifier) for b in recipient_blocks[: dsn.MAX_RECIPIENTS]
-    )
-    quoted = next((p for p in parts if content_type(p) in _QUOTED_TYPES), None)
-    envelope_sender = None
-    if sender := per_message.get("x-postfix-sender") or per_message.get("original-mail-from"):
-        from .addresses import address
-
-        envelope_sender = address(sender)
-    found = {
-        "recipients": recipients,
-        "original": original(
-            quoted_message(quoted) if quoted is not None else None, envelope_sender
-        ),
-        "reporting_mta": _untyped(per_message.get("reporting-mta")),
-        "envelope_id": _untyped(per_message.get("original-envelope-id")),
-    }
-    note = None
-    if recipients_total > len(recipients):
-        note = (
-            f"the report names {recipients_total if total <= len(blocks) else 'more than ' + str(len(recipients))}"
-            f" recipients: only the first {len(recipients)} read"
-        )
-    if not recipients:
-        return done("unknown", "a delivery report without a recipient", **found)
-    kind = dsn.kind_of(recipients)
-    if kind == "unknown":
-        note = "; ".join(
-            filter(
-                None, [note, "a delivery report of success only (delivered, relayed or expanded)"]
-            )
-        )
-    return done(kind, note, **found)  # type: ignore[arg-type]
-
-
-def _feedback_report(parts, report, done) -> Feedback:  # type: ignore[no-untyped-def]
-    blocks, _ = fields(text(report), 4)
-    complaint = arf.complaint([f for block in blocks for f in block])
-    quoted = next((p for p in parts if content_type(p) in _QUOTED_TYPES), None)
-    found = {
-        "complaint": complaint,
-        "original": original(
-            quoted_message(quoted) if quoted is not None else None, complaint.original_mail_from
-        ),
-    }
-    if complaint.feedback_type in arf.COMPLAINT_TYPES:
-        return done("complaint", **found)
-    return done(
-        "unknown", f"a feedback report of type {complaint.feedback_type}, not a complaint", **found
-    )
-
-
-def _untyped(value: str | None) -> str | None:
-    from .addresses import untyped
-
-    return untyped(value)
 
 
 def _first_text(parts: list[Message]) -> str:
@@ -228,10 +239,10 @@ def _first_text(parts: list[Message]) -> str:
 
 
 def _defects(parts: list[Message]) -> list[str]:
+    """The kinds of MIME damage the stdlib parser noted (a missing boundary, a
+    truncated part), named once each."""
     names: dict[str, None] = {}
     for part in parts:
         for defect in getattr(part, "defects", ()):
             names.setdefault(type(defect).__name__, None)
-    if not names:
-        return []
-    return ["MIME defects: " + ", ".join(list(names)[:6])]
+    return ["MIME defects: " + ", ".join(list(names)[:6])] if names else []

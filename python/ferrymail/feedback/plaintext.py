@@ -49,10 +49,9 @@ _BOUNCE_SUBJECT = re.compile(
 )
 _DAEMON = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mailer)@", re.IGNORECASE)
 _COPY_MARKER = re.compile(
-    r"^[ \t]*(?:-{2,}[ \t]*)?(?:below this line is a copy of the message"
-    r"|this is a copy of the message|original message|the original message"
-    r"|(?:the )?(?:original )?message headers?(?: follow)?|undelivered message"
-    r"|returned message|header of the original message)",
+    r"^[ \t]*-{2,}[^\n]*?(?:copy of the message|original message|message headers"
+    r"|undelivered message|returned message|message follows)"
+    r"|^[ \t]*original message headers:?[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 _MAILBOX = r"[^\s<>()\[\],;:\"@]+@[^\s<>()\[\],;:\"@]+\.[A-Za-z0-9\-.]+"
@@ -66,8 +65,20 @@ _INDENTED = re.compile(
     rf"^[ \t]*<?({_MAILBOX})>?[ \t]*\n((?:[ \t]+\S.*(?:\n|$))+)",
     re.MULTILINE,
 )
-_CODE_LINE = re.compile(rf"^.*\b[45]\d\d\b.*$", re.MULTILINE)
+# Outlook's and Gmail's sentences: "Your message to a@b couldn't be delivered",
+# "wasn't delivered to a@b because ...".
+_SENTENCE = re.compile(
+    rf"(?:message to|delivered to|delivery to|deliver to)[ \t]+<?({_MAILBOX})>?"
+    r"[ \t]*(.*(?:\n[ \t]*\S.*)*)",
+    re.IGNORECASE,
+)
+_CODE_LINE = re.compile(r"^.*\b[45]\d\d\b.*$", re.MULTILINE)
 _ANY_MAILBOX = re.compile(_MAILBOX)
+
+
+def from_daemon(sender: str | None) -> bool:
+    """Whether the address is a mail system's own (MAILER-DAEMON@, postmaster@)."""
+    return bool(sender and _DAEMON.match(sender))
 
 
 def looks_like_bounce(body: str, subject: str | None, sender: str | None) -> str | None:
@@ -85,7 +96,7 @@ def looks_like_bounce(body: str, subject: str | None, sender: str | None) -> str
 
 
 def _reasons(body: str) -> list[tuple[str, str]]:
-    for pattern in (_PARAGRAPH, _INDENTED):
+    for pattern in (_PARAGRAPH, _INDENTED, _SENTENCE):
         found = [(m[1], m[2]) for m in pattern.finditer(body)]
         if found:
             return found
@@ -119,9 +130,7 @@ def recipients(
             continue
         status = enhanced_code(reason)
         code = reply_code(reason, anywhere=True)
-        category = None
-        if action == "failed":
-            category = classifier.classify(code, status, reason, "reply")
+        category = classifier.classify(code, status, reason, "reply")
         reports.append(
             RecipientReport(
                 address=a,
