@@ -201,7 +201,9 @@ class PostfixPeer:
                     return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"Postfix not listening on {self.port}:\n{self.log()}")
+                    raise RuntimeError(
+                        f"Postfix not listening on {self.port}:\n{self.log()}"
+                    ) from None
                 time.sleep(0.05)
 
     def send(self, mail_from: str, rcpt_tos: Sequence[str], content: bytes) -> None:

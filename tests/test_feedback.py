@@ -9,13 +9,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from ferrymail.feedback import (
+    MAX_BYTES,
+    MAX_LINES,
+    MAX_NESTING,
+    MAX_RECIPIENTS,
+    Feedback,
+    parse,
+)
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from postfix_peer import PostfixPeer, available
 from smtp_peers import ScriptedServer
-
-from ferrymail.feedback import MAX_BOUNDARIES, MAX_BYTES, MAX_RECIPIENTS, Feedback, parse
 
 SAMPLES = Path(__file__).parent / "feedback_samples"
 KINDS = {"bounce", "delay", "complaint", "auto-reply", "unsubscribe", "unknown"}
@@ -304,7 +310,8 @@ def test_mailto_unsubscribe_token() -> None:
 
 
 @pytest.mark.parametrize(
-    "subject", ["Re: unsubscribe-AbCdEfGh123", "unsubscribe", "unsubscribe-abc", "unsubscribe-a b c d e"]
+    "subject",
+    ["Re: unsubscribe-AbCdEfGh123", "unsubscribe", "unsubscribe-abc", "unsubscribe-a b c d e"],
 )
 def test_not_an_unsubscribe(subject: str) -> None:
     raw = f"From: a@example.org\nTo: unsubscribe@example.com\nSubject: {subject}\n\nhi\n"
@@ -334,7 +341,11 @@ def test_wrong_and_unknown_charsets_read_what_they_can() -> None:
     feedback = parse(sample("hostile-wrong-charset"))
     assert feedback.kind == "bounce"
     [slow] = feedback.recipients
-    assert (slow.address, slow.status, slow.category) == ("slow@example.org", "5.1.1", "bad-mailbox")
+    assert (slow.address, slow.status, slow.category) == (
+        "slow@example.org",
+        "5.1.1",
+        "bad-mailbox",
+    )
     assert slow.diagnostic is not None and "\ufffd" in slow.diagnostic  # latin-1 in UTF-8
     assert feedback.subject is not None  # an encoded word in an unknown charset, kept raw
 
@@ -378,7 +389,7 @@ def test_empty_message() -> None:
 def test_thousands_of_recipients_are_capped() -> None:
     blocks = "".join(
         f"Final-Recipient: rfc822; r{i}@example.org\nAction: failed\nStatus: 5.1.1\n\n"
-        for i in range(5000)
+        for i in range(3000)
     )
     raw = (
         "From: MAILER-DAEMON@x.example\nMIME-Version: 1.0\n"
@@ -390,7 +401,10 @@ def test_thousands_of_recipients_are_capped() -> None:
     assert feedback.kind == "bounce"
     assert len(feedback.recipients) == MAX_RECIPIENTS
     assert feedback.recipients[-1].address == f"r{MAX_RECIPIENTS - 1}@example.org"
-    assert feedback.problem == f"the report names 5000 recipients: only the first {MAX_RECIPIENTS} read"
+    assert (
+        feedback.problem
+        == f"the report names 3000 recipients: only the first {MAX_RECIPIENTS} read"
+    )
 
 
 def test_deeply_nested_multiparts_are_cut() -> None:
@@ -398,11 +412,50 @@ def test_deeply_nested_multiparts_are_cut() -> None:
     opening = "".join(
         f"--b{i}\nContent-Type: multipart/mixed; boundary=b{i + 1}\n\n" for i in range(depth)
     )
-    raw = ("Content-Type: multipart/mixed; boundary=b0\n\n" + opening + "--b{depth}\n\nx\n").encode()
+    raw = (
+        "Content-Type: multipart/mixed; boundary=b0\n\n" + opening + "--b{depth}\n\nx\n"
+    ).encode()
     feedback = parse(raw)
     assert feedback.kind == "unknown"
     assert feedback.problem is not None
-    assert f"more than {MAX_BOUNDARIES} multipart boundaries" in feedback.problem
+    assert f"more than {MAX_NESTING} nested parts" in feedback.problem
+
+
+def test_deeply_nested_messages_are_cut() -> None:
+    # feedparser recurses once per message/rfc822: a RecursionError without the cut.
+    feedback = parse(b"Content-Type: message/rfc822\n\n" * 5000)
+    assert feedback.kind == "unknown"
+    assert feedback.problem is not None
+    assert f"more than {MAX_NESTING} nested parts" in feedback.problem
+    assert "RecursionError" not in feedback.problem
+
+
+def test_many_lines_are_cut() -> None:
+    raw = sample("rfc3464-delayed") + b"x\n" * (2 * MAX_LINES)
+    feedback = parse(raw)
+    assert feedback.kind == "delay"  # the report comes first and is read whole
+    assert feedback.problem is not None
+    assert f"more than {MAX_LINES} lines: only the first {MAX_LINES} read" in feedback.problem
+
+
+def test_status_blocks_that_name_no_recipient_are_not_recipients() -> None:
+    raw = (
+        "From: MAILER-DAEMON@x.example\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x.example\n\n"
+        + "a: b\n\n" * 1000
+        + "--b--\n"
+    ).encode()
+    feedback = parse(raw)
+    assert feedback.kind == "unknown"
+    assert feedback.recipients == ()
+    assert feedback.problem == "a delivery report that names no recipient"
+
+
+def test_status_without_action_says_the_action() -> None:
+    raw = sample("gmail-dsn").replace(b"Action: failed\n", b"")
+    assert parse(raw).recipients[0].action == "failed"
+    assert parse(raw.replace(b"Status: 5.1.1", b"Status: 4.2.2")).kind == "delay"
 
 
 def test_a_report_behind_nested_multiparts_within_the_limits_is_read() -> None:

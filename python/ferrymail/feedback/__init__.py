@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from .arf import COMPLAINT_TYPES
 from .dsn import MAX_RECIPIENTS
-from .mime import MAX_BOUNDARIES, MAX_BYTES, MAX_DEPTH, MAX_PARTS
+from .mime import MAX_BYTES, MAX_DEPTH, MAX_LINES, MAX_NESTING, MAX_PARTS
 from .model import Complaint, Feedback, Kind, OriginalMessage, RecipientReport
 from .original import MAX_LINKS
 from .parse import parse
 
 __all__ = [
     "COMPLAINT_TYPES",
-    "MAX_BOUNDARIES",
     "MAX_BYTES",
     "MAX_DEPTH",
+    "MAX_LINES",
     "MAX_LINKS",
+    "MAX_NESTING",
     "MAX_PARTS",
     "MAX_RECIPIENTS",
     "Complaint",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..bounce import BounceClassifier
 from .addresses import address, enhanced_code, reply_code, untyped
-from .model import RecipientReport
+from .model import Kind, RecipientReport
 
 #: Per-recipient blocks read from one report; the rest are counted and named in
 #: `problem`. A genuine DSN lists the recipients of one message at one site (Postfix
@@ -16,11 +16,14 @@ ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
 
 def recipient(block: dict[str, str], classifier: BounceClassifier) -> RecipientReport:
     """One per-recipient block (field names lower case) as a report."""
-    raw = (block.get("action") or "").strip().lower().split(" ")[0]
-    # "failure", "delay" and other near misses read as the action they spell.
-    action = next((a for a in ACTIONS if raw[:4] == a[:4]), raw or "failed")
     diagnostic = untyped(block.get("diagnostic-code"))
     status = enhanced_code(block.get("status")) or enhanced_code(diagnostic)
+    raw = (block.get("action") or "").strip().lower().split(" ")[0]
+    # "failure", "delay" and other near misses read as the action they spell; without
+    # an Action (RFC 3464 requires one), the status class says it.
+    action = next((a for a in ACTIONS if raw[:4] == a[:4]), raw)
+    if not action:
+        action = {"2": "delivered", "4": "delayed"}.get((status or "5")[0], "failed")
     code = reply_code(diagnostic)
     category = None
     if action in ("failed", "delayed"):
@@ -42,6 +45,11 @@ def recipient(block: dict[str, str], classifier: BounceClassifier) -> RecipientR
     )
 
 
+def is_recipient(block: dict[str, str]) -> bool:
+    """Whether a block speaks of a recipient (rather than being noise between blocks)."""
+    return "final-recipient" in block or "original-recipient" in block or "action" in block
+
+
 def first(block: list[tuple[str, str]]) -> dict[str, str]:
     """A block's fields by name, the first value of each."""
     fields: dict[str, str] = {}
@@ -50,7 +58,7 @@ def first(block: list[tuple[str, str]]) -> dict[str, str]:
     return fields
 
 
-def kind_of(recipients: tuple[RecipientReport, ...]) -> str:
+def kind_of(recipients: tuple[RecipientReport, ...]) -> Kind:
     """ "bounce" if a recipient failed, else "delay" if one was delayed, else "unknown"."""
     actions = {r.action for r in recipients}
     if "failed" in actions:

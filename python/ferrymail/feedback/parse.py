@@ -25,6 +25,7 @@ from .addresses import verp_token as verp_token_of
 from .autoreply import auto_reply_reason
 from .mime import (
     MAX_BYTES,
+    MAX_LINES,
     children,
     content_type,
     decoded,
@@ -158,21 +159,19 @@ class _Reading:
         )
 
     def delivery_report(self, status: Message, classifier: BounceClassifier) -> Feedback:
-        blocks, total = fields(text(status, MAX_BYTES), dsn.MAX_RECIPIENTS + 1)
+        blocks, _ = fields(text(status, MAX_BYTES), MAX_LINES)
         per_message = dsn.first(blocks[0]) if blocks else {}
-        if "final-recipient" in per_message or "action" in per_message:
-            per_message, recipient_blocks, named = {}, blocks, total  # no per-message block
+        if dsn.is_recipient(per_message):
+            per_message = {}  # no per-message block (a non-conforming report)
         else:
-            recipient_blocks, named = blocks[1:], max(total - 1, 0)
-        recipients = tuple(
-            dsn.recipient(dsn.first(b), classifier)
-            for b in recipient_blocks[: dsn.MAX_RECIPIENTS]
-        )
+            blocks = blocks[1:]
+        named = [b for b in map(dsn.first, blocks) if dsn.is_recipient(b)]
+        recipients = tuple(dsn.recipient(b, classifier) for b in named[: dsn.MAX_RECIPIENTS])
         quoted = self.first(_QUOTED_TYPES)
         reported_sender = per_message.get("x-postfix-sender") or per_message.get(
             "original-mail-from"
         )
-        found = {
+        found: dict[str, Any] = {
             "recipients": recipients,
             "original": original(
                 quoted_message(quoted) if quoted is not None else None, address(reported_sender)
@@ -181,22 +180,22 @@ class _Reading:
             "envelope_id": untyped(per_message.get("original-envelope-id")),
         }
         notes = []
-        if named > len(recipients):
+        if len(named) > len(recipients):
             notes.append(
-                f"the report names {named} recipients: only the first {len(recipients)} read"
+                f"the report names {len(named)} recipients: only the first {len(recipients)} read"
             )
         if not recipients:
             return self.result("unknown", "a delivery report that names no recipient", **found)
         kind = dsn.kind_of(recipients)
         if kind == "unknown":
             notes.append("a delivery report of success only (delivered, relayed or expanded)")
-        return self.result(kind, "; ".join(notes) or None, **found)  # type: ignore[arg-type]
+        return self.result(kind, "; ".join(notes) or None, **found)
 
     def feedback_report(self, report: Message) -> Feedback:
         blocks, _ = fields(text(report), 4)
         complaint = arf.complaint([f for block in blocks for f in block])
         quoted = self.first(_QUOTED_TYPES)
-        found = {
+        found: dict[str, Any] = {
             "complaint": complaint,
             "original": original(
                 quoted_message(quoted) if quoted is not None else None,
@@ -206,7 +205,9 @@ class _Reading:
         if complaint.feedback_type in arf.COMPLAINT_TYPES:
             return self.result("complaint", **found)
         return self.result(
-            "unknown", f"a feedback report of type {complaint.feedback_type}, not a complaint", **found
+            "unknown",
+            f"a feedback report of type {complaint.feedback_type}, not a complaint",
+            **found,
         )
 
     def text_bounce(
