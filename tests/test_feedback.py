@@ -3,6 +3,7 @@ report, auto-replies, mailto unsubscribes, hostile input, and genuine Postfix DS
 
 from __future__ import annotations
 
+import base64
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -632,3 +633,51 @@ def test_postfix_delay_warning(
     assert (slow.address, slow.action, slow.status) == ("slow@recipients.test", "delayed", "4.2.1")
     assert feedback.original is not None
     assert feedback.original.message_id == "delayed@example.com"
+
+
+def test_global_delivery_status_rfc6533() -> None:
+    raw = (
+        sample("gmail-dsn")
+        .replace(
+            b"Content-Type: message/delivery-status",
+            b"Content-Type: message/global-delivery-status",
+        )
+        .replace(b"rfc822; nosuchuser@gmail.com", "utf-8; usér@exämple.org".encode())
+    )
+    feedback = parse(raw)
+    assert feedback.kind == "bounce"
+    assert summary(feedback) == [("usér@exämple.org", "failed", "5.1.1", "bad-mailbox")]
+    assert feedback.reporting_mta == "googlemail.com"
+
+
+def test_base64_encoded_status_part() -> None:
+    dsn = sample("rfc3464-delayed")
+    head, status, tail = dsn.partition(b"Reporting-MTA: dns; mta.example.net")
+    body, boundary, rest = (status + tail).partition(b"\n--4F1B2C")
+    encoded = base64.encodebytes(body)
+    raw = (
+        head.replace(
+            b"Content-Type: message/delivery-status\n",
+            b"Content-Type: message/delivery-status\nContent-Transfer-Encoding: base64\n",
+        )
+        + encoded
+        + boundary
+        + rest
+    )
+    feedback = parse(raw)
+    assert feedback.kind == "delay"
+    assert feedback.addresses == ("slow@example.org",)
+
+
+def test_read_receipt_is_an_auto_reply() -> None:
+    raw = (
+        b"From: reader@example.org\nSubject: Read: news\nMIME-Version: 1.0\n"
+        b"Content-Type: multipart/report; report-type=disposition-notification; boundary=m\n\n"
+        b"--m\nContent-Type: text/plain\n\nDisplayed.\n"
+        b"--m\nContent-Type: message/disposition-notification\n\n"
+        b"Final-Recipient: rfc822; reader@example.org\n"
+        b"Disposition: manual-action/MDN-sent-manually; displayed\n--m--\n"
+    )
+    feedback = parse(raw)
+    assert feedback.kind == "auto-reply"
+    assert feedback.recipients == ()

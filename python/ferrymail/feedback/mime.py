@@ -186,11 +186,21 @@ def _transfer_decoded(text: str, part: Message) -> str:
 
 
 def _block_text(block: Message) -> str:
-    lines = [f"{k}: {v}" for k, v in block.raw_items()]
-    payload = block.get_payload()
-    if isinstance(payload, str) and payload.strip():
-        lines.append(payload)
+    lines = [clean_lines(f"{k}: {v}") for k, v in block.raw_items()]
+    # As bytes: get_payload() without decode would turn 8-bit text (RFC 6533's UTF-8
+    # addresses) into U+FFFD by the block's (absent) charset.
+    # The blank line after the headers ends a block: RFC 6533's per-message fields are
+    # the headers, its per-recipient blocks the body.
+    payload = block.get_payload(decode=True)
+    if isinstance(payload, bytes) and payload.strip():
+        lines.append("\n" + payload.decode("utf-8", "replace"))
     return "\n".join(lines)
+
+
+def clean_lines(text: str) -> str:
+    """`text` with bytes the parser kept as surrogates decoded as UTF-8 (U+FFFD where
+    they are not), its lines kept."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def text(part: Message, limit: int = MAX_TEXT) -> str:
