@@ -681,3 +681,15 @@ def test_read_receipt_is_an_auto_reply() -> None:
     feedback = parse(raw)
     assert feedback.kind == "auto-reply"
     assert feedback.recipients == ()
+
+
+def test_html_only_bounce_is_read_from_its_text() -> None:
+    raw = (
+        b"From: postmaster@isp.example\nSubject: Undeliverable mail\nMIME-Version: 1.0\n"
+        b"Content-Type: text/html; charset=utf-8\n\n"
+        b"<html><body><p>Your message could not be delivered.</p>"
+        b"<p>&lt;gone@isp.example&gt;: 550 5.1.1 user unknown</p></body></html>\n"
+    )
+    feedback = parse(raw)
+    assert feedback.kind == "bounce"
+    assert summary(feedback) == [("gone@isp.example", "failed", "5.1.1", "bad-mailbox")]

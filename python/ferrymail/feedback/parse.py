@@ -13,6 +13,7 @@ quoted inner report is the original, not the news.
 
 from __future__ import annotations
 
+import html
 import re
 from email.message import Message
 from typing import Any
@@ -230,12 +231,21 @@ class _Reading:
         )
 
 
+_TAG = re.compile(r"<[^>]{0,2000}>")
+_BLOCK_TAG = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^>]{0,200}>", re.IGNORECASE)
+
+
 def _first_text(parts: list[Message]) -> str:
-    """The first text/plain part outside quoted messages (a bounce's explanation); the
-    top-level body when the message is not multipart."""
+    """The first text/plain part outside quoted messages (a bounce's explanation; the
+    top-level body when the message is not multipart), else the first text/html one
+    with its tags taken out (some ISPs send their bounces in HTML only)."""
     for part in parts:
         if content_type(part) == "text/plain" and not children(part):
             return text(part)
+    for part in parts:
+        if content_type(part) == "text/html" and not children(part):
+            page = _BLOCK_TAG.sub("\n", text(part))
+            return html.unescape(_TAG.sub(" ", page))
     return ""
 
 
