@@ -134,7 +134,7 @@ class _Reading:
         if self.subject and (m := _UNSUBSCRIBE.fullmatch(self.subject)):
             return self.result("unsubscribe", unsubscribe_token=m[1])
         quoted = self.first(_QUOTED_TYPES)
-        if self.sender == arf.JMRP_SENDER and quoted is not None:
+        if (self.sender or "").lower() == arf.JMRP_SENDER and quoted is not None:
             return self.result(
                 "complaint",
                 complaint=Complaint(feedback_type="abuse", user_agent="Microsoft JMRP"),
