@@ -190,3 +190,16 @@ def record_rows(updates: Sequence[Update], now: float) -> Iterator[tuple[object,
             now,
             u.id,
         )
+
+# ---- feedback ----
+
+RECIPIENT_BY_KEY = "SELECT address, domain FROM recipient WHERE campaign = ? AND key = ?"
+# A person's signal of this kind (and link: `IS`, since opens have none) came before.
+PERSON_BEFORE = """
+SELECT 1 FROM feedback WHERE campaign = ? AND kind = ? AND key = ? AND link IS ? AND machine = 0
+LIMIT 1
+"""
+INSERT_FEEDBACK = """
+INSERT INTO feedback (campaign, key, kind, at, machine, repeat, address, domain, link, url,
+    user_agent, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
