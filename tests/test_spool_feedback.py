@@ -10,7 +10,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from ferrymail.spool import NewRecipient, Signal, SqliteSpool, Update
 from ferrymail.spool.schema import SCHEMA_VERSION
 from ferrymail.wire import CampaignSpec, Recipient

@@ -191,6 +191,7 @@ def record_rows(updates: Sequence[Update], now: float) -> Iterator[tuple[object,
             u.id,
         )
 
+
 # ---- feedback ----
 
 RECIPIENT_BY_KEY = "SELECT address, domain FROM recipient WHERE campaign = ? AND key = ?"
