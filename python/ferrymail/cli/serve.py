@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 
 from ..errors import ConfigError
@@ -106,9 +107,15 @@ def main(args: argparse.Namespace) -> int:
         )
         bound = sock.getsockname()
         print(f"ferrymail serve: listening on {bound[0]}:{bound[1]}", flush=True)
+        # uvicorn stops gracefully on SIGTERM (the lifespan shutdown commits the queued
+        # clicks and opens), then raises the signal again for the handler it found:
+        # this one, so that the spool and the event log are closed and the exit is 0,
+        # as for any server stopped the ordinary way (systemd, `kill`).
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
         try:
             server.run(sockets=[sock])
         finally:
+            signal.signal(signal.SIGTERM, previous)
             events.close()
             sock.close()
     return 0
