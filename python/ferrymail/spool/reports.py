@@ -51,7 +51,7 @@ SELECT code, enhanced, text, count(*) FROM (
 WHERE coalesce(code, enhanced, text) IS NOT NULL
 GROUP BY code, enhanced, text ORDER BY 4 DESC, 1, 2, 3 LIMIT ?2
 """
-# Through feedback_signal: (campaign, kind) is its prefix.
+# Through feedback_signal (campaign first, covering).
 _FEEDBACK = """
 SELECT kind, machine, count(*), count(DISTINCT key) FROM feedback WHERE campaign = ?
 GROUP BY kind, machine

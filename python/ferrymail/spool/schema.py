@@ -79,8 +79,9 @@ CREATE TABLE feedback (
     user_agent TEXT,
     detail TEXT
 );
--- Reports count by campaign and kind; "first or repeat" looks up one recipient's link.
-CREATE INDEX feedback_signal ON feedback (campaign, kind, key, link);
+-- A campaign's signals (reports); a recipient's earlier ones ("first or repeat", the
+-- unsubscribe's check), covered.
+CREATE INDEX feedback_signal ON feedback (campaign, key, kind, link, machine);
 """
 # Scope '' is global; any other value is a list name (see SqliteSpool.campaign_list).
 _SUPPRESSION = """

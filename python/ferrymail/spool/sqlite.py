@@ -559,37 +559,50 @@ class SqliteSpool:
         link) by a person, and the recipient's address and domain; None for a signal of
         a campaign the spool does not have (a genuine token of another spool's
         campaign: nothing to record it against)."""
-        out: list[Recorded | None] = []
+        # Set-wise, a few queries per campaign of the batch and one executemany (a row
+        # by row lookup costs ~17 us a signal; this ~3): the web's hot path.
+        out: list[Recorded | None] = [None] * len(signals)
+        by_campaign: dict[str, list[int]] = {}
+        for i, signal in enumerate(signals):
+            by_campaign.setdefault(signal.campaign, []).append(i)
         with self._transaction() as db:
-            for signal in signals:
+            for name, indexes in by_campaign.items():
                 try:
-                    campaign = self._campaign(signal.campaign)
+                    campaign = self._campaign(name)
                 except ConfigError:
-                    out.append(None)
-                    continue
-                found = db.execute(sql.RECIPIENT_BY_KEY, (campaign, signal.key)).fetchone()
-                address, domain = found if found is not None else (None, None)
-                before = db.execute(
-                    sql.PERSON_BEFORE, (campaign, signal.kind, signal.key, signal.link)
-                ).fetchone()
-                db.execute(
-                    sql.INSERT_FEEDBACK,
-                    (
-                        campaign,
-                        signal.key,
-                        signal.kind,
-                        signal.at,
-                        int(signal.machine),
-                        int(before is not None),
-                        address,
-                        domain,
-                        signal.link,
-                        signal.url,
-                        signal.user_agent,
-                        signal.detail,
-                    ),
-                )
-                out.append(Recorded(before is None, address, domain))
+                    continue  # (out stays None for them)
+                keys = json.dumps(list({signals[i].key for i in indexes}))
+                found = {
+                    key: (address, domain)
+                    for key, address, domain in db.execute(sql.RECIPIENTS_BY_KEY, (campaign, keys))
+                }
+                seen = set(db.execute(sql.PEOPLE_BEFORE, (campaign, keys)))
+                new_rows = []
+                for i in indexes:
+                    signal = signals[i]
+                    address, domain = found.get(signal.key, (None, None))
+                    mark = (signal.kind, signal.key, signal.link)
+                    first = mark not in seen
+                    if not signal.machine:
+                        seen.add(mark)
+                    new_rows.append(
+                        (
+                            campaign,
+                            signal.key,
+                            signal.kind,
+                            signal.at,
+                            int(signal.machine),
+                            int(not first),
+                            address,
+                            domain,
+                            signal.link,
+                            signal.url,
+                            signal.user_agent,
+                            signal.detail,
+                        )
+                    )
+                    out[i] = Recorded(first, address, domain)
+                db.executemany(sql.INSERT_FEEDBACK, new_rows)
         return out
 
     def unsubscribe(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 
 #: Parts of the User-Agent (compared case-insensitively) of the link scanners and
@@ -89,6 +90,9 @@ IMAGE_PROXIES: tuple[str, ...] = ("googleimageproxy", "yahoomailproxy", "ggpht.c
 #: --forwarded-allow-ips so that it is the visitor's.
 APPLE_NETWORKS: tuple[str, ...] = ("17.0.0.0/8",)
 APPLE_PROXY_AGENT = "mozilla/5.0"
+#: User-Agents whose verdict is remembered: real traffic has a few hundred distinct
+#: ones, and a lookup is cheaper than matching every part (the hot path of a click).
+REMEMBERED = 4096
 
 
 class Agents:
@@ -100,20 +104,26 @@ class Agents:
         image_proxies: Sequence[str],
         apple_networks: Sequence[str],
     ) -> None:
-        self._scanners = tuple(s.lower() for s in scanners)
-        self._proxies = tuple(p.lower() for p in image_proxies)
+        self._scanners = _any_of(scanners)
+        self._proxies = _any_of(image_proxies)
         self._apple = tuple(ipaddress.ip_network(n, strict=False) for n in apple_networks)
+        self._known: dict[str, bool] = {}
 
     def scanner(self, user_agent: str) -> bool:
         """A link scanner or prefetcher (or no User-Agent at all: browsers send one)."""
-        agent = user_agent.lower()
-        return not agent or any(part in agent for part in self._scanners)
+        known = self._known.get(user_agent)
+        if known is None:
+            known = not user_agent or self._scanners.search(user_agent) is not None
+            if len(self._known) >= REMEMBERED:
+                self._known.clear()
+            self._known[user_agent] = known
+        return known
 
     def proxy(self, user_agent: str, client: str | None) -> bool:
         """An image proxy (or a scanner) fetching the open pixel."""
-        agent = user_agent.lower()
-        if any(part in agent for part in self._proxies) or self.scanner(agent):
+        if self.scanner(user_agent) or self._proxies.search(user_agent) is not None:
             return True
+        agent = user_agent.lower()
         if agent.strip() == APPLE_PROXY_AGENT and client is not None:
             try:
                 address = ipaddress.ip_address(client)
@@ -121,3 +131,10 @@ class Agents:
                 return False
             return any(address in network for network in self._apple)
         return False
+
+
+def _any_of(parts: Sequence[str]) -> re.Pattern[str]:
+    """A pattern finding any of `parts`, in any case (never matching when there are none)."""
+    if not parts:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(re.escape(p) for p in parts), re.IGNORECASE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -51,6 +52,7 @@ _PIXEL_HEADERS = [
     (b"pragma", b"no-cache"),
     (b"expires", b"0"),
 ]
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 _FORM = "application/x-www-form-urlencoded"
 _MULTIPART = "multipart/form-data"
 
@@ -251,7 +253,7 @@ def _location(url: str | None) -> bytes | None:
     an http(s) URL without control characters."""
     if url is None or not url[:8].lower().startswith(("http://", "https://")):
         return None
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+    if _CONTROL_OR_SPACE.search(url):
         return None
     if not url.isascii():
         url = urllib.parse.quote(url, safe="".join(map(chr, range(0x21, 0x7F))))

@@ -13,6 +13,9 @@ _log = logging.getLogger(__name__)
 
 #: Signals one transaction records at most.
 MAX_BATCH = 5000
+#: Events published between two yields to the event loop: a big batch's events (their
+#: log line) would otherwise hold up every request for tens of milliseconds.
+PUBLISH_SLICE = 256
 #: Signals waiting for a commit at most: past that (a spool that cannot keep up, a disk
 #: that stalls), requests wait for room instead of memory growing without bound.
 MAX_PENDING = 100_000
@@ -65,7 +68,10 @@ class FeedbackWriter:
                     self.lost += len(batch)
                     _log.exception("ferrymail web: %d signals could not be recorded", len(batch))
                     continue
-                self._publish(batch, recorded)
+                for start in range(0, len(batch), PUBLISH_SLICE):
+                    end = start + PUBLISH_SLICE
+                    self._publish(batch[start:end], recorded[start:end])
+                    await asyncio.sleep(0)
         finally:
             self._task = None
             self._room.set()
