@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -109,6 +110,12 @@ async def test_clicks_opens_and_unsubscribes_through_a_real_server(
     ]
     assert (counts.clicks, counts.unique_clicks, counts.machine_clicks) == (2, 1, 2)
     assert (counts.opens, counts.machine_opens, counts.unsubscribes) == (1, 1, 1)
+    report = [sys.executable, "-m", "ferrymail", "report", "news-1", "--spool"]
+    shown = subprocess.run(
+        [*report, str(tmp_path / "spool.db")], capture_output=True, text=True, check=True
+    ).stdout
+    assert re.search(r"\bclicks\s+2\b", shown) and re.search(r"machine clicks\s+2\b", shown)
+    assert re.search(r"unsubscribes\s+1\b", shown), shown
     events = [
         orjson.loads(line) for line in (tmp_path / "web-events.jsonl").read_bytes().splitlines()
     ]
