@@ -167,6 +167,7 @@ class SqliteSpool:
                     "id",
                 )
             db.execute("UPDATE campaign SET spec = ? WHERE id = ?", (bytes(spec), campaign))
+            self._campaign_lists.pop(campaign_id, None)  # its List-Id may have changed
             db.execute(sql.FORGET_FAILED, (campaign,))
             return True
 
