@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -317,3 +318,23 @@ def test_web_config_errors_name_the_setting(tmp_path: Path) -> None:
         load(toml)
     toml.write_text(f'tracking_secrets = ["{SECRET}"]\ntracking_path = "/c"\n')
     assert load(toml).tracking_path == "/c"
+
+
+@on_uvloop
+async def test_clicks_wait_out_a_spool_locked_by_another_writer(spool: SqliteSpool) -> None:
+    spool._db.execute("PRAGMA busy_timeout = 20")  # the engine's lock outlasts the timeout
+    tracker = serve(spool)
+    other = sqlite3.connect(spool.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        async with client(tracker) as http:
+            answer = await http.get(links(NEWS, ANN).clicks[0], headers={"user-agent": BROWSER})
+        assert answer.status_code == 302  # answered while the spool is locked
+        while tracker._writer.retries == 0:
+            await asyncio.sleep(0.01)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await tracker.aclose()
+    assert [row[:2] for row in spool.feedback("news-1")] == [("clicked", "ann")]
+    assert tracker._writer.lost == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 
 from ..events import EventBus, FeedbackEvent
 from ..spool import Recorded, Signal
@@ -16,6 +17,10 @@ MAX_BATCH = 5000
 #: Events published between two yields to the event loop: a big batch's events (their
 #: log line) would otherwise hold up every request for tens of milliseconds.
 PUBLISH_SLICE = 256
+#: How often a batch is tried again when the spool stays locked past its busy timeout
+#: (another process writing without pause), and the first wait (doubled each time).
+RETRIES = 5
+RETRY_AFTER = 0.1
 #: Signals waiting for a commit at most: past that (a spool that cannot keep up, a disk
 #: that stalls), requests wait for room instead of memory growing without bound.
 MAX_PENDING = 100_000
@@ -46,6 +51,8 @@ class FeedbackWriter:
         self._room.set()
         #: Signals that could not be recorded (the spool failed), since the start.
         self.lost = 0
+        #: Batches tried again because the spool was locked.
+        self.retries = 0
 
     async def add(self, signal: Signal) -> None:
         if len(self._pending) >= MAX_PENDING:
@@ -62,11 +69,8 @@ class FeedbackWriter:
                 del self._pending[:MAX_BATCH]
                 if len(self._pending) < MAX_PENDING:
                     self._room.set()
-                try:
-                    recorded = await self._spooler.call(self._spooler.spool.record_feedback, batch)
-                except Exception:  # a full disk, a broken file: the server goes on
-                    self.lost += len(batch)
-                    _log.exception("ferrymail web: %d signals could not be recorded", len(batch))
+                recorded = await self._record(batch)
+                if recorded is None:
                     continue
                 for start in range(0, len(batch), PUBLISH_SLICE):
                     end = start + PUBLISH_SLICE
@@ -75,6 +79,28 @@ class FeedbackWriter:
         finally:
             self._task = None
             self._room.set()
+
+    async def _record(self, batch: list[Signal]) -> list[Recorded | None] | None:
+        """Records the batch; a spool locked by other writers (the engine, other workers)
+        past its busy timeout is tried again, RETRIES times; what still fails (a full
+        disk, a broken file) is logged and dropped, so that clicks are still answered."""
+        for attempt in range(RETRIES + 1):
+            try:
+                return await self._spooler.call(self._spooler.spool.record_feedback, batch)
+            except sqlite3.OperationalError as e:
+                if attempt < RETRIES and _busy(e):
+                    self.retries += 1
+                    await asyncio.sleep(RETRY_AFTER * 2**attempt)
+                    continue
+                failure: Exception = e
+            except Exception as e:
+                failure = e
+            break
+        self.lost += len(batch)
+        _log.error(
+            "ferrymail web: %d clicks and opens could not be recorded: %s", len(batch), failure
+        )
+        return None
 
     def _publish(self, batch: list[Signal], recorded: list[Recorded | None]) -> None:
         if self._bus is None or not self._bus.listened:
@@ -103,3 +129,11 @@ class FeedbackWriter:
         """Waits until every signal added so far is committed (or lost)."""
         while self._task is not None:
             await asyncio.shield(self._task)
+
+
+def _busy(error: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY and SQLITE_LOCKED: another connection holds the lock."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(error) or "busy" in str(error)
