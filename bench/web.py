@@ -193,8 +193,7 @@ def main() -> int:
         (work / "starlette_click.py").write_text(
             STARLETTE.format(config=str(config), spool=str(spool_path))
         )
-        serve = [sys.executable, "-m", "ferrymail", "serve", "--spool", str(spool_path),
-                 "--config", str(config), "--event-log", str(work / "events.jsonl")]  # fmt: skip
+        serve = [sys.executable, "-m", "ferrymail", "serve", "--config", str(config)]
         servers: list[tuple[str, int, list[str]]] = []
         processes = []
         try:
@@ -209,7 +208,11 @@ def main() -> int:
                     continue
                 port = free_port()
                 if target == "serve":
-                    command = [*serve, "--listen", f"127.0.0.1:{port}"]
+                    # A spool each: one server's backlog does not wait on another's lock.
+                    own = work / f"{name.split()[-1]}.db"
+                    shutil.copy(spool_path, own)
+                    command = [*serve, "--listen", f"127.0.0.1:{port}", "--spool", str(own),
+                               "--event-log", str(own.with_suffix(".jsonl"))]  # fmt: skip
                 else:
                     command = uvicorn(work, "hello:app" if target == "hello" else target, port)
                 processes.append(start(command, port))
@@ -237,8 +240,10 @@ def main() -> int:
             )
             for name, _, _ in servers
         ]
-        with SqliteSpool(spool_path) as spool:
-            recorded = spool.report(campaign.id).feedback
+        with SqliteSpool(work / "click.db") as spool:
+            clicked = spool.report(campaign.id).feedback.clicks
+        with SqliteSpool(work / "open.db") as spool:
+            opened = spool.report(campaign.id).feedback.opens
     hello = results[0][1]
     lines = [
         [name, f"{rate:,.0f}", f"{p99:.2f}", f"{rate / hello:.0%}", f"{bad:,}"]
@@ -253,7 +258,7 @@ def main() -> int:
     print()
     print(markdown_table(["endpoint", "requests/s", "p99 ms", "vs hello", "errors"], lines))
     print()
-    print(f"recorded in the spool: {recorded.clicks:,} clicks, {recorded.opens:,} opens")
+    print(f"recorded in the spools: {clicked:,} clicks, {opened:,} opens")
     return 0
 
 

@@ -108,6 +108,7 @@ class Agents:
         self._proxies = _any_of(image_proxies)
         self._apple = tuple(ipaddress.ip_network(n, strict=False) for n in apple_networks)
         self._known: dict[str, bool] = {}
+        self._known_proxies: dict[str, bool] = {}
 
     def scanner(self, user_agent: str) -> bool:
         """A link scanner or prefetcher (or no User-Agent at all: browsers send one)."""
@@ -121,7 +122,13 @@ class Agents:
 
     def proxy(self, user_agent: str, client: str | None) -> bool:
         """An image proxy (or a scanner) fetching the open pixel."""
-        if self.scanner(user_agent) or self._proxies.search(user_agent) is not None:
+        known = self._known_proxies.get(user_agent)
+        if known is None:
+            known = self.scanner(user_agent) or self._proxies.search(user_agent) is not None
+            if len(self._known_proxies) >= REMEMBERED:
+                self._known_proxies.clear()
+            self._known_proxies[user_agent] = known
+        if known:
             return True
         agent = user_agent.lower()
         if agent.strip() == APPLE_PROXY_AGENT and client is not None:
