@@ -48,6 +48,38 @@ class Event:
     since_submit: float
 
 
+#: The `type`s of FeedbackEvent: what came back after delivery.
+FEEDBACK_TYPES = ("clicked", "opened", "unsubscribed", "bounced-late", "complained", "auto-reply")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FeedbackEvent:
+    """One signal that came back about one recipient after its message went out: a
+    click, an open, an unsubscribe (from the web endpoints), a late bounce, a complaint
+    or an auto-reply (from inbound mail). A type of its own, not an `Event`: it is not a
+    change of the recipient's state (a clicked recipient stays delivered), and has
+    none of an attempt's fields. In the log, its `type` tells it from an Event.
+
+    `machine`: a scanner, prefetcher or image proxy, not a person (ESPs count neither
+    as a click nor as a human open). `first`: no person's signal of this type (and
+    link) from this recipient came before. `address` and `domain` are None when the
+    spool does not have the recipient. `detail`: what an inbound signal carries.
+    """
+
+    type: str
+    campaign: str
+    recipient: str
+    address: str | None
+    domain: str | None
+    timestamp: float
+    machine: bool = False
+    first: bool = True
+    link: int | None = None
+    url: str | None = None
+    user_agent: str | None = None
+    detail: str | None = None
+
+
 class EventBus:
     """Writes each batch of events to the log in one write and hands them to every
     subscriber's queue.
@@ -65,7 +97,7 @@ class EventBus:
         if self._path is not None:
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
             self._log = os.open(self._path, flags, 0o644)
-        self._subscribers: list[asyncio.Queue[Event | None]] = []
+        self._subscribers: list[asyncio.Queue[Event | FeedbackEvent | None]] = []
         #: Events that could not be written since the last write that could.
         self.lost = 0
         self._lost_since = 0.0
@@ -77,7 +109,7 @@ class EventBus:
         not build them."""
         return self._log is not None or bool(self._subscribers)
 
-    def publish(self, events: Sequence[Event]) -> None:
+    def publish(self, events: Sequence[Event | FeedbackEvent]) -> None:
         if not events:
             return
         if self._log is not None:
@@ -88,7 +120,7 @@ class EventBus:
                     queue.get_nowait()
                 queue.put_nowait(event)
 
-    def _write(self, fd: int, events: Sequence[Event]) -> None:
+    def _write(self, fd: int, events: Sequence[Event | FeedbackEvent]) -> None:
         lines = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
         data = self._lost_line() + lines if self.lost else lines
         if self._write_whole(fd, data):
@@ -135,9 +167,9 @@ class EventBus:
         }
         return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
-    async def subscribe(self) -> AsyncIterator[Event]:
+    async def subscribe(self) -> AsyncIterator[Event | FeedbackEvent]:
         """Events from now on, until the bus closes."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        queue: asyncio.Queue[Event | FeedbackEvent | None] = asyncio.Queue()
         self._subscribers.append(queue)
         try:
             while (event := await queue.get()) is not None:

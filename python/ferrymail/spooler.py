@@ -32,7 +32,12 @@ class Spooler:
         with self._lock:
             return fn(*args, **kwargs)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Ends the spool thread after the calls under way; the spool stays open, for an
+        owner that closes it itself (the web app is handed a spool it does not own)."""
         self._executor.shutdown(wait=True)
+
+    def close(self) -> None:
+        self.stop()
         with self._lock:
             self.spool.close()

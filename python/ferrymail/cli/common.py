@@ -207,6 +207,14 @@ def print_report(report: Report, as_json: bool) -> None:
     if report.replies:
         print()
         print(table(["last reply", "recipients"], report.replies))
+    came_back = [
+        (name.replace("_", " "), f"{value:.2%}" if isinstance(value, float) else value)
+        for name, value in msgspec.structs.asdict(report.feedback).items()
+        if value and not isinstance(value, dict)
+    ]
+    if came_back:  # clicks, opens, unsubscribes, complaints (ferrymail serve, inbound)
+        print()
+        print(table(["came back", "count"], came_back))
 
 
 #: What a terminal would act on instead of showing: C0 and C1 controls (escape

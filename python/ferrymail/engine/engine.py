@@ -195,7 +195,9 @@ class Engine:
         parts.campaigns.add(campaign.id, campaign._inner)
         accepted = rejected = suppressed = duplicates = 0
         async for chunk in chunks(recipients):
-            on_list = await spooler.call(spooler.spool.suppressed_among, [r.address for r in chunk])
+            addresses = [r.address for r in chunk]
+            # Globally suppressed, or unsubscribed from this campaign's list.
+            on_list = await spooler.call(spooler.spool.suppressed_among, addresses, campaign.id)
             new = rows(chunk, on_list)
             ids = await spooler.call(spooler.spool.insert, campaign.id, new)
             now = time.time()

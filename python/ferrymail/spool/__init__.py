@@ -1,6 +1,18 @@
 """The spool: the engine's durable store of campaigns, recipients' states and suppressions."""
 
-from .rows import DomainStatus, Leased, NewRecipient, Report, Status, Suspension, Update
+from .rows import (
+    DomainStatus,
+    FeedbackCounts,
+    Leased,
+    NewRecipient,
+    Recorded,
+    Report,
+    Signal,
+    Status,
+    Suspension,
+    Unsubscribed,
+    Update,
+)
 from .sqlite import SqliteSpool
 from .states import FINAL, PENDING
 from .suppression import domain_key, suppression_key
@@ -9,12 +21,16 @@ __all__ = [
     "FINAL",
     "PENDING",
     "DomainStatus",
+    "FeedbackCounts",
     "Leased",
     "NewRecipient",
+    "Recorded",
     "Report",
+    "Signal",
     "SqliteSpool",
     "Status",
     "Suspension",
+    "Unsubscribed",
     "Update",
     "domain_key",
     "suppression_key",

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections import Counter
 
-from .rows import DomainStatus, Report, Status, Suspension
+from .rows import DomainStatus, FeedbackCounts, Report, Status, Suspension
 from .states import ALL, BOUNCED, CODE, DEFERRED, EXPIRED, FINAL_SQL, IN_FLIGHT, NAME, PENDING_SQL
 
 #: How many domains `status` lists, and how many replies a report lists.
@@ -50,6 +50,15 @@ SELECT code, enhanced, text, count(*) FROM (
 )
 WHERE coalesce(code, enhanced, text) IS NOT NULL
 GROUP BY code, enhanced, text ORDER BY 4 DESC, 1, 2, 3 LIMIT ?2
+"""
+# Through feedback_signal (campaign first, covering).
+_FEEDBACK = """
+SELECT kind, machine, count(*), count(DISTINCT key) FROM feedback WHERE campaign = ?
+GROUP BY kind, machine
+"""
+_COMPLAINTS_BY_DOMAIN = """
+SELECT coalesce(domain, ''), count(DISTINCT key) FROM feedback
+WHERE campaign = ? AND kind = 'complained' GROUP BY 1
 """
 
 
@@ -106,4 +115,45 @@ def report(db: sqlite3.Connection, name: str, campaign: int) -> Report:
         (" ".join(str(part) for part in (code, enhanced, text) if part is not None), count)
         for code, enhanced, text, count in db.execute(_REPLIES, (campaign, REPORT_REPLIES))
     ]
-    return Report(name, dict(states), domains, dict(categories), replies)
+    feedback = feedback_counts(db, campaign, states["delivered"], domains)
+    return Report(name, dict(states), domains, dict(categories), replies, feedback)
+
+
+def feedback_counts(
+    db: sqlite3.Connection,
+    campaign: int,
+    delivered: int,
+    domains: dict[str, dict[str, int]],
+) -> FeedbackCounts:
+    """A campaign's signals by kind; complaint rates against its deliveries (a late
+    bounce leaves a recipient delivered: it was, and the receiver judged the mail)."""
+    total: Counter[tuple[str, bool]] = Counter()
+    unique: Counter[tuple[str, bool]] = Counter()
+    for kind, machine, count, recipients in db.execute(_FEEDBACK, (campaign,)):
+        total[kind, bool(machine)] += count
+        unique[kind, bool(machine)] += recipients
+
+    def people(kind: str) -> int:
+        # Unsubscribes and inbound signals are never machine ones: one of the two is 0.
+        return unique[kind, False] + unique[kind, True]
+
+    by_domain = {}
+    for domain, complained in db.execute(_COMPLAINTS_BY_DOMAIN, (campaign,)):
+        sent = domains.get(domain, {}).get("delivered", 0)
+        if sent:  # (a complaint about a recipient this spool has no delivery of: no rate)
+            by_domain[domain] = complained / sent
+    complaints = people("complained")
+    return FeedbackCounts(
+        clicks=total["clicked", False],
+        unique_clicks=unique["clicked", False],
+        machine_clicks=total["clicked", True],
+        opens=total["opened", False],
+        unique_opens=unique["opened", False],
+        machine_opens=total["opened", True],
+        unsubscribes=people("unsubscribed"),
+        late_bounces=people("bounced-late"),
+        complaints=complaints,
+        auto_replies=total["auto-reply", False] + total["auto-reply", True],
+        complaint_rate=complaints / delivered if delivered else 0.0,
+        complaint_rate_by_domain=dict(sorted(by_domain.items())),
+    )

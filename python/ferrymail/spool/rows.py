@@ -68,6 +68,78 @@ class Update(msgspec.Struct, frozen=True, array_like=True, gc=False):
     ip: str | None
 
 
+class Signal(msgspec.Struct, frozen=True, gc=False):
+    """One signal that came back about one recipient, for `record_feedback`.
+
+    `kind` is one of schema.FEEDBACK_KINDS: "clicked", "opened", "unsubscribed" (the
+    web endpoints), "bounced-late", "complained", "auto-reply" (inbound mail). `key` is
+    the recipient key the token (or the VERP address) names."""
+
+    kind: str
+    campaign: str
+    key: str
+    #: Seconds since the epoch when it came (the request's time, not the commit's).
+    at: float
+    #: A scanner, prefetcher or image proxy rather than a person.
+    machine: bool = False
+    #: The link's number in its message and its URL (clicks).
+    link: int | None = None
+    url: str | None = None
+    user_agent: str | None = None
+    #: What an inbound signal carries (status, diagnostic, feedback type), as JSON.
+    detail: str | None = None
+
+
+class Recorded(msgspec.Struct, frozen=True, gc=False):
+    """What `record_feedback` stored for one signal, for its event."""
+
+    #: No person's signal of this kind (and link) from this recipient came before.
+    first: bool
+    #: The recipient's address and domain, when the spool has the recipient.
+    address: str | None
+    domain: str | None
+
+
+class Unsubscribed(msgspec.Struct, frozen=True, gc=False):
+    """What `unsubscribe` did: `new` is False when the address was already suppressed
+    in that scope and the unsubscribe already recorded (a second POST)."""
+
+    new: bool
+    address: str
+    domain: str
+    #: "" for the global list, else the list's name.
+    scope: str
+
+
+class FeedbackCounts(msgspec.Struct, frozen=True):
+    """What came back for one campaign (part of `Report`). Machine signals (scanners,
+    prefetchers, image proxies, HEAD requests) never count as clicks or human opens."""
+
+    #: Clicks by people: every click, and the recipients who clicked at least once.
+    clicks: int = 0
+    unique_clicks: int = 0
+    #: Requests for tracked links by scanners and prefetchers.
+    machine_clicks: int = 0
+    #: Opens by people (every one, and the recipients who opened), and by proxies
+    #: (Apple Mail Privacy Protection, Google's image proxy), which say nothing of a
+    #: person having read the message.
+    opens: int = 0
+    unique_opens: int = 0
+    machine_opens: int = 0
+    #: Recipients who unsubscribed.
+    unsubscribes: int = 0
+    #: Filled by the inbound listener: bounces that came back by mail after the
+    #: receiver's 250, complaints (feedback loops), auto-replies (never bounces).
+    late_bounces: int = 0
+    complaints: int = 0
+    auto_replies: int = 0
+    #: Recipients who complained / recipients delivered (0.0 when none was delivered):
+    #: the number Gmail and Yahoo hold a sender to (under 0.3%).
+    complaint_rate: float = 0.0
+    #: The same per receiving domain that had a complaint and deliveries.
+    complaint_rate_by_domain: dict[str, float] = {}
+
+
 class Report(msgspec.Struct, frozen=True):
     """Where one campaign stands: what `ferrymail report` prints and ESPs bill by."""
 
@@ -81,6 +153,8 @@ class Report(msgspec.Struct, frozen=True):
     #: The 20 most common last replies ("550 5.1.1 text") of bounced, deferred and
     #: expired recipients, with their counts, most common first.
     replies: list[tuple[str, int]]
+    #: Clicks, opens, unsubscribes, late bounces and complaints.
+    feedback: FeedbackCounts = FeedbackCounts()
 
 
 class DomainStatus(msgspec.Struct, frozen=True):

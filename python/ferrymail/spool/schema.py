@@ -11,7 +11,7 @@ from .states import CODE, FINAL_SQL, PENDING_SQL, QUEUED
 
 #: The version of the tables below, kept in PRAGMA user_version. Raise it with every
 #: change to them, with a migration from the one before.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: PRAGMA application_id ("FMSP"): marks the file as a ferrymail spool, so that another
 #: program's SQLite file is refused instead of getting our tables added to it.
 APPLICATION_ID = 0x464D5350
@@ -50,6 +50,47 @@ CREATE TABLE suspension (
     reason TEXT NOT NULL,
     domains TEXT NOT NULL,
     since REAL NOT NULL
+) WITHOUT ROWID;
+"""
+# Version 3: what comes back from recipients and receivers (clicks, opens, unsubscribes,
+# late bounces, complaints, auto-replies), each signal a row of its own beside the
+# recipient's final state, never over it; and suppressions scoped to a list (a
+# campaign's List-Id) or global.
+FEEDBACK_KINDS = ("clicked", "opened", "unsubscribed", "bounced-late", "complained", "auto-reply")
+_FEEDBACK = f"""
+-- One signal about one recipient of one campaign. `key` is the recipient key (the
+-- token's recipient): the recipient row may be missing (another spool's campaign), so
+-- its address and domain are copied here when known. `machine`: a scanner, prefetcher
+-- or image proxy, not a person (never counted as a click or a human open). `repeat`: the
+-- recipient had a person's signal of this kind (and link) before. `link` and `url` for
+-- clicks; `detail` (JSON) for what the inbound signals carry (status, feedback type).
+CREATE TABLE feedback (
+    id INTEGER PRIMARY KEY,
+    campaign INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ({", ".join(repr(k) for k in FEEDBACK_KINDS)})),
+    at REAL NOT NULL,
+    machine INTEGER NOT NULL DEFAULT 0 CHECK (machine IN (0, 1)),
+    repeat INTEGER NOT NULL DEFAULT 0 CHECK (repeat IN (0, 1)),
+    address TEXT,
+    domain TEXT,
+    link INTEGER,
+    url TEXT,
+    user_agent TEXT,
+    detail TEXT
+);
+-- A campaign's signals (reports); a recipient's earlier ones ("first or repeat", the
+-- unsubscribe's check), covered.
+CREATE INDEX feedback_signal ON feedback (campaign, key, kind, link, machine);
+"""
+# Scope '' is global; any other value is a list name (see SqliteSpool.campaign_list).
+_SUPPRESSION = """
+CREATE TABLE suppression (
+    address TEXT NOT NULL,
+    scope TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    PRIMARY KEY (address, scope)
 ) WITHOUT ROWID;
 """
 _SCHEMA = f"""
@@ -110,13 +151,9 @@ CREATE INDEX recipient_pending ON recipient (due, id, domain, state, campaign)
 -- The final rows by campaign and state: counts and reports. A row enters it once, when
 -- it becomes final, and never leaves.
 CREATE INDEX recipient_final ON recipient (campaign, state) WHERE {FINAL_SQL};
-{_V2}-- The key is the normalized address (see suppression.py): one row per address.
-CREATE TABLE suppression (
-    address TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    added_at REAL NOT NULL
-) WITHOUT ROWID;
-"""
+{_V2}-- The key is the normalized address (see suppression.py): one row per address and
+-- scope.
+{_SUPPRESSION}{_FEEDBACK}"""
 
 
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
@@ -276,6 +313,18 @@ def _migrate(db: sqlite3.Connection, name: str) -> None:
                 db.execute(statement)
             db.execute("ALTER TABLE recipient ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0")
             db.execute("PRAGMA user_version = 2")
+            version = 2
+        if version == 2:
+            db.execute("ALTER TABLE suppression RENAME TO suppression_v2")
+            for statement in _statements(_SUPPRESSION + _FEEDBACK):
+                db.execute(statement)
+            # Every suppression of version 2 was global.
+            db.execute(
+                "INSERT INTO suppression (address, scope, reason, added_at)"
+                " SELECT address, '', reason, added_at FROM suppression_v2"
+            )
+            db.execute("DROP TABLE suppression_v2")
+            db.execute("PRAGMA user_version = 3")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

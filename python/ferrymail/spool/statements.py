@@ -190,3 +190,27 @@ def record_rows(updates: Sequence[Update], now: float) -> Iterator[tuple[object,
             now,
             u.id,
         )
+
+
+# ---- feedback ----
+
+RECIPIENT_BY_KEY = "SELECT address, domain FROM recipient WHERE campaign = ? AND key = ?"
+# The same for a list of keys (JSON), and the (kind, key, link) of every person's signal
+# of those keys so far.
+RECIPIENTS_BY_KEY = """
+SELECT key, address, domain FROM recipient
+WHERE campaign = ?1 AND key IN (SELECT value FROM json_each(?2))
+"""
+PEOPLE_BEFORE = """
+SELECT DISTINCT kind, key, link FROM feedback
+WHERE campaign = ?1 AND key IN (SELECT value FROM json_each(?2)) AND machine = 0
+"""
+# A person's signal of this kind (and link: `IS`, since opens have none) came before.
+PERSON_BEFORE = """
+SELECT 1 FROM feedback WHERE campaign = ? AND kind = ? AND key = ? AND link IS ? AND machine = 0
+LIMIT 1
+"""
+INSERT_FEEDBACK = """
+INSERT INTO feedback (campaign, key, kind, at, machine, repeat, address, domain, link, url,
+    user_agent, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""

@@ -1,0 +1,121 @@
+"""`ferrymail serve`: the tracking server (clicks, opens, one-click unsubscribe) under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+
+from ..errors import ConfigError
+from ..events import EventBus
+from ..web import WebConfig, app, load
+from .common import CliError, add_spool, open_spool
+
+#: Without --config, the secrets come from these environment variables (not from the
+#: command line, where every user of the host can read them).
+SECRET_ENV = "FERRYMAIL_TRACKING_SECRET"
+UNSUBSCRIBE_SECRET_ENV = "FERRYMAIL_UNSUBSCRIBE_SECRET"
+
+
+def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "serve",
+        help="serve click redirects, open pixels and one-click unsubscribes (HTTP)",
+        description="Serve the tracking links, open pixels and RFC 8058 one-click "
+        "unsubscribe URLs of the campaigns in the spool, recording each click, open and "
+        "unsubscribe there. Put it behind the TLS-terminating proxy of the campaigns' "
+        "tracking host (unsubscribe URLs are https). Without --config, the secret comes "
+        f"from ${SECRET_ENV} (and ${UNSUBSCRIBE_SECRET_ENV}).",
+        epilog="example: ferrymail serve --listen 127.0.0.1:8080 --spool ferrymail.db "
+        "--config web.toml",
+    )
+    p.add_argument("--listen", required=True, metavar="HOST:PORT", help="e.g. 127.0.0.1:8080")
+    add_spool(p)
+    p.add_argument("--config", metavar="FILE", help="a TOML file of WebConfig settings")
+    p.add_argument(
+        "--event-log",
+        metavar="FILE",
+        help="JSON lines, one per click, open and unsubscribe "
+        "(default: web-events.jsonl next to the spool)",
+    )
+    p.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        metavar="IPS",
+        help="proxies whose X-Forwarded-For is trusted for the client address (default: "
+        "127.0.0.1; '*' for all)",
+    )
+    p.set_defaults(func=main)
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) as (host, port); CliError naming it."""
+    host, colon, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise CliError(f"--listen: HOST:PORT such as 127.0.0.1:8080, not {text!r}")
+    return host, int(port)
+
+
+def web_config(path: str | None) -> WebConfig:
+    if path is not None:
+        return load(path)
+    secret = os.environ.get(SECRET_ENV)
+    if not secret:
+        raise CliError(f"give --config FILE, or the tracking secret in ${SECRET_ENV}")
+    unsubscribe = os.environ.get(UNSUBSCRIBE_SECRET_ENV)
+    return WebConfig(
+        tracking_secrets=[secret], unsubscribe_secrets=[unsubscribe] if unsubscribe else []
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    import uvicorn  # only this command needs it
+
+    host, port = listen_address(args.listen)
+    try:
+        config = web_config(args.config)
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise CliError(f"--listen {args.listen}: {e.strerror or e}") from None
+    sock.listen(2048)
+    log = args.event_log or os.path.join(
+        os.path.dirname(os.path.abspath(args.spool)), "web-events.jsonl"
+    )
+    with open_spool(args.spool) as spool:
+        events = EventBus(log)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app(spool=spool, config=config, events=events),
+                loop="uvloop",
+                http="httptools",
+                lifespan="on",
+                access_log=False,
+                log_level="warning",
+                proxy_headers=True,
+                forwarded_allow_ips=args.forwarded_allow_ips,
+                server_header=False,
+            )
+        )
+        bound = sock.getsockname()
+        print(f"ferrymail serve: listening on {bound[0]}:{bound[1]}", flush=True)
+        # uvicorn stops gracefully on SIGTERM (the lifespan shutdown commits the queued
+        # clicks and opens), then raises the signal again for the handler it found:
+        # this one, so that the spool and the event log are closed and the exit is 0,
+        # as for any server stopped the ordinary way (systemd, `kill`).
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            events.close()
+            sock.close()
+    return 0

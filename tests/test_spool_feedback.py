@@ -1,0 +1,178 @@
+"""The spool's side of the way back: feedback rows beside final states, scoped
+suppressions, report counts, and the migration of a version-2 spool."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import msgspec
+import pytest
+from ferrymail.spool import NewRecipient, Signal, SqliteSpool, Update
+from ferrymail.spool.schema import SCHEMA_VERSION
+from ferrymail.wire import CampaignSpec, Recipient
+
+T0 = 1_800_000_000.0
+ENCODER = msgspec.msgpack.Encoder()
+
+
+def spec(campaign_id: str, list_id: str | None = None) -> bytes:
+    headers = [] if list_id is None else [("List-Id", list_id)]
+    return ENCODER.encode(
+        CampaignSpec(
+            campaign_id, "s@x.test", "s@x.test", "Hi", None, "hi", None, headers, None, None
+        )
+    )
+
+
+def new(address: str, key: str | None = None) -> NewRecipient:
+    blob = ENCODER.encode(Recipient(address, {}, key))
+    return NewRecipient(blob, address, address.rpartition("@")[2], key or address, "queued")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[SqliteSpool]:
+    with SqliteSpool(tmp_path / "spool.db", clock=Clock()) as spool:
+        spool.put_campaign("c1", spec("c1"))
+        spool.insert("c1", [new("ann@a.test", "ann"), new("bob@b.test", "bob")])
+        yield spool
+
+
+def deliver_all(spool: SqliteSpool) -> None:
+    updates = [
+        Update(r.id, "delivered", 1, None, 250, "2.0.0", "ok", None, "mx", "ip")
+        for r in spool.lease(100, "me", 60)
+    ]
+    spool.record(updates)
+
+
+def click(key: str, link: int = 0, *, machine: bool = False, at: float = T0) -> Signal:
+    return Signal("clicked", "c1", key, at, machine, link, f"https://x.test/{link}", "UA")
+
+
+def test_signals_are_rows_beside_the_final_state_first_or_repeat_per_link(
+    spool: SqliteSpool,
+) -> None:
+    deliver_all(spool)
+    recorded = spool.record_feedback(
+        [
+            click("ann", 0, machine=True),  # a scanner first: the person's click is still first
+            click("ann", 0),
+            click("ann", 0),
+            click("ann", 1),
+            Signal("opened", "c1", "ann", T0),
+            Signal("opened", "c1", "bob", T0, machine=True),
+            Signal("clicked", "gone", "x", T0, False, 0, "https://x.test/"),
+        ]
+    )
+    assert [r.first if r else None for r in recorded] == [True, True, False, True, True, True, None]
+    assert recorded[0] is not None and recorded[0].address == "ann@a.test"
+    assert recorded[0].domain == "a.test"
+    assert spool.final_states("c1") == {"ann": "delivered", "bob": "delivered"}
+    assert [(k, key, m, r, link) for k, key, m, r, link, _ in spool.feedback("c1")] == [
+        ("clicked", "ann", True, False, 0),
+        ("clicked", "ann", False, False, 0),
+        ("clicked", "ann", False, True, 0),
+        ("clicked", "ann", False, False, 1),
+        ("opened", "ann", False, False, None),
+        ("opened", "bob", True, False, None),
+    ]
+    counts = spool.report("c1").feedback
+    assert (counts.clicks, counts.unique_clicks, counts.machine_clicks) == (3, 1, 1)
+    assert (counts.opens, counts.unique_opens, counts.machine_opens) == (1, 1, 1)
+    assert counts.unsubscribes == counts.complaints == counts.late_bounces == 0
+    assert counts.complaint_rate == 0.0
+
+
+def test_complaint_rate_per_campaign_and_receiving_domain(spool: SqliteSpool) -> None:
+    spool.insert("c1", [new(f"r{i}@a.test") for i in range(3)])
+    deliver_all(spool)  # a.test: 4 delivered, b.test: 1
+    spool.record_feedback(
+        [
+            Signal("complained", "c1", "ann", T0, detail='{"type": "abuse"}'),
+            Signal("complained", "c1", "ann", T0),  # a second report of one complaint
+            Signal("bounced-late", "c1", "bob", T0),
+            Signal("auto-reply", "c1", "r0@a.test", T0),
+        ]
+    )
+    report = spool.report("c1")
+    assert report.states["delivered"] == 5  # a late bounce leaves the delivery in place
+    counts = report.feedback
+    assert (counts.complaints, counts.late_bounces, counts.auto_replies) == (1, 1, 1)
+    assert counts.complaint_rate == pytest.approx(1 / 5)
+    assert counts.complaint_rate_by_domain == {"a.test": pytest.approx(1 / 4)}
+
+
+def test_unsubscribe_suppresses_in_the_campaigns_list_once(spool: SqliteSpool) -> None:
+    first = spool.unsubscribe("c1", "ann", user_agent="Mozilla")
+    assert first is not None and first.new and first.scope == "c1"
+    assert first.address == "ann@a.test"
+    again = spool.unsubscribe("c1", "ann")
+    assert again is not None and not again.new
+    assert [row[:2] for row in spool.feedback("c1")] == [("unsubscribed", "ann")]
+    assert spool.report("c1").feedback.unsubscribes == 1
+    # The list's campaigns skip the address at submit; other lists and global do not.
+    spool.put_campaign("c1-next", spec("c1-next", "Weekly <c1>"))
+    spool.put_campaign("other", spec("other"))
+    assert spool.suppressed_among(["ANN@a.test", "bob@b.test"], "c1-next") == {"ANN@a.test"}
+    assert spool.suppressed_among(["ann@a.test"], "other") == set()
+    assert spool.suppressed_among(["ann@a.test"]) == set()
+    assert not spool.is_suppressed("ann@a.test") and spool.is_suppressed("ann@a.test", "c1")
+    assert spool.suppressions(scope="c1")[0][:2] == ("ann@a.test", "unsubscribed from c1")
+    # Unknown recipients and campaigns: nothing to unsubscribe.
+    assert spool.unsubscribe("c1", "nobody") is None
+    assert spool.unsubscribe("gone", "ann") is None
+
+
+def test_a_global_unsubscribe_suppresses_for_every_campaign(spool: SqliteSpool) -> None:
+    result = spool.unsubscribe("c1", "bob", scope="global")
+    assert result is not None and result.scope == ""
+    spool.put_campaign("other", spec("other"))
+    assert spool.suppressed_among(["bob@b.test"], "other") == {"bob@b.test"}
+    assert spool.is_suppressed("bob@b.test")
+    with pytest.raises(ValueError, match="scope"):
+        spool.unsubscribe("c1", "bob", scope="everything")
+
+
+def test_a_campaigns_list_is_its_list_id_or_its_id(spool: SqliteSpool) -> None:
+    spool.put_campaign("news-1", spec("news-1", "The News <News.Example.COM>"))
+    spool.put_campaign("bare", spec("bare", "plain.example.com"))
+    spool.put_campaign("opaque", b"not a spec")
+    assert spool.campaign_list("c1") == "c1"
+    assert spool.campaign_list("news-1") == "news.example.com"
+    assert spool.campaign_list("bare") == "plain.example.com"
+    assert spool.campaign_list("opaque") == "opaque"
+
+
+def test_a_version_2_spool_is_brought_up_to_date(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    with SqliteSpool(path, clock=Clock()) as spool:
+        spool.put_campaign("c1", spec("c1"))
+        spool.insert("c1", [new("ann@a.test", "ann")])
+    with closing(sqlite3.connect(path)) as db:  # as ferrymail with schema version 2 left it
+        db.execute("DROP TABLE feedback")
+        db.execute("DROP TABLE suppression")
+        db.execute(
+            "CREATE TABLE suppression (address TEXT PRIMARY KEY, reason TEXT NOT NULL,"
+            " added_at REAL NOT NULL) WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO suppression VALUES ('old@a.test', 'hard bounce', 1.0)")
+        db.execute("PRAGMA user_version = 2")
+        db.commit()
+    with SqliteSpool(path, clock=Clock()) as spool:
+        assert spool.suppressions() == [("old@a.test", "hard bounce", 1.0)]  # now global
+        assert spool.suppressed_among(["old@a.test"], "c1") == {"old@a.test"}
+        assert spool.unsubscribe("c1", "ann") is not None
+        assert spool.record_feedback([Signal("opened", "c1", "ann", T0)])[0] is not None
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
