@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import sqlite3
+from collections.abc import Iterator
 
 from ..errors import ConfigError
 from .states import CODE, FINAL_SQL, PENDING_SQL, QUEUED
@@ -178,7 +180,7 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
         db = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as e:
         raise ConfigError(f"cannot open the spool {name}: {e}", "path") from None
-    try:
+    with _closed_on_failure(db, name):
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Identified before anything is changed: another program's file stays as it was.
         new = _is_empty(db, name)
@@ -187,13 +189,20 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
             _create(db, name)
         else:
             _migrate(db, name)
+    return db
+
+
+@contextlib.contextmanager
+def _closed_on_failure(db: sqlite3.Connection, name: str) -> Iterator[None]:
+    """Closes `db` if its checks fail; a database error is a ConfigError naming `name`."""
+    try:
+        yield
     except sqlite3.DatabaseError as e:
         db.close()
         raise ConfigError(f"{name} is not a usable ferrymail spool: {e}", "path") from None
     except BaseException:
         db.close()
         raise
-    return db
 
 
 def _connect_read_only(name: str) -> sqlite3.Connection:
@@ -211,7 +220,7 @@ def _connect_read_only(name: str) -> sqlite3.Connection:
         db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as e:
         raise ConfigError(f"cannot open the spool {name} read-only: {e}", "path") from None
-    try:
+    with _closed_on_failure(db, name):
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if _is_empty(db, name):
             raise ConfigError(f"{name} is empty: not a ferrymail spool", "path")
@@ -222,12 +231,6 @@ def _connect_read_only(name: str) -> sqlite3.Connection:
                 "can be written (any command that delivers) to bring it up to date",
                 "path",
             )
-    except sqlite3.DatabaseError as e:
-        db.close()
-        raise ConfigError(f"{name} is not a usable ferrymail spool: {e}", "path") from None
-    except BaseException:
-        db.close()
-        raise
     return db
 
 
