@@ -260,8 +260,11 @@ def test_tokens_verify_and_any_tampering_is_detected(
 ENCODED_LINE = 76
 FOLD_AT = 78
 WIDE = st.sampled_from(["Grüße", "日本語のテキスト", "🎉", "Zoë Ångström", " ", "a" * 70, "=?x?="])
+# Text without control characters or lone surrogates (a header value with a control fails
+# its recipient: another test's subject), so that the filter below seldom discards one.
+PRINTABLE = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=30)
 HEADER_TEXT = (
-    st.lists(st.one_of(st.text(max_size=30), WIDE, ASCII), max_size=12)
+    st.lists(st.one_of(PRINTABLE, WIDE, ASCII), min_size=1, max_size=12)
     .map("".join)
     .filter(lambda v: not _has_control(v) and v.strip() != "")
 )
