@@ -97,16 +97,16 @@ class Dispatcher:
             delivery.cancel()
 
     async def _record(self, leased: list[Leased], outcomes: list[Outcome]) -> None:
+        """Judges and records outcomes; recipients a cancel cut before their message
+        was sent go back to the queue untried instead."""
         now = time.time()
-        back = [(r, now) for r, o in zip(leased, outcomes, strict=True) if _untried(o)]
-        judged = [(r, o) for r, o in zip(leased, outcomes, strict=True) if not _untried(o)]
-        if back:
+        if any(_untried(o) for o in outcomes):  # only while stopping: rare
+            back = [(r, now) for r, o in zip(leased, outcomes, strict=True) if _untried(o)]
+            kept = [(r, o) for r, o in zip(leased, outcomes, strict=True) if not _untried(o)]
+            leased, outcomes = [r for r, _ in kept], [o for _, o in kept]
             await self._recorder.release(back)
-        if judged:
-            campaign = judged[0][0].campaign
-            verdict = self._judge.batch(
-                campaign, [r for r, _ in judged], [o for _, o in judged], now
-            )
+        if leased:
+            verdict = self._judge.batch(leased[0].campaign, leased, outcomes, now)
             await self._recorder.record(verdict)
 
 
