@@ -1,5 +1,6 @@
 """The spool: the engine's durable store of campaigns, recipients' states and suppressions."""
 
+from .lookup import Found
 from .rows import (
     DomainStatus,
     FeedbackCounts,
@@ -22,6 +23,7 @@ __all__ = [
     "PENDING",
     "DomainStatus",
     "FeedbackCounts",
+    "Found",
     "Leased",
     "NewRecipient",
     "Recorded",

@@ -16,8 +16,9 @@ import msgspec
 
 from ..errors import ConfigError
 from ..wire import CampaignSpec
-from . import reports
+from . import lookup, reports
 from . import statements as sql
+from .lookup import Found
 from .owners import dead_here
 from .rows import (
     Leased,
@@ -562,49 +563,85 @@ class SqliteSpool:
         campaign: nothing to record it against)."""
         # Set-wise, a few queries per campaign of the batch and one executemany (a row
         # by row lookup costs ~17 us a signal; this ~3): the web's hot path.
+        with self._transaction() as db:
+            return self._record_feedback(db, signals)
+
+    def _record_feedback(
+        self, db: sqlite3.Connection, signals: Sequence[Signal]
+    ) -> list[Recorded | None]:
         out: list[Recorded | None] = [None] * len(signals)
         by_campaign: dict[str, list[int]] = {}
         for i, signal in enumerate(signals):
             by_campaign.setdefault(signal.campaign, []).append(i)
-        with self._transaction() as db:
-            for name, indexes in by_campaign.items():
-                try:
-                    campaign = self._campaign(name)
-                except ConfigError:
-                    continue  # (out stays None for them)
-                keys = json.dumps(list({signals[i].key for i in indexes}))
-                found = {
-                    key: (address, domain)
-                    for key, address, domain in db.execute(sql.RECIPIENTS_BY_KEY, (campaign, keys))
-                }
-                seen = set(db.execute(sql.PEOPLE_BEFORE, (campaign, keys)))
-                new_rows = []
-                for i in indexes:
-                    signal = signals[i]
-                    address, domain = found.get(signal.key, (None, None))
-                    mark = (signal.kind, signal.key, signal.link)
-                    first = mark not in seen
-                    if not signal.machine:
-                        seen.add(mark)
-                    new_rows.append(
-                        (
-                            campaign,
-                            signal.key,
-                            signal.kind,
-                            signal.at,
-                            int(signal.machine),
-                            int(not first),
-                            address,
-                            domain,
-                            signal.link,
-                            signal.url,
-                            signal.user_agent,
-                            signal.detail,
-                        )
+        for name, indexes in by_campaign.items():
+            try:
+                campaign = self._campaign(name)
+            except ConfigError:
+                continue  # (out stays None for them)
+            keys = json.dumps(list({signals[i].key for i in indexes}))
+            found = {
+                key: (address, domain)
+                for key, address, domain in db.execute(sql.RECIPIENTS_BY_KEY, (campaign, keys))
+            }
+            seen = set(db.execute(sql.PEOPLE_BEFORE, (campaign, keys)))
+            new_rows = []
+            for i in indexes:
+                signal = signals[i]
+                address, domain = found.get(signal.key, (None, None))
+                mark = (signal.kind, signal.key, signal.link)
+                first = mark not in seen
+                if not signal.machine:
+                    seen.add(mark)
+                new_rows.append(
+                    (
+                        campaign,
+                        signal.key,
+                        signal.kind,
+                        signal.at,
+                        int(signal.machine),
+                        int(not first),
+                        address,
+                        domain,
+                        signal.link,
+                        signal.url,
+                        signal.user_agent,
+                        signal.detail,
                     )
-                    out[i] = Recorded(first, address, domain)
-                db.executemany(sql.INSERT_FEEDBACK, new_rows)
+                )
+                out[i] = Recorded(first, address, domain)
+            db.executemany(sql.INSERT_FEEDBACK, new_rows)
         return out
+
+    def record_inbound(
+        self, signals: Sequence[Signal], suppress: Sequence[tuple[str, str, str]] = ()
+    ) -> list[Recorded | None]:
+        """What one inbound message said, in one durable transaction: its signals (late
+        bounces, complaints, auto-replies; see `record_feedback`) and the suppressions
+        they call for, (address, reason, scope) each. The listener answers the message's
+        sender only after this returns, so a crash before makes it send the message
+        again, never loses it."""
+        now = self._clock()
+        with self._transaction() as db:
+            recorded = self._record_feedback(db, signals)
+            db.executemany(
+                "INSERT INTO suppression (address, scope, reason, added_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (address, scope) DO UPDATE"
+                " SET reason = excluded.reason, added_at = excluded.added_at",
+                [(suppression_key(a), scope, reason, now) for a, reason, scope in suppress],
+            )
+        return recorded
+
+    def find_recipient(self, row_id: int) -> Found | None:
+        """The recipient row `row_id` (the row a VERP token names), or None."""
+        return lookup.by_id(self._db, row_id)
+
+    def find_by_key(self, campaign_id: str, key: str) -> Found | None:
+        """The recipient of `campaign_id` keyed `key` (what a tracking token names)."""
+        return lookup.by_campaign_key(self._db, campaign_id, key)
+
+    def find_by_address(self, address: str) -> list[Found]:
+        """The recent recipients keyed by `address`, newest first (lookup.by_address)."""
+        return lookup.by_address(self._db, address)
 
     def unsubscribe(
         self,
