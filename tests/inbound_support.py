@@ -117,6 +117,7 @@ def arf(
     *,
     user_agent: str = "Yahoo!-Mail-Feedback/2.0",
     redact: bool = False,
+    mail_from: str = "bounces@news.example.com",
 ) -> bytes:
     """An RFC 5965 abuse report quoting `original` whole; `redact` removes the
     recipient from it, as Microsoft's JMRP does."""
@@ -124,7 +125,7 @@ def arf(
         "Feedback-Type: abuse\r\n"
         f"User-Agent: {user_agent}\r\n"
         "Version: 1\r\n"
-        "Original-Mail-From: <bounces@news.example.com>\r\n"
+        f"Original-Mail-From: <{mail_from}>\r\n"
         + ("" if redact or recipient is None else f"Original-Rcpt-To: <{recipient}>\r\n")
         + "Source-IP: 127.0.0.1\r\n"
         "Arrival-Date: Thu, 3 Dec 2026 10:00:00 +0000\r\n"
