@@ -1,4 +1,4 @@
-"""Reading a shaping file: TOML to a compiled Shaping, every key checked, errors with file, line and key.
+"""Reading a shaping file: TOML to a compiled Shaping, every key checked, errors at file:line:key.
 
 The layout (KumoMTA's shaping.toml keys its sections by bare domain and marks providers
 with a prefix in the name, `["provider:google"]`; here each kind has its own table, so
@@ -125,9 +125,7 @@ class _Loader:
     def shaping(self, data: dict[str, Any]) -> Shaping:
         for key in data:
             if key not in SECTIONS:
-                raise self.error(
-                    (key,), f"unknown section; expected one of {', '.join(SECTIONS)}"
-                )
+                raise self.error((key,), f"unknown section; expected one of {', '.join(SECTIONS)}")
         default = self.entry(self.table(data, ("default",)), ("default",), "default", "default")
         providers = [
             self.entry(table, ("provider", key), "provider", key)
@@ -170,9 +168,7 @@ class _Loader:
         tables = self.table(data, (section,))
         for key, table in tables.items():
             if not isinstance(table, dict):
-                raise self.error(
-                    (section, key), f'must be a table: [{entry_name(section, key)}]'
-                )
+                raise self.error((section, key), f"must be a table: [{entry_name(section, key)}]")
         return tables
 
     def keyed(
@@ -219,7 +215,8 @@ class _Loader:
                     values[f"per_source.{field}"] = self.value((*at, field), _VALUES[field], v)
             elif name == "bounce_rules":
                 bounce_rules = tuple(
-                    self.bounce_rule((*at, i), rule) for i, rule in enumerate(self.tables(at, value))
+                    self.bounce_rule((*at, i), rule)
+                    for i, rule in enumerate(self.tables(at, value))
                 )
             elif name == "automation":
                 automation = tuple(
@@ -279,7 +276,17 @@ class _Loader:
             raise self.error(at, str(e)) from None
 
     def rule(self, path: Path, table: dict[str, Any]) -> AutomationRule:
-        known = ("name", "regex", "trigger", "duration", "scope", "suspend", "set", "bounce", "restore")
+        known = (
+            "name",
+            "regex",
+            "trigger",
+            "duration",
+            "scope",
+            "suspend",
+            "set",
+            "bounce",
+            "restore",
+        )
         self.subtable(path, table, known)
         for required in ("regex", "duration"):
             if required not in table:
@@ -291,7 +298,9 @@ class _Loader:
             pattern = re.compile(regex, re.IGNORECASE)
         except re.error as e:
             raise self.error((*path, "regex"), f"bad regular expression: {e}") from None
-        threshold, window = self.value((*path, "trigger"), _trigger, table.get("trigger", "immediate"))  # type: ignore[misc]
+        threshold, window = self.value(
+            (*path, "trigger"), _trigger, table.get("trigger", "immediate")
+        )  # type: ignore[misc]
         duration = self.value((*path, "duration"), parse_duration, table["duration"])
         restore = self.value((*path, "restore"), parse_duration, table.get("restore", duration))
         scope = table.get("scope", "site")
@@ -307,7 +316,9 @@ class _Loader:
             for field, v in self.subtable((*path, "set"), table.get("set", {}), LIMITS).items()
         }
         if lowered and scope == "campaign":
-            raise self.error((*path, "set"), "limits are per site or per site x source, not per campaign")
+            raise self.error(
+                (*path, "set"), "limits are per site or per site x source, not per campaign"
+            )
         if not (flags["suspend"] or flags["bounce"] or lowered):
             raise self.error(path, "an automation rule needs an action: suspend, set or bounce")
         name = table.get("name", _dotted(path))
@@ -373,12 +384,16 @@ class _Loader:
         if isinstance(value, list):
             value = dict.fromkeys(value, 1) if all(isinstance(v, str) for v in value) else None
         if not isinstance(value, dict) or not value:
-            raise self.error(at, 'must name sources with weights, e.g. sources = { ip1 = 3, ip2 = 1 }')
+            raise self.error(
+                at, "must name sources with weights, e.g. sources = { ip1 = 3, ip2 = 1 }"
+            )
         for source, weight in value.items():
             if source not in sources:
                 raise self.error(at, f"no source {source!r} (sources: {', '.join(sources)})")
             if type(weight) is not int or weight < 1:
-                raise self.error(at, f"the weight of {source!r} must be a whole number of at least 1")
+                raise self.error(
+                    at, f"the weight of {source!r} must be a whole number of at least 1"
+                )
         divisor = math.gcd(*value.values())
         weights = tuple((s, w // divisor) for s, w in value.items())
         if sum(w for _, w in weights) > MAX_ROUND:

@@ -109,7 +109,9 @@ class Shaping:
         try:
             return self.pools[name]
         except KeyError:
-            raise KeyError(f"no pool {name!r} in {self.name} (pools: {', '.join(self.pools)})") from None
+            raise KeyError(
+                f"no pool {name!r} in {self.name} (pools: {', '.join(self.pools)})"
+            ) from None
 
 
 def _host(name: str) -> str:

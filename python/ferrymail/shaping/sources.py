@@ -52,7 +52,7 @@ class Warmup(msgspec.Struct, frozen=True):
         if self.after == "unlimited":
             return None
         doublings = n - len(self.per_day) + 1
-        if doublings > 40:  # past any real volume: 2**40 × the last day's cap
+        if doublings > 40:  # past any real volume: 2**40 times the last day's cap
             return None
         return self.per_day[-1] << doublings
 

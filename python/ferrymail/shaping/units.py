@@ -1,4 +1,4 @@
-"""Rates ("100/s", "2000/h") and durations ("30s", "5m", "4h", "5d") as the shaping file writes them."""
+"""Rates ("100/s", "2000/h") and durations ("30s", "5m", "4h", "5d") as shaping files write them."""
 
 from __future__ import annotations
 
