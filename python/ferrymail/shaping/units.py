@@ -22,6 +22,8 @@ _UNITS: dict[str, float] = {
     "d": 86400.0,
     "day": 86400.0,
 }
+# Plurals of the words: "5 days", "10 mins".
+_UNITS.update({f"{unit}s": size for unit, size in _UNITS.items() if len(unit) > 2})
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 _RATE = re.compile(rf"\s*({_NUMBER})\s*/\s*({_NUMBER})?\s*([a-z]+)\s*")
 _DURATION_PART = re.compile(rf"\s*({_NUMBER})\s*([a-z]+)")
