@@ -60,7 +60,8 @@ def feed(automation: Automation, reply: tuple[int, str, str], now: float, **wher
 
 
 def test_the_subject_is_code_enhanced_code_and_text() -> None:
-    assert subject(421, "4.7.28", "Our system  has\r\ndetected") == "421 4.7.28 Our system has detected"
+    got = subject(421, "4.7.28", "Our system  has\r\ndetected")
+    assert got == "421 4.7.28 Our system has detected"
     assert subject(421, None, "Too many connections") == "421 Too many connections"
 
 

@@ -36,7 +36,8 @@ def day(n: int) -> datetime.date:
 def test_warmup_allowance_per_day() -> None:
     shaping = loads(FILE)
     ip2 = shaping.sources["ip2"]
-    assert [ip2.allowance(day(n), 0) for n in range(-1, 7)] == [0, 50, 100, 500, 1000, 2000, 4000, 8000]
+    allowances = [ip2.allowance(day(n), 0) for n in range(-1, 7)]
+    assert allowances == [0, 50, 100, 500, 1000, 2000, 4000, 8000]
     assert ip2.allowance(day(2), 499) == 1
     assert ip2.allowance(day(2), 500) == 0
     assert ip2.allowance(day(2), 600) == 0
@@ -63,9 +64,7 @@ def test_a_blocked_source_is_skipped_and_the_rest_carry_the_traffic() -> None:
     shaping = loads(FILE)
     pool = shaping.pool("three")
     picks = Counter(
-        choose_source(
-            pool, shaping.sources, n, day=day(10), sent_today={}, blocked={"ip1"}
-        ).name  # type: ignore[union-attr]
+        choose_source(pool, shaping.sources, n, day=day(10), sent_today={}, blocked={"ip1"}).name  # type: ignore[union-attr]
         for n in range(400)
     )
     assert picks["ip1"] == 0
@@ -92,9 +91,12 @@ def test_an_exhausted_source_is_skipped() -> None:
 def test_no_source_left_means_the_message_waits() -> None:
     shaping = loads(FILE)
     pool = shaping.pool("default")
-    assert choose_source(pool, shaping.sources, 0, day=day(0), sent_today={"ip2": 50}, blocked={"ip1"}) is None
+    sources = shaping.sources
+    assert (
+        choose_source(pool, sources, 0, day=day(0), sent_today={"ip2": 50}, blocked={"ip1"}) is None
+    )
     # Before its warm-up starts a source sends nothing.
-    assert choose_source(pool, shaping.sources, 2, day=day(-1), sent_today={}, blocked={"ip1"}) is None
+    assert choose_source(pool, sources, 2, day=day(-1), sent_today={}, blocked={"ip1"}) is None
 
 
 def test_without_pools_the_default_pool_is_the_host_address() -> None:
