@@ -41,7 +41,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import idna
 import msgspec
@@ -65,6 +65,7 @@ from .shaping import Shaping
 from .sources import AFTER, DEFAULT_POOL, HOST_SOURCE, MAX_ROUND, Pool, Source, Warmup
 from .units import Rate, format_duration, parse_duration, parse_rate
 
+T = TypeVar("T")
 SECTIONS = ("default", "provider", "domain", "site", "source", "pool")
 _HOST_NAME = re.compile(r"(?=.{1,253}\Z)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+")
 _TOML_WHERE = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -236,7 +237,7 @@ class _Loader:
             )
         return Entry(kind, key, values, bounce_rules, automation, mx_suffix)
 
-    def value(self, path: Path, parse: Callable[[object], object], value: object) -> object:
+    def value(self, path: Path, parse: Callable[[object], T], value: object) -> T:
         try:
             return parse(value)
         except (ValueError, TypeError) as e:
@@ -300,7 +301,7 @@ class _Loader:
             raise self.error((*path, "regex"), f"bad regular expression: {e}") from None
         threshold, window = self.value(
             (*path, "trigger"), _trigger, table.get("trigger", "immediate")
-        )  # type: ignore[misc]
+        )
         duration = self.value((*path, "duration"), parse_duration, table["duration"])
         restore = self.value((*path, "restore"), parse_duration, table.get("restore", duration))
         scope = table.get("scope", "site")
@@ -330,12 +331,12 @@ class _Loader:
             regex=regex,
             threshold=threshold,
             window=window,
-            duration=duration,  # type: ignore[arg-type]
+            duration=duration,
             scope=scope,
             suspend=flags["suspend"],
             set=lowered,
             bounce=flags["bounce"],
-            restore=restore,  # type: ignore[arg-type]
+            restore=restore,
             pattern=pattern,
         )
 
@@ -354,7 +355,7 @@ class _Loader:
         warmup = None
         if "warmup" in table:
             warmup = self.warmup((*path, "warmup"), table["warmup"])
-        return Source(name, address, ehlo, warmup)  # type: ignore[arg-type]
+        return Source(name, address, ehlo, warmup)
 
     def warmup(self, path: Path, value: object) -> Warmup:
         table = self.subtable(path, value, ("start", "per_day", "after"))
