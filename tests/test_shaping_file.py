@@ -295,3 +295,83 @@ def test_resolutions_are_memoized_and_the_compiled_file_is_shared() -> None:
     first = shaping.resolve("gmail.com", "g", GMAIL_MX)
     assert shaping.resolve("gmail.com", "g", GMAIL_MX) is first
     assert first.limits.automation == ()
+
+
+def test_per_source_limits_merge_like_the_rest() -> None:
+    shaping = loads(
+        textwrap.dedent("""\
+        [default.per_source]
+        max_message_rate = "20/s"
+        connection_limit = 2
+        [provider.p]
+        mx_suffix = ".p.test"
+        [provider.p.per_source]
+        max_message_rate = "5/s"
+        """)
+    )
+    resolved = shaping.resolve("d.test", "s", ["mx.p.test"])
+    per_source = resolved.limits.per_source
+    assert (per_source.max_message_rate, per_source.connection_limit) == (Rate(5, 1), 2)
+    assert resolved.origin["per_source.max_message_rate"] == "provider.p"
+    assert resolved.origin["per_source.connection_limit"] == "default"
+    assert resolved.limits.max_message_rate is None  # the site's own: unlimited
+
+
+def test_the_compiled_file_cannot_be_changed_in_place() -> None:
+    shaping = loads(FILE)
+    with pytest.raises(TypeError):
+        shaping.domains["new.example"] = shaping.default  # type: ignore[index]
+
+
+# --- where keys are: the line finder -------------------------------------------------------
+
+
+def test_lines_are_found_through_arrays_of_tables_quotes_and_dotted_keys() -> None:
+    from ferrymail.shaping.locate import KeyLines
+
+    lines = KeyLines(
+        textwrap.dedent("""\
+        # a comment = with an equals sign
+        [default]
+        retry.first_retry = "5m"            # a dotted key
+        [[provider.p.automation]]
+        regex = "a"
+        [[provider.p.automation]]
+        regex = '''
+        max_age = "not a key, inside a string"
+        '''
+        set = { max_message_rate = "1/s" }
+        [domain."b.example"]
+        tls = [
+          "[not.a.header]",
+        ]
+        "max_message_rate" = "1/s"
+        [provider . p]
+        connection_limit = 1
+        """)
+    )
+    assert lines.line(("default", "retry", "first_retry")) == 3
+    assert lines.line(("provider", "p", "automation", 0, "regex")) == 5
+    assert lines.line(("provider", "p", "automation", 1, "regex")) == 7
+    assert lines.line(("provider", "p", "automation", 1, "set", "max_message_rate")) == 10
+    assert lines.line(("domain", "b.example", "max_message_rate")) == 15
+    assert lines.line(("default", "retry", "max_age")) == 3  # not set: its parent's line
+    assert lines.line(("provider", "p", "connection_limit")) == 17
+    assert lines.line(("provider",)) == 4  # an implicit table: its first descendant
+    assert lines.line(("nothing",)) is None
+
+
+def test_an_unknown_source_in_a_pool_names_the_pool() -> None:
+    e = error_of("""\
+        [source.ip1]
+        address = "192.0.2.1"
+        [pool.bulk]
+        sources = { ip1 = 1, ip2 = 1 }
+        """)
+    assert (e.line, e.key) == (4, "pool.bulk.sources")
+    assert "no source 'ip2'" in str(e)
+
+
+def test_a_provider_needs_mx_suffix() -> None:
+    e = error_of("[provider.google]\nconnection_limit = 5\n")
+    assert (e.line, e.key) == (1, "provider.google.mx_suffix")

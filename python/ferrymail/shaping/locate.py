@@ -64,7 +64,8 @@ class KeyLines:
             keys = _dotted(key_text) if eq else None
             if keys is None:
                 continue
-            self._lines.setdefault((*table, *keys), number)
+            for end in range(1, len(keys) + 1):  # a.b.c = 1 makes tables a and a.b here
+                self._lines.setdefault((*table, *keys[:end]), number)
             value = value.strip()
             for quote in ('"""', "'''"):
                 if value.startswith(quote) and value.count(quote) == 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from .model import BUILTIN, Entry, Limits, Resolved
 from .sources import DEFAULT_POOL, Pool, Source
@@ -38,10 +39,11 @@ class Shaping:
         self.name = name
         self.default = default
         self.providers = tuple(providers)
-        self.domains = dict(domains or {})
-        self.sites = dict(sites or {})
-        self.sources = dict(sources or {})
-        self.pools = dict(pools or {})
+        # Read-only views: a compiled file is shared by every reader until it is swapped.
+        self.domains: Mapping[str, Entry] = MappingProxyType(dict(domains or {}))
+        self.sites: Mapping[str, Entry] = MappingProxyType(dict(sites or {}))
+        self.sources: Mapping[str, Source] = MappingProxyType(dict(sources or {}))
+        self.pools: Mapping[str, Pool] = MappingProxyType(dict(pools or {}))
         self._memo: dict[tuple[str, str, tuple[str, ...]], Resolved] = {}
 
     @property
