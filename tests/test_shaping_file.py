@@ -375,3 +375,16 @@ def test_an_unknown_source_in_a_pool_names_the_pool() -> None:
 def test_a_provider_needs_mx_suffix() -> None:
     e = error_of("[provider.google]\nconnection_limit = 5\n")
     assert (e.line, e.key) == (1, "provider.google.mx_suffix")
+
+
+def test_retry_values_of_different_entries_that_do_not_fit_together_are_refused() -> None:
+    # Each fits with the default's values; a gmail.com recipient would get both.
+    e = error_of("""\
+        [provider.google]
+        mx_suffix = ".google.com"
+        retry = { first_retry = "45m" }
+        [domain."gmail.com"]
+        retry = { max_interval = "30m" }
+        """)
+    assert (e.line, e.key) == (5, 'domain."gmail.com".retry')
+    assert "merged with provider.google, default" in str(e)

@@ -68,6 +68,8 @@ from .units import Rate, format_duration, parse_duration, parse_rate
 T = TypeVar("T")
 SECTIONS = ("default", "provider", "domain", "site", "source", "pool")
 _HOST_NAME = re.compile(r"(?=.{1,253}\Z)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+")
+#: Chains of retry-setting entries checked together at load (see check_together).
+MAX_CHAINS = 10_000
 _TOML_WHERE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -144,9 +146,7 @@ class _Loader:
             for key, table in self.named(data, "pool").items()
         }
         pools.setdefault(DEFAULT_POOL, Pool(DEFAULT_POOL, ((HOST_SOURCE, 1),)))
-        for entry in [*providers, *domains.values(), *sites.values()]:
-            self.check_together(entry, default)
-        self.check_together(default, None)
+        self.check_together(default, providers, list(domains.values()), list(sites.values()))
         return Shaping(
             name=self.name,
             default=default,
@@ -187,15 +187,31 @@ class _Loader:
             entries[normalised] = self.entry(table, path, section, normalised)
         return entries
 
-    def check_together(self, entry: Entry, default: Entry | None) -> None:
+    def check_together(
+        self, default: Entry, providers: list[Entry], domains: list[Entry], sites: list[Entry]
+    ) -> None:
         """Values that are each valid but not together (a retry cap under its first
-        retry), merged with the default entry as they will be in use."""
-        values = {**BUILTIN, **(default.values if default else {}), **entry.values}
-        try:
-            Limits.from_values(values, (), ())
-        except ValueError as e:
-            path = ("default",) if entry.kind == "default" else (entry.kind, entry.key)
-            raise self.error((*path, "retry"), str(e)) from None
+        retry), merged as they can be in use: every chain of entries that set retry
+        values (up to MAX_CHAINS of them; beyond, resolve() would raise ValueError for a
+        bad mix, as RetryPolicy does), so that resolve() on the hot path never does."""
+        kinds = [[e for e in entries if _sets_retry(e)] for entries in (providers, domains, sites)]
+        chains: list[list[Entry]] = [[default]]
+        for entries in kinds:
+            chains += [[*chain, entry] for chain in chains for entry in entries]
+            if len(chains) > MAX_CHAINS:
+                break
+        for chain in chains:
+            values = dict(BUILTIN)
+            for entry in chain:
+                values.update(entry.values)
+            try:
+                Limits.from_values(values, (), ())
+            except ValueError as e:
+                last = chain[-1]
+                path = ("default",) if last.kind == "default" else (last.kind, last.key)
+                together = ", ".join(e.name for e in chain[-2::-1])
+                where = f" (merged with {together})" if len(chain) > 1 else ""
+                raise self.error((*path, "retry"), f"{e}{where}") from None
 
     # --- entries ------------------------------------------------------------------------
 
@@ -403,6 +419,10 @@ class _Loader:
 
 
 # --- values ------------------------------------------------------------------------------
+
+
+def _sets_retry(entry: Entry) -> bool:
+    return any(key.startswith("retry.") for key in entry.values)
 
 
 def _positive_int(value: object) -> int:
