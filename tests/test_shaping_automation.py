@@ -178,3 +178,15 @@ def test_an_unlimited_rate_is_approached_by_doubling() -> None:
     steps = [restored_rate(None, floor, ended=T0, restore=400, now=T0 + s) for s in (0, 100, 300)]
     assert steps == [Rate(10, 60), Rate(20, 60), Rate(80, 60)]
     assert restored_rate(None, floor, ended=T0, restore=400, now=T0 + 400) is None
+
+
+def test_a_lowered_connection_limit_comes_back_in_steps() -> None:
+    from ferrymail.shaping import restored_limit
+
+    got = [
+        restored_limit(20, 2, ended=T0, restore=400, now=T0 + s) for s in (0, 100, 200, 300, 400)
+    ]
+    assert got == [2, 6, 11, 15, 20]
+    # After a suspension: from a quarter of the configured limit.
+    assert restored_limit(20, None, ended=T0, restore=400, now=T0) == 5
+    assert restored_limit(1, None, ended=T0, restore=400, now=T0) == 1

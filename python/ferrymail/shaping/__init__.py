@@ -10,7 +10,15 @@ warm-up. This package compiles and answers; the engine applies (see DESIGN.md).
 
 from __future__ import annotations
 
-from .automation import RESTORE_STEPS, Action, Automation, active, restored_rate, subject
+from .automation import (
+    RESTORE_STEPS,
+    Action,
+    Automation,
+    active,
+    restored_limit,
+    restored_rate,
+    subject,
+)
 from .loader import ShapingError, default_path, load, loads
 from .model import AutomationRule, Entry, Limits, Resolved, SourceLimits
 from .shaping import Shaping
@@ -42,6 +50,7 @@ __all__ = [
     "loads",
     "parse_duration",
     "parse_rate",
+    "restored_limit",
     "restored_rate",
     "subject",
 ]

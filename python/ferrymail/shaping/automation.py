@@ -171,6 +171,26 @@ def restored_rate(
     return Rate(count, configured.period)
 
 
+def restored_limit(
+    configured: int,
+    floor: int | None,
+    *,
+    ended: float,
+    restore: float,
+    now: float,
+    steps: int = RESTORE_STEPS,
+) -> int:
+    """`restored_rate` for whole-number limits (connection_limit,
+    max_deliveries_per_connection): the same steps, rounded down, never under 1."""
+    if now >= ended + restore or restore <= 0:
+        return configured
+    step = max(0, math.floor((now - ended) / restore * steps)) if now > ended else 0
+    start = floor if floor is not None else max(1, configured // steps)
+    if start >= configured:
+        return configured
+    return max(1, start + (configured - start) * step // steps)
+
+
 def active(actions: Iterable[Action], now: float) -> list[Action]:
     """The actions in force at `now`: the latest-ending one per key."""
     latest: dict[tuple[str, str, str, str | None, str | None], Action] = {}
