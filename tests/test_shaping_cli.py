@@ -171,3 +171,14 @@ def test_run_checks_the_shaping_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "bad.toml:2: default.conection_limit: unknown key" in done.stderr
+
+
+def test_explain_takes_an_international_domain_as_its_a_label(tmp_path: Path) -> None:
+    (tmp_path / "shaping.toml").write_text('[domain."bücher.example"]\nconnection_limit = 2\n')
+    done = ferrymail(
+        "shaping", "explain", "Bücher.example", "--shaping", "shaping.toml", "--mx", "mx.b.test",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "domain   xn--bcher-kva.example" in done.stdout
+    assert 'entries  default, domain."xn--bcher-kva.example"' in done.stdout

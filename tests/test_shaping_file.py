@@ -388,3 +388,13 @@ def test_retry_values_of_different_entries_that_do_not_fit_together_are_refused(
         """)
     assert (e.line, e.key) == (5, 'domain."gmail.com".retry')
     assert "merged with provider.google, default" in str(e)
+
+
+def test_an_empty_shaping_is_ferrymails_defaults() -> None:
+    from ferrymail.config import SiteLimits
+    from ferrymail.shaping import empty
+
+    resolved = empty().resolve("example.com", "mx:25", ["mx.example.com"])
+    assert resolved.entries == ("default",)
+    assert resolved.limits.connection_limit == SiteLimits().connections
+    assert set(resolved.origin.values()) == {"builtin"}

@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import sys
 
+import idna
 import msgspec
 
 from ..dns import MxResolver
 from ..shaping import Resolved, Shaping, default_path, load
 from ..shaping.model import AutomationRule
 from ..shaping.units import Rate, format_duration
-from .common import check_dns_server, table, warn
+from .common import CliError, check_dns_server, table, warn
 
 EXAMPLE = """examples:
   ferrymail shaping explain gmail.com                      # the shipped default file
@@ -74,6 +75,11 @@ def main_check(args: argparse.Namespace) -> int:
 def main_explain(args: argparse.Namespace) -> int:
     shaping = load(args.shaping or default_path())
     domain = args.domain.strip().rstrip(".").lower()
+    if not domain.isascii():  # as the engine and the file's entries name it: A-labels
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError as e:
+            raise CliError(f"{args.domain!r} is not a domain name: {e}") from None
     mx_hosts: list[str] = [h.strip().rstrip(".").lower() for h in args.mx]
     if mx_hosts:
         site_names = sorted(set(mx_hosts))

@@ -19,7 +19,7 @@ from .automation import (
     restored_rate,
     subject,
 )
-from .loader import ShapingError, default_path, load, loads
+from .loader import ShapingError, default_path, empty, load, loads
 from .model import AutomationRule, Entry, Limits, Resolved, SourceLimits
 from .shaping import Shaping
 from .sources import DEFAULT_POOL, HOST_SOURCE, Pool, Source, Warmup, choose_source
@@ -45,6 +45,7 @@ __all__ = [
     "active",
     "choose_source",
     "default_path",
+    "empty",
     "format_duration",
     "load",
     "loads",

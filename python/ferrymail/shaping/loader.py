@@ -109,6 +109,12 @@ def loads(text: str, *, name: str = "<shaping>") -> Shaping:
     return _Loader(text, name).shaping(data)
 
 
+def empty() -> Shaping:
+    """A Shaping with no entries: ferrymail's built-in values everywhere (what an engine
+    without a shaping file can hold, so that it has one code path)."""
+    return loads("", name="(no shaping file)")
+
+
 def default_path() -> str:
     """The shaping file shipped with ferrymail (the big receivers' published limits)."""
     return os.path.join(os.path.dirname(__file__), "default.toml")
@@ -520,4 +526,4 @@ def _dotted(path: Path) -> str:
     return out
 
 
-__all__ = ["ShapingError", "default_path", "format_duration", "load", "loads"]
+__all__ = ["ShapingError", "default_path", "empty", "format_duration", "load", "loads"]
