@@ -13,6 +13,7 @@ GMAIL = ("gmail.com", ["gmail-smtp-in.l.google.com", "alt1.gmail-smtp-in.l.googl
 WORKSPACE = ("ferry.example", ["aspmx.l.google.com"])
 OUTLOOK = ("hotmail.com", ["hotmail-com.olc.protection.outlook.com"])
 M365 = ("contoso.example", ["contoso-example.mail.protection.outlook.com"])
+OTHER = ("example.net", ["mx.example.net"])
 YAHOO = ("yahoo.com", ["mta5.am0.yahoodns.net", "mta6.am0.yahoodns.net"])
 
 # (where, code, enhanced, text as the transport reports it: the lines of a multi-line
@@ -69,8 +70,7 @@ REPLIES = [
         M365,
         451,
         "4.7.500",
-        "Server busy. Please try again later from [192.0.2.1]. (S77714) "
-        "[DB5EUR03FT012.eop-EUR03.prod.protection.outlook.com]",
+        "Server busy. Please try again later from [192.0.2.1]. (S77714)",
         "microsoft-server-busy-4.7.500",
         1,
     ),
@@ -112,8 +112,8 @@ REPLIES = [
         YAHOO,
         421,
         "4.7.0",
-        "[TS01] Messages from 192.0.2.1 temporarily deferred due to user complaints - "
-        "4.16.55.1; see http://postmaster.yahoo.com/421-ts01.html",
+        "[TS01] Messages from 192.0.2.1 temporarily deferred due to user complaints -; see "
+        "http://postmaster.yahoo.com/421-ts01.html",
         "yahoo-deferred-ts01-ts04",
         1,
     ),
@@ -139,16 +139,17 @@ REPLIES = [
         YAHOO,
         421,
         "4.7.1",
-        "[TS03] All messages from 192.0.2.1 permanently deferred; Retrying will NOT succeed.",
+        "[TS03] All messages from 192.0.2.1 permanently deferred",
         "yahoo-permanently-deferred-ts03",
         1,
     ),
     (YAHOO, 554, "5.7.9", "Message not accepted for policy reasons.", "yahoo-policy-5.7.9", 5),
+    # Postfix's own reply when a client passes smtpd_client_connection_count_limit.
     (
-        GMAIL,
+        OTHER,
         421,
-        "4.3.0",
-        "Too many concurrent SMTP connections from this IP address; please try again later.",
+        "4.7.0",
+        "mx.example.net Error: too many connections from 192.0.2.1",
         "too-many-connections",
         3,
     ),
@@ -225,5 +226,5 @@ def test_yahoo_permanently_deferred_is_classified_spam_related() -> None:
     shaping = load(default_path())
     rules = shaping.resolve("yahoo.com", "y:25", YAHOO[1]).limits.bounce_rules
     classifier = BounceClassifier(list(rules))
-    text = "[TS03] All messages from 192.0.2.1 permanently deferred; Retrying will NOT succeed."
+    text = "[TS03] All messages from 192.0.2.1 permanently deferred"
     assert classifier.classify(421, "4.7.1", text, "reply") == "spam-related"
