@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
 import msgspec
 
 from .bounce import BounceRule
 from .retry import RetryPolicy
 from .wire import SmtpOptions
+
+if TYPE_CHECKING:
+    from .shaping import Shaping
 
 # Recipients of one site and one campaign per call into Rust: large enough that the
 # crossing and the Python bookkeeping are a small share, small enough that outcomes
@@ -60,6 +66,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     - `site_limits` and `site_overrides` ({"mx.example.com": SiteLimits(...)}, keyed by
       any MX host name of the site): shaping per site.
     - `event_log`: a JSON-lines file every event is appended to.
+    - `shaping`: a shaping file (its path) or a compiled `ferrymail.shaping.Shaping`; a
+      path is loaded and checked when the Config is made (a bad file raises ConfigError
+      naming file, line and key), so that afterwards this holds the compiled Shaping or
+      None. The engine does not apply it yet: `site_limits` and `site_overrides` still
+      shape delivery.
     """
 
     helo_name: str
@@ -79,8 +90,19 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     window: int = WINDOW
     lease_for: float = LEASE_FOR
     event_log: str | None = None
+    shaping: Shaping | str | None = None
 
     def __post_init__(self) -> None:
+        if self.shaping is not None:
+            # Imported here: the shaping package reads this module's defaults.
+            from .shaping import Shaping, load
+
+            if isinstance(self.shaping, str | os.PathLike):
+                msgspec.structs.force_setattr(self, "shaping", load(self.shaping))
+            elif not isinstance(self.shaping, Shaping):
+                raise ValueError(
+                    f"Config.shaping {self.shaping!r}: a shaping file's path or a Shaping"
+                )
         for name in ("batch_size", "window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Config.{name}: must be at least 1")

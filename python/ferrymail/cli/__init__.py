@@ -9,10 +9,36 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ConfigError, Error
-from . import demo, events, flush, inbound, render, report, run, send, serve, status, suppress
+from . import (
+    demo,
+    events,
+    flush,
+    inbound,
+    render,
+    report,
+    run,
+    send,
+    serve,
+    shaping,
+    status,
+    suppress,
+)
 from .common import BAD_INPUT, CliError
 
-COMMANDS = (send, run, status, report, flush, suppress, events, render, demo, serve, inbound)
+COMMANDS = (
+    send,
+    run,
+    status,
+    report,
+    flush,
+    suppress,
+    events,
+    render,
+    demo,
+    serve,
+    inbound,
+    shaping,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

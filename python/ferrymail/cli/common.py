@@ -66,6 +66,11 @@ def add_delivery(p: argparse.ArgumentParser) -> None:
         metavar="DOMAIN=HOST:PORT",
         help="deliver one domain's mail there (repeatable)",
     )
+    p.add_argument(
+        "--shaping",
+        metavar="FILE",
+        help="a traffic shaping file, checked at start (not applied by the engine yet)",
+    )
     add_event_log(p)
 
 
@@ -84,6 +89,7 @@ def engine_config(args: argparse.Namespace) -> Config:
             smarthost=args.smarthost,
             routes=routes,
             event_log=event_log_path(args.spool, args.event_log),
+            shaping=args.shaping,
         )
         Router(config)  # checks smarthost, routes and DNS servers
     except (ConfigError, ValueError) as e:
