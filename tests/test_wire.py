@@ -21,6 +21,7 @@ from ferrymail.wire import (
     SmtpOptions,
     TrackingSpec,
     UnsubscribeSpec,
+    VerpSpec,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -80,6 +81,7 @@ INSTANCES: dict[str, list[tuple[str, msgspec.Struct]]] = {
         ("none", UnsubscribeSpec(url=None, mailto=None, secret=b"")),
         ("mailto-only", UnsubscribeSpec(url=None, mailto="ü@bücher.example", secret=b"x" * 16)),
     ],
+    "VerpSpec": [("secret", VerpSpec(secret=b"\x00v" * 12))],
     "DkimKeySpec": [
         ("defaults", DKIM_DEFAULTS),
         ("explicit", DKIM_EXPLICIT),
@@ -120,6 +122,7 @@ INSTANCES: dict[str, list[tuple[str, msgspec.Struct]]] = {
                 tracking=TRACKING,
                 unsubscribe=UNSUBSCRIBE,
                 dkim=[DKIM_EXPLICIT, DKIM_DEFAULTS],
+                verp=VerpSpec(secret=b"v" * 16),
             ),
         ),
     ],

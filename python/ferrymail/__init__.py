@@ -10,9 +10,9 @@ from importlib import metadata as _metadata
 # MIMALLOC_ALLOW_THP=1 before importing ferrymail to keep huge pages.
 os.environ.setdefault("MIMALLOC_ALLOW_THP", "0")
 
-from . import tracking
+from . import tracking, verp
 from .bounce import BounceRule
-from .campaign import Campaign, DkimKey, DkimKeys, Tracking, Unsubscribe
+from .campaign import Campaign, DkimKey, DkimKeys, Tracking, Unsubscribe, Verp
 from .config import Config, SiteLimits
 from .engine import Engine
 from .errors import ConfigError, Error, InternalError, TemplateError, TokenError, WireError
@@ -59,8 +59,10 @@ __all__ = [
     "Tracking",
     "Transport",
     "Unsubscribe",
+    "Verp",
     "WireError",
     "render",
     "send",
     "tracking",
+    "verp",
 ]

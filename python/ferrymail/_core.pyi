@@ -10,12 +10,16 @@ __all__ = [
     "check_addresses",
     "compile_campaign",
     "open_token",
+    "open_verp_token",
     "render",
+    "seal_verp_token",
     "wire_roundtrip",
 ]
 
 @final
-class CompiledCampaign: ...
+class CompiledCampaign:
+    @property
+    def verp(self) -> bool: ...
 
 @final
 class Transport:
@@ -26,6 +30,7 @@ class Transport:
         recipients: bytes,
         route: bytes,
         now_ms: int | None = None,
+        envelope_ids: list[int] | None = None,
     ) -> Any: ...
     def start(
         self,
@@ -33,6 +38,7 @@ class Transport:
         recipients: bytes,
         route: bytes,
         now_ms: int | None = None,
+        envelope_ids: list[int] | None = None,
     ) -> Delivery: ...
     def abort(self) -> None: ...
     def close(self) -> Any: ...
@@ -45,6 +51,8 @@ class Delivery:
 def check_addresses(addresses: list[str]) -> list[tuple[str, str | None]]: ...
 def compile_campaign(spec: bytes) -> CompiledCampaign: ...
 def open_token(token: str, secret: bytes) -> tuple[str, str, int | str, int | None, str | None]: ...
+def open_verp_token(token: str, secrets: list[bytes]) -> int | None: ...
+def seal_verp_token(row_id: int, secret: bytes) -> str: ...
 def render(
     campaign: CompiledCampaign, recipients: bytes, threads: int = 0, now_ms: int | None = None
 ) -> bytes: ...

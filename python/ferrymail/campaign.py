@@ -1,4 +1,4 @@
-"""Campaign, Tracking, Unsubscribe and DKIM keys: what an ESP hands over, checked and
+"""Campaign, Tracking, Unsubscribe, Verp and DKIM keys: what an ESP hands over, checked and
 compiled once."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import msgspec
 
 from . import _core
 from .errors import ConfigError
-from .wire import CampaignSpec, DkimKeySpec, TrackingSpec, UnsubscribeSpec
+from .wire import CampaignSpec, DkimKeySpec, TrackingSpec, UnsubscribeSpec, VerpSpec
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -55,6 +55,18 @@ class Unsubscribe(msgspec.Struct, frozen=True):
         _check_type("unsubscribe.mailto", self.mailto, str, optional=True)
         if self.secret is not None:
             _check_secret("unsubscribe.secret", self.secret)
+
+
+class Verp(msgspec.Struct, frozen=True):
+    """VERP (variable envelope return path) with a secret of its own (text or bytes, 16
+    bytes or more): each message's envelope sender carries a token naming its
+    recipient, sealed with a key derived from `secret` (see `Campaign`'s `verp`).
+    `ferrymail.verp.open_token(token, [secret])` reads it back."""
+
+    secret: str | bytes
+
+    def __post_init__(self) -> None:
+        _check_secret("verp.secret", self.secret)
 
 
 def _check_type(field: str, value: object, kind: type, optional: bool = False) -> None:
@@ -131,6 +143,18 @@ class Campaign:
     `html`, `text`, `from_`, `reply_to` and header values are Jinja templates, compiled
     here: a syntax error raises `TemplateError` naming the part, line and column, and a
     bad setting raises `ConfigError` naming it.
+
+    `verp` (VERP, variable envelope return path): with `verp=True` (keyed with the
+    secret of `tracking`, else of `unsubscribe`; `ConfigError` naming `verp` when the
+    campaign has neither) or `verp=Verp(secret=...)`, the engine sends each message
+    with the envelope sender `local+TOKEN@domain` for a `sender` of `local@domain`
+    (the Return-Path, where late bounces go). TOKEN is 39 lower-case base32 characters
+    naming the recipient's spool row, encrypted and authenticated: it tells a reader
+    nothing and cannot be forged; `ferrymail.verp.open_token` reads it back. The
+    sender's local part must have no `+` and at most 24 octets (a local part is at
+    most 64). The domain stays the sender's, so SPF and DMARC alignment are unchanged,
+    and the From header is never touched. Without a spool there is no row to name:
+    `ferrymail.render` previews and a `Transport` used directly send the plain sender.
     """
 
     __slots__ = (
@@ -147,6 +171,7 @@ class Campaign:
         "text",
         "tracking",
         "unsubscribe",
+        "verp",
     )
 
     def __init__(
@@ -162,6 +187,7 @@ class Campaign:
         tracking: Tracking | None = None,
         unsubscribe: Unsubscribe | None = None,
         dkim: DkimKey | DkimKeys | Sequence[DkimKey | DkimKeys] = (),
+        verp: bool | Verp = False,
     ) -> None:
         self.id = str(id)
         self.sender = sender
@@ -174,6 +200,7 @@ class Campaign:
         self.tracking = tracking
         self.unsubscribe = unsubscribe
         self.dkim = (dkim,) if isinstance(dkim, DkimKey | DkimKeys) else tuple(dkim)
+        self.verp = verp
         self.spec = CampaignSpec(
             id=self.id,
             sender=sender,
@@ -186,6 +213,7 @@ class Campaign:
             tracking=_tracking_spec(tracking),
             unsubscribe=_unsubscribe_spec(unsubscribe, tracking),
             dkim=_dkim_specs(self.dkim),
+            verp=_verp_spec(verp, tracking, unsubscribe),
         )
         self._inner = _core.compile_campaign(_encoder.encode(self.spec))
 
@@ -216,6 +244,31 @@ def _unsubscribe_spec(
         url=unsubscribe.url,
         mailto=unsubscribe.mailto,
         secret=_secret_bytes(secret) if secret is not None else b"",
+    )
+
+
+def _verp_spec(
+    verp: bool | Verp, tracking: Tracking | None, unsubscribe: Unsubscribe | None
+) -> VerpSpec | None:
+    """The wire's VERP settings: `verp=True` takes the campaign's existing secret."""
+    if isinstance(verp, Verp):
+        return VerpSpec(secret=_secret_bytes(verp.secret))
+    if verp is False:
+        return None
+    if verp is not True:
+        raise ConfigError(
+            f"verp: must be true, false or Verp(secret=...), not {type(verp).__name__} "
+            f"{verp!r:.40}",
+            "verp",
+        )
+    if tracking is not None:
+        return VerpSpec(secret=_secret_bytes(tracking.secret))
+    if unsubscribe is not None and unsubscribe.secret is not None:
+        return VerpSpec(secret=_secret_bytes(unsubscribe.secret))
+    raise ConfigError(
+        "verp: verp=True keys the envelope tokens with the tracking or unsubscribe "
+        "secret, and this campaign has neither: give verp=Verp(secret=...)",
+        "verp",
     )
 
 

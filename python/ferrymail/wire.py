@@ -26,6 +26,10 @@ class UnsubscribeSpec(msgspec.Struct, array_like=True, frozen=True):
     secret: bytes
 
 
+class VerpSpec(msgspec.Struct, array_like=True, frozen=True):
+    secret: bytes
+
+
 class DkimKeySpec(msgspec.Struct, array_like=True, frozen=True):
     domain: str
     selector: str
@@ -49,6 +53,8 @@ class CampaignSpec(msgspec.Struct, array_like=True, frozen=True):
     tracking: TrackingSpec | None
     unsubscribe: UnsubscribeSpec | None
     dkim: list[DkimKeySpec] = []
+    #: Specs stored in a spool by an older ferrymail end before this field: None.
+    verp: VerpSpec | None = None
 
 
 class Recipient(msgspec.Struct, array_like=True, frozen=True):

@@ -20,6 +20,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::check_addresses, m)?)?;
     m.add_function(wrap_pyfunction!(py::compile_campaign, m)?)?;
     m.add_function(wrap_pyfunction!(py::open_token, m)?)?;
+    m.add_function(wrap_pyfunction!(py::open_verp_token, m)?)?;
+    m.add_function(wrap_pyfunction!(py::seal_verp_token, m)?)?;
     m.add_function(wrap_pyfunction!(py::render, m)?)?;
     m.add_function(wrap_pyfunction!(py::wire_roundtrip, m)?)?;
     m.add_function(wrap_pyfunction!(py::failing_task, m)?)?;

@@ -32,6 +32,16 @@ pub struct UnsubscribeSpec {
     pub secret: Vec<u8>,
 }
 
+/// VERP settings of a campaign: each message's envelope sender carries a token naming
+/// its recipient's spool row (render/verp.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerpSpec {
+    /// The secret the VERP tokens' key is derived from (the inbound listener opens
+    /// tokens with the same secret).
+    #[serde(with = "serde_bytes")]
+    pub secret: Vec<u8>,
+}
+
 /// One campaign as the ESP hands it over: templates and settings shared by all recipients.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CampaignSpec {
@@ -51,6 +61,10 @@ pub struct CampaignSpec {
     /// DKIM keys; one DKIM-Signature per key, in this order.
     #[serde(default)]
     pub dkim: Vec<DkimKeySpec>,
+    /// VERP envelope senders, or None for the plain `sender` (and for specs stored by
+    /// an older ferrymail, which end before this field).
+    #[serde(default)]
+    pub verp: Option<VerpSpec>,
 }
 
 /// One DKIM signing key (RFC 6376).
@@ -101,6 +115,11 @@ pub struct Recipient {
     /// recipient with an unusable value fails alone instead of failing the batch.
     pub vars: rmpv::Value,
     pub id: Option<RecipientId>,
+    /// The recipient's spool row id, which a VERP campaign seals into the envelope
+    /// sender. Never on the wire (the stored recipient is the ESP's, the row id the
+    /// spool's): the transport sets it from the ids the engine passes beside the batch.
+    #[serde(skip)]
+    pub envelope_id: Option<u64>,
 }
 
 /// What rendering one recipient produced: the message, or why there is none.

@@ -17,16 +17,17 @@ import tomllib
 from collections.abc import Iterator
 from typing import Any
 
-from ..campaign import Campaign, DkimKey, Tracking, Unsubscribe
+from ..campaign import Campaign, DkimKey, Tracking, Unsubscribe, Verp
 from ..errors import ConfigError, TemplateError
 from ..render import RenderError, render
 from ..wire import Recipient
 from .common import CliError
 
 _TOP = {"id", "sender", "from", "subject", "html", "text", "reply_to", "headers"}
-_TABLES = {"tracking", "unsubscribe", "dkim"}
+_TABLES = {"tracking", "unsubscribe", "dkim", "verp"}
 _TRACKING = {"base_url", "secret", "opens", "clicks"}
 _UNSUBSCRIBE = {"url", "mailto", "secret"}
+_VERP = {"secret"}
 _DKIM = {"domain", "selector", "key", "algorithm", "headers", "canonicalization", "aligned"}
 #: Recipients rendered before anything is submitted, to find variables the file lacks.
 PREFLIGHT = 1000
@@ -66,6 +67,7 @@ def load_campaign(path: str) -> Campaign:
             tracking=_tracking(path, data.get("tracking")),
             unsubscribe=_unsubscribe(path, data.get("unsubscribe")),
             dkim=_dkim(path, base, data.get("dkim"), key_files),
+            verp=_verp(path, data.get("verp", False)),
         )
     except TemplateError as e:
         raise CliError(_template_error(path, e, files, parts)) from None
@@ -115,6 +117,18 @@ def _tracking(path: str, value: Any) -> Tracking | None:
 def _unsubscribe(path: str, value: Any) -> Unsubscribe | None:
     u = _table(path, "unsubscribe", value, _UNSUBSCRIBE)
     return None if u is None else Unsubscribe(**u)
+
+
+def _verp(path: str, value: Any) -> bool | Verp:
+    """`verp = true` (the tracking or unsubscribe secret) or `[verp] secret = "..."`."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, dict):
+        raise CliError(f"{path}: `verp` must be true, false or a table ([verp] secret = ...)")
+    v = _table(path, "verp", value, _VERP)
+    if not v or "secret" not in v:
+        raise CliError(f"{path}: [verp] needs secret")
+    return Verp(**v)
 
 
 def _dkim(path: str, base: str, value: Any, key_files: list[str]) -> list[DkimKey]:

@@ -40,6 +40,7 @@ welcome.toml:
   subject = "Welcome aboard, {{ first_name }}"
   html = "welcome.html"            # template files, relative to this file
   text = "welcome.txt"
+  verp = true                      # MAIL FROM bounces+TOKEN@news.example.com per recipient
   [tracking]
   base_url = "https://t.example.com/c/"
   secret = "a-secret-of-16-bytes-or-more"

@@ -63,7 +63,12 @@ class Dispatcher:
             await self._spooler.call(self._spooler.spool.started, [r.id for r in batch])
             payload = _encoder.encode([msgspec.Raw(r.recipient) for r in batch])
             route = _encoder.encode(site.route)
-            delivery = self._transport._inner.start(compiled, payload, route)
+            if compiled.verp:  # only then: a campaign without VERP pays nothing
+                delivery = self._transport._inner.start(
+                    compiled, payload, route, envelope_ids=[r.id for r in batch]
+                )
+            else:
+                delivery = self._transport._inner.start(compiled, payload, route)
             self._deliveries.add(delivery)
             if self.cancelled:
                 delivery.cancel()

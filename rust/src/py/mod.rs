@@ -14,13 +14,25 @@ use crate::wire::{CampaignSpec, Recipient, RenderOutcome};
 
 mod tokens;
 mod transport;
+mod verp;
 pub use tokens::open_token;
 pub use transport::{failing_task, PyDelivery, PyTransport};
+pub use verp::{open_verp_token, seal_verp_token};
 
 /// A compiled campaign, shared by every render and (later) every delivery of it.
 #[pyclass(frozen, module = "ferrymail._core", name = "CompiledCampaign")]
 pub struct PyCompiledCampaign {
     inner: Arc<CompiledCampaign>,
+}
+
+#[pymethods]
+impl PyCompiledCampaign {
+    /// True when the campaign has VERP: the engine's dispatcher then passes each
+    /// batch's spool row ids to the transport (and only then).
+    #[getter]
+    fn verp(&self) -> bool {
+        self.inner.has_verp()
+    }
 }
 
 /// Compiles a MessagePack `CampaignSpec`; raises `ferrymail.TemplateError` or
@@ -128,6 +140,7 @@ pub fn wire_roundtrip(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<Py<Py
         "CampaignSpec" => again::<CampaignSpec>(py, kind, data)?,
         "TrackingSpec" => again::<TrackingSpec>(py, kind, data)?,
         "UnsubscribeSpec" => again::<UnsubscribeSpec>(py, kind, data)?,
+        "VerpSpec" => again::<VerpSpec>(py, kind, data)?,
         "DkimKeySpec" => again::<DkimKeySpec>(py, kind, data)?,
         "Recipient" => again::<Recipient>(py, kind, data)?,
         "RenderOutcome" => again::<RenderOutcome>(py, kind, data)?,

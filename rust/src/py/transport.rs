@@ -63,7 +63,10 @@ impl PyTransport {
     /// `Route`; the awaitable gives a MessagePack array of `Outcome`s, in order. The
     /// work is a detached tokio task: cancelling the await does not cut an SMTP
     /// transaction in half, it only drops the result (`abort` cuts it).
-    #[pyo3(signature = (campaign, recipients, route, now_ms = None))]
+    /// `envelope_ids`: the recipients' spool row ids, one each, which a VERP campaign
+    /// seals into their envelope senders; without them every message has the plain
+    /// sender.
+    #[pyo3(signature = (campaign, recipients, route, now_ms = None, envelope_ids = None))]
     fn deliver<'py>(
         &self,
         py: Python<'py>,
@@ -71,9 +74,10 @@ impl PyTransport {
         recipients: &[u8],
         route: &[u8],
         now_ms: Option<i64>,
+        envelope_ids: Option<Vec<u64>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (campaign, recipients, destination, now) =
-            batch(py, campaign, recipients, route, now_ms)?;
+            batch(py, campaign, recipients, route, now_ms, envelope_ids)?;
         let client = self.client.clone();
         let cancel = self.delivery_token();
         let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
@@ -93,7 +97,7 @@ impl PyTransport {
     /// Like `deliver`, but returns at once a `Delivery` whose `next()` gives outcomes
     /// as they happen: the engine records each delivery moments after its reply. A task
     /// that fails ends the stream early; the caller fills in what is missing.
-    #[pyo3(signature = (campaign, recipients, route, now_ms = None))]
+    #[pyo3(signature = (campaign, recipients, route, now_ms = None, envelope_ids = None))]
     fn start(
         &self,
         py: Python<'_>,
@@ -101,9 +105,10 @@ impl PyTransport {
         recipients: &[u8],
         route: &[u8],
         now_ms: Option<i64>,
+        envelope_ids: Option<Vec<u64>>,
     ) -> PyResult<PyDelivery> {
         let (campaign, recipients, destination, now) =
-            batch(py, campaign, recipients, route, now_ms)?;
+            batch(py, campaign, recipients, route, now_ms, envelope_ids)?;
         let client = self.client.clone();
         let cancel = self.delivery_token();
         let (progress, outcomes) = mpsc::unbounded_channel();
@@ -149,19 +154,37 @@ impl PyTransport {
 }
 
 /// Decodes a batch's recipients and route (a bad route is a `ConfigError`, bytes that
-/// are not the wire structs a `WireError`) and fixes the Date of its messages.
+/// are not the wire structs a `WireError`), gives each recipient its spool row id when
+/// there are ids, and fixes the Date of its messages.
 fn batch(
     py: Python<'_>,
     campaign: &PyCompiledCampaign,
     recipients: &[u8],
     route: &[u8],
     now_ms: Option<i64>,
+    envelope_ids: Option<Vec<u64>>,
 ) -> PyResult<(Arc<CompiledCampaign>, Vec<Recipient>, Destination, Now)> {
     let route: Route = decode(py, "Route", route)?;
     let destination = Destination::from_wire(&route).map_err(|e| error(py, "ConfigError", e))?;
-    let recipients: Vec<Recipient> = py
+    let mut recipients: Vec<Recipient> = py
         .detach(|| rmp_serde::from_slice(recipients))
         .map_err(|e| error(py, "WireError", format!("recipients: {e}")))?;
+    if let Some(ids) = envelope_ids {
+        if ids.len() != recipients.len() {
+            return Err(error(
+                py,
+                "WireError",
+                format!(
+                    "envelope_ids: {} ids for {} recipients (one each)",
+                    ids.len(),
+                    recipients.len()
+                ),
+            ));
+        }
+        for (recipient, id) in recipients.iter_mut().zip(ids) {
+            recipient.envelope_id = Some(id);
+        }
+    }
     let now = Now::at(now_or_clock(now_ms).div_euclid(1000));
     Ok((campaign.inner.clone(), recipients, destination, now))
 }

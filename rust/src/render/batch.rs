@@ -55,7 +55,7 @@ fn render_one(campaign: &CompiledCampaign, recipient: &Recipient, now: &Now) -> 
             rcpt_to: Some(m.rcpt_to),
         },
         Err(e) => RenderOutcome {
-            envelope_from: campaign.envelope_from(),
+            envelope_from: campaign.envelope_from_for(recipient),
             data: None,
             message_id: None,
             error: Some(e.to_string()),

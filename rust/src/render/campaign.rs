@@ -21,6 +21,7 @@ use super::template::{check_part_size, Templates, HTML};
 use super::text_plan::TextPlan;
 use super::token::{is_http_url, RecipientKey, TokenKind, TokenSealer, MAX_TRACKED_URL};
 use super::token_url::TokenUrl;
+use super::verp::VerpSender;
 use crate::error::{CompileError, RenderError};
 use crate::wire::{CampaignSpec, Recipient};
 
@@ -66,6 +67,9 @@ pub struct CompiledCampaign {
     headers: Vec<(String, String, Option<Vec<u8>>)>,
     tracking: Option<Tracking>,
     unsubscribe: Option<Unsubscribe>,
+    /// VERP: MAIL FROM carries the recipient's spool row id, sealed, when the batch
+    /// gives one (the engine does; a preview or a bare Transport does not).
+    verp: Option<VerpSender>,
     dkim: DkimKeys,
     /// The From domain when it is the same for every recipient.
     from_domain: Option<String>,
@@ -193,6 +197,14 @@ impl CompiledCampaign {
                 })
             })
             .transpose()?;
+        let verp = spec
+            .verp
+            .as_ref()
+            .map(|v| -> Result<VerpSender, CompileError> {
+                check_secret("verp.secret", &v.secret)?;
+                VerpSender::new(&sender, &v.secret).map_err(|e| CompileError::config("sender", e))
+            })
+            .transpose()?;
         let literal =
             |field: &str, header: &str, source: &str| -> Result<Option<Vec<u8>>, CompileError> {
                 if source.contains('{') {
@@ -232,12 +244,29 @@ impl CompiledCampaign {
             headers,
             tracking,
             unsubscribe,
+            verp,
         })
     }
 
-    /// MAIL FROM of every message of this campaign.
+    /// MAIL FROM of this campaign's messages without a spool row id (with VERP, each
+    /// message's own is `envelope_from_for`).
     pub fn envelope_from(&self) -> String {
         self.sender.address()
+    }
+
+    /// MAIL FROM of `recipient`'s message: with VERP and a spool row id, the sender
+    /// with the row's token (`bounces+TOKEN@domain`); else the plain sender.
+    pub fn envelope_from_for(&self, recipient: &Recipient) -> String {
+        match (&self.verp, recipient.envelope_id) {
+            (Some(verp), Some(row_id)) => verp.address(row_id),
+            _ => self.sender.address(),
+        }
+    }
+
+    /// True when the campaign seals spool row ids into its envelope senders: the
+    /// engine then passes them with each batch.
+    pub fn has_verp(&self) -> bool {
+        self.verp.is_some()
     }
 
     /// Renders (and signs) one recipient's message at `now`, shared by a batch.
@@ -379,7 +408,7 @@ impl CompiledCampaign {
         let out = sign_message(&signers, out, now.unix);
 
         Ok(Rendered {
-            envelope_from: self.sender.address(),
+            envelope_from: self.envelope_from_for(recipient),
             smtputf8: rcpt.smtputf8 || self.sender.smtputf8,
             rcpt_to,
             data: out,

@@ -20,6 +20,7 @@ mod testing;
 pub mod text_plan;
 pub mod token;
 pub mod token_url;
+pub mod verp;
 
 pub use batch::render_batch;
 pub use campaign::{CompiledCampaign, Now};

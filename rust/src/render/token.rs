@@ -40,8 +40,8 @@ pub const TOKEN_VERSION: u8 = 2;
 pub const TAG_LEN: usize = 16;
 /// HKDF salt and info: a key made for these tokens is made for nothing else, even when
 /// the user gives the same secret elsewhere.
-const HKDF_SALT: &[u8] = b"ferrymail tracking tokens";
-const HKDF_INFO: &[u8] = b"v2 AES-256-GCM-SIV";
+pub(super) const HKDF_SALT: &[u8] = b"ferrymail tracking tokens";
+pub(super) const HKDF_INFO: &[u8] = b"v2 AES-256-GCM-SIV";
 /// Why one fixed nonce is safe here: AES-GCM-SIV (RFC 8452) is nonce-misuse resistant.
 /// Its tag is a PRF of (nonce, associated data, plaintext) and the keystream starts at
 /// the tag, so with a fixed nonce it is a deterministic AEAD (SIV, RFC 5297; Rogaway
@@ -52,7 +52,7 @@ const HKDF_INFO: &[u8] = b"v2 AES-256-GCM-SIV";
 /// out of 2^127: about q²·8/2^127 for q tokens of up to 8 blocks, 2^-44 after 2^40
 /// tokens under one secret. A random nonce would cost 12 bytes (16 characters) in
 /// every token and buy nothing that matters here.
-const NONCE: [u8; 12] = [0; 12];
+pub(super) const NONCE: [u8; 12] = [0; 12];
 /// The longest URL the renderer tracks: its tracked form (4/3 as long, plus base and
 /// ids) stays under the 8 KiB request line that common web servers accept by default
 /// (nginx, Apache), so a tracked link always works. A longer link is left as it is.
@@ -129,14 +129,22 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
 }
 
+/// An AES-256-GCM-SIV key for one kind of token: HKDF-SHA256 (RFC 5869) of `secret`,
+/// bound to its use by `salt` and `info`, so that one secret given for two uses (tracking
+/// and VERP tokens) makes two unrelated keys.
+pub(super) fn derive_key(secret: &[u8], salt: &[u8], info: &[u8]) -> LessSafeKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(secret);
+    let info = [info];
+    let okm = prk
+        .expand(&info, &AES_256_GCM_SIV)
+        .expect("32 bytes is within HKDF-SHA256's output limit");
+    LessSafeKey::new(UnboundKey::from(okm))
+}
+
 impl TokenSealer {
     pub fn new(secret: &[u8]) -> Self {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(secret);
-        let okm = prk
-            .expand(&[HKDF_INFO], &AES_256_GCM_SIV)
-            .expect("32 bytes is within HKDF-SHA256's output limit");
         Self {
-            key: LessSafeKey::new(UnboundKey::from(okm)),
+            key: derive_key(secret, HKDF_SALT, HKDF_INFO),
         }
     }
 
