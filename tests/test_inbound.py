@@ -14,6 +14,7 @@ from pathlib import Path
 
 import ferrymail
 from engine_support import on_uvloop
+from ferrymail import verp
 from ferrymail.events import EventBus
 from ferrymail.inbound import InboundServer, message_digest
 from ferrymail.spool import SqliteSpool
@@ -30,7 +31,7 @@ from inbound_support import (
     send,
     unsubscribe_mail,
 )
-from web_support import UNSUBSCRIBE_SECRET, campaign
+from web_support import SECRET, UNSUBSCRIBE_SECRET, campaign
 
 ANN = ferrymail.Recipient("ann@example.org", {})
 BOB = ferrymail.Recipient("bob@example.net", {})
@@ -309,3 +310,29 @@ async def test_mailto_unsubscribe_suppresses_for_the_list_once(tmp_path: Path) -
     assert not spool.is_suppressed(ANN.address)  # not globally: promo-1 still may
     assert [k for k, *_ in spool.feedback("news-1")] == ["unsubscribed"]
     assert [e["type"] for e in events(tmp_path)] == ["unsubscribed"]
+
+
+# --- VERP ---------------------------------------------------------------------------
+
+
+@on_uvloop
+async def test_a_verp_address_names_its_row_and_a_forged_one_names_nothing(
+    tmp_path: Path,
+) -> None:
+    # Keyed by the ESP's ids and with a mangled report naming no one: only the token
+    # in the address the bounce came to can find the recipient.
+    carol = ferrymail.Recipient("carol@example.org", {}, id="esp-carol")
+    dave = ferrymail.Recipient("dave@example.org", {}, id="esp-dave")
+    spool = delivered_spool(tmp_path / "s.db", [plain("news-1")], [carol, dave])
+    rows = {key: row for row, key, *_ in spool.iter_recipients("news-1")}
+    mangled = dsn(b"Subject: (original lost)\r\n\r\n", "unknown@relay.example")
+    genuine = verp.seal_token(rows["esp-carol"], SECRET)
+    forged = verp.seal_token(rows["esp-dave"], "another-secret-0123456789")
+    async with listening(spool, tmp_path) as (server, port):
+        for token in (genuine.upper(), forged):  # (an MTA may upper-case it)
+            code, _ = await deliver(port, mangled, to=f"bounces+{token}@{BOUNCE_DOMAIN}")
+            assert code == 250
+    assert [(k, key) for k, key, *_ in spool.feedback("news-1")] == [("bounced-late", "esp-carol")]
+    assert server.unmatched == 1
+    assert [a for a, _, _ in spool.suppressions()] == ["carol@example.org"]
+    assert json.loads(str(events(tmp_path)[0]["detail"]))["matched_by"] == "verp"

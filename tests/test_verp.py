@@ -144,6 +144,11 @@ async def test_a_spec_stored_before_verp_existed_still_delivers(
 
     assert report.states["delivered"] == 2
     assert [m.mail_from for m in server.delivered] == ["bounces@sender.test"] * 2
+    # Submitting the campaign again (its spec now encoded with the verp field) is the
+    # same campaign, not a changed spec: the duplicates are not queued again.
+    async with ferrymail.Engine(path, cfg) as e:
+        again = await e.submit(campaign(), people("verp-old.test", 2))
+    assert (again.accepted, again.duplicates) == (0, 2)
 
 
 def test_verp_true_takes_the_tracking_else_the_unsubscribe_secret() -> None:

@@ -36,6 +36,7 @@ from .states import NAME, PENDING_SQL
 from .suppression import domain_key, suppression_key
 
 _log = logging.getLogger(__name__)
+_specs = msgspec.msgpack.Decoder(CampaignSpec)
 
 #: Rows a page of `iter_recipients` reads: a short query each, so that no read
 #: transaction stays open while the caller works through a million recipients.
@@ -45,6 +46,17 @@ SUPPRESSION_CHUNK = 10_000
 #: How often `lease` looks for leases of dead processes of this host (and at its first
 #: call): a scan of the in-flight rows, cheap but not free on a busy spool.
 RECLAIM_EVERY = 60.0
+
+
+def _same_spec(stored: bytes, new: bytes) -> bool:
+    """Whether two encodings are one CampaignSpec: the same bytes, or the same fields
+    once decoded (a spec stored before a field was added lacks it; see wire.py)."""
+    if stored == new:
+        return True
+    try:
+        return _specs.decode(stored) == _specs.decode(new)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
 
 
 def _first_of_each_key(rows: Sequence[NewRecipient]) -> list[NewRecipient | None]:
@@ -137,7 +149,8 @@ class SqliteSpool:
 
     def put_campaign(self, campaign_id: str, spec: bytes) -> bool:
         """Store a campaign's spec (the MessagePack of wire.CampaignSpec). Storing the same
-        bytes again does nothing (a resubmit after a crash).
+        spec again does nothing (a resubmit after a crash), also when a newer ferrymail
+        encodes it with more fields (their defaults) than the stored bytes have.
 
         Other bytes under an id the spool has: when nothing of that campaign was ever
         attempted (its recipients are queued, failed, rejected or suppressed, none in
@@ -156,7 +169,7 @@ class SqliteSpool:
                 )
                 return False
             campaign, stored = row
-            if stored == spec:
+            if _same_spec(stored, spec):
                 return False
             attempted = db.execute(sql.ATTEMPTED, (campaign,)).fetchone()[0]
             if attempted:
