@@ -37,8 +37,11 @@ HTML = (
     '<p><a href="https://shop.example.com/boots">Boots</a></p>'
     '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
 )
-PEOPLE = [ferrymail.Recipient(f"{name}@{DOMAIN}", {}, id=name) for name in ("ann", "bob", "carol")]
+NAMES = ("ann", "bob", "carol", "dora")
+PEOPLE = [ferrymail.Recipient(f"{name}@{DOMAIN}", {}, id=name) for name in NAMES]
 UNKNOWN_USER = f"550 5.1.1 <bob@{DOMAIN}>: Recipient address rejected: User unknown"
+# Postfix tries once (maximal_queue_lifetime = 0), then bounces it as expired.
+MAILBOX_BUSY = "451 4.3.0 mailbox busy, try again later"
 VERP_SENDER = re.compile(rf"bounces\+[a-z2-7]{{39}}@{re.escape(BOUNCES)}")
 
 
@@ -104,7 +107,9 @@ async def test_clicks_opens_unsubscribes_late_bounces_and_complaints_come_back(
     )
     inbound_port = free_port()
     with (
-        ScriptedServer(rcpt_replies={f"bob@{DOMAIN}": UNKNOWN_USER}) as mailbox,
+        ScriptedServer(
+            rcpt_replies={f"bob@{DOMAIN}": UNKNOWN_USER, f"dora@{DOMAIN}": MAILBOX_BUSY}
+        ) as mailbox,
         ferrymail_process(
             "inbound", "--listen", f"127.0.0.1:{inbound_port}", "--spool", str(spool_path),
             "--config", str(tmp_path / "inbound.toml"), ready="ferrymail inbound: listening",
@@ -120,17 +125,18 @@ async def test_clicks_opens_unsubscribes_late_bounces_and_complaints_come_back(
             bounce_domain=BOUNCES,
         ) as postfix,
     ):  # fmt: skip
-        # The campaign goes out: Postfix (the recipients' MX) accepts all three.
+        # The campaign goes out: Postfix (the recipients' MX) accepts all four.
         dns_server.add_zone(DOMAIN, ["@ MX 10 mx", "mx A 127.0.0.1"])
         engine_config = config(dns_server, postfix.port, tmp_path)
         async with ferrymail.Engine(spool_path, engine_config) as engine:
             await engine.submit(news("c1"), PEOPLE)
             await engine.drain()
-            assert (await engine.report("c1")).states["delivered"] == 3
+            assert (await engine.report("c1")).states["delivered"] == 4
 
-        # Postfix relays them: bob's mailbox does not exist, and his bounce comes back
-        # to his VERP address, late.
+        # Postfix relays them: bob's mailbox does not exist, dora's stays busy until
+        # Postfix gives up; both bounces come back to their VERP addresses, late.
         wait_for_signal(spool_path, "bounced-late", "bob", postfix)
+        wait_for_signal(spool_path, "bounced-late", "dora", postfix)
         delivered = {m.rcpt_tos[0]: m for m in mailbox.delivered}
         assert sorted(delivered) == [f"ann@{DOMAIN}", f"carol@{DOMAIN}"]
         senders = {m.mail_from for m in mailbox.delivered}
@@ -169,12 +175,12 @@ async def test_clicks_opens_unsubscribes_late_bounces_and_complaints_come_back(
         capture_output=True, check=True,
     )  # fmt: skip
     report = json.loads(shown.stdout)
-    assert report["states"]["delivered"] == 3
+    assert report["states"]["delivered"] == 4
     feedback = report["feedback"]
     assert (feedback["clicks"], feedback["opens"], feedback["unsubscribes"]) == (1, 1, 1)
-    assert (feedback["late_bounces"], feedback["complaints"]) == (1, 1)
-    assert feedback["complaint_rate"] == pytest.approx(1 / 3)
-    assert feedback["complaint_rate_by_domain"] == {DOMAIN: pytest.approx(1 / 3)}
+    assert (feedback["late_bounces"], feedback["complaints"]) == (2, 1)
+    assert feedback["complaint_rate"] == pytest.approx(1 / 4)
+    assert feedback["complaint_rate_by_domain"] == {DOMAIN: pytest.approx(1 / 4)}
 
     # The event logs: the engine's deliveries, the web's and the listener's signals.
     def logged(name: str) -> list[tuple[str, str]]:
@@ -182,24 +188,30 @@ async def test_clicks_opens_unsubscribes_late_bounces_and_complaints_come_back(
         return [(e["type"], e["recipient"]) for e in map(json.loads, lines)]
 
     assert sorted(e for e in logged("events.jsonl") if e[0] == "delivered") == [
-        ("delivered", "ann"), ("delivered", "bob"), ("delivered", "carol")
-    ]  # fmt: skip
+        ("delivered", name) for name in NAMES
+    ]
     assert sorted(logged("web-events.jsonl")) == [
         ("clicked", "ann"), ("opened", "ann"), ("unsubscribed", "ann")
     ]  # fmt: skip
     assert sorted(logged("inbound-events.jsonl")) == [
-        ("bounced-late", "bob"),
-        ("complained", "carol"),
-    ]
+        ("bounced-late", "bob"), ("bounced-late", "dora"), ("complained", "carol")
+    ]  # fmt: skip
+    categories = {
+        e["recipient"]: json.loads(e["detail"])["category"]
+        for e in map(json.loads, (tmp_path / "inbound-events.jsonl").read_text().splitlines())
+        if e["type"] == "bounced-late"
+    }
+    assert categories == {"bob": "bad-mailbox", "dora": "message-expired"}
 
-    # The next campaign of the list: the three are suppressed at submit, dave is not.
+    # The next campaign of the list: the unsubscribed, the hard-bounced and the
+    # complaining are suppressed at submit; dora (expired) and dave are not.
     dave = ferrymail.Recipient(f"dave@{DOMAIN}", {}, id="dave")
     async with ferrymail.Engine(spool_path, engine_config) as engine:
         result = await engine.submit(news("c2"), [*PEOPLE, dave])
-    assert (result.accepted, result.suppressed) == (1, 3)
+    assert (result.accepted, result.suppressed) == (2, 3)
     with SqliteSpool(spool_path, read_only=True) as spool:
         states = spool.final_states("c2")
     assert {n: states[n] for n in ("ann", "bob", "carol")} == dict.fromkeys(
         ("ann", "bob", "carol"), "suppressed"
     )
-    assert states["dave"] != "suppressed"
+    assert states["dave"] != "suppressed" and states["dora"] != "suppressed"
