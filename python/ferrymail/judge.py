@@ -80,12 +80,20 @@ class Judge:
         self.listened = listened
 
     def batch(
-        self, campaign: str, leased: Sequence[Leased], outcomes: Sequence[Outcome], now: float
+        self,
+        campaign: str,
+        leased: Sequence[Leased],
+        outcomes: Sequence[Outcome],
+        now: float,
+        *,
+        retry: RetryPolicy | None = None,
+        classifier: BounceClassifier | None = None,
     ) -> Verdict:
-        """The verdict on a batch's outcomes (or on some of them, as they come)."""
+        """The verdict on a batch's outcomes (or on some of them, as they come); `retry`
+        and `classifier` replace the judge's own for this batch (its site's shaping)."""
         verdict = Verdict([], [], [])
         for recipient, outcome in zip(leased, outcomes, strict=True):
-            self.one(verdict, campaign, recipient, outcome, now)
+            self.one(verdict, campaign, recipient, outcome, now, retry, classifier)
         return verdict
 
     @staticmethod
@@ -101,8 +109,19 @@ class Judge:
             return f"{limited.code} {limited.enhanced or ''} {limited.text}"
         return None
 
-    def one(self, verdict: Verdict, campaign: str, r: Leased, o: Outcome, now: float) -> None:
+    def one(
+        self,
+        verdict: Verdict,
+        campaign: str,
+        r: Leased,
+        o: Outcome,
+        now: float,
+        retry: RetryPolicy | None = None,
+        classifier: BounceClassifier | None = None,
+    ) -> None:
         """Adds one recipient's update and event to `verdict`."""
+        retry = retry or self.retry
+        classifier = classifier or self.classifier
         attempt = r.attempts + 1
         category: str | None = None
         next_attempt: float | None = None
@@ -112,14 +131,12 @@ class Judge:
             state = "failed"
         elif o.status == "permanent" and not rejects_our_helo(o):
             state = "bounced"
-            category = self.classifier.classify(o.code, o.enhanced, o.text, o.kind)
+            category = classifier.classify(o.code, o.enhanced, o.text, o.kind)
             if self.suppress_hard_bounces and category in HARD_CATEGORIES:
                 verdict.suppress.append((r.address, f"{category}: {o.code} {o.text}"))
         else:
-            category = self.classifier.classify(o.code, o.enhanced, o.text, o.kind)
-            next_attempt = self.retry.next_attempt(
-                attempt, r.submitted_at, now, domain=r.domain or None
-            )
+            category = classifier.classify(o.code, o.enhanced, o.text, o.kind)
+            next_attempt = retry.next_attempt(attempt, r.submitted_at, now, domain=r.domain or None)
             state = "deferred" if next_attempt is not None else "expired"
             if state == "expired":
                 category = "message-expired"

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
+
+import msgspec
 
 from .config import SiteLimits
 from .spool import Leased
 from .wire import Route
+
+if TYPE_CHECKING:
+    from .shaping.site_shape import SiteShape
 
 
 class Site:
@@ -24,6 +30,10 @@ class Site:
         self.domains: set[str] = set()
         self.in_flight = False
         self.suspended_until = 0.0
+        # What the shaping file (or the Config) says for it; set by the engine.
+        self.shape: SiteShape | None = None
+        # In force now: the shape's, as automation's actions lower them (`apply`).
+        self.messages_per_second = limits.messages_per_second
         # Token bucket for messages_per_second: at most one second's worth saved up.
         self._tokens = 0.0
         self._filled_at = 0.0
@@ -58,13 +68,13 @@ class Site:
 
     def next_token_at(self, now: float) -> float:
         """When the rate allows one more message."""
-        rate = self.limits.messages_per_second
+        rate = self.messages_per_second
         if rate is None or self._tokens >= 1:
             return now
         return now + (1 - self._tokens) / rate
 
     def _allowance(self, now: float) -> int:
-        rate = self.limits.messages_per_second
+        rate = self.messages_per_second
         if rate is None:
             self._tokens = float("inf")
             return 1 << 30
@@ -73,6 +83,34 @@ class Site:
         self._tokens = min(max(1.0, rate), self._tokens + (now - self._filled_at) * rate)
         self._filled_at = now
         return int(self._tokens)
+
+    def apply(self, connections: int, per_connection: int, per_second: float | None) -> None:
+        """Sets the limits in force (the shape's, lowered by automation): the next batch's
+        route carries the connection limits, the token bucket the rate."""
+        connections, per_connection = max(1, connections), max(1, per_connection)
+        route = self.route
+        if (route.max_connections, route.max_messages_per_connection) != (
+            connections,
+            per_connection,
+        ):
+            self.route = msgspec.structs.replace(
+                route, max_connections=connections, max_messages_per_connection=per_connection
+            )
+        if per_second != self.messages_per_second:
+            self.messages_per_second = per_second
+            if per_second is not None:  # a lower rate starts with at most its own burst
+                self._tokens = min(self._tokens, max(1.0, per_second))
+
+    def hold(self, campaign: str) -> list[Leased]:
+        """Takes a campaign's waiting recipients out (automation suspended the campaign
+        here); they go back to the spool."""
+        return list(self.queues.pop(campaign, ()))
+
+    def take_all(self) -> list[Leased]:
+        """Every waiting recipient, out of the queues (automation bounces them)."""
+        waiting = [r for q in self.queues.values() for r in q]
+        self.queues.clear()
+        return waiting
 
     def suspend(self, until: float) -> list[Leased]:
         """Suspends the site (why is in the spool: suspensions.py); returns its waiting

@@ -8,6 +8,7 @@ import sys
 
 import msgspec
 
+from ..spool import ShapingAction
 from .common import add_spool, open_spool, table, when
 
 
@@ -52,8 +53,36 @@ def main(args: argparse.Namespace) -> int:
                 [(s.site, when(s.until), s.reason, _domains(s.domains)) for s in status.suspended],
             )
         )
+    if status.actions:
+        print()
+        print(
+            table(
+                ["shaping rule", "on", "does", "until", "reply", "domains"],
+                [
+                    (a.rule, _target(a), _does(a), when(a.until), a.reply, _domains(a.domains))
+                    for a in status.actions
+                ],
+            )
+        )
     print(f"\nnext due: {when(status.next_due) if status.next_due else 'nothing pending'}")
     return 0
+
+
+def _target(action: ShapingAction) -> str:
+    """What an action is on: the site, the site from a source, a campaign at the site."""
+    if action.source:
+        return f"{action.site} from {action.source}"
+    if action.campaign:
+        return f"campaign {action.campaign} at {action.site}"
+    return action.site
+
+
+def _does(action: ShapingAction) -> str:
+    done = ["suspend"] * action.suspend + ["bounce queued"] * action.bounce
+    done += [f"{name} = {value}" for name, value in action.limits.items()]
+    if action.restore:
+        done.append(f"restored over {action.restore:g} s")
+    return ", ".join(done)
 
 
 def _domains(domains: list[str], shown: int = 3) -> str:

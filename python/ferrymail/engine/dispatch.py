@@ -80,7 +80,7 @@ class Dispatcher:
                 ]
                 for i, o in fresh:
                     outcomes[i] = o
-                await self._record([batch[i] for i, _ in fresh], [o for _, o in fresh])
+                await self._record(site, [batch[i] for i, _ in fresh], [o for _, o in fresh])
         except Exception as e:  # a fault must defer the batch, not lose it
             fault = e
         finally:
@@ -92,7 +92,7 @@ class Dispatcher:
             gap = _internal(fault)
             for i in missing:
                 outcomes[i] = gap
-            await self._record([batch[i] for i in missing], [gap] * len(missing))
+            await self._record(site, [batch[i] for i in missing], [gap] * len(missing))
         return [o for o in outcomes if o is not None]
 
     def cancel(self) -> None:
@@ -101,7 +101,7 @@ class Dispatcher:
         for delivery in list(self._deliveries):
             delivery.cancel()
 
-    async def _record(self, leased: list[Leased], outcomes: list[Outcome]) -> None:
+    async def _record(self, site: Site, leased: list[Leased], outcomes: list[Outcome]) -> None:
         """Judges and records outcomes; recipients a cancel cut before their message
         was sent go back to the queue untried instead."""
         now = time.time()
@@ -111,7 +111,15 @@ class Dispatcher:
             leased, outcomes = [r for r, _ in kept], [o for _, o in kept]
             await self._recorder.release(back)
         if leased:
-            verdict = self._judge.batch(leased[0].campaign, leased, outcomes, now)
+            shape = site.shape
+            verdict = self._judge.batch(
+                leased[0].campaign,
+                leased,
+                outcomes,
+                now,
+                retry=shape.retry if shape else None,
+                classifier=shape.classifier if shape else None,
+            )
             await self._recorder.record(verdict)
 
 

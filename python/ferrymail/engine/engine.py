@@ -24,11 +24,15 @@ import msgspec
 
 from ..bounce import BounceClassifier
 from ..campaign import Campaign
-from ..config import Config
+from ..config import Config, SiteLimits
 from ..errors import Error
 from ..events import Event, EventBus
 from ..judge import Judge, Verdict
 from ..routing import Destination, Router
+from ..shaping import Automation, Shaping, empty
+from ..shaping.automation import matches
+from ..shaping.in_force import ActionsInForce
+from ..shaping.site_shape import SiteShapes
 from ..sites import Site
 from ..spool import Leased, Report, SqliteSpool
 from ..spooler import Spooler
@@ -72,6 +76,7 @@ class _Parts:
         self.scheduler = Scheduler(spooler, engine.config, engine._owner)
         self.recorder = Recorder(spooler, engine._bus, self.scheduler.settled)
         self.campaigns = Campaigns(spooler)
+        self.actions = ActionsInForce(spooler)
         self.dispatcher = Dispatcher(spooler, transport, engine._judge, self.recorder)
         self.routes = Routes(engine._router, engine._routed, engine._wake.set)
 
@@ -98,6 +103,11 @@ class Engine:
             self.config.suppress_hard_bounces,
             listened=lambda: self._bus.listened,
         )
+        # The shaping file in force (`reload_shaping` swaps it), what it makes of each
+        # site, and automation's counts of the replies its rules matched.
+        self._shaping = self.config.shaping if isinstance(self.config.shaping, Shaping) else empty()
+        self._shapes = SiteShapes(self.config)
+        self._automation = Automation()
         self._parts: _Parts | None = None
         self._sites: dict[str, Site] = {}
         self._batches: set[asyncio.Task[None]] = set()
@@ -129,6 +139,7 @@ class Engine:
         spooler = Spooler(spool)
         parts = _Parts(self, spooler, Transport(self.config.smtp_options))
         await parts.suspensions.load()
+        await parts.actions.load()
         self._parts = parts
 
     async def close(self) -> None:
@@ -251,6 +262,7 @@ class Engine:
         parts = self._open()
         # Lifted before the recipients are made due, or they would go back to wait.
         await parts.suspensions.lift(self._sites.values(), domain)
+        await parts.actions.lift(domain)
         count = await parts.spooler.call(parts.spooler.spool.flush, domain)
         self._router.flush()
         self._wake.set()
@@ -275,6 +287,8 @@ class Engine:
             self._dispatch(parts, now)
             await scheduler.renew(now, self._held(parts))
             if await parts.suspensions.refresh(self._sites.values(), now):
+                self._wake.set()
+            if await parts.actions.refresh(now):
                 self._wake.set()
             if (
                 until_done
@@ -338,6 +352,16 @@ class Engine:
         if site.suspended(now):
             await parts.recorder.release([(r, site.suspended_until) for r in waiting])
             return
+        bouncing = parts.actions.bouncing(site.key, now)
+        if bouncing is not None:
+            await self._bounce(parts, waiting, bouncing.rule, bouncing.reply)
+            return
+        held = parts.actions.held(site.key, now)
+        if held:
+            await parts.recorder.release(
+                [(r, held[r.campaign]) for r in waiting if r.campaign in held]
+            )
+            waiting = [r for r in waiting if r.campaign not in held]
         for r in waiting:
             site.add(r.campaign, r)
 
@@ -356,6 +380,10 @@ class Engine:
         for site in self._sites.values():
             if not site.ready(now):
                 continue
+            if site.shape is not None:
+                limits = parts.actions.limits(site.key, site.shape, now)
+                rate = limits.rate.per_second if limits.rate is not None else None
+                site.apply(limits.connections, limits.messages_per_connection, rate)
             taken = site.take(self.config.batch_size, now)
             if taken is None:
                 continue
@@ -387,20 +415,91 @@ class Engine:
             outcomes = await parts.dispatcher.deliver(site, campaign_id, compiled, batch)
         finally:
             try:
-                why = self._judge.suspension(outcomes)
+                # A reply that a shaping rule matches is the rule's to act on; the
+                # others get the built-in reaction (a 421 suspends the site).
+                unmatched = await self._automate(parts, site, campaign_id, outcomes)
+                why = self._judge.suspension(unmatched)
                 if why is not None:
                     await self._suspend(parts, site, why)
             finally:
                 site.in_flight = False
                 self._wake.set()
 
-    async def _suspend(self, parts: _Parts, site: Site, why: str) -> None:
+    async def _suspend(
+        self, parts: _Parts, site: Site, why: str, until: float | None = None
+    ) -> None:
         """Suspends the site, here and in the spool (`ferrymail status` shows it, a
-        restart keeps it); its waiting recipients go back to the spool."""
-        until = max(site.suspended_until, time.time() + self.config.suspend_for)
+        restart keeps it), for `suspend_for` or until `until`; its waiting recipients go
+        back to the spool."""
+        end = time.time() + self.config.suspend_for if until is None else until
+        until = max(site.suspended_until, end)
         await parts.suspensions.suspend(site, until, why)
         waiting = site.suspend(until)
         await parts.recorder.release([(r, until) for r in waiting])
+
+    async def _automate(
+        self, parts: _Parts, site: Site, campaign_id: str, outcomes: list[Outcome]
+    ) -> list[Outcome]:
+        """Feeds the batch's 4xx and 5xx replies to the site's automation rules, applies
+        the actions that fire (see shaping/in_force.py), and returns the outcomes whose
+        reply no rule matched."""
+        rules = site.shape.automation if site.shape is not None else ()
+        if not rules:
+            return outcomes
+        now = time.time()
+        unmatched, fired = [], []
+        for o in outcomes:
+            if o.kind != OutcomeKind.REPLY or o.code is None or o.code < 400:
+                unmatched.append(o)
+                continue
+            if not matches(rules, o.code, o.enhanced, o.text):
+                unmatched.append(o)
+                continue
+            fired += self._automation.observe(
+                rules,
+                site=site.key,
+                source=None,
+                campaign=campaign_id,
+                code=o.code,
+                enhanced=o.enhanced,
+                text=o.text,
+                now=now,
+            )
+        if fired:
+            for action in await parts.actions.fire(fired, site.domains):
+                if action.suspend and action.scope != "campaign":
+                    why = f"shaping rule {action.rule}: {action.reply}"
+                    await self._suspend(parts, site, why, until=action.until)
+                elif action.suspend:
+                    held = site.hold(action.campaign)
+                    await parts.recorder.release([(r, action.until) for r in held])
+                if action.bounce:
+                    await self._bounce(parts, site.take_all(), action.rule, action.reply)
+        return unmatched
+
+    async def _bounce(self, parts: _Parts, leased: list[Leased], rule: str, reply: str) -> None:
+        """Bounces recipients for an automation rule (a receiver that says it will take
+        nothing from us: holding the mail would only make it expire later)."""
+        text = f"bounced by shaping rule {rule}, after the reply: {reply}"
+        outcome = Outcome.without_reply("permanent", "engine", text, kind=OutcomeKind.LOCAL)
+        judged = Verdict([], [], [])
+        now = time.time()
+        for r in leased:
+            self._judge.one(judged, r.campaign, r, outcome, now)
+        await parts.recorder.record(judged)
+
+    def reload_shaping(self, shaping: Shaping) -> None:
+        """Puts a new shaping file in force: every site's limits, retry policy, bounce
+        rules and automation rules are taken from it from its next batch on. Nothing
+        queued is touched, and the actions in force stay."""
+        self._shaping = shaping
+        for site in self._sites.values():
+            if site.domains:
+                self._shape(site, next(iter(site.domains)), site.limits)
+
+    def _shape(self, site: Site, domain: str, fallback: SiteLimits) -> None:
+        resolved = self._shaping.resolve(domain, site.key, [h.name for h in site.route.hosts])
+        site.shape = self._shapes.shape(resolved, fallback)
 
     def _site(self, parts: _Parts, dest: Destination, domain: str) -> Site:
         route = dest.route
@@ -413,6 +512,8 @@ class Engine:
         else:
             site.route = route  # addresses may have changed with DNS
         site.domains.add(domain)
+        if site.shape is None:
+            self._shape(site, domain, dest.limits)
         return site
 
     # --- reading ----------------------------------------------------------------------

@@ -43,6 +43,14 @@ def subject(code: int | None, enhanced: str | None, text: str) -> str:
     return " ".join(p for p in parts if p)
 
 
+def matches(
+    rules: Sequence[AutomationRule], code: int | None, enhanced: str | None, text: str
+) -> bool:
+    """Whether any of `rules` matches the reply (whether or not its threshold is met)."""
+    reply = subject(code, enhanced, text)
+    return any(rule.pattern is not None and rule.pattern.search(reply) for rule in rules)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Action:
     """What a fired rule asks for, from `started` until `until` (epoch seconds): on

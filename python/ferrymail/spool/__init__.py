@@ -1,5 +1,6 @@
 """The spool: the engine's durable store of campaigns, recipients' states and suppressions."""
 
+from .actions import ShapingAction
 from .lookup import Found
 from .rows import (
     DomainStatus,
@@ -28,6 +29,7 @@ __all__ = [
     "NewRecipient",
     "Recorded",
     "Report",
+    "ShapingAction",
     "Signal",
     "SqliteSpool",
     "Status",

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections import Counter
 
+from .actions import in_force
 from .rows import DomainStatus, FeedbackCounts, Report, Status, Suspension
 from .states import ALL, BOUNCED, CODE, DEFERRED, EXPIRED, FINAL_SQL, IN_FLIGHT, NAME, PENDING_SQL
 
@@ -96,7 +97,9 @@ def status(db: sqlite3.Connection, now: float) -> Status:
         f"SELECT count(DISTINCT domain) FROM recipient WHERE {PENDING_SQL}"
     ).fetchone()[0]
     next_due = db.execute(f"SELECT min(due) FROM recipient WHERE {PENDING_SQL}").fetchone()[0]
-    return Status(counts(db), domains, pending_domains, next_due, suspensions(db, now))
+    return Status(
+        counts(db), domains, pending_domains, next_due, suspensions(db, now), in_force(db, now)
+    )
 
 
 def report(db: sqlite3.Connection, name: str, campaign: int) -> Report:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from .actions import ShapingAction
+
 
 class NewRecipient(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One recipient as submit hands it to `insert`."""
@@ -197,3 +199,5 @@ class Status(msgspec.Struct, frozen=True):
     next_due: float | None
     #: The sites suspended now, the one whose suspension ends soonest first.
     suspended: list[Suspension] = []
+    #: The shaping automation's actions in force (or whose limits are coming back up).
+    actions: list[ShapingAction] = []

@@ -13,7 +13,7 @@ from .states import CODE, FINAL_SQL, PENDING_SQL, QUEUED
 
 #: The version of the tables below, kept in PRAGMA user_version. Raise it with every
 #: change to them, with a migration from the one before.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: PRAGMA application_id ("FMSP"): marks the file as a ferrymail spool, so that another
 #: program's SQLite file is refused instead of getting our tables added to it.
 APPLICATION_ID = 0x464D5350
@@ -85,6 +85,33 @@ CREATE TABLE feedback (
 -- unsubscribe's check), covered.
 CREATE INDEX feedback_signal ON feedback (campaign, key, kind, link, machine);
 """
+# Version 4: the actions of shaping's automation rules in force (shaping/automation.py),
+# so that they outlast a restart, show in `ferrymail status` and `ferrymail flush`
+# lifts them. A row is kept until its limits have come back up (`until + restore`).
+_V4 = """
+-- What a rule did to a site (scope "site"), to the site from one source ("source"),
+-- or to one campaign there ("campaign"), from `started` until `until`: suspend it,
+-- bounce what is queued for it, and/or hold its limits at `limits` (a JSON object,
+-- rates as written: {"max_message_rate": "10/min"}); they come back over `restore`
+-- seconds. `reply` is the reply that fired the rule; `domains` (a JSON list) the site's
+-- domains, for `ferrymail flush DOMAIN`. '' for no source or campaign.
+CREATE TABLE shaping_action (
+    rule TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    site TEXT NOT NULL,
+    source TEXT NOT NULL,
+    campaign TEXT NOT NULL,
+    started REAL NOT NULL,
+    until REAL NOT NULL,
+    restore REAL NOT NULL,
+    reply TEXT NOT NULL,
+    suspend INTEGER NOT NULL CHECK (suspend IN (0, 1)),
+    bounce INTEGER NOT NULL CHECK (bounce IN (0, 1)),
+    limits TEXT NOT NULL,
+    domains TEXT NOT NULL,
+    PRIMARY KEY (rule, scope, site, source, campaign)
+) WITHOUT ROWID;
+"""
 # Scope '' is global; any other value is a list name (see SqliteSpool.campaign_list).
 _SUPPRESSION = """
 CREATE TABLE suppression (
@@ -155,7 +182,7 @@ CREATE INDEX recipient_pending ON recipient (due, id, domain, state, campaign)
 CREATE INDEX recipient_final ON recipient (campaign, state) WHERE {FINAL_SQL};
 {_V2}-- The key is the normalized address (see suppression.py): one row per address and
 -- scope.
-{_SUPPRESSION}{_FEEDBACK}"""
+{_SUPPRESSION}{_FEEDBACK}{_V4}"""
 
 
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
@@ -328,6 +355,11 @@ def _migrate(db: sqlite3.Connection, name: str) -> None:
             )
             db.execute("DROP TABLE suppression_v2")
             db.execute("PRAGMA user_version = 3")
+            version = 3
+        if version == 3:
+            for statement in _statements(_V4):
+                db.execute(statement)
+            db.execute("PRAGMA user_version = 4")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

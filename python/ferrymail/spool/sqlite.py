@@ -16,8 +16,10 @@ import msgspec
 
 from ..errors import ConfigError
 from ..wire import CampaignSpec
+from . import actions as actions_table
 from . import lookup, reports
 from . import statements as sql
+from .actions import ShapingAction
 from .lookup import Found
 from .owners import dead_here
 from .rows import (
@@ -437,6 +439,24 @@ class SqliteSpool:
         return sites
 
     # ---- queries ----
+
+    # ---- automation actions (shaping) ----
+
+    def put_actions(self, actions: Sequence[ShapingAction]) -> None:
+        """Store automation actions that fired (see actions.py). Not durable: one lost
+        to a power cut fires again at the receiver's next such reply."""
+        with self._transaction(durable=False) as db:
+            actions_table.put(db, actions, self._clock())
+
+    def actions(self) -> list[ShapingAction]:
+        """The automation actions in force, or whose limits are still coming back up."""
+        return actions_table.in_force(self._db, self._clock())
+
+    def lift_actions(self, domain: str | None = None) -> list[ShapingAction]:
+        """End every automation action, or those on the sites `domain` was among (as
+        `flush` does); returns them. A running engine sees it within a second."""
+        with self._transaction(durable=False) as db:
+            return actions_table.lift(db, None if domain is None else domain_key(domain))
 
     def next_due(self) -> float | None:
         """The earliest time a pending recipient is (or was) due: a queued or deferred

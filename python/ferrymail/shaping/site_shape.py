@@ -1,0 +1,86 @@
+"""SiteShape: what a site's resolved shaping means to the engine, with the Config's values
+where the shaping file sets none."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..bounce import BounceClassifier
+from ..config import Config, SiteLimits
+from ..retry import RetryPolicy
+from .model import AutomationRule, Resolved
+from .units import Rate
+
+_RETRY = ("first_retry", "multiplier", "max_interval", "jitter", "max_age")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SiteShape:
+    """A site's configured limits (before automation's actions), its retry policy, the
+    bounce classifier its outcomes are judged with (None: the engine's own) and the
+    automation rules its replies are matched against."""
+
+    connections: int
+    messages_per_connection: int
+    rate: Rate | None
+    retry: RetryPolicy
+    classifier: BounceClassifier | None
+    automation: tuple[AutomationRule, ...]
+    #: The shaping file's entries that apply, least specific first ("default",
+    #: "provider.google", …).
+    entries: tuple[str, ...]
+
+
+class SiteShapes:
+    """Builds SiteShapes for one Config: a value the shaping file leaves at ferrymail's
+    built-in default is the Config's (`site_limits`, `site_overrides`, `retry`), so that
+    an engine without a shaping file behaves as before, and a file overrides only what
+    it sets. Classifiers are shared by sites with the same bounce rules."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._classifiers: dict[tuple[object, ...], BounceClassifier] = {}
+
+    def shape(self, resolved: Resolved, fallback: SiteLimits) -> SiteShape:
+        limits, origin = resolved.limits, resolved.origin
+
+        def set_by_file(name: str) -> bool:
+            return origin.get(name, "builtin") != "builtin"
+
+        rate: Rate | None
+        if set_by_file("max_message_rate"):
+            rate = limits.max_message_rate
+        elif fallback.messages_per_second is not None:
+            rate = Rate(fallback.messages_per_second, 1.0)
+        else:
+            rate = None
+        retry = (
+            limits.retry
+            if any(set_by_file(f"retry.{name}") for name in _RETRY)
+            else self._config.retry
+        )
+        return SiteShape(
+            connections=(
+                limits.connection_limit if set_by_file("connection_limit") else fallback.connections
+            ),
+            messages_per_connection=(
+                limits.max_deliveries_per_connection
+                if set_by_file("max_deliveries_per_connection")
+                else fallback.messages_per_connection
+            ),
+            rate=rate,
+            retry=retry,
+            classifier=self._classifier(limits.bounce_rules),
+            automation=limits.automation,
+            entries=resolved.entries,
+        )
+
+    def _classifier(self, rules: tuple[object, ...]) -> BounceClassifier | None:
+        """The file's rules first (most specific entry's first), then the Config's."""
+        if not rules:
+            return None
+        found = self._classifiers.get(rules)
+        if found is None:
+            combined = [*rules, *self._config.bounce_rules]
+            found = self._classifiers[rules] = BounceClassifier(combined)  # type: ignore[arg-type]
+        return found

@@ -1,0 +1,241 @@
+"""The shaping file applied by the engine, against scripted peers answering as Gmail, Yahoo
+and Microsoft do: limits per site, rules that fire at their threshold, their actions
+(lower the rate, suspend the site or a campaign, bounce), ending on time, kept in the
+spool, shown by `ferrymail status`, lifted by `ferrymail flush`, and other sites
+untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ferrymail
+import pytest
+from dns_peer import DnsServer
+from engine_support import campaign, config, free_port_everywhere, on_uvloop, people
+from ferrymail.shaping import default_path, loads
+from ferrymail.spool import SqliteSpool
+from smtp_peers import Message, ScriptedServer
+
+Scripted = Callable[..., ScriptedServer]
+
+GMAIL_RATE_LIMITED = (
+    "421 4.7.28 [127.0.0.1] Our system has detected an unusual rate of unsolicited mail "
+    "originating from your IP address. To protect our users from spam, mail sent from your "
+    "IP address has been temporarily rate limited."
+)
+YAHOO_TS02 = (
+    "421 4.7.0 [TS02] Messages from 127.0.0.1 temporarily deferred due to unexpected "
+    "volume or user complaints - 4.16.56.1; see https://postmaster.yahooinc.com/error-codes"
+)
+YAHOO_POLICY = "554 5.7.9 Message not accepted for policy reasons. See https://postmaster.yahooinc.com/error-codes"
+MICROSOFT_BUSY = (
+    "451 4.7.500 Server busy. Please try again later from [127.0.0.1]. (S77714) "
+    "[Name=Protocol Filter Agent][AGT=PFA][MxId=11BB6C3A4E71E5FC]"
+)
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return free_port_everywhere()
+
+
+def rate(messages: list[Message]) -> float:
+    """Messages per second at the peer, between its first and last message."""
+    times = sorted(m.received_at for m in messages)
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def shaped(
+    dns: DnsServer, port: int, tmp_path: Path, shaping: str, **overrides: object
+) -> ferrymail.Config:
+    return config(dns, port, tmp_path, shaping=loads(shaping, name="test.toml"), **overrides)
+
+
+@on_uvloop
+async def test_a_site_entry_sets_the_rate_and_other_sites_keep_theirs(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("slow-site.test", ["@ MX 10 mx", "mx A 127.0.0.21"])
+    dns_server.add_zone("fast-site.test", ["@ MX 10 mx", "mx A 127.0.0.22"])
+    slow = scripted_server(host="127.0.0.21", port=port)
+    fast = scripted_server(host="127.0.0.22", port=port)
+    shaping = '[site."mx.slow-site.test"]\nmax_message_rate = "20/s"\n'
+    cfg = shaped(dns_server, port, tmp_path, shaping, batch_size=10)
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+        await engine.submit(campaign(), people("slow-site.test", 60) + people("fast-site.test", 60))
+        await engine.drain()
+
+    assert len(slow.delivered) == len(fast.delivered) == 60
+    # One second's worth may go at once (the bucket starts full), then 20 a second.
+    assert rate(slow.delivered[20:]) == pytest.approx(20, rel=0.2)
+    assert rate(fast.delivered) > 60
+
+
+@on_uvloop
+async def test_gmail_rate_limit_rule_fires_at_its_threshold_and_lowers_the_rate(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("gmail-like.test", ["@ MX 10 gmail-smtp-in.l.google.test."])
+    dns_server.add_zone("google.test", ["gmail-smtp-in.l A 127.0.0.23"])
+    dns_server.add_zone("other-site.test", ["@ MX 10 mx", "mx A 127.0.0.24"])
+    gmail = scripted_server(
+        host="127.0.0.23", port=port, replies={"RCPT": [GMAIL_RATE_LIMITED] * 3}
+    )
+    other = scripted_server(host="127.0.0.24", port=port)
+    shaping = """
+[provider.google]
+mx_suffix = [".google.test"]
+[[provider.google.automation]]
+name = "gmail-rate-limited-4.7.28"
+regex = '^421 4\\.7\\.28 '
+trigger = "3/min"
+set = { max_message_rate = "10/s" }
+duration = "1m"
+"""
+    cfg = shaped(dns_server, port, tmp_path, shaping, batch_size=5)
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+        await engine.submit(
+            campaign(), people("gmail-like.test", 40) + people("other-site.test", 40)
+        )
+        await engine.drain()
+
+    with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
+        (action,) = spool.actions()
+        suspended = spool.suspensions()
+    assert (action.rule, action.scope, action.limits) == (
+        "gmail-rate-limited-4.7.28",
+        "site",
+        {"max_message_rate": "10/s"},
+    )
+    assert action.reply.startswith("421 4.7.28 [127.0.0.1] Our system has detected")
+    assert action.domains == ["gmail-like.test"]
+    assert suspended == []  # the rule took the 421: no built-in suspension
+    assert len(gmail.delivered) == 40 and len(other.delivered) == 40
+    after = [m for m in gmail.delivered if m.received_at > action.started]
+    assert len(after) >= 30
+    assert rate(after[10:]) == pytest.approx(10, rel=0.25)
+    assert rate(other.delivered) > 40
+
+
+@on_uvloop
+async def test_yahoo_deferral_suspends_the_site_until_the_action_ends(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("yahoo-like.test", ["@ MX 10 mta5.am0.yahoodns.test."])
+    dns_server.add_zone("yahoodns.test", ["mta5.am0 A 127.0.0.25"])
+    yahoo = scripted_server(host="127.0.0.25", port=port, replies={"RCPT": [YAHOO_TS02]})
+    shaping = """
+[provider.yahoo]
+mx_suffix = [".yahoodns.test"]
+[[provider.yahoo.automation]]
+name = "yahoo-deferred-ts01-ts04"
+regex = '^421 4\\.7\\.0 \\[TSS?0[124]\\]'
+trigger = "immediate"
+suspend = true
+duration = "2s"
+"""
+    cfg = shaped(dns_server, port, tmp_path, shaping, batch_size=1)
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+        await engine.submit(campaign(), people("yahoo-like.test", 3))
+        drained = asyncio.create_task(engine.drain())
+        while not (tmp_path / "spool.db").exists() or not await _suspensions(tmp_path):
+            await asyncio.sleep(0.05)
+        (suspension,) = await _suspensions(tmp_path)
+        await drained
+
+    assert suspension.reason.startswith("shaping rule yahoo-deferred-ts01-ts04: 421 4.7.0 [TS02]")
+    assert suspension.until - suspension.since == pytest.approx(2, abs=0.3)
+    assert len(yahoo.delivered) == 3
+    # Nothing went to the site while it was suspended, and it was sent to again on time.
+    first = min(m.received_at for m in yahoo.delivered)
+    assert first >= suspension.until - 0.05
+    assert first < suspension.until + 1.5
+
+
+async def _suspensions(tmp_path: Path) -> list[object]:
+    with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
+        return list(spool.suspensions())
+
+
+@on_uvloop
+async def test_a_bounce_rule_bounces_what_is_queued_for_the_site(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("policy.test", ["@ MX 10 mx", "mx A 127.0.0.26"])
+    scripted_server(host="127.0.0.26", port=port, replies={"RCPT": YAHOO_POLICY})
+    shaping = """
+[site."mx.policy.test"]
+[[site."mx.policy.test".automation]]
+name = "refuses-everything"
+regex = '^554 5\\.7\\.9 '
+trigger = "immediate"
+bounce = true
+duration = "1m"
+"""
+    cfg = shaped(dns_server, port, tmp_path, shaping, batch_size=2)
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+        await engine.submit(campaign(), people("policy.test", 10))
+        await engine.drain()
+        report = await engine.report("c1")
+
+    assert report.states["bounced"] == 10
+    replies = dict(report.replies)
+    by_rule = sum(
+        n for text, n in replies.items() if "bounced by shaping rule refuses-everything" in text
+    )
+    assert by_rule >= 6  # the first batch got the 554 itself; the rest never went out
+    assert sum(replies.values()) == 10
+
+
+@on_uvloop
+async def test_the_shipped_file_reacts_to_microsofts_busy_reply(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    text = Path(default_path()).read_text()
+    text = text.replace(
+        'mx_suffix = [".outlook.com", ".hotmail.com"]',
+        'mx_suffix = [".outlook.com", ".hotmail.com", ".outlook.test"]',
+    )
+    assert ".outlook.test" in text
+    dns_server.add_zone(
+        "contoso-like.test", ["@ MX 10 contoso-like-test.mail.protection.outlook.test."]
+    )
+    dns_server.add_zone("outlook.test", ["contoso-like-test.mail.protection A 127.0.0.27"])
+    scripted_server(host="127.0.0.27", port=port, replies={"RCPT": [MICROSOFT_BUSY]})
+    cfg = shaped(dns_server, port, tmp_path, text, batch_size=1)
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+        await engine.submit(campaign(), people("contoso-like.test", 1))
+        running = asyncio.create_task(engine.run())
+        deadline = time.monotonic() + 20
+        while not await _actions(tmp_path):
+            assert time.monotonic() < deadline, "no rule fired"
+            await asyncio.sleep(0.05)
+        engine.stop()
+        await running
+
+    (action,) = await _actions(tmp_path)
+    assert action.rule == "microsoft-server-busy-4.7.500"
+    assert action.limits == {"connection_limit": 1, "max_message_rate": "30/min"}
+    # `ferrymail status` shows it with the reply; `ferrymail flush` lifts it.
+    status = _cli("status", "--spool", str(tmp_path / "spool.db"))
+    assert "microsoft-server-busy-4.7.500" in status and "451 4.7.500 Server busy" in status
+    flushed = _cli("flush", "--spool", str(tmp_path / "spool.db"))
+    assert "shaping rule microsoft-server-busy-4.7.500 on" in flushed
+    assert await _actions(tmp_path) == []
+
+
+async def _actions(tmp_path: Path) -> list[object]:
+    with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
+        return list(spool.actions())
+
+
+def _cli(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "ferrymail", *args], capture_output=True, text=True, check=True
+    )
+    return done.stdout
