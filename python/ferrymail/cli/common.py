@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterator, Sequence
 import msgspec
 
 from ..config import Config
+from ..engine import Engine
 from ..errors import ConfigError, Error
 from ..routing import Router
+from ..shaping.reload import Reloader
 from ..spool import Report, SqliteSpool
 
 #: The exit status for bad input: a usage error, as argparse uses.
@@ -69,7 +71,8 @@ def add_delivery(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shaping",
         metavar="FILE",
-        help="a traffic shaping file, checked at start (not applied by the engine yet)",
+        help="a traffic shaping file (limits and automation rules per site); reloaded on "
+        "SIGHUP and when it changes",
     )
     add_event_log(p)
 
@@ -160,6 +163,20 @@ def check_dns_server(server: str) -> None:
 def spool_must_exist(path: str) -> None:
     if not os.path.exists(path):
         raise CliError(f"{path}: no such spool (give --spool FILE)")
+
+
+def reload_shaping(engine: Engine, path: str | None) -> Reloader | None:
+    """Reloads the engine's shaping file on SIGHUP and when it changes (saying so on
+    stderr); None without one."""
+    if path is None:
+        return None
+
+    def say(text: str) -> None:
+        print(f"ferrymail: {text}", file=sys.stderr, flush=True)
+
+    reloader = Reloader(path, engine.reload_shaping, say)
+    reloader.start()
+    return reloader
 
 
 def on_interrupt(stop: Callable[[], None]) -> Callable[[], bool]:

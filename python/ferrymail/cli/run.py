@@ -16,6 +16,7 @@ from .common import (
     add_spool,
     engine_config,
     on_interrupt,
+    reload_shaping,
     spool_must_exist,
     table,
     warn_helo,
@@ -48,15 +49,18 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def main(args: argparse.Namespace) -> int:
     spool_must_exist(args.spool)
     config = engine_config(args)
-    counts = uvloop.run(_run(args.spool, config, args.drain))
+    counts = uvloop.run(_run(args.spool, config, args.drain, args.shaping))
     print(table(["state", "recipients"], [(s, n) for s, n in counts.items() if n]))
     return 0
 
 
-async def _run(spool: str | os.PathLike[str], config: Config, drain: bool) -> dict[str, int]:
+async def _run(
+    spool: str | os.PathLike[str], config: Config, drain: bool, shaping: str | None
+) -> dict[str, int]:
     async with Engine(spool, config) as engine:
         on_interrupt(engine.stop)
         warn_helo("run", config.helo_name)
+        reloader = reload_shaping(engine, shaping)
         print(f"delivering from {os.fspath(spool)}", file=sys.stderr)
         watching = asyncio.create_task(_watch_leases(engine)) if drain else None
         try:
@@ -65,6 +69,8 @@ async def _run(spool: str | os.PathLike[str], config: Config, drain: bool) -> di
             if watching is not None:
                 watching.cancel()
                 await asyncio.gather(watching, return_exceptions=True)
+            if reloader is not None:
+                await reloader.stop()
         return await engine.counts()
 
 
