@@ -69,8 +69,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     - `shaping`: a shaping file (its path) or a compiled `ferrymail.shaping.Shaping`; a
       path is loaded and checked when the Config is made (a bad file raises ConfigError
       naming file, line and key), so that afterwards this holds the compiled Shaping or
-      None. The engine does not apply it yet: `site_limits` and `site_overrides` still
-      shape delivery.
+      None. Its limits, retry policy, bounce rules and automation rules apply per site;
+      `site_limits`, `site_overrides` and `retry` apply where it sets none (README,
+      "Traffic shaping").
     """
 
     helo_name: str
