@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..events import EventBus
 from ..inbound import InboundConfig, InboundServer, load
 from .common import CliError, add_spool, open_spool
-from .serve import SECRET_ENV, UNSUBSCRIBE_SECRET_ENV, listen_address
+from .serve import SECRET_ENV, UNSUBSCRIBE_SECRET_ENV, listening_socket
 
 #: Without --config, the VERP secret comes from here (else the tracking secret's).
 VERP_SECRET_ENV = "FERRYMAIL_VERP_SECRET"
@@ -78,16 +78,8 @@ def inbound_config(path: str | None, domains: list[str]) -> InboundConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    host, port = listen_address(args.listen)
     config = inbound_config(args.config, args.domain)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise CliError(f"--listen {args.listen}: {e.strerror or e}") from None
+    sock = listening_socket(args.listen)
     log = args.event_log or os.path.join(
         os.path.dirname(os.path.abspath(args.spool)), "inbound-events.jsonl"
     )

@@ -58,6 +58,22 @@ def listen_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def listening_socket(listen: str) -> socket.socket:
+    """A TCP socket bound to --listen HOST:PORT and listening; CliError naming it when
+    the address cannot be had (in use, not this host's, a privileged port)."""
+    host, port = listen_address(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise CliError(f"--listen {listen}: {e.strerror or e}") from None
+    sock.listen(2048)
+    return sock
+
+
 def web_config(path: str | None) -> WebConfig:
     if path is not None:
         return load(path)
@@ -73,20 +89,11 @@ def web_config(path: str | None) -> WebConfig:
 def main(args: argparse.Namespace) -> int:
     import uvicorn  # only this command needs it
 
-    host, port = listen_address(args.listen)
     try:
         config = web_config(args.config)
     except ConfigError as e:
         raise CliError(str(e)) from None
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise CliError(f"--listen {args.listen}: {e.strerror or e}") from None
-    sock.listen(2048)
+    sock = listening_socket(args.listen)
     log = args.event_log or os.path.join(
         os.path.dirname(os.path.abspath(args.spool)), "web-events.jsonl"
     )

@@ -466,6 +466,8 @@ class Engine:
                 now=now,
             )
         if fired:
+            # One per rule and target: a batch of 500 throttled replies fires it once.
+            fired = list({action.key: action for action in fired}.values())
             for action in await parts.actions.fire(fired, site.domains):
                 if action.suspend and action.scope != "campaign":
                     why = f"shaping rule {action.rule}: {action.reply}"

@@ -8,6 +8,7 @@ from typing import Literal
 import msgspec
 
 from ..errors import ConfigError
+from ..settings_file import load_settings
 from ..web.config import MIN_SECRET
 
 #: Postfix's message_size_limit default: a bounce quotes the original, and a feedback
@@ -116,19 +117,5 @@ def _bytes(secrets: list[str]) -> list[bytes]:
 
 
 def load(path: str | os.PathLike[str]) -> InboundConfig:
-    """Reads an InboundConfig from a TOML file; ConfigError naming the file and what is
-    wrong."""
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ConfigError(f"{name}: {e.strerror or e}") from None
-    try:
-        return msgspec.toml.decode(data, type=InboundConfig)
-    except msgspec.ValidationError as e:
-        raise ConfigError(f"{name}: {e}") from None
-    except msgspec.DecodeError as e:
-        raise ConfigError(f"{name}: not valid TOML: {e}") from None
-    except ConfigError as e:
-        raise ConfigError(f"{name}: {e}", e.field) from None
+    """Reads a InboundConfig from a TOML file; ConfigError naming the file and what is wrong."""
+    return load_settings(path, InboundConfig)

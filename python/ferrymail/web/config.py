@@ -9,6 +9,7 @@ from typing import Literal
 import msgspec
 
 from ..errors import ConfigError
+from ..settings_file import load_settings
 from .agents import APPLE_NETWORKS, IMAGE_PROXIES, SCANNERS
 
 #: Secrets are at least this long (bytes), as a campaign's are.
@@ -88,14 +89,4 @@ class WebConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 def load(path: str | os.PathLike[str]) -> WebConfig:
     """Reads a WebConfig from a TOML file; ConfigError naming the file and what is wrong."""
-    name = os.fspath(path)
-    with open(name, "rb") as f:
-        data = f.read()
-    try:
-        return msgspec.toml.decode(data, type=WebConfig)
-    except msgspec.ValidationError as e:
-        raise ConfigError(f"{name}: {e}") from None
-    except msgspec.DecodeError as e:
-        raise ConfigError(f"{name}: not valid TOML: {e}") from None
-    except ConfigError as e:
-        raise ConfigError(f"{name}: {e}", e.field) from None
+    return load_settings(path, WebConfig)
