@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import smtplib
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import ferrymail
+import pytest
 from engine_support import on_uvloop
 from ferrymail import verp
 from ferrymail.events import EventBus
@@ -336,3 +340,28 @@ async def test_a_verp_address_names_its_row_and_a_forged_one_names_nothing(
     assert server.unmatched == 1
     assert [a for a, _, _ in spool.suppressions()] == ["carol@example.org"]
     assert json.loads(str(events(tmp_path)[0]["detail"]))["matched_by"] == "verp"
+
+
+# --- The command line ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--listen", "127.0.0.1:0"], "give --domain DOMAIN"),
+        (["--listen", "127.0.0.1", "--domain", BOUNCE_DOMAIN], "--listen: HOST:PORT"),
+        (["--listen", "127.0.0.1:0", "--domain", "bad domain"], "domains[0]"),
+        (["--listen", "127.0.0.1:0", "--config", "missing.toml"], "missing.toml"),
+    ],
+)
+def test_inbound_command_refuses_bad_settings_in_one_line(
+    args: list[str], says: str, tmp_path: Path
+) -> None:
+    delivered_spool(tmp_path / "s.db", [campaign()], [ANN]).close()
+    env = {**os.environ, "FERRYMAIL_TRACKING_SECRET": SECRET}
+    done = subprocess.run(
+        [sys.executable, "-m", "ferrymail", "inbound", *args, "--spool", str(tmp_path / "s.db")],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
