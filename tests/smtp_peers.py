@@ -47,6 +47,7 @@ class Connection:
     index: int  # 0 for the peer's first connection
     client: tuple[str, int]  # the client's address and port
     commands: list[str] = field(default_factory=list)  # lines, verb upper-cased; no content
+    helo: str | None = None  # the name of the last EHLO or HELO (ScriptedServer)
     tls: bool = False  # STARTTLS completed
     closed: bool = False
 
@@ -319,10 +320,14 @@ class _ScriptedSMTP(SMTP):
         return verb if arg is None else f"{verb} {arg}"
 
     async def smtp_EHLO(self, hostname: str) -> None:
+        assert self.record is not None
+        self.record.helo = hostname
         if not await self._play("EHLO", self._line("EHLO", hostname)):
             await super().smtp_EHLO(hostname)
 
     async def smtp_HELO(self, hostname: str) -> None:
+        assert self.record is not None
+        self.record.helo = hostname
         if not await self._play("HELO", self._line("HELO", hostname)):
             await super().smtp_HELO(hostname)
 

@@ -18,6 +18,7 @@ from ferrymail.wire import (
     Recipient,
     RenderOutcome,
     Route,
+    SessionTimeouts,
     SmtpOptions,
     TrackingSpec,
     UnsubscribeSpec,
@@ -195,9 +196,29 @@ INSTANCES: dict[str, list[tuple[str, msgspec.Struct]]] = {
         ("v4-and-v6", MxHost("mx1.example.com.", ["192.0.2.25", "2001:db8::25"])),
         ("no-addresses-high-port", MxHost("mx.bücher.example", [], port=65_535)),
     ],
+    "SessionTimeouts": [
+        ("defaults", SessionTimeouts()),
+        (
+            "everything-set",
+            SessionTimeouts(0.25, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 86_400.0),
+        ),
+    ],
     "Route": [
         ("empty", Route([])),
         ("two-hosts", Route([MxHost("a.example", ["127.0.0.2"], 2525), MxHost("b", ["::1"])])),
+        (
+            "every-egress-setting",
+            Route(
+                [MxHost("mx.example", ["192.0.2.25"])],
+                max_connections=3,
+                max_messages_per_connection=50,
+                source_address="2001:db8::21",
+                helo_name="mta21.example.com",
+                tls="required",
+                timeouts=SessionTimeouts(greeting_timeout=0.5),
+            ),
+        ),
+        ("source-only", Route([], source_address="127.0.0.21")),
     ],
     "Outcome": [
         (
@@ -214,6 +235,7 @@ INSTANCES: dict[str, list[tuple[str, msgspec.Struct]]] = {
                 elapsed_ms=12.625,
                 message_id="<abc@example.com>",
                 kind=OutcomeKind.REPLY,
+                source="2001:db8::21",
             ),
         ),
         (
@@ -263,20 +285,24 @@ def test_every_wire_struct_is_covered() -> None:
     assert structs == set(INSTANCES)
 
 
+#: Where `kind` is in an encoded Outcome.
+KIND = Outcome.__struct_fields__.index("kind")
+
+
 @pytest.mark.parametrize("kind", list(OutcomeKind))
 def test_every_outcome_kind_means_the_same_on_both_sides(kind: OutcomeKind) -> None:
     outcome = Outcome.without_reply("transient", "connect", "x", kind=kind)
     data = msgspec.msgpack.encode(outcome)
     assert _core.wire_roundtrip("Outcome", data) == data
     # The value crosses as the kebab-case string itself, not an index.
-    assert msgspec.msgpack.decode(data)[-1] == kind.value
+    assert msgspec.msgpack.decode(data)[KIND] == kind.value
 
 
 def test_an_unknown_outcome_kind_is_a_wire_error() -> None:
     outcome = Outcome.without_reply("transient", "connect", "x", kind=OutcomeKind.INTERNAL)
     fields = msgspec.msgpack.decode(msgspec.msgpack.encode(outcome))
     with pytest.raises(WireError, match="Outcome"):
-        _core.wire_roundtrip("Outcome", msgspec.msgpack.encode([*fields[:-1], "exploded"]))
+        _core.wire_roundtrip("Outcome", msgspec.msgpack.encode([*fields[:KIND], "exploded"]))
 
 
 def test_an_outcome_without_a_kind_decodes_as_internal() -> None:
@@ -287,6 +313,21 @@ def test_an_outcome_without_a_kind_decodes_as_internal() -> None:
     assert msgspec.msgpack.decode(old, type=Outcome).kind is OutcomeKind.INTERNAL
     again = msgspec.msgpack.decode(_core.wire_roundtrip("Outcome", old), type=Outcome)
     assert again.kind is OutcomeKind.INTERNAL
+
+
+def test_a_route_or_outcome_of_an_older_ferrymail_decodes_with_defaults() -> None:
+    # A route without the egress settings (three fields) and an outcome without a
+    # source (eleven) decode on both sides, the missing fields taking their defaults.
+    old_route = msgspec.msgpack.encode([[], 2, 0])
+    again = msgspec.msgpack.decode(_core.wire_roundtrip("Route", old_route), type=Route)
+    assert again == Route([], max_connections=2)
+    old_outcome = msgspec.msgpack.encode(
+        ["delivered", 250, None, "ok", "dot", None, None, None, 1.0, None, "reply"]
+    )
+    again_outcome = msgspec.msgpack.decode(
+        _core.wire_roundtrip("Outcome", old_outcome), type=Outcome
+    )
+    assert again_outcome.source is None and again_outcome.kind is OutcomeKind.REPLY
 
 
 def test_unknown_kind_and_bad_bytes_are_wire_errors() -> None:

@@ -23,7 +23,15 @@ from .send import send
 from .spool import Report
 from .submit import SubmitResult
 from .transport import Transport
-from .wire import MxHost, Outcome, OutcomeKind, Recipient, Route, SmtpOptions
+from .wire import (
+    MxHost,
+    Outcome,
+    OutcomeKind,
+    Recipient,
+    Route,
+    SessionTimeouts,
+    SmtpOptions,
+)
 
 try:
     #: The installed distribution's version (pyproject.toml), as `pip show` gives it.
@@ -51,6 +59,7 @@ __all__ = [
     "Report",
     "RetryPolicy",
     "Route",
+    "SessionTimeouts",
     "SiteLimits",
     "SmtpOptions",
     "SubmitResult",

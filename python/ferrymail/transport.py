@@ -19,9 +19,10 @@ class Transport:
     """Delivers batches to a route's mail servers, keeping connections for reuse.
 
     One transport per set of `SmtpOptions`; it may be shared by any number of
-    concurrent `deliver` calls, which share its pool and its per-address connection
-    limit. Close it (`await transport.close()` or `async with`) before the event loop
-    ends.
+    concurrent `deliver` calls, which share its pool and its connection limit per
+    destination address and source. A `Route` may send its batch from a source
+    address, HELO name, TLS policy and timeouts of its own. Close it
+    (`await transport.close()` or `async with`) before the event loop ends.
     """
 
     __slots__ = ("_inner", "options")

@@ -131,14 +131,50 @@ class MxHost(msgspec.Struct, array_like=True, frozen=True):
     port: int = 25
 
 
+class SessionTimeouts(msgspec.Struct, array_like=True, frozen=True):
+    """The nine SMTP timeouts of one batch (`Route.timeouts`), in seconds, with the
+    names, meaning and defaults of `SmtpOptions`' fields (the shaping file's names)."""
+
+    connect_timeout: float = CONNECT_TIMEOUT
+    greeting_timeout: float = GREETING_TIMEOUT
+    ehlo_timeout: float = EHLO_TIMEOUT
+    starttls_timeout: float = STARTTLS_TIMEOUT
+    mail_timeout: float = MAIL_TIMEOUT
+    rcpt_timeout: float = RCPT_TIMEOUT
+    data_timeout: float = DATA_TIMEOUT
+    data_block_timeout: float = DATA_BLOCK_TIMEOUT
+    dot_timeout: float = DOT_TIMEOUT
+
+
 class Route(msgspec.Struct, array_like=True, frozen=True):
-    """Where a batch goes: mail servers in the order to try them (MX preference order).
-    `max_connections` and `max_messages_per_connection` narrow the transport's limits
-    for this batch (a site's own limits); 0 keeps the transport's."""
+    """Where a batch goes: mail servers in the order to try them (MX preference order),
+    and how it leaves this host.
+
+    `max_connections`: most connections open at once from the batch's source to one
+    address of the route (busy, being opened or idle), counted over every batch the
+    transport runs, and most this batch opens; 0 keeps the transport's
+    `max_connections_per_host`, which caps it too. `max_messages_per_connection`
+    narrows the transport's for this batch; 0 keeps it.
+
+    The egress settings, each None for the transport's (`SmtpOptions`):
+    `source_address`, the local IPv4 or IPv6 address the batch's connections are bound
+    to; `helo_name`, their EHLO/HELO name (the name the source's PTR record gives);
+    `tls`, "off", "opportunistic" or "required"; `timeouts`, the batch's
+    `SessionTimeouts`. Connections are pooled per destination address, source, HELO
+    name and TLS policy: batches from different sources never share one. A setting that
+    is not valid (an address that is not an IP, a HELO name with a space or over 255
+    octets, an unknown policy, a timeout not above 0) makes every recipient of the
+    batch a "transient" outcome of kind "local" saying which; a source the host does
+    not have is one at stage "connect" naming it. Nothing is sent in either case.
+    """
 
     hosts: list[MxHost]
     max_connections: int = 0
     max_messages_per_connection: int = 0
+    source_address: str | None = None
+    helo_name: str | None = None
+    tls: str | None = None
+    timeouts: SessionTimeouts | None = None
 
 
 class OutcomeKind(enum.StrEnum):
@@ -197,7 +233,9 @@ class Outcome(msgspec.Struct, array_like=True, frozen=True, gc=False):
     and `address`: the MX host and IP the attempt ended on; `tls`: the TLS version or
     None; `elapsed_ms`: from the start of this message's attempt (including any
     connection it opened) to the outcome; `message_id`: the Message-ID header value;
-    `kind`: what decided it (`OutcomeKind`), the field to match on.
+    `kind`: what decided it (`OutcomeKind`), the field to match on; `source`: the
+    local IP address of the connection the attempt ended on (the route's
+    `source_address`, or the one the system chose), None when no connection was made.
 
     A "transient" outcome at stage "dot" of kind "lost", "timeout" or "cancelled"
     means the whole message was sent and no reply came: the server may have delivered
@@ -215,6 +253,7 @@ class Outcome(msgspec.Struct, array_like=True, frozen=True, gc=False):
     elapsed_ms: float
     message_id: str | None
     kind: OutcomeKind = OutcomeKind.INTERNAL
+    source: str | None = None
 
     @classmethod
     def without_reply(

@@ -4,6 +4,8 @@
 //! plain serde struct from such an array. New fields go only at the end, with
 //! `#[serde(default)]`, because rmp-serde rejects trailing elements it does not know.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// Click and open tracking settings of a campaign.
@@ -172,18 +174,50 @@ pub struct MxHost {
     pub port: u16,
 }
 
-/// Where a batch goes: mail servers in the order to try them.
+/// The nine SMTP timeouts of one batch (Python's `ferrymail.SessionTimeouts`), with
+/// the names and meaning of SmtpOptions' fields; seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionTimeouts {
+    pub connect_timeout: f64,
+    pub greeting_timeout: f64,
+    pub ehlo_timeout: f64,
+    pub starttls_timeout: f64,
+    pub mail_timeout: f64,
+    pub rcpt_timeout: f64,
+    pub data_timeout: f64,
+    pub data_block_timeout: f64,
+    pub dot_timeout: f64,
+}
+
+/// Where a batch goes: mail servers in the order to try them, and how to reach them
+/// (the egress settings: each None takes the transport's). Egress settings that do
+/// not check out make every recipient of the batch a transient outcome of kind
+/// "local" (smtp/egress.rs); they never fail the call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {
     pub hosts: Vec<MxHost>,
-    /// Most connections this batch opens at once (a site's limit); 0: the transport's
-    /// max_connections_per_host.
+    /// Most connections open at once from this batch's source to one address of the
+    /// route (busy, being opened or idle, counted over every batch of the transport);
+    /// it also caps the connections this batch opens. 0: the transport's
+    /// max_connections_per_host, which also caps it.
     #[serde(default)]
     pub max_connections: u32,
     /// Most messages per connection for this batch (a site's limit); 0: the
     /// transport's max_messages_per_connection.
     #[serde(default)]
     pub max_messages_per_connection: u32,
+    /// The local IPv4 or IPv6 address this batch's connections are bound to.
+    #[serde(default)]
+    pub source_address: Option<String>,
+    /// The EHLO/HELO name of this batch's connections (it must match the source's PTR).
+    #[serde(default)]
+    pub helo_name: Option<String>,
+    /// "off", "opportunistic" or "required" for this batch.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// This batch's SMTP timeouts.
+    #[serde(default)]
+    pub timeouts: Option<SessionTimeouts>,
 }
 
 /// What became of one recipient's message in one delivery attempt.
@@ -215,6 +249,11 @@ pub struct Outcome {
     /// on instead of reading `text`.
     #[serde(default)]
     pub kind: OutcomeKind,
+    /// The local IP address of the connection the attempt ended on (the batch's
+    /// source), None when no connection was made. Shared by every outcome of the
+    /// connection: no allocation per message.
+    #[serde(default)]
+    pub source: Option<Arc<str>>,
 }
 
 /// What decided an [`Outcome`]; Python's `ferrymail.OutcomeKind` has the same values,

@@ -145,6 +145,7 @@ pub fn wire_roundtrip(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<Py<Py
         "Recipient" => again::<Recipient>(py, kind, data)?,
         "RenderOutcome" => again::<RenderOutcome>(py, kind, data)?,
         "SmtpOptions" => again::<SmtpOptions>(py, kind, data)?,
+        "SessionTimeouts" => again::<SessionTimeouts>(py, kind, data)?,
         "MxHost" => again::<MxHost>(py, kind, data)?,
         "Route" => again::<Route>(py, kind, data)?,
         "Outcome" => again::<Outcome>(py, kind, data)?,

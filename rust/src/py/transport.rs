@@ -76,8 +76,15 @@ impl PyTransport {
         now_ms: Option<i64>,
         envelope_ids: Option<Vec<u64>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (campaign, recipients, destination, now) =
-            batch(py, campaign, recipients, route, now_ms, envelope_ids)?;
+        let (campaign, recipients, destination, now) = batch(
+            py,
+            &self.client,
+            campaign,
+            recipients,
+            route,
+            now_ms,
+            envelope_ids,
+        )?;
         let client = self.client.clone();
         let cancel = self.delivery_token();
         let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
@@ -107,8 +114,15 @@ impl PyTransport {
         now_ms: Option<i64>,
         envelope_ids: Option<Vec<u64>>,
     ) -> PyResult<PyDelivery> {
-        let (campaign, recipients, destination, now) =
-            batch(py, campaign, recipients, route, now_ms, envelope_ids)?;
+        let (campaign, recipients, destination, now) = batch(
+            py,
+            &self.client,
+            campaign,
+            recipients,
+            route,
+            now_ms,
+            envelope_ids,
+        )?;
         let client = self.client.clone();
         let cancel = self.delivery_token();
         let (progress, outcomes) = mpsc::unbounded_channel();
@@ -153,11 +167,13 @@ impl PyTransport {
     }
 }
 
-/// Decodes a batch's recipients and route (a bad route is a `ConfigError`, bytes that
-/// are not the wire structs a `WireError`), gives each recipient its spool row id when
-/// there are ids, and fixes the Date of its messages.
+/// Decodes a batch's recipients and route (an MX address that is not an IP is a
+/// `ConfigError`, bytes that are not the wire structs a `WireError`; bad egress
+/// settings become the recipients' outcomes), gives each recipient its spool row id
+/// when there are ids, and fixes the Date of its messages.
 fn batch(
     py: Python<'_>,
+    client: &Client,
     campaign: &PyCompiledCampaign,
     recipients: &[u8],
     route: &[u8],
@@ -165,7 +181,8 @@ fn batch(
     envelope_ids: Option<Vec<u64>>,
 ) -> PyResult<(Arc<CompiledCampaign>, Vec<Recipient>, Destination, Now)> {
     let route: Route = decode(py, "Route", route)?;
-    let destination = Destination::from_wire(&route).map_err(|e| error(py, "ConfigError", e))?;
+    let destination =
+        Destination::from_wire(&route, client).map_err(|e| error(py, "ConfigError", e))?;
     let mut recipients: Vec<Recipient> = py
         .detach(|| rmp_serde::from_slice(recipients))
         .map_err(|e| error(py, "WireError", format!("recipients: {e}")))?;

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
+use super::egress::Egress;
 use super::error::{ClientError, Failure, Stage};
 use super::outcomes;
 use super::pool::{Lease, Permit};
@@ -35,17 +36,23 @@ use crate::wire::{Outcome, OutcomeKind, Recipient, RenderOutcome, Route};
 /// milliseconds, few enough that the first messages leave at once.
 const RENDER_CHUNK: usize = 256;
 
-/// A route's hosts with their addresses parsed.
+/// A route's hosts with their addresses parsed, and how to reach them.
 pub struct Destination {
     hosts: Vec<(Arc<str>, Vec<SocketAddr>)>,
     /// The route's own limits; 0 takes the transport's.
     max_connections: usize,
     max_messages_per_connection: usize,
+    /// The batch's source, HELO name, TLS policy and timeouts; or why the route's
+    /// settings cannot be used, which every recipient's outcome then says.
+    egress: Result<Arc<Egress>, String>,
 }
 
 impl Destination {
-    /// Checks a wire route; the error names the host and the address that is wrong.
-    pub fn from_wire(route: &Route) -> Result<Self, String> {
+    /// Checks a wire route for `client`; the error names the host and the address
+    /// that is wrong. The route's egress settings are checked too, but a bad one is
+    /// no error here: it fails the batch's recipients (an operator's setting in a
+    /// shaping file, not the caller's fault), as outcomes the engine records.
+    pub fn from_wire(route: &Route, client: &Client) -> Result<Self, String> {
         let mut hosts = Vec::with_capacity(route.hosts.len());
         for host in &route.hosts {
             let mut addresses = Vec::with_capacity(host.addresses.len());
@@ -61,6 +68,7 @@ impl Destination {
             hosts,
             max_connections: route.max_connections as usize,
             max_messages_per_connection: route.max_messages_per_connection as usize,
+            egress: Egress::of_route(route, &client.egress),
         })
     }
 }
@@ -84,13 +92,19 @@ pub async fn deliver(
     cancel: CancellationToken,
 ) -> Vec<Outcome> {
     let count = recipients.len();
+    let egress = match &route.egress {
+        Ok(egress) => egress.clone(),
+        Err(reason) => return unusable_route(reason, count, progress.as_ref()),
+    };
+    let connection_limit = match route.max_connections {
+        0 => client.options.max_connections_per_host,
+        n => n.min(client.options.max_connections_per_host),
+    };
     let batch = Arc::new(Batch {
-        workers_wanted: match route.max_connections {
-            0 => client.options.max_connections_per_host,
-            n => n.min(client.options.max_connections_per_host),
-        }
-        .min(count.max(1)),
+        workers_wanted: connection_limit.min(count.max(1)),
+        connection_limit,
         client,
+        egress,
         route,
         progress,
         cancel,
@@ -138,6 +152,24 @@ pub async fn deliver(
         .collect()
 }
 
+/// The outcomes of a batch whose route's egress settings cannot be used: nothing is
+/// rendered or sent, and every recipient is deferred with the reason, as a refusal of
+/// ferrymail's own (kind "local"): fixing the setting lets the retry go through.
+fn unusable_route(reason: &str, count: usize, progress: Option<&Progress>) -> Vec<Outcome> {
+    let outcome = outcomes::without_reply(
+        "transient",
+        OutcomeKind::Local,
+        Stage::Connect,
+        format!("not sent: the route's settings cannot be used: {reason}"),
+    );
+    if let Some(progress) = progress {
+        for index in 0..count {
+            let _ = progress.send((index, outcome.clone()));
+        }
+    }
+    vec![outcome; count]
+}
+
 /// One rendered message waiting to be sent.
 struct Job {
     index: usize,
@@ -166,6 +198,11 @@ struct Batch {
     cancel: CancellationToken,
     /// Workers once the first has a session: one per connection allowed.
     workers_wanted: usize,
+    /// Most connections open at once from the batch's source to one address of the
+    /// route, counted over every batch of the transport (the pool's slot per key).
+    connection_limit: usize,
+    /// Where the batch's connections come from, and how they are run.
+    egress: Arc<Egress>,
     route: Destination,
     state: Mutex<State>,
     /// Jobs were queued, or production ended.
@@ -365,7 +402,7 @@ async fn work(batch: Arc<Batch>) {
         counted_out: false,
     };
     let client = batch.client.clone();
-    let timeouts = client.options.timeouts;
+    let timeouts = batch.egress.timeouts;
     let most = match batch.route.max_messages_per_connection {
         0 => client.options.max_messages_per_connection,
         n => n.min(client.options.max_messages_per_connection),
@@ -541,18 +578,29 @@ fn give_up(batch: &Batch, job: Job, why: NoSession, started: Instant) -> bool {
 }
 
 /// A session from the pool or a new one, trying hosts in order and each host's
-/// addresses in order, skipping addresses that failed earlier in the batch.
+/// addresses in order, skipping addresses that failed earlier in the batch and those
+/// of the other IP version than the batch's source.
 async fn connect(batch: &Batch) -> Result<Held, NoSession> {
     let client = &batch.client;
+    let egress = &batch.egress;
+    let mut other_version = None;
     for (mx, addresses) in &batch.route.hosts {
         for &address in addresses {
             if batch.lock().failed.contains(&address) {
                 continue;
             }
+            if egress
+                .source
+                .is_some_and(|s| s.is_ipv4() != address.is_ipv4())
+            {
+                other_version = Some((mx, address));
+                continue;
+            }
             // Waiting for a place under the connection limit is cut by a cancel too.
+            let key = client.key(address, egress);
             let acquired = batch
                 .cancel
-                .run_until_cancelled(client.pool.acquire(&client.key(address)))
+                .run_until_cancelled(client.pool.acquire(&key, batch.connection_limit))
                 .await;
             let permit = match acquired {
                 None => {
@@ -569,7 +617,7 @@ async fn connect(batch: &Batch) -> Result<Held, NoSession> {
                 }
                 Some(Lease::Open(permit)) => permit,
             };
-            match client.open(mx, address, &batch.cancel).await {
+            match client.open(mx, address, egress, &batch.cancel).await {
                 Ok(session) => {
                     *batch.lock().live.entry(address).or_default() += 1;
                     return Ok(Held { session, permit });
@@ -584,10 +632,29 @@ async fn connect(batch: &Batch) -> Result<Held, NoSession> {
                     if state.live.get(&address).copied().unwrap_or(0) > 0 {
                         return Err(NoSession::Busy);
                     }
+                    // A source the host cannot use fails every address alike.
+                    let source_unusable = matches!(failure.error, ClientError::Source { .. });
                     state.failed.insert(address);
                     state.last_failure = Some((failure, mx.clone(), address));
+                    if source_unusable {
+                        return Err(NoSession::Exhausted);
+                    }
                 }
             }
+        }
+    }
+    if let (Some((mx, address)), Some(source)) = (other_version, egress.source) {
+        // Only addresses of the other IP version were left: say so, not "no address".
+        let mut state = batch.lock();
+        if state.last_failure.is_none() {
+            let error = ClientError::Source {
+                address: source,
+                problem: format!(
+                    "cannot reach {} (nor any address of the route): not the same IP version",
+                    address.ip()
+                ),
+            };
+            state.last_failure = Some((Failure::new(Stage::Connect, error), mx.clone(), address));
         }
     }
     Err(NoSession::Exhausted)

@@ -2,6 +2,8 @@
 
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -56,6 +58,12 @@ pub enum ClientError {
     /// The TCP connection could not be made.
     #[error("connect failed: {0}")]
     Connect(io::Error),
+    /// The connection could not leave from the batch's source address: the host does
+    /// not have it (EADDRNOTAVAIL), its ports are used up, or the server's address is
+    /// of the other IP version. Nothing was sent; this host's setup is at fault, not
+    /// the server.
+    #[error("source address {address}: {problem}")]
+    Source { address: IpAddr, problem: String },
     /// No answer (or no progress writing) within the stage's timeout.
     #[error("timed out after {:.1} s", .0.as_secs_f64())]
     Timeout(Duration),
@@ -90,6 +98,7 @@ impl ClientError {
                 OutcomeKind::Refused
             }
             ClientError::Connect(_) => OutcomeKind::Unreachable,
+            ClientError::Source { .. } => OutcomeKind::Local,
             ClientError::Timeout(_) => OutcomeKind::Timeout,
             ClientError::Io(_) => OutcomeKind::Lost,
             ClientError::Protocol(_) => OutcomeKind::Protocol,
@@ -122,11 +131,23 @@ impl ClientError {
 pub struct Failure {
     pub stage: Stage,
     pub error: ClientError,
+    /// The local address of the connection it happened on; None before one was made.
+    pub source: Option<Arc<str>>,
 }
 
 impl Failure {
     pub fn new(stage: Stage, error: ClientError) -> Self {
-        Self { stage, error }
+        Self {
+            stage,
+            error,
+            source: None,
+        }
+    }
+
+    /// The failure, on a connection whose local address is `source`.
+    pub fn on(mut self, source: &Arc<str>) -> Self {
+        self.source = Some(source.clone());
+        self
     }
 }
 

@@ -5,6 +5,9 @@ pub mod capabilities;
 pub mod client;
 pub mod deliver;
 pub mod dot;
+pub mod egress;
+#[cfg(test)]
+mod egress_tests;
 pub mod error;
 pub mod options;
 mod outcomes;
@@ -21,6 +24,7 @@ pub use capabilities::Capabilities;
 pub use client::Client;
 pub use deliver::{deliver, Destination};
 pub use dot::{dot_stuff, stuffed_len, DotError};
+pub use egress::Egress;
 pub use error::{ClientError, Failure, Stage};
 pub use options::{ClientOptions, TlsPolicy};
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};

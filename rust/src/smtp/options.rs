@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::wire::SmtpOptions;
+use crate::wire::{SessionTimeouts, SmtpOptions};
 
 /// RSET waits at most this long (Postfix's `smtp_rset_timeout`); the option set of
 /// RFC 5321 §4.5.3.2 has no value for it.
@@ -89,41 +89,6 @@ pub struct ClientOptions {
 impl ClientOptions {
     /// Checks and converts the wire form; the error names the field and says why.
     pub fn from_wire(o: &SmtpOptions) -> Result<Self, String> {
-        let helo_name = o.helo_name.trim();
-        if helo_name.is_empty()
-            || helo_name.len() > 255
-            || !helo_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
-        {
-            return Err(format!(
-                "helo_name {:?}: must be this host's domain name (letters, digits, '-' and '.') \
-                 or an address literal",
-                o.helo_name
-            ));
-        }
-        let tls = TlsPolicy::parse(&o.tls).ok_or_else(|| {
-            format!(
-                "tls {:?}: must be \"off\", \"opportunistic\" or \"required\"",
-                o.tls
-            )
-        })?;
-        let source_address = match &o.source_address {
-            None => None,
-            Some(text) => Some(
-                text.parse::<IpAddr>()
-                    .map_err(|_| format!("source_address {text:?}: not an IPv4 or IPv6 address"))?,
-            ),
-        };
-        let seconds = |name: &str, value: f64| -> Result<Duration, String> {
-            if value.is_finite() && value > 0.0 && value <= 86_400.0 {
-                Ok(Duration::from_secs_f64(value))
-            } else {
-                Err(format!(
-                    "{name} {value}: must be a number of seconds above 0 and at most one day"
-                ))
-            }
-        };
         let count = |name: &str, value: u32| -> Result<usize, String> {
             if value == 0 {
                 Err(format!("{name}: must be at least 1"))
@@ -132,9 +97,12 @@ impl ClientOptions {
             }
         };
         Ok(Self {
-            helo_name: helo_name.to_string(),
-            tls,
-            source_address,
+            helo_name: helo_name("helo_name", &o.helo_name)?.to_string(),
+            tls: tls_policy("tls", &o.tls)?,
+            source_address: match &o.source_address {
+                None => None,
+                Some(text) => Some(source_address("source_address", text)?),
+            },
             ca_file: o.ca_file.as_ref().map(PathBuf::from),
             max_connections_per_host: count(
                 "max_connections_per_host",
@@ -145,18 +113,77 @@ impl ClientOptions {
                 o.max_messages_per_connection,
             )?,
             idle_timeout: seconds("idle_timeout", o.idle_timeout)?,
-            timeouts: Timeouts {
-                connect: seconds("connect_timeout", o.connect_timeout)?,
-                greeting: seconds("greeting_timeout", o.greeting_timeout)?,
-                ehlo: seconds("ehlo_timeout", o.ehlo_timeout)?,
-                starttls: seconds("starttls_timeout", o.starttls_timeout)?,
-                mail: seconds("mail_timeout", o.mail_timeout)?,
-                rcpt: seconds("rcpt_timeout", o.rcpt_timeout)?,
-                data: seconds("data_timeout", o.data_timeout)?,
-                data_block: seconds("data_block_timeout", o.data_block_timeout)?,
-                dot: seconds("dot_timeout", o.dot_timeout)?,
-            },
+            timeouts: Timeouts::from_wire(&SessionTimeouts {
+                connect_timeout: o.connect_timeout,
+                greeting_timeout: o.greeting_timeout,
+                ehlo_timeout: o.ehlo_timeout,
+                starttls_timeout: o.starttls_timeout,
+                mail_timeout: o.mail_timeout,
+                rcpt_timeout: o.rcpt_timeout,
+                data_timeout: o.data_timeout,
+                data_block_timeout: o.data_block_timeout,
+                dot_timeout: o.dot_timeout,
+            })?,
         })
+    }
+}
+
+impl Timeouts {
+    /// Checks and converts the wire form; the error names the timeout.
+    pub fn from_wire(t: &SessionTimeouts) -> Result<Self, String> {
+        Ok(Self {
+            connect: seconds("connect_timeout", t.connect_timeout)?,
+            greeting: seconds("greeting_timeout", t.greeting_timeout)?,
+            ehlo: seconds("ehlo_timeout", t.ehlo_timeout)?,
+            starttls: seconds("starttls_timeout", t.starttls_timeout)?,
+            mail: seconds("mail_timeout", t.mail_timeout)?,
+            rcpt: seconds("rcpt_timeout", t.rcpt_timeout)?,
+            data: seconds("data_timeout", t.data_timeout)?,
+            data_block: seconds("data_block_timeout", t.data_block_timeout)?,
+            dot: seconds("dot_timeout", t.dot_timeout)?,
+        })
+    }
+}
+
+/// A HELO name, trimmed: this host's domain name or an address literal, at most 255
+/// octets (what check_helo_name lets on the wire). The error names `field`.
+pub(super) fn helo_name<'a>(field: &str, text: &'a str) -> Result<&'a str, String> {
+    let name = text.trim();
+    if name.is_empty()
+        || name.len() > 255
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+    {
+        return Err(format!(
+            "{field} {text:?}: must be this host's domain name (letters, digits, '-' and '.') \
+             or an address literal, at most 255 octets"
+        ));
+    }
+    Ok(name)
+}
+
+/// A TLS policy by its wire name; the error names `field`.
+pub(super) fn tls_policy(field: &str, name: &str) -> Result<TlsPolicy, String> {
+    TlsPolicy::parse(name).ok_or_else(|| {
+        format!("{field} {name:?}: must be \"off\", \"opportunistic\" or \"required\"")
+    })
+}
+
+/// A local address to bind connections to; the error names `field`.
+pub(super) fn source_address(field: &str, text: &str) -> Result<IpAddr, String> {
+    text.parse::<IpAddr>()
+        .map_err(|_| format!("{field} {text:?}: not an IPv4 or IPv6 address"))
+}
+
+/// A timeout in seconds: above 0, at most a day.
+fn seconds(name: &str, value: f64) -> Result<Duration, String> {
+    if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!(
+            "{name} {value}: must be a number of seconds above 0 and at most one day"
+        ))
     }
 }
 

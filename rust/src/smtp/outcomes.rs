@@ -21,6 +21,7 @@ pub(super) fn of_transaction(transaction: &Transaction, session: &Session) -> Ou
     outcome.mx = mx.map(|m| m.to_string());
     outcome.address = address.map(|a| a.ip().to_string());
     outcome.tls = session.tls.map(str::to_string);
+    outcome.source = Some(session.source.clone());
     outcome
 }
 
@@ -69,6 +70,7 @@ pub(super) fn of_failure(
         elapsed_ms: 0.0,
         message_id: None,
         kind: failure.error.kind(),
+        source: failure.source.clone(),
     }
 }
 
@@ -138,6 +140,13 @@ mod tests {
             (ClientError::closed(), OutcomeKind::Lost),
             (ClientError::Tls("bad certificate".into()), OutcomeKind::Tls),
             (ClientError::Cancelled, OutcomeKind::Cancelled),
+            (
+                ClientError::Source {
+                    address: "192.0.2.1".parse().unwrap(),
+                    problem: "cannot bind to it".into(),
+                },
+                OutcomeKind::Local,
+            ),
         ];
         for (error, kind) in cases {
             let outcome = of_failure(&Failure::new(Stage::Rcpt, error), None, None);

@@ -1,8 +1,10 @@
 //! The connection pool: greeted sessions kept per destination for reuse, and the cap on connections to one address.
 //!
 //! A slot per [`PoolKey`] counts the connections to it, busy, being opened or idle,
-//! and never lets them pass `max_connections_per_host`; a task that wants one more
-//! waits until one is handed back or closed. Idle sessions are checked before reuse
+//! and never lets them pass `max_connections_per_host`, nor the lower limit of the
+//! batch that asks (its route's `max_connections`); a task that wants one more waits
+//! until one is handed back or closed. The key holds the source address, so every
+//! limit is per source × destination address. Idle sessions are checked before reuse
 //! and closed with QUIT after the idle timeout, by a reaper task.
 
 use std::collections::HashMap;
@@ -37,7 +39,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if self.armed {
             self.slot.lock().open -= 1;
-            self.slot.notify.notify_one();
+            self.slot.notify.notify_waiters();
         }
     }
 }
@@ -60,6 +62,9 @@ pub struct Pool {
 
 struct Slot {
     state: Mutex<SlotState>,
+    /// Wakes every waiter when a place frees up or a session goes idle: waiters have
+    /// limits of their own, and the one a single wake-up would pick may be one still
+    /// at its limit while another could go on.
     notify: Notify,
 }
 
@@ -106,9 +111,10 @@ impl Pool {
             .clone()
     }
 
-    /// An idle session to `key` or the right to open one, waiting while the key is
-    /// at its connection limit.
-    pub async fn acquire(&self, key: &PoolKey) -> Lease {
+    /// An idle session to `key` or the right to open one, waiting while the key has
+    /// `limit` connections or more (or the pool's own limit, if lower).
+    pub async fn acquire(&self, key: &PoolKey, limit: usize) -> Lease {
+        let limit = limit.min(self.max_connections);
         let slot = self.slot(key);
         loop {
             let freed = slot.notify.notified();
@@ -124,7 +130,7 @@ impl Pool {
                     state.open -= 1;
                     dead.push(session);
                 }
-                if lease.is_none() && state.open < self.max_connections {
+                if lease.is_none() && state.open < limit {
                     state.open += 1;
                     lease = Some(Lease::Open(self.permit(&slot)));
                 }
@@ -168,7 +174,7 @@ impl Pool {
         session.idle_since = Instant::now();
         permit.armed = false;
         permit.slot.lock().idle.push(session);
-        permit.slot.notify.notify_one();
+        permit.slot.notify.notify_waiters();
     }
 
     /// Closes every idle session with QUIT, and makes sessions handed back later close
@@ -196,8 +202,8 @@ impl Pool {
             state.idle = keep;
             state.open -= out.len();
             drop(state);
-            for _ in 0..out.len() {
-                slot.notify.notify_one();
+            if !out.is_empty() {
+                slot.notify.notify_waiters();
             }
             taken.extend(out);
         }

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::argument::check_helo_name;
 use super::capabilities::Capabilities;
+use super::egress::Egress;
 use super::error::{ClientError, Failure, Stage};
-use super::options::{ClientOptions, TlsPolicy, QUIT_TIMEOUT};
+use super::options::{TlsPolicy, QUIT_TIMEOUT};
 use super::reply::Reply;
 use super::stream::{Stream, Wire};
 use super::tls::{version_name, TlsSetup};
@@ -28,6 +29,8 @@ pub struct Session {
     /// The MX host name this connection was opened for.
     pub mx: Arc<str>,
     pub address: SocketAddr,
+    /// The connection's local IP address (its source), as outcomes report it.
+    pub source: Arc<str>,
     /// The negotiated TLS version, None in plaintext.
     pub tls: Option<&'static str>,
     /// Mail transactions begun on this connection.
@@ -45,26 +48,32 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects to `address` and greets it. `starttls` says whether to upgrade when the
-    /// server offers STARTTLS (false for the plaintext retry after a failed handshake
-    /// under the opportunistic policy). Cancelling `cancel` ends any wait at once.
+    /// Connects to `address` from `egress`'s source and greets it with its HELO name.
+    /// `starttls` says whether to upgrade when the server offers STARTTLS (false for
+    /// the plaintext retry after a failed handshake under the opportunistic policy).
+    /// Cancelling `cancel` ends any wait at once.
     pub async fn open(
         mx: Arc<str>,
         address: SocketAddr,
-        options: &ClientOptions,
+        egress: &Egress,
         tls: &TlsSetup,
         starttls: bool,
         cancel: &CancellationToken,
     ) -> Result<Session, Failure> {
-        let tcp = match cancel.run_until_cancelled(connect(address, options)).await {
+        let tcp = match cancel.run_until_cancelled(connect(address, egress)).await {
             Some(tcp) => tcp?,
             None => return Err(Failure::new(Stage::Connect, ClientError::Cancelled)),
         };
-        let mut session = Session {
+        let source: Arc<str> = match tcp.local_addr() {
+            Ok(local) => Arc::from(local.ip().to_string()),
+            Err(e) => return Err(Failure::new(Stage::Connect, ClientError::Connect(e))),
+        };
+        let session = Session {
             wire: Wire::new(Stream::Plain(tcp), cancel.clone()),
             caps: Capabilities::default(),
             mx,
             address,
+            source: source.clone(),
             tls: None,
             transactions: 0,
             needs_rset: false,
@@ -73,21 +82,34 @@ impl Session {
             commands: Vec::with_capacity(512),
             content: Vec::new(),
         };
-        let t = &options.timeouts;
-        let banner = session.read(t.greeting, Stage::Banner).await?;
+        session
+            .welcome(egress, tls, starttls)
+            .await
+            .map_err(|failure| failure.on(&source))
+    }
+
+    /// The banner, EHLO, and STARTTLS with EHLO again when the policy wants it.
+    async fn welcome(
+        mut self,
+        egress: &Egress,
+        tls: &TlsSetup,
+        starttls: bool,
+    ) -> Result<Session, Failure> {
+        let t = &egress.timeouts;
+        let banner = self.read(t.greeting, Stage::Banner).await?;
         if banner.code != 220 {
             // A 5xx greeting invites QUIT (RFC 5321 §3.1); a 421 closes by itself.
             if banner.is_permanent() {
-                session.quit().await;
+                self.quit().await;
             }
             return Err(Failure::new(Stage::Banner, ClientError::Refused(banner)));
         }
-        session.greet(options).await?;
-        if options.tls == TlsPolicy::Off || !starttls {
-            return Ok(session);
+        self.greet(egress).await?;
+        if egress.tls == TlsPolicy::Off || !starttls {
+            return Ok(self);
         }
-        if !session.caps.starttls {
-            if options.tls == TlsPolicy::Required {
+        if !self.caps.starttls {
+            if egress.tls == TlsPolicy::Required {
                 return Err(Failure::new(
                     Stage::Starttls,
                     ClientError::Tls(
@@ -95,33 +117,33 @@ impl Session {
                     ),
                 ));
             }
-            return Ok(session);
+            return Ok(self);
         }
-        let reply = session
+        let reply = self
             .command(b"STARTTLS\r\n", t.starttls, Stage::Starttls)
             .await?;
         if reply.code != 220 {
             // Under the opportunistic policy a refused STARTTLS leaves the session
             // where it was (RFC 3207 §4): go on in plaintext.
-            if options.tls == TlsPolicy::Required || reply.code == 421 {
+            if egress.tls == TlsPolicy::Required || reply.code == 421 {
                 return Err(Failure::new(Stage::Starttls, ClientError::Refused(reply)));
             }
-            return Ok(session);
+            return Ok(self);
         }
-        let mut session = session.upgrade(options, tls).await?;
-        session.greet(options).await?;
+        let mut session = self.upgrade(egress, tls).await?;
+        session.greet(egress).await?;
         Ok(session)
     }
 
     /// EHLO, or HELO when EHLO is refused with a 5xx (RFC 5321 §3.2: a server that
     /// does not know EHLO).
-    async fn greet(&mut self, options: &ClientOptions) -> Result<(), Failure> {
-        let limit = options.timeouts.ehlo;
-        // The options were checked when the transport was made; this guards the
-        // writer itself, whoever built the options.
-        check_helo_name(&options.helo_name)
+    async fn greet(&mut self, egress: &Egress) -> Result<(), Failure> {
+        let limit = egress.timeouts.ehlo;
+        // The names were checked when the transport was made and when the batch
+        // began; this guards the writer itself, whoever built the settings.
+        check_helo_name(&egress.helo)
             .map_err(|e| Failure::new(Stage::Ehlo, ClientError::Unsafe(e)))?;
-        let ehlo = format!("EHLO {}\r\n", options.helo_name);
+        let ehlo = format!("EHLO {}\r\n", egress.helo);
         let reply = self.command(ehlo.as_bytes(), limit, Stage::Ehlo).await?;
         if reply.is_positive_completion() {
             self.caps = Capabilities::from_ehlo(&reply);
@@ -130,7 +152,7 @@ impl Session {
         if !reply.is_permanent() {
             return Err(Failure::new(Stage::Ehlo, ClientError::Refused(reply)));
         }
-        let helo = format!("HELO {}\r\n", options.helo_name);
+        let helo = format!("HELO {}\r\n", egress.helo);
         let reply = self.command(helo.as_bytes(), limit, Stage::Ehlo).await?;
         if !reply.is_positive_completion() {
             return Err(Failure::new(Stage::Ehlo, ClientError::Refused(reply)));
@@ -140,7 +162,7 @@ impl Session {
     }
 
     /// The TLS handshake after "220" to STARTTLS, within the STARTTLS timeout.
-    async fn upgrade(mut self, options: &ClientOptions, tls: &TlsSetup) -> Result<Self, Failure> {
+    async fn upgrade(mut self, egress: &Egress, tls: &TlsSetup) -> Result<Self, Failure> {
         let fail = |error| Failure::new(Stage::Starttls, error);
         let cancel = self.wire.cancel.clone();
         let Stream::Plain(tcp) = self.wire.into_stream().map_err(fail)? else {
@@ -148,8 +170,8 @@ impl Session {
                 "STARTTLS on a TLS connection".into(),
             )));
         };
-        let limit = options.timeouts.starttls;
-        let handshake = tls.handshake(options.tls, &self.mx, self.address.ip(), tcp);
+        let limit = egress.timeouts.starttls;
+        let handshake = tls.handshake(egress.tls, &self.mx, self.address.ip(), tcp);
         let stream = match cancel.run_until_cancelled(timeout(limit, handshake)).await {
             Some(Ok(Ok(stream))) => stream,
             Some(Ok(Err(e))) => return Err(fail(ClientError::Tls(e))),
@@ -208,8 +230,10 @@ impl Session {
     }
 }
 
-/// The TCP connection, from the configured source address, within the connect timeout.
-async fn connect(address: SocketAddr, options: &ClientOptions) -> Result<TcpStream, Failure> {
+/// The TCP connection, from `egress`'s source address, within the connect timeout. A
+/// source that cannot be used (the host lacks it, or it is of the other IP version)
+/// is a [`ClientError::Source`]: nothing left the host.
+async fn connect(address: SocketAddr, egress: &Egress) -> Result<TcpStream, Failure> {
     let fail = |e| Failure::new(Stage::Connect, ClientError::Connect(e));
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()
@@ -217,10 +241,27 @@ async fn connect(address: SocketAddr, options: &ClientOptions) -> Result<TcpStre
         TcpSocket::new_v6()
     }
     .map_err(fail)?;
-    if let Some(source) = options.source_address {
-        socket.bind(SocketAddr::new(source, 0)).map_err(fail)?;
+    if let Some(source) = egress.source {
+        let unusable = |problem: String| {
+            Failure::new(
+                Stage::Connect,
+                ClientError::Source {
+                    address: source,
+                    problem,
+                },
+            )
+        };
+        if source.is_ipv4() != address.is_ipv4() {
+            return Err(unusable(format!(
+                "cannot reach {}: not the same IP version",
+                address.ip()
+            )));
+        }
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| unusable(format!("cannot bind to it: {e}")))?;
     }
-    let limit = options.timeouts.connect;
+    let limit = egress.timeouts.connect;
     let tcp = match timeout(limit, socket.connect(address)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => return Err(fail(e)),
@@ -255,10 +296,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             cutter.cancel();
         });
+        let egress = Egress::of_options(&options);
         let opening = Session::open(
             Arc::from("peer.test"),
             peer.address,
-            &options,
+            &egress,
             &tls,
             true,
             &cancel,

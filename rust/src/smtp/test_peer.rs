@@ -1,17 +1,18 @@
-//! A small real SMTP peer on loopback for the session tests: it records every byte it receives and can stall.
+//! A small real SMTP peer on loopback for the session tests: it records every byte it receives, who connected with which EHLO name, and can stall.
 //!
 //! The Python tests run the full range of peers (aiosmtpd, smtp-sink, a hand-written
 //! misbehaving server); this one lets Rust tests drive a [`Session`] directly with
 //! input the renderer would never produce, and check on the server side what reached
 //! the wire.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::egress::Egress;
 use super::options::{ClientOptions, Timeouts};
 use super::session::Session;
 use super::tls::TlsSetup;
@@ -30,6 +31,15 @@ pub struct Behaviour {
 pub struct Peer {
     pub address: SocketAddr,
     received: Arc<Mutex<Vec<u8>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// One connection the peer accepted: the client's address and the name it gave with
+/// EHLO or HELO (empty until it did).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub client: IpAddr,
+    pub helo: String,
 }
 
 impl Peer {
@@ -37,23 +47,50 @@ impl Peer {
     pub fn received(&self) -> String {
         String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
     }
+
+    /// The connections accepted so far, in order.
+    pub fn connections(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// What every connection of a peer records into.
+#[derive(Clone)]
+struct Record {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 /// Starts a peer on 127.0.0.1 on the current runtime.
 pub async fn start(behaviour: Behaviour) -> Peer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let record = received.clone();
+    let record = Record {
+        bytes: Arc::default(),
+        seen: Arc::default(),
+    };
+    let (received, seen) = (record.bytes.clone(), record.seen.clone());
     tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(serve(tcp, behaviour, record.clone()));
+        while let Ok((tcp, client)) = listener.accept().await {
+            let index = {
+                let mut seen = record.seen.lock().unwrap();
+                seen.push(Seen {
+                    client: client.ip(),
+                    helo: String::new(),
+                });
+                seen.len() - 1
+            };
+            tokio::spawn(serve(tcp, behaviour, record.clone(), index));
         }
     });
-    Peer { address, received }
+    Peer {
+        address,
+        received,
+        seen,
+    }
 }
 
-async fn serve(tcp: tokio::net::TcpStream, behaviour: Behaviour, record: Arc<Mutex<Vec<u8>>>) {
+async fn serve(tcp: tokio::net::TcpStream, behaviour: Behaviour, record: Record, index: usize) {
     let (read, mut write) = tcp.into_split();
     let mut lines = BufReader::new(read);
     if behaviour.silent {
@@ -64,7 +101,7 @@ async fn serve(tcp: tokio::net::TcpStream, behaviour: Behaviour, record: Arc<Mut
             .await
             .is_ok_and(|n| n > 0)
         {
-            record.lock().unwrap().extend_from_slice(&line);
+            record.bytes.lock().unwrap().extend_from_slice(&line);
             line.clear();
         }
         return;
@@ -78,7 +115,7 @@ async fn serve(tcp: tokio::net::TcpStream, behaviour: Behaviour, record: Arc<Mut
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        record.lock().unwrap().extend_from_slice(&line);
+        record.bytes.lock().unwrap().extend_from_slice(&line);
         let reply: &[u8] = if in_data {
             if line != b".\r\n" {
                 continue;
@@ -94,6 +131,10 @@ async fn serve(tcp: tokio::net::TcpStream, behaviour: Behaviour, record: Arc<Mut
                 .next()
                 .unwrap_or_default()
                 .to_ascii_uppercase();
+            if verb == b"EHLO" || verb == b"HELO" {
+                let name = String::from_utf8_lossy(&line[4..]).trim().to_string();
+                record.seen.lock().unwrap()[index].helo = name;
+            }
             match verb.as_slice() {
                 b"EHLO" => b"250-peer.test\r\n250-PIPELINING\r\n250-SMTPUTF8\r\n250 8BITMIME\r\n",
                 b"DATA" => {
@@ -147,7 +188,7 @@ pub async fn session(peer: &Peer, options: &ClientOptions) -> Session {
     Session::open(
         Arc::from("peer.test"),
         peer.address,
-        options,
+        &Egress::of_options(options),
         &tls,
         false,
         &cancel,

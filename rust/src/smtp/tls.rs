@@ -1,7 +1,8 @@
 //! STARTTLS's client side: the rustls configurations for opportunistic and required TLS, and the handshake.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{self, CryptoProvider};
@@ -18,13 +19,16 @@ use super::options::{ClientOptions, TlsPolicy};
 
 /// The TLS client configurations of one transport, built once: loading the system's
 /// roots reads hundreds of certificates.
-#[derive(Clone)]
 pub struct TlsSetup {
+    provider: Arc<CryptoProvider>,
     /// Any certificate is accepted (opportunistic TLS).
     opportunistic: TlsConnector,
-    /// Certificates must chain to a trusted root and name the MX host (required TLS);
-    /// None unless the policy is required.
-    verified: Option<TlsConnector>,
+    /// Certificates must chain to a trusted root and name the MX host (required TLS).
+    /// Built when the transport is made if its policy is required, else at the first
+    /// handshake of a route that requires TLS; an error (an unreadable CA file) fails
+    /// those handshakes, never one that falls back to any certificate.
+    verified: OnceLock<Result<TlsConnector, String>>,
+    ca_file: Option<PathBuf>,
 }
 
 impl TlsSetup {
@@ -37,22 +41,32 @@ impl TlsSetup {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider.clone())))
             .with_no_client_auth();
-        let verified = match options.tls {
-            TlsPolicy::Required => {
-                let roots = trusted_roots(options)?;
-                let config = ClientConfig::builder_with_provider(provider)
+        let setup = Self {
+            provider,
+            opportunistic: TlsConnector::from(Arc::new(opportunistic)),
+            verified: OnceLock::new(),
+            ca_file: options.ca_file.clone(),
+        };
+        if options.tls == TlsPolicy::Required {
+            setup.verified()?;
+        }
+        Ok(setup)
+    }
+
+    /// The configuration that checks certificates, built at its first use.
+    fn verified(&self) -> Result<&TlsConnector, String> {
+        self.verified
+            .get_or_init(|| {
+                let roots = trusted_roots(self.ca_file.as_deref())?;
+                let config = ClientConfig::builder_with_provider(self.provider.clone())
                     .with_safe_default_protocol_versions()
                     .map_err(|e| e.to_string())?
                     .with_root_certificates(roots)
                     .with_no_client_auth();
-                Some(TlsConnector::from(Arc::new(config)))
-            }
-            _ => None,
-        };
-        Ok(Self {
-            opportunistic: TlsConnector::from(Arc::new(opportunistic)),
-            verified,
-        })
+                Ok(TlsConnector::from(Arc::new(config)))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Runs the handshake on `tcp`. Under required TLS the certificate must be valid
@@ -64,8 +78,8 @@ impl TlsSetup {
         address: IpAddr,
         tcp: TcpStream,
     ) -> Result<TlsStream<TcpStream>, String> {
-        let connector = match (policy, &self.verified) {
-            (TlsPolicy::Required, Some(verified)) => verified,
+        let connector = match policy {
+            TlsPolicy::Required => self.verified()?,
             _ => &self.opportunistic,
         };
         let name = ServerName::try_from(mx.trim_end_matches('.').to_owned())
@@ -87,13 +101,13 @@ pub fn version_name(stream: &TlsStream<TcpStream>) -> &'static str {
 }
 
 /// The system's roots (Debian's ca-certificates) plus the configured CA file.
-fn trusted_roots(options: &ClientOptions) -> Result<RootCertStore, String> {
+fn trusted_roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     // Unreadable system certificates are skipped, as every TLS client does; a CA
     // file the user named must be read whole.
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
-    if let Some(path) = &options.ca_file {
+    if let Some(path) = ca_file {
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
             .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
