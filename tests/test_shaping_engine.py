@@ -19,7 +19,7 @@ from dns_peer import DnsServer
 from engine_support import campaign, config, free_port_everywhere, on_uvloop, people
 from ferrymail.shaping import default_path, loads
 from ferrymail.spool import SqliteSpool
-from smtp_peers import Message, ScriptedServer
+from smtp_peers import Message, RawServer, ScriptedServer, slow
 
 Scripted = Callable[..., ScriptedServer]
 
@@ -239,3 +239,43 @@ def _cli(*args: str) -> str:
         [sys.executable, "-m", "ferrymail", *args], capture_output=True, text=True, check=True
     )
     return done.stdout
+
+
+@on_uvloop
+async def test_an_entry_sets_the_tls_policy_and_timeouts_of_its_sites_batches(
+    dns_server: DnsServer,
+    scripted_server: Scripted,
+    raw_server: Callable[..., RawServer],
+    port: int,
+    tmp_path: Path,
+) -> None:
+    # A silent greeting: the transport waits 300 s (RFC 5321), the site's entry 1 s.
+    dns_server.add_zone("silent.test", ["@ MX 10 mx", "mx A 127.0.0.28"])
+    raw_server(host="127.0.0.28", port=port, faults=[slow("BANNER", 60)])
+    # No STARTTLS offered: the transport's policy is "off", the entry's "required".
+    dns_server.add_zone("needs-tls.test", ["@ MX 10 mx", "mx A 127.0.0.29"])
+    plain = scripted_server(host="127.0.0.29", port=port)
+    shaping = """
+[site."mx.silent.test"]
+greeting_timeout = "1s"
+[domain."needs-tls.test"]
+tls = "required"
+"""
+    cfg = shaped(dns_server, port, tmp_path, shaping)
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+        events = engine.events()
+        await engine.submit(campaign(), people("silent.test", 1) + people("needs-tls.test", 1))
+        running = asyncio.create_task(engine.run())
+        deferred: dict[str, ferrymail.Event] = {}
+        async with asyncio.timeout(20):
+            async for event in events:
+                if event.type == "deferred":
+                    deferred.setdefault(event.domain, event)
+                if len(deferred) == 2:
+                    break
+        engine.stop()
+        await running
+
+    assert deferred["silent.test"].text == "timed out after 1.0 s"  # not 300 s
+    assert "tls" in deferred["needs-tls.test"].text.lower()
+    assert plain.delivered == []

@@ -86,15 +86,25 @@ class Site:
 
     def apply(self, connections: int, per_connection: int, per_second: float | None) -> None:
         """Sets the limits in force (the shape's, lowered by automation): the next batch's
-        route carries the connection limits, the token bucket the rate."""
+        route carries the connection limits, TLS policy and timeouts, the token bucket
+        the rate."""
         connections, per_connection = max(1, connections), max(1, per_connection)
         route = self.route
-        if (route.max_connections, route.max_messages_per_connection) != (
-            connections,
-            per_connection,
-        ):
+        tls = self.shape.tls if self.shape is not None else None
+        timeouts = self.shape.timeouts if self.shape is not None else None
+        wanted = (connections, per_connection, tls, timeouts)
+        if (
+            route.max_connections,
+            route.max_messages_per_connection,
+            route.tls,
+            route.timeouts,
+        ) != wanted:
             self.route = msgspec.structs.replace(
-                route, max_connections=connections, max_messages_per_connection=per_connection
+                route,
+                max_connections=connections,
+                max_messages_per_connection=per_connection,
+                tls=tls,
+                timeouts=timeouts,
             )
         if per_second != self.messages_per_second:
             self.messages_per_second = per_second

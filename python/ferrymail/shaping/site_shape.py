@@ -4,11 +4,13 @@ where the shaping file sets none."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from ..bounce import BounceClassifier
 from ..config import Config, SiteLimits
 from ..retry import RetryPolicy
-from .model import AutomationRule, Resolved
+from ..wire import SessionTimeouts
+from .model import AutomationRule, Limits, Resolved
 from .units import Rate
 
 _RETRY = ("first_retry", "multiplier", "max_interval", "jitter", "max_age")
@@ -29,6 +31,11 @@ class SiteShape:
     #: The shaping file's entries that apply, least specific first ("default",
     #: "provider.google", …).
     entries: tuple[str, ...]
+    #: The TLS policy and SMTP timeouts of the site's batches (Route.tls, .timeouts);
+    #: None where the file sets none (the transport's). A file that sets some timeouts
+    #: gets the transport's for the others.
+    tls: str | None = None
+    timeouts: SessionTimeouts | None = None
 
 
 class SiteShapes:
@@ -73,6 +80,22 @@ class SiteShapes:
             classifier=self._classifier(limits.bounce_rules),
             automation=limits.automation,
             entries=resolved.entries,
+            tls=limits.tls if set_by_file("tls") else None,
+            timeouts=self._timeouts(limits, set_by_file),
+        )
+
+    def _timeouts(
+        self, limits: Limits, set_by_file: Callable[[str], bool]
+    ) -> SessionTimeouts | None:
+        names = [n for n in SessionTimeouts.__struct_fields__ if set_by_file(n)]
+        if not names:
+            return None
+        transport = self._config.smtp_options
+        return SessionTimeouts(
+            **{
+                n: getattr(limits if n in names else transport, n)
+                for n in SessionTimeouts.__struct_fields__
+            }
         )
 
     def _classifier(self, rules: tuple[object, ...]) -> BounceClassifier | None:
