@@ -149,6 +149,8 @@ class ScriptedServer(_Recorder):
       MAIL and RCPT scripts apply to well-formed commands (aiosmtpd checks syntax first).
     - `rcpt_replies`: recipient address → reply, e.g. {"nobody@x.test": "550 5.1.1 no
       such user", "full@x.test": "452 4.2.2 mailbox full"}; before any RCPT script.
+    - `client_rcpt_replies`: client IP → the reply to every RCPT on its connections
+      (a receiver that throttles one sending address); after `rcpt_replies`.
     - `size_limit`: advertised as SIZE and enforced (552), aiosmtpd's default 32 MiB;
       None: no SIZE, no limit.
     - `smtputf8`: advertise and accept SMTPUTF8.
@@ -168,6 +170,7 @@ class ScriptedServer(_Recorder):
         banner: str | None = None,
         replies: Mapping[str, Script] | None = None,
         rcpt_replies: Mapping[str, str] | None = None,
+        client_rcpt_replies: Mapping[str, str] | None = None,
         size_limit: int | None = 33_554_432,
         smtputf8: bool = True,
         tls: ssl.SSLContext | None = None,
@@ -182,6 +185,7 @@ class ScriptedServer(_Recorder):
         if unknown:
             raise ValueError(f"no such stage {sorted(unknown)}; stages: {SCRIPTED_STAGES}")
         self.rcpt_replies = dict(rcpt_replies or {})
+        self.client_rcpt_replies = dict(client_rcpt_replies or {})
         self.size_limit = size_limit
         self.smtputf8 = smtputf8
         self.tls = tls
@@ -385,7 +389,12 @@ class _Hooks:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> Any:
-        reply = self.peer.rcpt_replies.get(address) or self.peer.scripted("RCPT")
+        client = session.peer[0] if isinstance(session.peer, tuple) else None
+        reply = (
+            self.peer.rcpt_replies.get(address)
+            or self.peer.client_rcpt_replies.get(client or "")
+            or self.peer.scripted("RCPT")
+        )
         if reply is None:
             return MISSING
         if reply.startswith("2"):

@@ -164,6 +164,7 @@ class Campaign:
         "headers",
         "html",
         "id",
+        "pool",
         "reply_to",
         "sender",
         "spec",
@@ -188,6 +189,7 @@ class Campaign:
         unsubscribe: Unsubscribe | None = None,
         dkim: DkimKey | DkimKeys | Sequence[DkimKey | DkimKeys] = (),
         verp: bool | Verp = False,
+        pool: str | None = None,
     ) -> None:
         self.id = str(id)
         self.sender = sender
@@ -201,6 +203,8 @@ class Campaign:
         self.unsubscribe = unsubscribe
         self.dkim = (dkim,) if isinstance(dkim, DkimKey | DkimKeys) else tuple(dkim)
         self.verp = verp
+        _check_type("pool", pool, str, optional=True)
+        self.pool = pool
         self.spec = CampaignSpec(
             id=self.id,
             sender=sender,
@@ -214,6 +218,7 @@ class Campaign:
             unsubscribe=_unsubscribe_spec(unsubscribe, tracking),
             dkim=_dkim_specs(self.dkim),
             verp=_verp_spec(verp, tracking, unsubscribe),
+            pool=pool,
         )
         self._inner = _core.compile_campaign(_encoder.encode(self.spec))
 

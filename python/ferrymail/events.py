@@ -29,7 +29,8 @@ class Event:
     `type` is the new state: queued, rejected, suppressed (at submit); delivered,
     bounced, deferred, expired, failed (after an attempt). `recipient` is the ESP's id
     (or the address when it gave none). `attempt` counts attempts so far. `timestamp` is
-    seconds since the epoch; `since_submit` seconds since the recipient was submitted.
+    seconds since the epoch; `since_submit` seconds since the recipient was submitted;
+    `source` the local address the attempt left from.
     """
 
     type: str
@@ -46,6 +47,9 @@ class Event:
     category: str | None
     timestamp: float
     since_submit: float
+    #: The local address the attempt's connection was bound to (the egress source's),
+    #: None without a connection (and for the states of submit).
+    source: str | None = None
 
 
 #: The `type`s of FeedbackEvent: what came back after delivery.

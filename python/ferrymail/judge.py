@@ -172,6 +172,7 @@ class Judge:
                 category,
                 now,
                 now - r.submitted_at,
+                o.source,
             )
         )
 

@@ -51,6 +51,10 @@ class Site:
     def ready(self, now: float) -> bool:
         return not self.in_flight and not self.suspended(now) and any(self.queues.values())
 
+    def peek(self) -> str | None:
+        """The campaign `take` would take a batch of next."""
+        return next((campaign for campaign, queue in self.queues.items() if queue), None)
+
     def take(self, batch_size: int, now: float) -> tuple[str, list[Leased]] | None:
         """The next batch (one campaign, oldest campaign queue first), within the rate;
         None when the rate allows nothing yet."""

@@ -55,6 +55,7 @@ class CampaignSpec(msgspec.Struct, array_like=True, frozen=True):
     dkim: list[DkimKeySpec] = []
     #: Specs stored in a spool by an older ferrymail end before this field: None.
     verp: VerpSpec | None = None
+    pool: str | None = None
 
 
 class Recipient(msgspec.Struct, array_like=True, frozen=True):

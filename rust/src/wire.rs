@@ -67,6 +67,10 @@ pub struct CampaignSpec {
     /// an older ferrymail, which end before this field).
     #[serde(default)]
     pub verp: Option<VerpSpec>,
+    /// The egress pool the engine sends the campaign from (its shaping file's
+    /// `[pool.NAME]`), or None for the default pool; the render does not read it.
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 /// One DKIM signing key (RFC 6376).

@@ -23,7 +23,7 @@ from ..render import RenderError, render
 from ..wire import Recipient
 from .common import CliError
 
-_TOP = {"id", "sender", "from", "subject", "html", "text", "reply_to", "headers"}
+_TOP = {"id", "sender", "from", "subject", "html", "text", "reply_to", "headers", "pool"}
 _TABLES = {"tracking", "unsubscribe", "dkim", "verp"}
 _TRACKING = {"base_url", "secret", "opens", "clicks"}
 _UNSUBSCRIBE = {"url", "mailto", "secret"}
@@ -68,6 +68,7 @@ def load_campaign(path: str) -> Campaign:
             unsubscribe=_unsubscribe(path, data.get("unsubscribe")),
             dkim=_dkim(path, base, data.get("dkim"), key_files),
             verp=_verp(path, data.get("verp", False)),
+            pool=data.get("pool"),
         )
     except TemplateError as e:
         raise CliError(_template_error(path, e, files, parts)) from None

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from .. import _core
 from ..spooler import Spooler
+from ..wire import CampaignSpec
+
+_specs = msgspec.msgpack.Decoder(CampaignSpec)
 
 
 class Campaigns:
@@ -15,10 +20,18 @@ class Campaigns:
         self._spooler = spooler
         self._compiled: dict[str, _core.CompiledCampaign] = {}
         self._unusable: dict[str, str] = {}
+        self._pools: dict[str, str | None] = {}
 
-    def add(self, campaign_id: str, compiled: _core.CompiledCampaign) -> None:
+    def add(
+        self, campaign_id: str, compiled: _core.CompiledCampaign, pool: str | None = None
+    ) -> None:
         self._compiled[campaign_id] = compiled
+        self._pools[campaign_id] = pool
         self._unusable.pop(campaign_id, None)
+
+    def pool(self, campaign_id: str) -> str | None:
+        """The egress pool the campaign names (None: the default pool)."""
+        return self._pools.get(campaign_id)
 
     def get(self, campaign_id: str) -> _core.CompiledCampaign | None:
         """The compiled campaign, if `load` found it usable."""
@@ -37,6 +50,7 @@ class Campaigns:
             return
         try:
             self._compiled[campaign_id] = _core.compile_campaign(spec)
+            self._pools[campaign_id] = _specs.decode(spec).pool
         except Exception as e:
             self._unusable[campaign_id] = (
                 f"campaign {campaign_id!r} in the spool no longer compiles: {type(e).__name__}: {e}"

@@ -12,7 +12,7 @@ from ..sites import Site
 from ..spool import Leased
 from ..spooler import Spooler
 from ..transport import Transport
-from ..wire import Outcome, OutcomeKind
+from ..wire import Outcome, OutcomeKind, Route
 from .recorder import Recorder
 
 _encoder = msgspec.msgpack.Encoder()
@@ -53,8 +53,10 @@ class Dispatcher:
         campaign_id: str,
         compiled: _core.CompiledCampaign,
         batch: list[Leased],
+        route: Route | None = None,
     ) -> list[Outcome]:
-        """Delivers one batch; returns its outcomes in order, once all are recorded."""
+        """Delivers one batch (by `route`, default the site's); returns its outcomes in
+        order, once all are recorded."""
         self.in_flight[id(batch)] = batch
         outcomes: list[Outcome | None] = [None] * len(batch)
         fault: Exception | None = None
@@ -62,13 +64,13 @@ class Dispatcher:
         try:
             await self._spooler.call(self._spooler.spool.started, [r.id for r in batch])
             payload = _encoder.encode([msgspec.Raw(r.recipient) for r in batch])
-            route = _encoder.encode(site.route)
+            encoded = _encoder.encode(route or site.route)
             if compiled.verp:  # only then: a campaign without VERP pays nothing
                 delivery = self._transport._inner.start(
-                    compiled, payload, route, envelope_ids=[r.id for r in batch]
+                    compiled, payload, encoded, envelope_ids=[r.id for r in batch]
                 )
             else:
-                delivery = self._transport._inner.start(compiled, payload, route)
+                delivery = self._transport._inner.start(compiled, payload, encoded)
             self._deliveries.add(delivery)
             if self.cancelled:
                 delivery.cancel()

@@ -17,22 +17,25 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable, Iterator
 from types import TracebackType
+from typing import Any
 
 import msgspec
 
 from ..bounce import BounceClassifier
 from ..campaign import Campaign
 from ..config import Config, SiteLimits
-from ..errors import Error
+from ..errors import ConfigError, Error
 from ..events import Event, EventBus
 from ..judge import Judge, Verdict
 from ..routing import Destination, Router
 from ..shaping import Automation, Shaping, empty
 from ..shaping.automation import matches
+from ..shaping.egress import Egress, is_host
 from ..shaping.in_force import ActionsInForce
 from ..shaping.site_shape import SiteShapes
+from ..shaping.sources import Source
 from ..sites import Site
 from ..spool import Leased, Report, SqliteSpool
 from ..spooler import Spooler
@@ -77,6 +80,7 @@ class _Parts:
         self.recorder = Recorder(spooler, engine._bus, self.scheduler.settled)
         self.campaigns = Campaigns(spooler)
         self.actions = ActionsInForce(spooler)
+        self.egress = Egress(spooler)
         self.dispatcher = Dispatcher(spooler, transport, engine._judge, self.recorder)
         self.routes = Routes(engine._router, engine._routed, engine._wake.set)
 
@@ -140,6 +144,7 @@ class Engine:
         parts = _Parts(self, spooler, Transport(self.config.smtp_options))
         await parts.suspensions.load()
         await parts.actions.load()
+        await parts.egress.load(time.time())
         self._parts = parts
 
     async def close(self) -> None:
@@ -202,8 +207,15 @@ class Engine:
     ) -> SubmitResult:
         parts = self._open()
         spooler = parts.spooler
+        if campaign.pool is not None and campaign.pool not in self._shaping.pools:
+            raise ConfigError(
+                f"pool: campaign {campaign.id!r} sends from pool {campaign.pool!r}, which "
+                f"the shaping file {self._shaping.name} does not have (its pools: "
+                f"{', '.join(self._shaping.pools)})",
+                "pool",
+            )
         await spooler.call(spooler.spool.put_campaign, campaign.id, _encoder.encode(campaign.spec))
-        parts.campaigns.add(campaign.id, campaign._inner)
+        parts.campaigns.add(campaign.id, campaign._inner, campaign.pool)
         accepted = rejected = suppressed = duplicates = 0
         async for chunk in chunks(recipients):
             addresses = [r.address for r in chunk]
@@ -380,17 +392,40 @@ class Engine:
         for site in self._sites.values():
             if not site.ready(now):
                 continue
-            if site.shape is not None:
-                limits = parts.actions.limits(site.key, site.shape, now)
-                rate = limits.rate.per_second if limits.rate is not None else None
-                site.apply(limits.connections, limits.messages_per_connection, rate)
-            taken = site.take(self.config.batch_size, now)
+            campaign = site.peek()
+            if campaign is None or site.shape is None:
+                continue
+            choice = parts.egress.choose(
+                self._shaping,
+                parts.campaigns.pool(campaign),
+                site.key,
+                site.shape.provider or site.key,
+                parts.actions.blocked(site.key, now),
+                now,
+            )
+            source = choice.source
+            if source is None:  # no source may send here now: the campaign's wait
+                back = [(r, choice.wait_until or now) for r in site.hold(campaign)]
+                self._spawn(parts.recorder.release(back))
+                continue
+            name = "" if is_host(source) else source.name
+            limits = parts.actions.limits(site.key, site.shape, now, name)
+            rate = limits.rate.per_second if limits.rate is not None else None
+            site.apply(limits.connections, limits.messages_per_connection, rate)
+            size = self.config.batch_size
+            taken = site.take(
+                size if choice.allowance is None else min(size, choice.allowance), now
+            )
             if taken is None:
                 continue
             site.in_flight = True
-            task = asyncio.create_task(self._deliver(parts, site, *taken))
-            self._batches.add(task)
-            task.add_done_callback(self._batch_done)
+            self._spawn(self._deliver(parts, site, *taken, source))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs a batch (or a release) as a task the pump waits for when it ends."""
+        task = asyncio.create_task(work)
+        self._batches.add(task)
+        task.add_done_callback(self._batch_done)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         """Forgets a finished batch; one that failed stops the pump with its error
@@ -404,20 +439,30 @@ class Engine:
             self._wake.set()
 
     async def _deliver(
-        self, parts: _Parts, site: Site, campaign_id: str, batch: list[Leased]
+        self, parts: _Parts, site: Site, campaign_id: str, batch: list[Leased], source: Source
     ) -> None:
-        """One batch; then, if its outcomes say so, the site is suspended."""
+        """One batch from `source`; then automation and, if the outcomes say so, the
+        site is suspended."""
         outcomes: list[Outcome] = []
+        name = "" if is_host(source) else source.name
         try:
             compiled = parts.campaigns.get(campaign_id)
             if compiled is None:  # loaded when leased: only a bug could lose it
                 raise Error(f"campaign {campaign_id!r} is not loaded")
-            outcomes = await parts.dispatcher.deliver(site, campaign_id, compiled, batch)
+            route = site.route
+            if name:
+                route = msgspec.structs.replace(
+                    route, source_address=source.address, helo_name=source.ehlo
+                )
+            outcomes = await parts.dispatcher.deliver(site, campaign_id, compiled, batch, route)
         finally:
             try:
+                delivered = sum(o.status == "delivered" for o in outcomes)
+                provider = site.shape.provider or site.key if site.shape else site.key
+                await parts.egress.sent(source, provider, delivered, time.time())
                 # A reply that a shaping rule matches is the rule's to act on; the
                 # others get the built-in reaction (a 421 suspends the site).
-                unmatched = await self._automate(parts, site, campaign_id, outcomes)
+                unmatched = await self._automate(parts, site, campaign_id, outcomes, name)
                 why = self._judge.suspension(unmatched)
                 if why is not None:
                     await self._suspend(parts, site, why)
@@ -438,7 +483,7 @@ class Engine:
         await parts.recorder.release([(r, until) for r in waiting])
 
     async def _automate(
-        self, parts: _Parts, site: Site, campaign_id: str, outcomes: list[Outcome]
+        self, parts: _Parts, site: Site, campaign_id: str, outcomes: list[Outcome], source: str
     ) -> list[Outcome]:
         """Feeds the batch's 4xx and 5xx replies to the site's automation rules, applies
         the actions that fire (see shaping/in_force.py), and returns the outcomes whose
@@ -458,7 +503,7 @@ class Engine:
             fired += self._automation.observe(
                 rules,
                 site=site.key,
-                source=None,
+                source=source or None,
                 campaign=campaign_id,
                 code=o.code,
                 enhanced=o.enhanced,
@@ -469,7 +514,9 @@ class Engine:
             # One per rule and target: a batch of 500 throttled replies fires it once.
             fired = list({action.key: action for action in fired}.values())
             for action in await parts.actions.fire(fired, site.domains):
-                if action.suspend and action.scope != "campaign":
+                if action.suspend and action.scope == "source" and action.source:
+                    pass  # the source is out of its pool here (ActionsInForce.blocked)
+                elif action.suspend and action.scope != "campaign":
                     why = f"shaping rule {action.rule}: {action.reply}"
                     await self._suspend(parts, site, why, until=action.until)
                 elif action.suspend:

@@ -83,15 +83,18 @@ class ActionsInForce:
         gone = {_key(a) for a in lifted}
         self._set(a for actions in self._by_site.values() for a in actions if _key(a) not in gone)
 
-    def limits(self, site: str, shape: SiteShape, now: float) -> Limits:
-        """The site's limits at `now` (its own, and its one source's)."""
+    def limits(self, site: str, shape: SiteShape, now: float, source: str = "") -> Limits:
+        """The site's limits at `now` for a batch from `source` (a source's name; ""
+        for the host's own address)."""
         connections, per_connection, rate = (
             shape.connections,
             shape.messages_per_connection,
             shape.rate,
         )
         for action in self._by_site.get(site, ()):
-            if action.scope == "campaign" or (action.scope == "source" and action.source):
+            if action.scope == "campaign" or (
+                action.scope == "source" and action.source and action.source != source
+            ):
                 continue
             if now >= action.until + action.restore:
                 continue
@@ -111,6 +114,15 @@ class ActionsInForce:
                 elif name == "max_message_rate":
                     rate = _lower(rate, _rate(shape.rate, value, action, now))
         return Limits(connections, per_connection, rate)
+
+    def blocked(self, site: str, now: float) -> dict[str, float]:
+        """Source -> until, for the sources suspended at the site (taken out of their
+        pool there; the pool's other sources carry the traffic)."""
+        return {
+            a.source: a.until
+            for a in self._by_site.get(site, ())
+            if a.scope == "source" and a.source and a.suspend and a.started <= now < a.until
+        }
 
     def held(self, site: str, now: float) -> dict[str, float]:
         """Campaign -> until, for the campaigns suspended at the site."""

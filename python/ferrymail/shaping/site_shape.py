@@ -36,6 +36,9 @@ class SiteShape:
     #: gets the transport's for the others.
     tls: str | None = None
     timeouts: SessionTimeouts | None = None
+    #: The provider entry that matched ("provider.google"), None for none: a source's
+    #: warm-up counts per provider, or per site where none matched.
+    provider: str | None = None
 
 
 class SiteShapes:
@@ -81,6 +84,7 @@ class SiteShapes:
             automation=limits.automation,
             entries=resolved.entries,
             tls=limits.tls if set_by_file("tls") else None,
+            provider=resolved.provider,
             timeouts=self._timeouts(limits, set_by_file),
         )
 

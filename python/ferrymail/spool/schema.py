@@ -87,7 +87,8 @@ CREATE INDEX feedback_signal ON feedback (campaign, key, kind, link, machine);
 """
 # Version 4: the actions of shaping's automation rules in force (shaping/automation.py),
 # so that they outlast a restart, show in `ferrymail status` and `ferrymail flush`
-# lifts them. A row is kept until its limits have come back up (`until + restore`).
+# lifts them (a row is kept until its limits have come back up: `until + restore`);
+# and what each egress source sent per provider per day, for warm-up schedules.
 _V4 = """
 -- What a rule did to a site (scope "site"), to the site from one source ("source"),
 -- or to one campaign there ("campaign"), from `started` until `until`: suspend it,
@@ -110,6 +111,15 @@ CREATE TABLE shaping_action (
     limits TEXT NOT NULL,
     domains TEXT NOT NULL,
     PRIMARY KEY (rule, scope, site, source, campaign)
+) WITHOUT ROWID;
+-- Messages each egress source delivered to each provider (or site) per UTC day: what
+-- its warm-up schedule allows is counted against this, across restarts.
+CREATE TABLE warmup_sent (
+    source TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    day TEXT NOT NULL,
+    sent INTEGER NOT NULL,
+    PRIMARY KEY (source, provider, day)
 ) WITHOUT ROWID;
 """
 # Scope '' is global; any other value is a list name (see SqliteSpool.campaign_list).

@@ -458,6 +458,25 @@ class SqliteSpool:
         with self._transaction(durable=False) as db:
             return actions_table.lift(db, None if domain is None else domain_key(domain))
 
+    # ---- warm-up: messages per source, provider and day ----
+
+    def add_warmup_sent(self, counts: Sequence[tuple[str, str, str, int]]) -> None:
+        """Add (source, provider, day "YYYY-MM-DD", messages) to the day's counts. Not
+        durable: a count lost to a power cut lets a source send that many more once."""
+        with self._transaction(durable=False) as db:
+            db.executemany(
+                "INSERT INTO warmup_sent (source, provider, day, sent) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (source, provider, day) DO UPDATE SET sent = sent + excluded.sent",
+                counts,
+            )
+
+    def warmup_sent(self, day: str) -> dict[tuple[str, str], int]:
+        """(source, provider) -> messages sent on `day` ("YYYY-MM-DD")."""
+        rows = self._db.execute(
+            "SELECT source, provider, sent FROM warmup_sent WHERE day = ?", (day,)
+        )
+        return {(source, provider): sent for source, provider, sent in rows}
+
     def next_due(self) -> float | None:
         """The earliest time a pending recipient is (or was) due: a queued or deferred
         one's next attempt, or the end of an in-flight one's lease. A time in the past

@@ -26,6 +26,7 @@ fn campaign() -> Arc<CompiledCampaign> {
         unsubscribe: None,
         dkim: Vec::new(),
         verp: None,
+        pool: None,
     };
     Arc::new(CompiledCampaign::compile(&spec).unwrap())
 }
