@@ -279,3 +279,47 @@ tls = "required"
     assert deferred["silent.test"].text == "timed out after 1.0 s"  # not 300 s
     assert "tls" in deferred["needs-tls.test"].text.lower()
     assert plain.delivered == []
+
+
+@on_uvloop
+async def test_a_campaign_rule_holds_that_campaign_and_the_others_go_on(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("held.test", ["@ MX 10 mx", "mx A 127.0.0.20"])
+    banned = (
+        "550 5.7.1 Service unavailable, Client host [127.0.0.1] blocked using banned sender list"
+    )
+    scripted_server(
+        host="127.0.0.20",
+        port=port,
+        rcpt_replies={f"user{i}@held.test": banned for i in range(3)},
+    )
+    shaping = """
+[site."mx.held.test"]
+[[site."mx.held.test".automation]]
+name = "banned-sender"
+regex = '^550 5\\.7\\.\\d+ .*banned sender'
+trigger = "immediate"
+scope = "campaign"
+suspend = true
+duration = "1h"
+"""
+    cfg = shaped(dns_server, port, tmp_path, shaping, batch_size=5)
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+        await engine.submit(campaign("c1"), people("held.test", 20))
+        await engine.submit(campaign("c2"), people("held.test", 20, start=100))
+        running = asyncio.create_task(engine.run())
+        deadline = time.monotonic() + 20
+        while (await engine.report("c2")).states["delivered"] < 20:
+            assert time.monotonic() < deadline, "c2 did not go on"
+            await asyncio.sleep(0.05)
+        engine.stop()
+        await running
+        held = await engine.report("c1")
+
+    assert held.states["bounced"] == 3  # the replies themselves
+    assert held.states["delivered"] == 2  # the rest of the first batch
+    assert held.states["queued"] + held.states["deferred"] == 15  # waiting, not bounced
+    with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
+        (action,) = spool.actions()
+    assert (action.scope, action.campaign) == ("campaign", "c1")
