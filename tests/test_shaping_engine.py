@@ -18,7 +18,7 @@ import pytest
 from dns_peer import DnsServer
 from engine_support import campaign, config, free_port_everywhere, on_uvloop, people
 from ferrymail.shaping import default_path, loads
-from ferrymail.spool import SqliteSpool
+from ferrymail.spool import ShapingAction, SqliteSpool
 from smtp_peers import Message, RawServer, ScriptedServer, slow
 
 Scripted = Callable[..., ScriptedServer]
@@ -323,3 +323,30 @@ duration = "1h"
     with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
         (action,) = spool.actions()
     assert (action.scope, action.campaign) == ("campaign", "c1")
+
+
+@on_uvloop
+async def test_an_action_in_the_spool_holds_after_a_restart(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("restarted.test", ["@ MX 10 mx", "mx A 127.0.0.19"])
+    peer = scripted_server(host="127.0.0.19", port=port)
+    cfg = shaped(dns_server, port, tmp_path, "", batch_size=5)
+    site = f"mx.restarted.test:{port}"
+    now = time.time()
+    with SqliteSpool(tmp_path / "spool.db") as spool:  # what an engine before left
+        spool.put_actions(
+            [
+                ShapingAction(
+                    "gmail-rate-limited-4.7.28", "site", site, "", "", now - 5, now + 60, 0.0,
+                    GMAIL_RATE_LIMITED, False, False, {"max_message_rate": "10/s"},
+                    ["restarted.test"],
+                )
+            ]
+        )  # fmt: skip
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+        await engine.submit(campaign(), people("restarted.test", 40))
+        await engine.drain()
+
+    assert len(peer.delivered) == 40
+    assert rate(peer.delivered[10:]) == pytest.approx(10, rel=0.25)
