@@ -155,6 +155,9 @@ class Campaign:
     most 64). The domain stays the sender's, so SPF and DMARC alignment are unchanged,
     and the From header is never touched. Without a spool there is no row to name:
     `ferrymail.render` previews and a `Transport` used directly send the plain sender.
+
+    `pool`: the egress pool of the engine's shaping file (`[pool.NAME]`) the campaign
+    is sent from; None: the default pool (README, "Traffic shaping").
     """
 
     __slots__ = (
