@@ -418,6 +418,7 @@ class Engine:
             )
             if taken is None:
                 continue
+            parts.egress.taken(choice)
             site.in_flight = True
             self._spawn(self._deliver(parts, site, *taken, source))
 

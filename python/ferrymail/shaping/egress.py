@@ -23,6 +23,8 @@ class Choice:
     source: Source | None
     allowance: int | None = None
     wait_until: float | None = None
+    #: The (pool, site) whose round it is a step of (`Egress.taken`).
+    round: tuple[str, str] = ("", "")
 
 
 class Egress:
@@ -69,7 +71,6 @@ class Egress:
             pool = shaping.pools[DEFAULT_POOL]
         key = (pool.name, site)
         counter = self._counters.get(key, 0)
-        self._counters[key] = counter + 1
         sent = {s: self._sent.get((s, provider), 0) for s, _ in pool.weights}
         date = datetime.date.fromisoformat(day)
         source = choose_source(
@@ -82,8 +83,13 @@ class Egress:
                 date + datetime.timedelta(days=1), datetime.time(), datetime.UTC
             ).timestamp()
             ends = [until for s, until in blocked.items() if s in sent]
-            return Choice(None, wait_until=min([tomorrow, *ends]))
-        return Choice(source, source.allowance(date, sent[source.name]))
+            return Choice(None, wait_until=min([tomorrow, *ends]), round=key)
+        return Choice(source, source.allowance(date, sent[source.name]), round=key)
+
+    def taken(self, choice: Choice) -> None:
+        """A batch left from the choice's source: its round moves on (a choice whose
+        batch the rate did not allow yet is made again, the same)."""
+        self._counters[choice.round] = self._counters.get(choice.round, 0) + 1
 
     async def sent(self, source: Source, provider: str, messages: int, now: float) -> None:
         """Counts messages a source delivered to a provider (only sources with a
