@@ -30,8 +30,7 @@ from ..errors import ConfigError, Error
 from ..events import Event, EventBus
 from ..judge import Judge, Verdict
 from ..routing import Destination, Router
-from ..shaping import Automation, Shaping, empty
-from ..shaping.automation import matches
+from ..shaping import Shaping, empty
 from ..shaping.egress import Egress, is_host
 from ..shaping.in_force import ActionsInForce
 from ..shaping.site_shape import SiteShapes
@@ -43,6 +42,7 @@ from ..submit import SubmitResult, chunks, rows
 from ..suspensions import Suspensions
 from ..transport import Transport
 from ..wire import Outcome, OutcomeKind, Recipient
+from .automate import Automator
 from .campaigns import Campaigns
 from .dispatch import Dispatcher
 from .recorder import Recorder
@@ -81,6 +81,11 @@ class _Parts:
         self.campaigns = Campaigns(spooler)
         self.actions = ActionsInForce(spooler)
         self.egress = Egress(spooler)
+
+        async def suspend(site: Site, why: str, until: float) -> None:
+            await engine._suspend(self, site, why, until)
+
+        self.automator = Automator(self.actions, self.recorder, engine._judge, suspend)
         self.dispatcher = Dispatcher(spooler, transport, engine._judge, self.recorder)
         self.routes = Routes(engine._router, engine._routed, engine._wake.set)
 
@@ -107,11 +112,10 @@ class Engine:
             self.config.suppress_hard_bounces,
             listened=lambda: self._bus.listened,
         )
-        # The shaping file in force (`reload_shaping` swaps it), what it makes of each
-        # site, and automation's counts of the replies its rules matched.
+        # The shaping file in force (`reload_shaping` swaps it) and what it makes of
+        # each site.
         self._shaping = self.config.shaping if isinstance(self.config.shaping, Shaping) else empty()
         self._shapes = SiteShapes(self.config)
-        self._automation = Automation()
         self._parts: _Parts | None = None
         self._sites: dict[str, Site] = {}
         self._batches: set[asyncio.Task[None]] = set()
@@ -366,7 +370,7 @@ class Engine:
             return
         bouncing = parts.actions.bouncing(site.key, now)
         if bouncing is not None:
-            await self._bounce(parts, waiting, bouncing.rule, bouncing.reply)
+            await parts.automator.bounce(waiting, bouncing.rule, bouncing.reply)
             return
         held = parts.actions.held(site.key, now)
         if held:
@@ -463,7 +467,7 @@ class Engine:
                 await parts.egress.sent(source, provider, delivered, time.time())
                 # A reply that a shaping rule matches is the rule's to act on; the
                 # others get the built-in reaction (a 421 suspends the site).
-                unmatched = await self._automate(parts, site, campaign_id, outcomes, name)
+                unmatched = await parts.automator.observe(site, campaign_id, outcomes, name)
                 why = self._judge.suspension(unmatched)
                 if why is not None:
                     await self._suspend(parts, site, why)
@@ -482,61 +486,6 @@ class Engine:
         await parts.suspensions.suspend(site, until, why)
         waiting = site.suspend(until)
         await parts.recorder.release([(r, until) for r in waiting])
-
-    async def _automate(
-        self, parts: _Parts, site: Site, campaign_id: str, outcomes: list[Outcome], source: str
-    ) -> list[Outcome]:
-        """Feeds the batch's 4xx and 5xx replies to the site's automation rules, applies
-        the actions that fire (see shaping/in_force.py), and returns the outcomes whose
-        reply no rule matched."""
-        rules = site.shape.automation if site.shape is not None else ()
-        if not rules:
-            return outcomes
-        now = time.time()
-        unmatched, fired = [], []
-        for o in outcomes:
-            if o.kind != OutcomeKind.REPLY or o.code is None or o.code < 400:
-                unmatched.append(o)
-                continue
-            if not matches(rules, o.code, o.enhanced, o.text):
-                unmatched.append(o)
-                continue
-            fired += self._automation.observe(
-                rules,
-                site=site.key,
-                source=source or None,
-                campaign=campaign_id,
-                code=o.code,
-                enhanced=o.enhanced,
-                text=o.text,
-                now=now,
-            )
-        if fired:
-            # One per rule and target: a batch of 500 throttled replies fires it once.
-            fired = list({action.key: action for action in fired}.values())
-            for action in await parts.actions.fire(fired, site.domains):
-                if action.suspend and action.scope == "source" and action.source:
-                    pass  # the source is out of its pool here (ActionsInForce.blocked)
-                elif action.suspend and action.scope != "campaign":
-                    why = f"shaping rule {action.rule}: {action.reply}"
-                    await self._suspend(parts, site, why, until=action.until)
-                elif action.suspend:
-                    held = site.hold(action.campaign)
-                    await parts.recorder.release([(r, action.until) for r in held])
-                if action.bounce:
-                    await self._bounce(parts, site.take_all(), action.rule, action.reply)
-        return unmatched
-
-    async def _bounce(self, parts: _Parts, leased: list[Leased], rule: str, reply: str) -> None:
-        """Bounces recipients for an automation rule (a receiver that says it will take
-        nothing from us: holding the mail would only make it expire later)."""
-        text = f"bounced by shaping rule {rule}, after the reply: {reply}"
-        outcome = Outcome.without_reply("permanent", "engine", text, kind=OutcomeKind.LOCAL)
-        judged = Verdict([], [], [])
-        now = time.time()
-        for r in leased:
-            self._judge.one(judged, r.campaign, r, outcome, now)
-        await parts.recorder.record(judged)
 
     def reload_shaping(self, shaping: Shaping) -> None:
         """Puts a new shaping file in force: every site's limits, retry policy, bounce
