@@ -1,5 +1,6 @@
 """The spool's side of the way back: feedback rows beside final states, scoped
-suppressions, report counts, and the migration of a version-2 spool."""
+suppressions, report counts (on SQLite and PostgreSQL), and the migration of a version-2
+SQLite spool."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from ferrymail.spool import NewRecipient, Signal, SqliteSpool, Update
+from ferrymail.spool import NewRecipient, Signal, Spool, SqliteSpool, Update, open_spool
 from ferrymail.spool.schema import SCHEMA_VERSION
 from ferrymail.wire import CampaignSpec, Recipient
 
@@ -41,14 +42,15 @@ class Clock:
 
 
 @pytest.fixture
-def spool(tmp_path: Path) -> Iterator[SqliteSpool]:
-    with SqliteSpool(tmp_path / "spool.db", clock=Clock()) as spool:
+def spool(spool_at: str) -> Iterator[Spool]:
+    """On SQLite and on PostgreSQL (conftest.spool_at)."""
+    with open_spool(spool_at, clock=Clock()) as spool:
         spool.put_campaign("c1", spec("c1"))
         spool.insert("c1", [new("ann@a.test", "ann"), new("bob@b.test", "bob")])
         yield spool
 
 
-def deliver_all(spool: SqliteSpool) -> None:
+def deliver_all(spool: Spool) -> None:
     updates = [
         Update(r.id, "delivered", 1, None, 250, "2.0.0", "ok", None, "mx", "ip")
         for r in spool.lease(100, "me", 60)
@@ -61,7 +63,7 @@ def click(key: str, link: int = 0, *, machine: bool = False, at: float = T0) -> 
 
 
 def test_signals_are_rows_beside_the_final_state_first_or_repeat_per_link(
-    spool: SqliteSpool,
+    spool: Spool,
 ) -> None:
     deliver_all(spool)
     recorded = spool.record_feedback(
@@ -94,7 +96,7 @@ def test_signals_are_rows_beside_the_final_state_first_or_repeat_per_link(
     assert counts.complaint_rate == 0.0
 
 
-def test_complaint_rate_per_campaign_and_receiving_domain(spool: SqliteSpool) -> None:
+def test_complaint_rate_per_campaign_and_receiving_domain(spool: Spool) -> None:
     spool.insert("c1", [new(f"r{i}@a.test") for i in range(3)])
     deliver_all(spool)  # a.test: 4 delivered, b.test: 1
     spool.record_feedback(
@@ -113,7 +115,7 @@ def test_complaint_rate_per_campaign_and_receiving_domain(spool: SqliteSpool) ->
     assert counts.complaint_rate_by_domain == {"a.test": pytest.approx(1 / 4)}
 
 
-def test_unsubscribe_suppresses_in_the_campaigns_list_once(spool: SqliteSpool) -> None:
+def test_unsubscribe_suppresses_in_the_campaigns_list_once(spool: Spool) -> None:
     first = spool.unsubscribe("c1", "ann", user_agent="Mozilla")
     assert first is not None and first.new and first.scope == "c1"
     assert first.address == "ann@a.test"
@@ -134,7 +136,7 @@ def test_unsubscribe_suppresses_in_the_campaigns_list_once(spool: SqliteSpool) -
     assert spool.unsubscribe("gone", "ann") is None
 
 
-def test_a_global_unsubscribe_suppresses_for_every_campaign(spool: SqliteSpool) -> None:
+def test_a_global_unsubscribe_suppresses_for_every_campaign(spool: Spool) -> None:
     result = spool.unsubscribe("c1", "bob", scope="global")
     assert result is not None and result.scope == ""
     spool.put_campaign("other", spec("other"))
@@ -144,7 +146,7 @@ def test_a_global_unsubscribe_suppresses_for_every_campaign(spool: SqliteSpool) 
         spool.unsubscribe("c1", "bob", scope="everything")
 
 
-def test_a_campaigns_list_is_its_list_id_or_its_id(spool: SqliteSpool) -> None:
+def test_a_campaigns_list_is_its_list_id_or_its_id(spool: Spool) -> None:
     spool.put_campaign("news-1", spec("news-1", "The News <News.Example.COM>"))
     spool.put_campaign("bare", spec("bare", "plain.example.com"))
     spool.put_campaign("opaque", b"not a spec")
@@ -154,6 +156,7 @@ def test_a_campaigns_list_is_its_list_id_or_its_id(spool: SqliteSpool) -> None:
     assert spool.campaign_list("opaque") == "opaque"
 
 
+# SQLite only: a file of an older SQLite schema.
 def test_a_version_2_spool_is_brought_up_to_date(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
     with SqliteSpool(path, clock=Clock()) as spool:

@@ -136,6 +136,22 @@ BEGIN
     PERFORM pg_advisory_unlock({LOCK_KEY});
     RETURN first;
 END $$;
+-- After an insert that left its last rows out (keys the campaign had): the ids after
+-- `last_used` go back, unless another insert has taken ids since. So ids follow on as
+-- SQLite's do (max(id) + 1), and a resubmit of a whole list takes no ids at all.
+CREATE FUNCTION give_back_recipient_ids(last_taken bigint, last_used bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    seq record;
+BEGIN
+    PERFORM pg_advisory_lock({LOCK_KEY});
+    SELECT last_value, is_called INTO seq FROM recipient_id;
+    IF (seq.is_called AND seq.last_value = last_taken)
+            OR (NOT seq.is_called AND seq.last_value = last_taken + 1) THEN
+        PERFORM setval('recipient_id', last_used + 1, false);
+    END IF;
+    PERFORM pg_advisory_unlock({LOCK_KEY});
+END $$;
 """
 
 

@@ -244,6 +244,10 @@ class PostgresSpool:
                     )
                 }
                 ids = [id_ if id_ in present else None for id_ in ids]
+            last = first + len(unique) - 1
+            used = max((id_ for id_ in ids if id_ is not None), default=first - 1)
+            if used < last:
+                db.execute("SELECT give_back_recipient_ids(%s, %s)", (last, used))
         return ids
 
     def _insert_copy(
