@@ -22,7 +22,6 @@ import msgspec
 import psycopg
 import pytest
 from ferrymail.errors import ConfigError
-from psycopg.rows import dict_row
 from ferrymail.spool import (
     FINAL,
     PENDING,
@@ -32,9 +31,9 @@ from ferrymail.spool import (
     Spool,
     SqliteSpool,
     Update,
+    open_spool,
     suppression_key,
 )
-from ferrymail.spool import open_spool
 from ferrymail.spool import owners as spool_owners
 from ferrymail.spool import postgres as spool_postgres
 from ferrymail.spool import sqlite as spool_sqlite
@@ -42,6 +41,7 @@ from ferrymail.spool.postgres import PostgresSpool
 from ferrymail.spool.schema import SCHEMA_VERSION
 from ferrymail.spool.states import ALL, CODE, PENDING_BELOW
 from ferrymail.wire import Recipient
+from psycopg.rows import dict_row
 
 T0 = 1_800_000_000.0  # the fake clock's start; any time would do
 ENCODER = msgspec.msgpack.Encoder()
@@ -201,9 +201,7 @@ def dead_pid() -> int:
     return int(child.stdout)
 
 
-def test_the_leases_of_a_dead_process_of_this_host_end_at_once(
-    spool_at: str, clock: Clock
-) -> None:
+def test_the_leases_of_a_dead_process_of_this_host_end_at_once(spool_at: str, clock: Clock) -> None:
     host = socket.gethostname()
     dead, alive = f"{host}:{dead_pid()}:0a1b2c3d", f"{host}:{os.getpid()}:4e5f6a7b"
     with open_spool(spool_at, clock=clock) as before:
@@ -516,9 +514,7 @@ def test_counts_report_and_status_of_a_mixed_campaign(spool: Spool, clock: Clock
         spool.report("nope")
 
 
-def test_iter_recipients_streams_in_id_order(
-    spool: Spool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_iter_recipients_streams_in_id_order(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
     for module in (spool_sqlite, spool_postgres):
         monkeypatch.setattr(module, "PAGE", 7)  # many pages, one partly filled
     spool.put_campaign("c2", b"spec-2")
@@ -594,9 +590,7 @@ def test_put_campaign_is_idempotent_and_replaces_a_spec_only_while_nothing_was_a
 # ---- suppressions ----
 
 
-def test_suppressions_compare_addresses_case_insensitively(
-    spool: Spool, clock: Clock
-) -> None:
+def test_suppressions_compare_addresses_case_insensitively(spool: Spool, clock: Clock) -> None:
     spool.suppress("Ann.Lee@Example.COM", "hard bounce")
     for same in ("ann.lee@example.com", "ANN.LEE@EXAMPLE.COM", " ann.lee@example.com. "):
         assert spool.is_suppressed(same), same
@@ -618,9 +612,7 @@ def test_suppressions_compare_addresses_case_insensitively(
     assert not spool.is_suppressed("ann.lee@example.com")
 
 
-def test_suppressed_among_checks_in_chunks(
-    spool: Spool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_suppressed_among_checks_in_chunks(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
     for module in (spool_sqlite, spool_postgres):
         monkeypatch.setattr(module, "SUPPRESSION_CHUNK", 1000)
     for i in range(0, 2500, 100):
@@ -634,9 +626,7 @@ def test_suppressed_among_checks_in_chunks(
 # ---- suspended sites ----
 
 
-def test_suspensions_are_kept_until_they_end_or_are_lifted(
-    spool: Spool, clock: Clock
-) -> None:
+def test_suspensions_are_kept_until_they_end_or_are_lifted(spool: Spool, clock: Clock) -> None:
     spool.suspend("mx.a.test:25", T0 + 600, "421 4.7.0 slow down", ["b.test", "a.test"])
     spool.suspend("mx.c.test:25", T0 + 60, "every MX host failed: refused", ["c.test"])
     spool.suspend("mx.d.test:25", T0 + 300, "421 busy", ["d.test"])

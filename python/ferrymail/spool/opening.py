@@ -19,7 +19,8 @@ def open_spool(
     read_only: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> Spool:
-    """The spool at `url_or_path`: a file path or `sqlite:///path` is a SqliteSpool,
+    """The spool at `url_or_path`: a file path or `sqlite:///path` (SQLAlchemy's form:
+    four slashes for an absolute path) is a SqliteSpool,
     `postgresql://user@host:port/db` a PostgresSpool. ConfigError (one line, the URL
     without its password) when it cannot be opened."""
     where = os.fspath(url_or_path)
@@ -38,8 +39,12 @@ def open_spool(
     from .sqlite import SqliteSpool
 
     if where.startswith("sqlite://"):
-        # sqlite:///abs/path (three slashes, as SQLAlchemy writes it), sqlite://rel/path.
-        where = where.removeprefix("sqlite://")
-        if not where:
-            raise ConfigError("sqlite:// names no file: sqlite:///path/to/spool.db", "spool")
+        # As SQLAlchemy writes it: sqlite:///spool.db is relative, sqlite:////var/x.db
+        # absolute (the path is what follows the third slash).
+        if not where.startswith("sqlite:///") or where == "sqlite:///":
+            raise ConfigError(
+                f"{where!r} names no file: sqlite:///relative.db or sqlite:////abs/path.db",
+                "spool",
+            )
+        where = where.removeprefix("sqlite:///")
     return SqliteSpool(where, clock=clock, read_only=read_only)

@@ -63,7 +63,7 @@ def counts(db: Db) -> dict[str, int]:
 def suspensions(db: Db, now: float) -> list[Suspension]:
     rows = db.execute(
         "SELECT site, until, reason, domains, since FROM suspension WHERE until > %s"
-        " ORDER BY until, site COLLATE \"C\"",
+        ' ORDER BY until, site COLLATE "C"',
         (now,),
     )
     return [
@@ -75,7 +75,7 @@ def suspensions(db: Db, now: float) -> list[Suspension]:
 def actions_in_force(db: Db, now: float) -> list[ShapingAction]:
     rows = db.execute(
         f"SELECT {ACTION_COLUMNS} FROM shaping_action WHERE until + restore > %s"
-        " ORDER BY until, site COLLATE \"C\", rule COLLATE \"C\"",
+        ' ORDER BY until, site COLLATE "C", rule COLLATE "C"',
         (now,),
     )
     return [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
+from typing import Any
 
 import psycopg
 
@@ -171,13 +172,17 @@ def redacted(url: str) -> str:
 
 
 def _reason(error: psycopg.Error) -> str:
-    """libpq's message in one line: its last line that says something."""
+    """libpq's message in one line: its first line, without what the URL already says
+    ('connection to server at "127.0.0.1", port 5432 failed: ') nor the hints after it."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reason = lines[-1] if lines else type(error).__name__
+    reason = lines[0] if lines else type(error).__name__
+    reason = reason.removeprefix("connection failed: ")
+    if reason.startswith("connection to server") and " failed: " in reason:
+        reason = reason.partition(" failed: ")[2]
     return reason.removeprefix("FATAL:").strip()
 
 
-def connect(url: str, *, read_only: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+def connect(url: str, *, read_only: bool = False) -> psycopg.Connection[tuple[Any, ...]]:
     """Connect to the spool at `url`, creating its tables in an empty database; a
     ConfigError of one line naming the URL (without its password) when it cannot be
     reached, refuses us, or holds a spool of a newer version.
@@ -195,14 +200,16 @@ def connect(url: str, *, read_only: bool = False) -> psycopg.Connection[tuple[ob
         _create_or_check(db, where, read_only)
     except psycopg.Error as e:
         db.close()
-        raise ConfigError(f"{where} is not a usable ferrymail spool: {_reason(e)}", "spool") from None
+        raise ConfigError(
+            f"{where} is not a usable ferrymail spool: {_reason(e)}", "spool"
+        ) from None
     except BaseException:
         db.close()
         raise
     return db
 
 
-def _version(db: psycopg.Connection[tuple[object, ...]]) -> int | None:
+def _version(db: psycopg.Connection[tuple[Any, ...]]) -> int | None:
     """The spool's schema version, or None when the database has no spool yet."""
     exists = db.execute("SELECT to_regclass('ferrymail_spool') IS NOT NULL").fetchone()
     if not exists or not exists[0]:
@@ -211,7 +218,7 @@ def _version(db: psycopg.Connection[tuple[object, ...]]) -> int | None:
     return None if row is None or row[0] is None else int(str(row[0]))
 
 
-def _create_or_check(db: psycopg.Connection[tuple[object, ...]], where: str, read_only: bool) -> None:
+def _create_or_check(db: psycopg.Connection[tuple[Any, ...]], where: str, read_only: bool) -> None:
     version = _version(db)
     if version is None:
         if read_only:

@@ -101,7 +101,8 @@ SELECT count(*) FROM recipient WHERE campaign = %s
 FORGET_FAILED = f"DELETE FROM recipient WHERE campaign = %s AND state = {CODE[FAILED]}"
 LEASES = f"""
 SELECT lease_owner, count(*), min(lease_until) FROM recipient
-WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} GROUP BY lease_owner ORDER BY 2 DESC, lease_owner COLLATE "C"
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT}
+GROUP BY lease_owner ORDER BY 2 DESC, lease_owner COLLATE "C"
 """
 END_LEASES = f"""
 UPDATE recipient SET lease_until = %(now)s, due = %(now)s

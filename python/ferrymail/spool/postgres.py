@@ -59,6 +59,13 @@ _SUBMIT_CODES = {name: CODE[name] for name in (QUEUED, *FINAL)}
 _FOUND = "r.id, c.name, r.key, r.address, r.domain, r.state"
 
 
+def _one(cursor: psycopg.Cursor[Any]) -> Any:
+    """The first column of a query's one row."""
+    row = cursor.fetchone()
+    assert row is not None  # (an aggregate, or a row known to be there)
+    return row[0]
+
+
 def _found(row: tuple[Any, ...]) -> Found:
     rid, campaign, key, address, domain, state = row
     return Found(rid, campaign, key, address, domain, NAME[state])
@@ -145,7 +152,7 @@ class PostgresSpool:
             campaign, stored = row
             if _same_spec(bytes(stored), spec):
                 return False
-            attempted = db.execute(sql.ATTEMPTED, (campaign,)).fetchone()[0]  # type: ignore[index]
+            attempted = _one(db.execute(sql.ATTEMPTED, (campaign,)))
             if attempted:
                 raise ConfigError(
                     f"campaign {campaign_id!r} is already in the spool with a different "
@@ -198,7 +205,7 @@ class PostgresSpool:
         name = self._campaign_names.get(campaign)
         if name is None:
             row = self._db.execute("SELECT name FROM campaign WHERE id = %s", (campaign,))
-            name = str(row.fetchone()[0])  # type: ignore[index]
+            name = str(_one(row))
             self._campaign_ids[name] = campaign
             self._campaign_names[campaign] = name
         return name
@@ -216,7 +223,7 @@ class PostgresSpool:
         if not unique:
             return []
         with self._transaction() as db:
-            first = int(db.execute("SELECT take_recipient_ids(%s)", (len(unique),)).fetchone()[0])  # type: ignore[index]
+            first = int(_one(db.execute("SELECT take_recipient_ids(%s)", (len(unique),))))
             staged = [
                 (id_, _SUBMIT_CODES[row.state], row.recipient, row.address, row.domain,
                  row.key, row.code, row.enhanced, row.text)
@@ -308,8 +315,7 @@ class PostgresSpool:
         rows.sort(key=lambda r: (r[9], r[0]))
         name = self._campaign_name
         return [
-            Leased(r[0], name(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
-            for r in rows
+            Leased(r[0], name(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows
         ]
 
     def _end_dead_leases(self, db: psycopg.Connection[Any], now: float, owner: str) -> int:
@@ -337,7 +343,7 @@ class PostgresSpool:
     def record(self, updates: Sequence[Update]) -> int:
         now = self._clock()
         columns: list[list[Any]] = [[] for _ in range(10)]
-        seen: set[int] = set()
+        seen: set[object] = set()
         for state, attempts, due, code, enhanced, text, category, mx, ip, _, id_ in record_rows(
             updates, now
         ):
@@ -423,7 +429,7 @@ class PostgresSpool:
 
     def next_due(self) -> float | None:
         row = self._db.execute(f"SELECT min(due) FROM recipient WHERE {PENDING_SQL}")
-        return row.fetchone()[0]  # type: ignore[index,no-any-return]
+        return _one(row)  # type: ignore[no-any-return]
 
     def pending(self, campaign_id: str | None = None) -> int:
         if campaign_id is None:
@@ -433,7 +439,7 @@ class PostgresSpool:
                 f"SELECT count(*) FROM recipient WHERE {PENDING_SQL} AND campaign = %s",
                 (self._campaign(campaign_id),),
             )
-        return int(row.fetchone()[0])  # type: ignore[index]
+        return int(_one(row))
 
     def counts(self) -> dict[str, int]:
         with self._transaction(snapshot=True) as db:
@@ -455,7 +461,7 @@ class PostgresSpool:
 
     def _pages(self, campaign: int) -> Iterator[tuple[int, str, str, str, int]]:
         first = self._db.execute("SELECT first_id FROM campaign WHERE id = %s", (campaign,))
-        after = (first.fetchone()[0] or 1) - 1  # type: ignore[index]
+        after = (_one(first) or 1) - 1
         while True:
             rows = self._db.execute(sql.PAGE, (campaign, after, PAGE)).fetchall()
             for id_, key, address, state, attempts in rows:

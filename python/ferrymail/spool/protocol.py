@@ -74,9 +74,7 @@ class Spool(Protocol):
 
     # ---- suspended sites ----
 
-    def suspend(
-        self, site: str, until: float, reason: str, domains: Collection[str]
-    ) -> None: ...
+    def suspend(self, site: str, until: float, reason: str, domains: Collection[str]) -> None: ...
 
     def suspensions(self) -> list[Suspension]: ...
 
