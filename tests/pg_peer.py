@@ -63,8 +63,11 @@ class PgCluster:
     """`with PgCluster() as pg:` a running cluster; `pg.new_database()` the URL of a
     fresh, empty database."""
 
-    def __init__(self, bindir: str) -> None:
+    def __init__(self, bindir: str, *, durable: bool = False) -> None:
+        """`durable`: fsync and synchronous commits on, as a production server has them
+        (for benchmarks); off by default, for the tests' speed."""
         self.bindir = bindir
+        self.durable = durable
         self.port = _free_port()
         self.host = "127.0.0.1"
         self._count = 0
@@ -96,12 +99,12 @@ class PgCluster:
             )  # fmt: skip
             if init.returncode != 0:
                 raise RuntimeError(f"initdb failed: {init.stderr or init.stdout}")
-            # Speed over durability: a test cluster lives for one session.
             options = (
                 f"-c listen_addresses={self.host} -c port={self.port}"
-                f" -c unix_socket_directories={self.dir} -c fsync=off"
-                " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+                f" -c unix_socket_directories={self.dir} -c max_connections=200"
             )
+            if not self.durable:  # speed over durability: a test cluster lives one session
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             start = self._run(
                 os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-o", options,
                 "-l", os.path.join(self.dir, "log"), "-w", "-t", "60", "start",

@@ -26,9 +26,10 @@ STAGE_TYPES = ["int8", "int2", "bytea", "text", "text", "text", "int4", "text", 
 FROM_STAGE = f"""
 INSERT INTO recipient (id, campaign, state, due, next_attempt, submitted_at, updated_at,
     recipient, address, domain, key, code, enhanced, text)
-SELECT id, %(campaign)s, state,
-    CASE WHEN state = {_QUEUED} THEN %(now)s END, CASE WHEN state = {_QUEUED} THEN %(now)s END,
-    %(now)s, %(now)s, recipient, address, domain, key, code, enhanced, text
+SELECT id, %(campaign)s::int8, state,
+    CASE WHEN state = {_QUEUED} THEN %(now)s::float8 END,
+    CASE WHEN state = {_QUEUED} THEN %(now)s::float8 END,
+    %(now)s::float8, %(now)s::float8, recipient, address, domain, key, code, enhanced, text
 FROM recipient_stage ORDER BY id
 ON CONFLICT (campaign, key) DO NOTHING
 """
@@ -50,12 +51,13 @@ _LEASED = (
 _LEASE = f"""
 WITH due AS (
     SELECT id, due AS was_due FROM recipient
-    WHERE {PENDING_SQL} AND due <= %(now)s {{domains}}
-    ORDER BY due, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    WHERE {PENDING_SQL} AND due <= %(now)s::float8 {{domains}}
+    ORDER BY due, id LIMIT %(limit)s::int8 FOR UPDATE SKIP LOCKED
 )
 UPDATE recipient r SET state = {_IN_FLIGHT},
     leased_from = CASE WHEN r.state = {_IN_FLIGHT} THEN r.leased_from ELSE r.state END,
-    lease_until = %(until)s, due = %(until)s, lease_owner = %(owner)s, updated_at = %(now)s
+    lease_until = %(until)s::float8, due = %(until)s::float8, lease_owner = %(owner)s::text,
+    updated_at = %(now)s::float8
 FROM due WHERE r.id = due.id
 RETURNING {_LEASED}, due.was_due
 """
@@ -81,7 +83,7 @@ UPDATE recipient r SET state = u.state, attempts = u.attempts,
     category = CASE WHEN u.state = {_QUEUED} THEN r.category ELSE u.category END,
     mx = CASE WHEN u.state = {_QUEUED} THEN r.mx ELSE u.mx END,
     ip = CASE WHEN u.state = {_QUEUED} THEN r.ip ELSE u.ip END,
-    updated_at = %s, lease_until = NULL, lease_owner = NULL, leased_from = NULL,
+    updated_at = %s::float8, lease_until = NULL, lease_owner = NULL, leased_from = NULL,
     interrupted = CASE WHEN u.state = {_QUEUED} THEN r.interrupted ELSE 0 END
 FROM unnest(%s::int8[], %s::int2[], %s::int4[], %s::float8[], %s::int4[], %s::text[],
     %s::text[], %s::text[], %s::text[], %s::text[])
