@@ -153,3 +153,14 @@ def test_two_nodes_submitting_one_list_queue_each_key_once(pg_url: str) -> None:
         # Each key went in once, by one node or the other.
         went_in = [sum(ids[i] is not None for ids in results) for i in range(300)]
         assert went_in == [1] * 300
+
+
+def test_a_failed_insert_leaves_nothing_and_the_next_one_works(pg_url: str) -> None:
+    with open_spool(pg_url) as spool:
+        spool.put_campaign("c1", b"spec")
+        bad = NewRecipient(b"blob", "nul@x.test", "x.test", "nul\x00key", "queued")
+        with pytest.raises(psycopg.DataError):  # PostgreSQL's text cannot hold NUL
+            spool.insert("c1", [new(1), bad])
+        assert spool.pending() == 0  # the whole insert rolled back
+        assert spool.insert("c1", [new(1), new(2)]) == [3, 4]
+        assert spool.final_states("c1") == {"r1": "queued", "r2": "queued"}

@@ -12,7 +12,7 @@ record 29k/s and 24k/s; submit by COPY 67k/s and 55k/s (asyncpg's client CPU is 
 fits the spool's synchronous shape wins.
 
 Submit moves rows by binary COPY into a staging table and one INSERT … SELECT … ON
-CONFLICT DO NOTHING: 4× faster than executemany in pipeline mode for 10,000-row chunks
+CONFLICT DO NOTHING: four times as fast as than executemany in pipeline mode for 10,000-row chunks
 (67k/s against 16k/s), with an eighth of the client CPU.
 """
 
@@ -250,6 +250,10 @@ class PostgresSpool:
         campaign = self._campaign(campaign_id)
         if not unique:
             return []
+        if INSERT_WITH == "copy" and not self._staged:
+            # Outside the insert's transaction: a rollback of it would drop the table.
+            self._db.execute(sql.STAGE)
+            self._staged = True
         with self._transaction() as db:
             first = int(_one(db.execute("SELECT take_recipient_ids(%s)", (len(unique),))))
             staged = [
@@ -288,9 +292,6 @@ class PostgresSpool:
     def _insert_copy(
         self, db: psycopg.Connection[Any], staged: list[tuple[Any, ...]], campaign: int, now: float
     ) -> int:
-        if not self._staged:
-            db.execute(sql.STAGE)
-            self._staged = True
         with db.cursor() as cursor:
             with cursor.copy(sql.COPY_STAGE) as copy:
                 copy.set_types(sql.STAGE_TYPES)
