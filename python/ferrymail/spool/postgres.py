@@ -12,8 +12,8 @@ record 29k/s and 24k/s; submit by COPY 67k/s and 55k/s (asyncpg's client CPU is 
 fits the spool's synchronous shape wins.
 
 Submit moves rows by binary COPY into a staging table and one INSERT … SELECT … ON
-CONFLICT DO NOTHING: four times as fast as than executemany in pipeline mode for 10,000-row chunks
-(67k/s against 16k/s), with an eighth of the client CPU.
+CONFLICT DO NOTHING: four times as fast as executemany in pipeline mode for 10,000-row
+chunks (67k/s against 16k/s), with an eighth of the client CPU.
 """
 
 from __future__ import annotations
