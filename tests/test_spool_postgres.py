@@ -164,3 +164,14 @@ def test_a_failed_insert_leaves_nothing_and_the_next_one_works(pg_url: str) -> N
         assert spool.pending() == 0  # the whole insert rolled back
         assert spool.insert("c1", [new(1), new(2)]) == [3, 4]
         assert spool.final_states("c1") == {"r1": "queued", "r2": "queued"}
+
+
+def test_read_only_reads_and_refuses_writes(pg_url: str) -> None:
+    with open_spool(pg_url) as spool:
+        spool.put_campaign("c1", b"spec")
+        spool.insert("c1", [new(1)])
+    with open_spool(pg_url, read_only=True) as reader:
+        assert reader.status().states["queued"] == 1
+        assert reader.report("c1").states["queued"] == 1
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            reader.suppress("r1@x.test", "complaint")
