@@ -303,7 +303,7 @@ class PostgresSpool:
     def _insert_pipeline(
         self, db: psycopg.Connection[Any], staged: list[tuple[Any, ...]], campaign: int, now: float
     ) -> int:
-        with db.cursor() as cursor:
+        with db.pipeline(), db.cursor() as cursor:
             cursor.executemany(
                 sql.INSERT_ROW,
                 [
