@@ -5,15 +5,17 @@ engine's one spool thread (spooler.py), so a sync driver fits them as they are; 
 is async only and would need an event loop of its own on that thread (or every call
 moved onto the engine's loop, where a slow query would stall the SMTP work). psycopg
 also gives binary COPY, pipeline mode and server-side arrays (unnest) for the batch
-paths. Measured (bench/spool_pg.py, 100,000 recipients, fsync on, two cores), the two
-drivers are level where the engine spends its time: lease 41k/s psycopg, 37k/s asyncpg;
-record 29k/s and 24k/s; submit by COPY 67k/s and 55k/s (asyncpg's client CPU is lower,
-1-2 ms per 1,000 recipients, against a server side of 12-20 ms). So the driver that
-fits the spool's synchronous shape wins.
+paths. Measured (bench/spool_pg.py, 100,000 recipients, fsync on, two shared cores;
+two runs), the drivers are level where the engine spends its time, within the runs'
+noise: lease 31-41k/s with psycopg, 34-37k/s with asyncpg; record 22-29k/s and
+23-24k/s; submit by COPY 47-67k/s and 53-55k/s. asyncpg spends less client CPU (1-3
+ms per 1,000 recipients less), against 17-28 ms of server CPU per 1,000 either way: the
+server, not the driver, is the cost. So the driver that fits the spool's synchronous
+shape wins.
 
 Submit moves rows by binary COPY into a staging table and one INSERT … SELECT … ON
-CONFLICT DO NOTHING: four times as fast as executemany in pipeline mode for 10,000-row
-chunks (67k/s against 16k/s), with an eighth of the client CPU.
+CONFLICT DO NOTHING: about four times as fast as executemany in pipeline mode for
+10,000-row chunks (47-67k/s against 12-16k/s), with an eighth of the client CPU.
 """
 
 from __future__ import annotations
