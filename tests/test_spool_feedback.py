@@ -11,7 +11,15 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from ferrymail.spool import NewRecipient, Signal, Spool, SqliteSpool, Update, open_spool
+from ferrymail.spool import (
+    NewRecipient,
+    ShapingAction,
+    Signal,
+    Spool,
+    SqliteSpool,
+    Update,
+    open_spool,
+)
 from ferrymail.spool.schema import SCHEMA_VERSION
 from ferrymail.wire import CampaignSpec, Recipient
 
@@ -180,3 +188,53 @@ def test_a_version_2_spool_is_brought_up_to_date(tmp_path: Path) -> None:
         assert spool.record_feedback([Signal("opened", "c1", "ann", T0)])[0] is not None
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_inbound_signals_find_their_recipient_and_suppress_in_one_call(spool: Spool) -> None:
+    ann = spool.find_by_key("c1", "ann")
+    assert ann is not None and (ann.address, ann.domain, ann.state) == (
+        "ann@a.test",
+        "a.test",
+        "queued",
+    )
+    assert spool.find_recipient(ann.id) == ann
+    assert spool.find_recipient(10_000) is None and spool.find_by_key("c1", "nobody") is None
+    # By address: the recipients keyed by it, newest campaign first, as written or lower case.
+    spool.put_campaign("c2", spec("c2"))
+    spool.insert("c2", [new("bob@b.test"), new("Bob@B.test", "BOB@B.TEST")])
+    assert [(f.campaign, f.key) for f in spool.find_by_address("BOB@B.TEST")] == [
+        ("c2", "BOB@B.TEST"),
+        ("c2", "bob@b.test"),
+    ]
+    recorded = spool.record_inbound(
+        [Signal("bounced-late", "c1", "ann", T0), Signal("complained", "gone", "x", T0)],
+        [("Ann@A.test", "late bounce", ""), ("bob@b.test", "complaint", "c1")],
+    )
+    assert recorded[0] is not None and recorded[0].address == "ann@a.test" and recorded[1] is None
+    assert spool.is_suppressed("ann@a.test") and not spool.is_suppressed("bob@b.test")
+    assert spool.is_suppressed("bob@b.test", "c1")
+    assert spool.report("c1").feedback.late_bounces == 1
+
+
+def test_automation_actions_are_kept_until_their_limits_are_back_or_lifted(spool: Spool) -> None:
+    def action(rule: str, site: str, until: float, domains: list[str]) -> ShapingAction:
+        return ShapingAction(
+            rule, "site", site, "", "", T0, until, 60.0, "421 4.7.28 too fast",
+            True, False, {"max_message_rate": "10/min"}, domains,
+        )  # fmt: skip
+
+    spool.put_actions(
+        [
+            action("slow", "mx.a.test:25", T0 + 600, ["b.test", "a.test"]),
+            action("slow", "mx.c.test:25", T0 + 300, ["c.test"]),
+        ]
+    )
+    spool.put_actions([action("slow", "mx.c.test:25", T0 + 900, ["c.test"])])  # fired again
+    assert [(a.site, a.until, a.domains, a.limits) for a in spool.actions()] == [
+        ("mx.a.test:25", T0 + 600, ["a.test", "b.test"], {"max_message_rate": "10/min"}),
+        ("mx.c.test:25", T0 + 900, ["c.test"], {"max_message_rate": "10/min"}),
+    ]
+    assert spool.status().actions == spool.actions()
+    assert [a.site for a in spool.lift_actions("B.test.")] == ["mx.a.test:25"]
+    assert [a.site for a in spool.lift_actions()] == ["mx.c.test:25"]
+    assert spool.actions() == []
