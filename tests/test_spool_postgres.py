@@ -175,3 +175,30 @@ def test_read_only_reads_and_refuses_writes(pg_url: str) -> None:
         assert reader.report("c1").states["queued"] == 1
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             reader.suppress("r1@x.test", "complaint")
+
+
+def test_a_dead_nodes_leases_end_and_another_node_takes_its_recipients(pg_url: str) -> None:
+    now = [1_800_000_000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    dead = open_spool(pg_url, clock=clock)
+    dead.put_campaign("c1", b"spec")
+    dead.insert("c1", [new(i) for i in range(3)])
+    held = dead.lease(10, "node-a.example:4242:00000000", 30)  # another host: no pid check
+    dead.started([held[0].id, held[1].id])  # two attempts under way when it dies
+    dead.close()
+    with open_spool(pg_url, clock=clock) as alive:
+        assert alive.lease(10, "node-b.example:1:11111111", 30) == []  # still leased
+        now[0] += 30
+        taken = alive.lease(10, "node-b.example:1:11111111", 30)
+        # Taken over, no attempt counted; the interrupted ones say so (the crash rule).
+        assert [(r.id, r.attempts, r.interrupted) for r in taken] == [
+            (1, 0, 1),
+            (2, 0, 1),
+            (3, 0, 0),
+        ]
+        assert [(owner, n) for owner, n, _, _ in alive.leases()] == [
+            ("node-b.example:1:11111111", 3)
+        ]
