@@ -78,3 +78,34 @@ def raw_nameserver() -> Iterator[Callable[..., RawNameserver]]:
     time out), or answering every query with reply(query)."""
     with ExitStack() as peers:
         yield lambda **options: peers.enter_context(RawNameserver(**options))
+
+
+# --- PostgreSQL (tests/pg_peer.py): one throwaway cluster per session, a fresh database
+# per test; the spool tests run against SQLite and PostgreSQL through `spool_at`.
+from pg_peer import PgCluster, find_bin  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A PostgreSQL cluster on a free loopback port for the whole session (skipped, with
+    the reason, only where PostgreSQL is not installed)."""
+    bindir = find_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb on PATH nor in /usr/lib/postgresql)")
+    with PgCluster(bindir) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> str:
+    """postgresql://… of a new, empty database of the session's cluster."""
+    return pg_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def spool_at(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where a spool lives, for `ferrymail.spool.open_spool`: a new SQLite file's path, or
+    a new PostgreSQL database's URL (the test runs once with each)."""
+    if request.param == "sqlite":
+        return str(tmp_path_factory.mktemp("spool") / "spool.db")
+    return str(request.getfixturevalue("pg_url"))

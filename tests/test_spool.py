@@ -1,5 +1,7 @@
-"""The SQLite spool on real files: leasing, recording, reports, suppressions, reopening,
-corrupt files, SIGKILL at random moments, and flat memory for a million recipients."""
+"""The spool, on a real SQLite file and a real PostgreSQL database (each test that is not
+about the SQLite file runs on both): leasing, recording, reports, suppressions,
+reopening; and, SQLite's own, corrupt files, SIGKILL at random moments, and flat memory
+for a million recipients."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 from ferrymail.errors import ConfigError
 from ferrymail.spool import (
@@ -25,15 +28,20 @@ from ferrymail.spool import (
     DomainStatus,
     Leased,
     NewRecipient,
+    Spool,
     SqliteSpool,
     Update,
+    open_spool,
     suppression_key,
 )
 from ferrymail.spool import owners as spool_owners
+from ferrymail.spool import postgres as spool_postgres
 from ferrymail.spool import sqlite as spool_sqlite
+from ferrymail.spool.postgres import PostgresSpool
 from ferrymail.spool.schema import SCHEMA_VERSION
 from ferrymail.spool.states import ALL, CODE, PENDING_BELOW
 from ferrymail.wire import Recipient
+from psycopg.rows import dict_row
 
 T0 = 1_800_000_000.0  # the fake clock's start; any time would do
 ENCODER = msgspec.msgpack.Encoder()
@@ -63,7 +71,16 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def spool(path: Path, clock: Clock) -> Iterator[SqliteSpool]:
+def spool(spool_at: str, clock: Clock) -> Iterator[Spool]:
+    """A spool with campaign c1, on SQLite and on PostgreSQL (conftest.spool_at)."""
+    with open_spool(spool_at, clock=clock) as spool:
+        spool.put_campaign("c1", b"spec-1")
+        yield spool
+
+
+@pytest.fixture
+def sqlite_spool(path: Path, clock: Clock) -> Iterator[SqliteSpool]:
+    """For the tests about SQLite's own workings."""
     with SqliteSpool(path, clock=clock) as spool:
         spool.put_campaign("c1", b"spec-1")
         yield spool
@@ -107,15 +124,15 @@ def outcome(
     )
 
 
-def stored(path: Path) -> dict[int, dict[str, Any]]:
-    """Every recipient row as SQLite has it, by id (a second connection to the file)."""
-    with closing(sqlite3.connect(path)) as db:
+def stored(spool: Spool) -> dict[int, dict[str, Any]]:
+    """Every recipient row as the database has it, by id (a second connection)."""
+    if isinstance(spool, PostgresSpool):
+        with psycopg.connect(spool.url, row_factory=dict_row) as pg:
+            return {row["id"]: row for row in pg.execute("SELECT * FROM recipient")}
+    assert isinstance(spool, SqliteSpool)
+    with closing(sqlite3.connect(spool.path)) as db:
         db.row_factory = sqlite3.Row
         return {row["id"]: dict(row) for row in db.execute("SELECT * FROM recipient")}
-
-
-def spool_path(spool: SqliteSpool) -> Path:
-    return Path(spool.path)
 
 
 # ---- states ----
@@ -133,7 +150,7 @@ def test_states_partition_and_codes() -> None:
 
 
 def test_insert_returns_ids_in_order_and_lease_is_oldest_due_first(
-    spool: SqliteSpool, clock: Clock
+    spool: Spool, clock: Clock
 ) -> None:
     first = spool.insert("c1", [new(f"a{i}@one.test") for i in range(3)])
     clock.advance(1)
@@ -151,19 +168,19 @@ def test_insert_returns_ids_in_order_and_lease_is_oldest_due_first(
     assert spool.lease(0, "me", 60) == []
 
 
-def test_leased_rows_are_not_leased_again(spool: SqliteSpool) -> None:
+def test_leased_rows_are_not_leased_again(spool: Spool) -> None:
     spool.insert("c1", [new(f"r{i}@x.test") for i in range(5)])
     first = spool.lease(2, "a", 60)
     second = spool.lease(10, "b", 60)
     assert [r.id for r in first] == [1, 2]
     assert [r.id for r in second] == [3, 4, 5]
     assert spool.lease(10, "c", 60) == []
-    rows = stored(spool_path(spool))
+    rows = stored(spool)
     assert {rows[i]["lease_owner"] for i in (1, 2)} == {"a"}
     assert {rows[i]["lease_until"] for i in (3, 4, 5)} == {T0 + 60}
 
 
-def test_an_expired_lease_comes_back(spool: SqliteSpool, clock: Clock) -> None:
+def test_an_expired_lease_comes_back(spool: Spool, clock: Clock) -> None:
     spool.insert("c1", [new("a@x.test"), new("b@x.test")])
     assert len(spool.lease(10, "dead", 30)) == 2
     assert spool.next_due() == T0 + 30  # when the leases end
@@ -172,7 +189,7 @@ def test_an_expired_lease_comes_back(spool: SqliteSpool, clock: Clock) -> None:
     clock.advance(1)
     again = spool.lease(10, "alive", 30)
     assert [(r.id, r.attempts) for r in again] == [(1, 0), (2, 0)]  # no attempt counted
-    assert {row["lease_owner"] for row in stored(spool_path(spool)).values()} == {"alive"}
+    assert {row["lease_owner"] for row in stored(spool).values()} == {"alive"}
     # The dead owner's release at shutdown (had it lived) no longer touches them.
     assert spool.release_owner("dead") == 0
 
@@ -184,10 +201,10 @@ def dead_pid() -> int:
     return int(child.stdout)
 
 
-def test_the_leases_of_a_dead_process_of_this_host_end_at_once(path: Path, clock: Clock) -> None:
+def test_the_leases_of_a_dead_process_of_this_host_end_at_once(spool_at: str, clock: Clock) -> None:
     host = socket.gethostname()
     dead, alive = f"{host}:{dead_pid()}:0a1b2c3d", f"{host}:{os.getpid()}:4e5f6a7b"
-    with SqliteSpool(path, clock=clock) as before:
+    with open_spool(spool_at, clock=clock) as before:
         before.put_campaign("c1", b"spec-1")
         before.insert("c1", [new(f"r{i}@x.test") for i in range(4)])
         assert len(before.lease(2, dead, 1800)) == 2
@@ -197,20 +214,20 @@ def test_the_leases_of_a_dead_process_of_this_host_end_at_once(path: Path, clock
     assert not spool_owners.dead_here("elsewhere.example:1:89abcdef")  # pids of another host
     # A restarted engine takes the dead process's recipients at once, not after 30 min;
     # the live one's and the other host's wait for their leases to end.
-    with SqliteSpool(path, clock=clock) as after:
+    with open_spool(spool_at, clock=clock) as after:
         assert [(o, n, d) for o, n, _, d in after.leases()] == [
             (dead, 2, True), ("elsewhere.example:1:89abcdef", 1, False), (alive, 1, False)
         ]  # fmt: skip
         taken = after.lease(10, "restarted", 1800)
         assert [r.id for r in taken] == [1, 2]
-        assert {row["lease_owner"] for row in stored(path).values()} == {
+        assert {row["lease_owner"] for row in stored(after).values()} == {
             "restarted", alive, "elsewhere.example:1:89abcdef"
         }  # fmt: skip
 
 
-def test_flush_puts_back_ended_leases_and_a_dead_processs(path: Path, clock: Clock) -> None:
+def test_flush_puts_back_ended_leases_and_a_dead_processs(spool_at: str, clock: Clock) -> None:
     host = socket.gethostname()
-    with SqliteSpool(path, clock=clock) as spool:
+    with open_spool(spool_at, clock=clock) as spool:
         spool.put_campaign("c1", b"spec-1")
         spool.insert("c1", [new(f"r{i}@d{i}.test") for i in range(4)])
         spool.lease(1, "gone-elsewhere", 60)
@@ -219,7 +236,7 @@ def test_flush_puts_back_ended_leases_and_a_dead_processs(path: Path, clock: Clo
         clock.advance(61)
         assert spool.flush("d3.test") == 0  # not theirs
         assert spool.flush() == 2
-        rows = stored(path)
+        rows = stored(spool)
         assert [rows[i]["state"] for i in (1, 2, 3, 4)] == [
             CODE["queued"], CODE["queued"], CODE["in-flight"], CODE["queued"]
         ]  # fmt: skip
@@ -228,7 +245,7 @@ def test_flush_puts_back_ended_leases_and_a_dead_processs(path: Path, clock: Clo
 
 
 def test_attempts_cut_short_by_a_dead_process_are_counted_in_a_row(
-    spool: SqliteSpool, clock: Clock
+    spool: Spool, clock: Clock
 ) -> None:
     spool.insert("c1", [new("a@x.test"), new("b@x.test"), new("c@x.test")])
     leased = spool.lease(10, "dies", 30)
@@ -253,10 +270,10 @@ def test_attempts_cut_short_by_a_dead_process_are_counted_in_a_row(
         ("b@x.test", 2),
     ]
     spool.started([third[2].id])  # a final row is not touched
-    assert stored(spool_path(spool))[third[2].id]["interrupted"] == 0
+    assert stored(spool)[third[2].id]["interrupted"] == 0
 
 
-def test_renew_extends_a_lease(spool: SqliteSpool, clock: Clock) -> None:
+def test_renew_extends_a_lease(spool: Spool, clock: Clock) -> None:
     spool.insert("c1", [new("a@x.test"), new("b@x.test")])
     leased = spool.lease(10, "me", 30)
     clock.advance(20)
@@ -267,7 +284,7 @@ def test_renew_extends_a_lease(spool: SqliteSpool, clock: Clock) -> None:
     assert spool.renew([leased[0].id], 30) == 0  # final: nothing to renew
 
 
-def test_lease_for_given_domains(spool: SqliteSpool) -> None:
+def test_lease_for_given_domains(spool: Spool) -> None:
     spool.insert("c1", [new(f"r{i}@d{i % 3}.test") for i in range(9)])
     leased = spool.lease(10, "me", 60, domains={"d1.test", "d2.test"})
     assert [r.id for r in leased] == [2, 3, 5, 6, 8, 9]
@@ -278,7 +295,7 @@ def test_lease_for_given_domains(spool: SqliteSpool) -> None:
 # ---- record ----
 
 
-def test_record_applies_only_to_rows_in_flight(spool: SqliteSpool, clock: Clock) -> None:
+def test_record_applies_only_to_rows_in_flight(spool: Spool, clock: Clock) -> None:
     spool.insert("c1", [new("a@x.test"), new("b@x.test"), new("c@x.test")])
     a, b = spool.lease(2, "me", 60)
     clock.advance(5)
@@ -289,7 +306,7 @@ def test_record_applies_only_to_rows_in_flight(spool: SqliteSpool, clock: Clock)
     late = outcome(a, "bounced", code=550, text="too late")
     never = Update(3, "delivered", 1, None, 250, None, None, None, None, None)
     assert spool.record([delivered, late, never]) == 3
-    rows = stored(spool_path(spool))
+    rows = stored(spool)
     assert rows[1]["state"] == CODE["delivered"] and rows[1]["text"] == "ok queued as 1"
     assert rows[2]["state"] == CODE["bounced"] and rows[2]["enhanced"] == "5.1.1"
     assert rows[3]["state"] == CODE["queued"] and rows[3]["attempts"] == 0
@@ -303,7 +320,7 @@ def test_record_applies_only_to_rows_in_flight(spool: SqliteSpool, clock: Clock)
     }
 
 
-def test_deferred_rows_come_due_at_their_next_attempt(spool: SqliteSpool, clock: Clock) -> None:
+def test_deferred_rows_come_due_at_their_next_attempt(spool: Spool, clock: Clock) -> None:
     spool.insert("c1", [new("a@x.test")])
     (a,) = spool.lease(1, "me", 60)
     deferral = outcome(
@@ -321,7 +338,7 @@ def test_deferred_rows_come_due_at_their_next_attempt(spool: SqliteSpool, clock:
     assert spool.next_due() is None and spool.pending() == 0
 
 
-def test_release_without_an_attempt_keeps_the_last_reply(spool: SqliteSpool, clock: Clock) -> None:
+def test_release_without_an_attempt_keeps_the_last_reply(spool: Spool, clock: Clock) -> None:
     spool.insert("c1", [new("a@x.test")])
     (a,) = spool.lease(1, "me", 60)
     spool.record([outcome(a, "deferred", next_attempt=T0, code=421, text="slow down")])
@@ -329,7 +346,7 @@ def test_release_without_an_attempt_keeps_the_last_reply(spool: SqliteSpool, clo
     # The site is suspended: back to the queue until T0 + 600, no attempt made.
     release = Update(a.id, "queued", a.attempts, T0 + 600, None, None, None, None, None, None)
     spool.record([release])
-    row = stored(spool_path(spool))[a.id]
+    row = stored(spool)[a.id]
     assert (row["state"], row["attempts"], row["due"]) == (CODE["queued"], 1, T0 + 600)
     assert (row["code"], row["text"], row["mx"]) == (421, "slow down", "mx.example.net")
     clock.advance(600)
@@ -339,7 +356,7 @@ def test_release_without_an_attempt_keeps_the_last_reply(spool: SqliteSpool, clo
     assert spool.next_due() == clock.now
 
 
-def test_bad_updates_and_rows_are_refused_whole(spool: SqliteSpool) -> None:
+def test_bad_updates_and_rows_are_refused_whole(spool: Spool) -> None:
     spool.insert("c1", [new("a@x.test"), new("b@x.test")])
     a, b = spool.lease(2, "me", 60)
     with pytest.raises(ValueError, match="cannot end 'in-flight'"):
@@ -354,7 +371,11 @@ def test_bad_updates_and_rows_are_refused_whole(spool: SqliteSpool) -> None:
     assert sum(spool.counts().values()) == 2
 
 
-def test_leases_skip_the_fsync_and_outcomes_do_not(spool: SqliteSpool) -> None:
+# SQLite only: PRAGMA synchronous. (PostgresSpool commits leases with
+# synchronous_commit off, set per transaction: nothing to observe after it.)
+def test_leases_skip_the_fsync_and_outcomes_do_not(sqlite_spool: Spool) -> None:
+    spool = sqlite_spool
+
     def synchronous() -> int:
         return int(spool._db.execute("PRAGMA synchronous").fetchone()[0])
 
@@ -371,7 +392,7 @@ def test_leases_skip_the_fsync_and_outcomes_do_not(spool: SqliteSpool) -> None:
 # ---- shutdown and flush ----
 
 
-def test_release_owner_puts_back_what_it_leased(spool: SqliteSpool, clock: Clock) -> None:
+def test_release_owner_puts_back_what_it_leased(spool: Spool, clock: Clock) -> None:
     spool.insert("c1", [new(f"r{i}@x.test") for i in range(4)])
     (r1,) = spool.lease(1, "me", 60)
     spool.record([outcome(r1, "deferred", next_attempt=T0, code=451)])  # due again at once
@@ -380,14 +401,14 @@ def test_release_owner_puts_back_what_it_leased(spool: SqliteSpool, clock: Clock
     assert [r.id for r in mine] == [1, 2] and [r.id for r in theirs] == [3]
     clock.advance(1)
     assert spool.release_owner("me") == 2
-    rows = stored(spool_path(spool))
+    rows = stored(spool)
     assert (rows[1]["state"], rows[1]["due"], rows[1]["attempts"]) == (CODE["deferred"], T0, 1)
     assert (rows[2]["state"], rows[2]["due"], rows[2]["attempts"]) == (CODE["queued"], T0, 0)
     assert rows[3]["state"] == CODE["in-flight"] and rows[3]["lease_owner"] == "them"
     assert [r.id for r in spool.lease(10, "me", 60)] == [1, 2, 4]
 
 
-def test_flush_makes_waiting_rows_due_now(spool: SqliteSpool, clock: Clock) -> None:
+def test_flush_makes_waiting_rows_due_now(spool: Spool, clock: Clock) -> None:
     spool.insert("c1", [new(f"r{i}@d{i % 2}.test") for i in range(4)])
     leased = spool.lease(4, "me", 60)
     spool.record([outcome(r, "deferred", next_attempt=T0 + 3600) for r in leased])
@@ -402,7 +423,7 @@ def test_flush_makes_waiting_rows_due_now(spool: SqliteSpool, clock: Clock) -> N
 # ---- counts, report, status ----
 
 
-def mixed_campaign(spool: SqliteSpool, clock: Clock) -> None:
+def mixed_campaign(spool: Spool, clock: Clock) -> None:
     """c1: 12 recipients at a.test, b.test and c.test ending in every kind of state."""
     spool.insert(
         "c1",
@@ -446,7 +467,7 @@ def mixed_campaign(spool: SqliteSpool, clock: Clock) -> None:
     )
 
 
-def test_counts_report_and_status_of_a_mixed_campaign(spool: SqliteSpool, clock: Clock) -> None:
+def test_counts_report_and_status_of_a_mixed_campaign(spool: Spool, clock: Clock) -> None:
     mixed_campaign(spool, clock)
     expected = {
         "queued": 1,
@@ -493,10 +514,9 @@ def test_counts_report_and_status_of_a_mixed_campaign(spool: SqliteSpool, clock:
         spool.report("nope")
 
 
-def test_iter_recipients_streams_in_id_order(
-    spool: SqliteSpool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(spool_sqlite, "PAGE", 7)  # many pages, one partly filled
+def test_iter_recipients_streams_in_id_order(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in (spool_sqlite, spool_postgres):
+        monkeypatch.setattr(module, "PAGE", 7)  # many pages, one partly filled
     spool.put_campaign("c2", b"spec-2")
     expected = []
     for chunk in range(5):  # two campaigns' chunks interleaved in the table
@@ -516,7 +536,7 @@ def test_iter_recipients_streams_in_id_order(
 # ---- campaigns ----
 
 
-def test_a_key_is_queued_once_per_campaign(spool: SqliteSpool) -> None:
+def test_a_key_is_queued_once_per_campaign(spool: Spool) -> None:
     first = spool.insert("c1", [new("a@x.test"), new("b@x.test"), new("A@x.test", key="a@x.test")])
     assert first == [1, 2, None]  # the same key later in one insert: left out
     # A resubmit of the list (after a crash, or by mistake) queues only what is new,
@@ -540,7 +560,7 @@ def test_a_key_is_queued_once_per_campaign(spool: SqliteSpool) -> None:
 
 
 def test_put_campaign_is_idempotent_and_replaces_a_spec_only_while_nothing_was_attempted(
-    spool: SqliteSpool,
+    spool: Spool,
 ) -> None:
     assert spool.put_campaign("c1", b"spec-1") is False  # the same bytes: nothing to do
     assert spool.campaign_spec("c1") == b"spec-1"
@@ -570,9 +590,7 @@ def test_put_campaign_is_idempotent_and_replaces_a_spec_only_while_nothing_was_a
 # ---- suppressions ----
 
 
-def test_suppressions_compare_addresses_case_insensitively(
-    spool: SqliteSpool, clock: Clock
-) -> None:
+def test_suppressions_compare_addresses_case_insensitively(spool: Spool, clock: Clock) -> None:
     spool.suppress("Ann.Lee@Example.COM", "hard bounce")
     for same in ("ann.lee@example.com", "ANN.LEE@EXAMPLE.COM", " ann.lee@example.com. "):
         assert spool.is_suppressed(same), same
@@ -594,10 +612,9 @@ def test_suppressions_compare_addresses_case_insensitively(
     assert not spool.is_suppressed("ann.lee@example.com")
 
 
-def test_suppressed_among_checks_in_chunks(
-    spool: SqliteSpool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(spool_sqlite, "SUPPRESSION_CHUNK", 1000)
+def test_suppressed_among_checks_in_chunks(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in (spool_sqlite, spool_postgres):
+        monkeypatch.setattr(module, "SUPPRESSION_CHUNK", 1000)
     for i in range(0, 2500, 100):
         spool.suppress(f"user{i}@example.com", "bounce")
     addresses = [f"User{i}@Example.com" for i in range(2500)] + ["user0@example.com", "x@y"]
@@ -609,9 +626,7 @@ def test_suppressed_among_checks_in_chunks(
 # ---- suspended sites ----
 
 
-def test_suspensions_are_kept_until_they_end_or_are_lifted(
-    spool: SqliteSpool, clock: Clock
-) -> None:
+def test_suspensions_are_kept_until_they_end_or_are_lifted(spool: Spool, clock: Clock) -> None:
     spool.suspend("mx.a.test:25", T0 + 600, "421 4.7.0 slow down", ["b.test", "a.test"])
     spool.suspend("mx.c.test:25", T0 + 60, "every MX host failed: refused", ["c.test"])
     spool.suspend("mx.d.test:25", T0 + 300, "421 busy", ["d.test"])
@@ -638,6 +653,7 @@ def test_suspensions_are_kept_until_they_end_or_are_lifted(
     assert spool.suspensions() == []
 
 
+# SQLite only: a file of an older SQLite schema (PostgreSQL's schema starts at version 1).
 def test_a_version_1_spool_is_brought_up_to_date(path: Path, clock: Clock) -> None:
     def version_1(spool_file: Path) -> None:
         """The file as ferrymail 0.1 (schema version 1) left it: no key index, no
@@ -688,16 +704,16 @@ def test_a_version_1_spool_is_brought_up_to_date(path: Path, clock: Clock) -> No
         assert db.execute("SELECT count(*) FROM recipient").fetchone() == (2,)
 
 
-# ---- the file ----
+# ---- the file (SQLite only, but for reopening) ----
 
 
-def test_reopening_keeps_everything(path: Path, clock: Clock) -> None:
-    with SqliteSpool(path, clock=clock) as spool:
+def test_reopening_keeps_everything(spool_at: str, clock: Clock) -> None:
+    with open_spool(spool_at, clock=clock) as spool:
         spool.put_campaign("c1", b"spec-1")
         mixed_campaign(spool, clock)
         spool.suppress("gone@a.test", "complaint")
         before = (spool.report("c1"), spool.counts(), list(spool.iter_recipients("c1")))
-    with SqliteSpool(path, clock=clock) as spool:
+    with open_spool(spool_at, clock=clock) as spool:
         assert (spool.report("c1"), spool.counts(), list(spool.iter_recipients("c1"))) == before
         assert spool.campaign_spec("c1") == b"spec-1" and spool.campaign_spec("c2") == b"spec-2"
         assert spool.suppressions() == [("gone@a.test", "complaint", T0)]
@@ -705,7 +721,9 @@ def test_reopening_keeps_everything(path: Path, clock: Clock) -> None:
         assert [r.address for r in spool.lease(10, "new", 600)] == ["r9@a.test", "other@c.test"]
         clock.advance(60)
         assert [r.address for r in spool.lease(10, "new", 60)] == ["r8@c.test"]
-    with closing(sqlite3.connect(path)) as db:
+    if spool_at.startswith("postgresql://"):
+        return
+    with closing(sqlite3.connect(spool_at)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
@@ -747,7 +765,7 @@ def test_a_corrupt_spool_is_refused(path: Path) -> None:
         SqliteSpool(path)
 
 
-# ---- crash safety ----
+# ---- crash safety (SQLite only: the file after SIGKILL, integrity_check) ----
 
 CHUNK = 50
 # A child that writes to the spool in a loop as the engine would, and says on stdout
@@ -864,7 +882,7 @@ def test_sigkill_at_random_moments_leaves_a_consistent_spool(tmp_path: Path) -> 
     assert totals[-1] > 0 and len(final) > 0  # the children got work done between kills
 
 
-# ---- a million recipients ----
+# ---- a million recipients (SQLite only: the embedded spool's memory) ----
 
 MILLION = """
 import resource, sys, time

@@ -1,5 +1,6 @@
 """The spool's side of the way back: feedback rows beside final states, scoped
-suppressions, report counts, and the migration of a version-2 spool."""
+suppressions, report counts (on SQLite and PostgreSQL), and the migration of a version-2
+SQLite spool."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from ferrymail.spool import NewRecipient, Signal, SqliteSpool, Update
+from ferrymail.spool import (
+    NewRecipient,
+    ShapingAction,
+    Signal,
+    Spool,
+    SqliteSpool,
+    Update,
+    open_spool,
+)
 from ferrymail.spool.schema import SCHEMA_VERSION
 from ferrymail.wire import CampaignSpec, Recipient
 
@@ -41,14 +50,15 @@ class Clock:
 
 
 @pytest.fixture
-def spool(tmp_path: Path) -> Iterator[SqliteSpool]:
-    with SqliteSpool(tmp_path / "spool.db", clock=Clock()) as spool:
+def spool(spool_at: str) -> Iterator[Spool]:
+    """On SQLite and on PostgreSQL (conftest.spool_at)."""
+    with open_spool(spool_at, clock=Clock()) as spool:
         spool.put_campaign("c1", spec("c1"))
         spool.insert("c1", [new("ann@a.test", "ann"), new("bob@b.test", "bob")])
         yield spool
 
 
-def deliver_all(spool: SqliteSpool) -> None:
+def deliver_all(spool: Spool) -> None:
     updates = [
         Update(r.id, "delivered", 1, None, 250, "2.0.0", "ok", None, "mx", "ip")
         for r in spool.lease(100, "me", 60)
@@ -61,7 +71,7 @@ def click(key: str, link: int = 0, *, machine: bool = False, at: float = T0) -> 
 
 
 def test_signals_are_rows_beside_the_final_state_first_or_repeat_per_link(
-    spool: SqliteSpool,
+    spool: Spool,
 ) -> None:
     deliver_all(spool)
     recorded = spool.record_feedback(
@@ -94,7 +104,7 @@ def test_signals_are_rows_beside_the_final_state_first_or_repeat_per_link(
     assert counts.complaint_rate == 0.0
 
 
-def test_complaint_rate_per_campaign_and_receiving_domain(spool: SqliteSpool) -> None:
+def test_complaint_rate_per_campaign_and_receiving_domain(spool: Spool) -> None:
     spool.insert("c1", [new(f"r{i}@a.test") for i in range(3)])
     deliver_all(spool)  # a.test: 4 delivered, b.test: 1
     spool.record_feedback(
@@ -113,7 +123,7 @@ def test_complaint_rate_per_campaign_and_receiving_domain(spool: SqliteSpool) ->
     assert counts.complaint_rate_by_domain == {"a.test": pytest.approx(1 / 4)}
 
 
-def test_unsubscribe_suppresses_in_the_campaigns_list_once(spool: SqliteSpool) -> None:
+def test_unsubscribe_suppresses_in_the_campaigns_list_once(spool: Spool) -> None:
     first = spool.unsubscribe("c1", "ann", user_agent="Mozilla")
     assert first is not None and first.new and first.scope == "c1"
     assert first.address == "ann@a.test"
@@ -134,7 +144,7 @@ def test_unsubscribe_suppresses_in_the_campaigns_list_once(spool: SqliteSpool) -
     assert spool.unsubscribe("gone", "ann") is None
 
 
-def test_a_global_unsubscribe_suppresses_for_every_campaign(spool: SqliteSpool) -> None:
+def test_a_global_unsubscribe_suppresses_for_every_campaign(spool: Spool) -> None:
     result = spool.unsubscribe("c1", "bob", scope="global")
     assert result is not None and result.scope == ""
     spool.put_campaign("other", spec("other"))
@@ -144,7 +154,7 @@ def test_a_global_unsubscribe_suppresses_for_every_campaign(spool: SqliteSpool) 
         spool.unsubscribe("c1", "bob", scope="everything")
 
 
-def test_a_campaigns_list_is_its_list_id_or_its_id(spool: SqliteSpool) -> None:
+def test_a_campaigns_list_is_its_list_id_or_its_id(spool: Spool) -> None:
     spool.put_campaign("news-1", spec("news-1", "The News <News.Example.COM>"))
     spool.put_campaign("bare", spec("bare", "plain.example.com"))
     spool.put_campaign("opaque", b"not a spec")
@@ -154,6 +164,7 @@ def test_a_campaigns_list_is_its_list_id_or_its_id(spool: SqliteSpool) -> None:
     assert spool.campaign_list("opaque") == "opaque"
 
 
+# SQLite only: a file of an older SQLite schema.
 def test_a_version_2_spool_is_brought_up_to_date(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
     with SqliteSpool(path, clock=Clock()) as spool:
@@ -178,3 +189,53 @@ def test_a_version_2_spool_is_brought_up_to_date(tmp_path: Path) -> None:
         assert spool.record_feedback([Signal("opened", "c1", "ann", T0)])[0] is not None
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_inbound_signals_find_their_recipient_and_suppress_in_one_call(spool: Spool) -> None:
+    ann = spool.find_by_key("c1", "ann")
+    assert ann is not None and (ann.address, ann.domain, ann.state) == (
+        "ann@a.test",
+        "a.test",
+        "queued",
+    )
+    assert spool.find_recipient(ann.id) == ann
+    assert spool.find_recipient(10_000) is None and spool.find_by_key("c1", "nobody") is None
+    # By address: the recipients keyed by it, newest campaign first, as written or lower case.
+    spool.put_campaign("c2", spec("c2"))
+    spool.insert("c2", [new("bob@b.test"), new("Bob@B.test", "BOB@B.TEST")])
+    assert [(f.campaign, f.key) for f in spool.find_by_address("BOB@B.TEST")] == [
+        ("c2", "BOB@B.TEST"),
+        ("c2", "bob@b.test"),
+    ]
+    recorded = spool.record_inbound(
+        [Signal("bounced-late", "c1", "ann", T0), Signal("complained", "gone", "x", T0)],
+        [("Ann@A.test", "late bounce", ""), ("bob@b.test", "complaint", "c1")],
+    )
+    assert recorded[0] is not None and recorded[0].address == "ann@a.test" and recorded[1] is None
+    assert spool.is_suppressed("ann@a.test") and not spool.is_suppressed("bob@b.test")
+    assert spool.is_suppressed("bob@b.test", "c1")
+    assert spool.report("c1").feedback.late_bounces == 1
+
+
+def test_automation_actions_are_kept_until_their_limits_are_back_or_lifted(spool: Spool) -> None:
+    def action(rule: str, site: str, until: float, domains: list[str]) -> ShapingAction:
+        return ShapingAction(
+            rule, "site", site, "", "", T0, until, 60.0, "421 4.7.28 too fast",
+            True, False, {"max_message_rate": "10/min"}, domains,
+        )  # fmt: skip
+
+    spool.put_actions(
+        [
+            action("slow", "mx.a.test:25", T0 + 600, ["b.test", "a.test"]),
+            action("slow", "mx.c.test:25", T0 + 300, ["c.test"]),
+        ]
+    )
+    spool.put_actions([action("slow", "mx.c.test:25", T0 + 900, ["c.test"])])  # fired again
+    assert [(a.site, a.until, a.domains, a.limits) for a in spool.actions()] == [
+        ("mx.a.test:25", T0 + 600, ["a.test", "b.test"], {"max_message_rate": "10/min"}),
+        ("mx.c.test:25", T0 + 900, ["c.test"], {"max_message_rate": "10/min"}),
+    ]
+    assert spool.status().actions == spool.actions()
+    assert [a.site for a in spool.lift_actions("B.test.")] == ["mx.a.test:25"]
+    assert [a.site for a in spool.lift_actions()] == ["mx.c.test:25"]
+    assert spool.actions() == []

@@ -2,6 +2,8 @@
 
 from .actions import ShapingAction
 from .lookup import Found
+from .opening import open_spool
+from .protocol import Spool
 from .rows import (
     DomainStatus,
     FeedbackCounts,
@@ -31,11 +33,13 @@ __all__ = [
     "Report",
     "ShapingAction",
     "Signal",
+    "Spool",
     "SqliteSpool",
     "Status",
     "Suspension",
     "Unsubscribed",
     "Update",
     "domain_key",
+    "open_spool",
     "suppression_key",
 ]

@@ -1,0 +1,50 @@
+"""open_spool: the spool a path or URL names (a path or sqlite:// is SQLite, postgresql://
+is PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from ..errors import ConfigError
+from .protocol import Spool
+
+_POSTGRES = ("postgresql://", "postgres://")
+
+
+def open_spool(
+    url_or_path: str | os.PathLike[str],
+    *,
+    read_only: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> Spool:
+    """The spool at `url_or_path`: a file path or `sqlite:///path` (SQLAlchemy's form:
+    four slashes for an absolute path) is a SqliteSpool,
+    `postgresql://user@host:port/db` a PostgresSpool. ConfigError (one line, the URL
+    without its password) when it cannot be opened."""
+    where = os.fspath(url_or_path)
+    if where.startswith(_POSTGRES):
+        try:
+            from .postgres import PostgresSpool
+        except ImportError as e:  # (psycopg is a dependency; a broken install says so)
+            raise ConfigError(f"the PostgreSQL spool needs psycopg: {e}", "spool") from None
+        return PostgresSpool(where, clock=clock, read_only=read_only)
+    if "://" in where and not where.startswith("sqlite://"):
+        scheme = where.partition("://")[0]
+        raise ConfigError(
+            f"a spool is a file path, sqlite:///path or postgresql://…, not {scheme}://",
+            "spool",
+        )
+    from .sqlite import SqliteSpool
+
+    if where.startswith("sqlite://"):
+        # As SQLAlchemy writes it: sqlite:///spool.db is relative, sqlite:////var/x.db
+        # absolute (the path is what follows the third slash).
+        if not where.startswith("sqlite:///") or where == "sqlite:///":
+            raise ConfigError(
+                f"{where!r} names no file: sqlite:///relative.db or sqlite:////abs/path.db",
+                "spool",
+            )
+        where = where.removeprefix("sqlite:///")
+    return SqliteSpool(where, clock=clock, read_only=read_only)

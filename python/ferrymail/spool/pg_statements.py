@@ -1,0 +1,154 @@
+"""The SQL the PostgresSpool runs on recipients (statements.py's, in PostgreSQL's words)."""
+
+from __future__ import annotations
+
+from .states import CODE, DEFERRED, FAILED, IN_FLIGHT, PENDING_SQL, QUEUED, REJECTED, SUPPRESSED
+
+_QUEUED = CODE[QUEUED]
+_IN_FLIGHT = CODE[IN_FLIGHT]
+_DEFERRED = CODE[DEFERRED]
+_FINAL_FROM = 3  # states.PENDING_BELOW
+
+# Submit: the rows of one insert are copied into a temporary table (COPY, binary), then
+# moved into recipient in one statement that leaves out keys the campaign has.
+# ON COMMIT DELETE ROWS: the staging table is empty again after each insert.
+STAGE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS recipient_stage (
+    id bigint, state smallint, recipient bytea, address text, domain text, key text,
+    code integer, enhanced text, text text
+) ON COMMIT DELETE ROWS
+"""
+COPY_STAGE = (
+    "COPY recipient_stage (id, state, recipient, address, domain, key, code, enhanced, text)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+STAGE_TYPES = ["int8", "int2", "bytea", "text", "text", "text", "int4", "text", "text"]
+FROM_STAGE = f"""
+INSERT INTO recipient (id, campaign, state, due, next_attempt, submitted_at, updated_at,
+    recipient, address, domain, key, code, enhanced, text)
+SELECT id, %(campaign)s::int8, state,
+    CASE WHEN state = {_QUEUED} THEN %(now)s::float8 END,
+    CASE WHEN state = {_QUEUED} THEN %(now)s::float8 END,
+    %(now)s::float8, %(now)s::float8, recipient, address, domain, key, code, enhanced, text
+FROM recipient_stage ORDER BY id
+ON CONFLICT (campaign, key) DO NOTHING
+"""
+# The same row by row (executemany in pipeline mode): the other way measured for submit.
+INSERT_ROW = f"""
+INSERT INTO recipient (id, campaign, state, due, next_attempt, submitted_at, updated_at,
+    recipient, address, domain, key, code, enhanced, text)
+VALUES (%s, %s, %s, CASE WHEN %s = {_QUEUED} THEN %s::float8 END,
+    CASE WHEN %s = {_QUEUED} THEN %s::float8 END, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (campaign, key) DO NOTHING
+"""
+
+_LEASED = (
+    "r.id, r.campaign, r.recipient, r.address, r.domain, r.key, r.attempts, r.submitted_at,"
+    " r.interrupted"
+)
+# Oldest due first; rows another node is leasing at this moment are skipped, not waited
+# for. The old due time comes back with each row: RETURNING gives rows in no order.
+_LEASE = f"""
+WITH due AS (
+    SELECT id, due AS was_due FROM recipient
+    WHERE {PENDING_SQL} AND due <= %(now)s::float8 {{domains}}
+    ORDER BY due, id LIMIT %(limit)s::int8 FOR UPDATE SKIP LOCKED
+)
+UPDATE recipient r SET state = {_IN_FLIGHT},
+    leased_from = CASE WHEN r.state = {_IN_FLIGHT} THEN r.leased_from ELSE r.state END,
+    lease_until = %(until)s::float8, due = %(until)s::float8, lease_owner = %(owner)s::text,
+    updated_at = %(now)s::float8
+FROM due WHERE r.id = due.id
+RETURNING {_LEASED}, due.was_due
+"""
+LEASE = _LEASE.format(domains="")
+LEASE_IN_DOMAINS = _LEASE.format(domains="AND domain = ANY(%(domains)s)")
+STARTED = f"""
+UPDATE recipient SET interrupted = interrupted + 1
+WHERE id = ANY(%s) AND state = {_IN_FLIGHT}
+"""
+RENEW = f"""
+UPDATE recipient SET lease_until = %s, due = %s
+WHERE id = ANY(%s) AND state = {_IN_FLIGHT}
+"""
+# One statement for a whole batch of outcomes (arrays, unnested): only in-flight rows
+# change, as in statements.RECORD; a release ("queued") keeps the last reply.
+RECORD = f"""
+UPDATE recipient r SET state = u.state, attempts = u.attempts,
+    due = CASE WHEN u.state < {_FINAL_FROM} THEN u.due END,
+    next_attempt = CASE WHEN u.state < {_FINAL_FROM} THEN u.due END,
+    code = CASE WHEN u.state = {_QUEUED} THEN r.code ELSE u.code END,
+    enhanced = CASE WHEN u.state = {_QUEUED} THEN r.enhanced ELSE u.enhanced END,
+    text = CASE WHEN u.state = {_QUEUED} THEN r.text ELSE u.text END,
+    category = CASE WHEN u.state = {_QUEUED} THEN r.category ELSE u.category END,
+    mx = CASE WHEN u.state = {_QUEUED} THEN r.mx ELSE u.mx END,
+    ip = CASE WHEN u.state = {_QUEUED} THEN r.ip ELSE u.ip END,
+    updated_at = %s::float8, lease_until = NULL, lease_owner = NULL, leased_from = NULL,
+    interrupted = CASE WHEN u.state = {_QUEUED} THEN r.interrupted ELSE 0 END
+FROM unnest(%s::int8[], %s::int2[], %s::int4[], %s::float8[], %s::int4[], %s::text[],
+    %s::text[], %s::text[], %s::text[], %s::text[])
+    AS u (id, state, attempts, due, code, enhanced, text, category, mx, ip)
+WHERE r.id = u.id AND r.state = {_IN_FLIGHT}
+"""
+RELEASE_OWNER = f"""
+UPDATE recipient SET state = leased_from, due = next_attempt, updated_at = %s,
+    lease_until = NULL, lease_owner = NULL, leased_from = NULL
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_owner = %s
+"""
+ATTEMPTED = f"""
+SELECT count(*) FROM recipient WHERE campaign = %s
+    AND (state NOT IN ({_QUEUED}, {CODE[REJECTED]}, {CODE[SUPPRESSED]}, {CODE[FAILED]})
+        OR (state = {_QUEUED} AND (attempts > 0 OR interrupted > 0)))
+"""
+FORGET_FAILED = f"DELETE FROM recipient WHERE campaign = %s AND state = {CODE[FAILED]}"
+LEASES = f"""
+SELECT lease_owner, count(*), min(lease_until) FROM recipient
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT}
+GROUP BY lease_owner ORDER BY 2 DESC, lease_owner COLLATE "C"
+"""
+END_LEASES = f"""
+UPDATE recipient SET lease_until = %(now)s, due = %(now)s
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_owner = %(owner)s
+    AND lease_until > %(now)s
+"""
+_RELEASE_ENDED = f"""
+UPDATE recipient SET state = leased_from, due = %(now)s, next_attempt = %(now)s,
+    updated_at = %(now)s, lease_until = NULL, lease_owner = NULL, leased_from = NULL
+WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_until <= %(now)s
+"""
+_FLUSH = f"""
+UPDATE recipient SET due = %(now)s, next_attempt = %(now)s, updated_at = %(now)s
+WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND due > %(now)s
+"""
+RELEASE_ENDED = _RELEASE_ENDED
+RELEASE_ENDED_DOMAIN = _RELEASE_ENDED + " AND domain = %(domain)s"
+FLUSH = _FLUSH
+FLUSH_DOMAIN = _FLUSH + " AND domain = %(domain)s"
+PAGE = """
+SELECT id, key, address, state, attempts FROM recipient
+WHERE campaign = %s AND id > %s ORDER BY id LIMIT %s
+"""
+
+# ---- feedback ----
+
+RECIPIENT_BY_KEY = "SELECT address, domain FROM recipient WHERE campaign = %s AND key = %s"
+RECIPIENTS_BY_KEY = """
+SELECT key, address, domain FROM recipient WHERE campaign = %s AND key = ANY(%s)
+"""
+PEOPLE_BEFORE = """
+SELECT DISTINCT kind, key, link FROM feedback
+WHERE campaign = %s AND key = ANY(%s) AND NOT machine
+"""
+PERSON_BEFORE = """
+SELECT 1 FROM feedback WHERE campaign = %s AND kind = %s AND key = %s
+    AND link IS NOT DISTINCT FROM %s::int8 AND NOT machine
+LIMIT 1
+"""
+INSERT_FEEDBACK = """
+INSERT INTO feedback (campaign, key, kind, at, machine, repeat, address, domain, link, url,
+    user_agent, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+UPSERT_SUPPRESSION = """
+INSERT INTO suppression (address, scope, reason, added_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (address, scope) DO UPDATE SET reason = excluded.reason, added_at = excluded.added_at
+"""

@@ -1,0 +1,148 @@
+"""Spool: the one interface of the spool, whatever holds it (SQLite file or PostgreSQL).
+
+The contracts are SqliteSpool's (sqlite.py): each method here is documented there, and
+PostgresSpool (postgres.py) keeps the same ones. Every method is synchronous and one
+transaction; the engine calls them from its single spool thread (spooler.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from types import TracebackType
+from typing import Protocol, Self
+
+from .actions import ShapingAction
+from .lookup import Found
+from .rows import (
+    Leased,
+    NewRecipient,
+    Recorded,
+    Report,
+    Signal,
+    Status,
+    Suspension,
+    Unsubscribed,
+    Update,
+)
+
+
+class Spool(Protocol):
+    """The spool's methods; see SqliteSpool for what each one promises."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+    # ---- campaigns (SqliteSpool.put_campaign, campaign_spec, campaign_list) ----
+
+    def put_campaign(self, campaign_id: str, spec: bytes) -> bool: ...
+
+    def campaign_spec(self, campaign_id: str) -> bytes | None: ...
+
+    def campaign_list(self, campaign_id: str) -> str: ...
+
+    # ---- submit and leasing (SqliteSpool.insert, lease …) ----
+
+    def insert(self, campaign_id: str, rows: Sequence[NewRecipient]) -> list[int | None]: ...
+
+    def lease(
+        self,
+        limit: int,
+        owner: str,
+        lease_for: float,
+        domains: Collection[str] | None = None,
+    ) -> list[Leased]: ...
+
+    def leases(self) -> list[tuple[str, int, float, bool]]: ...
+
+    def started(self, ids: Sequence[int]) -> None: ...
+
+    def renew(self, ids: Sequence[int], lease_for: float) -> int: ...
+
+    def record(self, updates: Sequence[Update]) -> int: ...
+
+    def release_owner(self, owner: str) -> int: ...
+
+    def flush(self, domain: str | None = None) -> int: ...
+
+    # ---- suspended sites ----
+
+    def suspend(self, site: str, until: float, reason: str, domains: Collection[str]) -> None: ...
+
+    def suspensions(self) -> list[Suspension]: ...
+
+    def lift(self, domain: str | None = None) -> list[str]: ...
+
+    # ---- automation actions (shaping) ----
+
+    def put_actions(self, actions: Sequence[ShapingAction]) -> None: ...
+
+    def actions(self) -> list[ShapingAction]: ...
+
+    def lift_actions(self, domain: str | None = None) -> list[ShapingAction]: ...
+
+    # ---- queries ----
+
+    def next_due(self) -> float | None: ...
+
+    def pending(self, campaign_id: str | None = None) -> int: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def status(self) -> Status: ...
+
+    def report(self, campaign_id: str) -> Report: ...
+
+    def iter_recipients(self, campaign_id: str) -> Iterator[tuple[int, str, str, str, int]]: ...
+
+    def final_states(self, campaign_id: str) -> dict[str, str]: ...
+
+    # ---- suppressions ----
+
+    def suppress(self, address: str, reason: str, scope: str = "") -> None: ...
+
+    def unsuppress(self, address: str, scope: str = "") -> bool: ...
+
+    def is_suppressed(self, address: str, scope: str = "") -> bool: ...
+
+    def suppressed_among(
+        self, addresses: Sequence[str], campaign_id: str | None = None
+    ) -> set[str]: ...
+
+    def suppressions(
+        self, limit: int | None = None, scope: str = ""
+    ) -> list[tuple[str, str, float]]: ...
+
+    # ---- feedback ----
+
+    def record_feedback(self, signals: Sequence[Signal]) -> list[Recorded | None]: ...
+
+    def record_inbound(
+        self, signals: Sequence[Signal], suppress: Sequence[tuple[str, str, str]] = ()
+    ) -> list[Recorded | None]: ...
+
+    def find_recipient(self, row_id: int) -> Found | None: ...
+
+    def find_by_key(self, campaign_id: str, key: str) -> Found | None: ...
+
+    def find_by_address(self, address: str) -> list[Found]: ...
+
+    def unsubscribe(
+        self,
+        campaign_id: str,
+        key: str,
+        *,
+        scope: str = "list",
+        user_agent: str | None = None,
+    ) -> Unsubscribed | None: ...
+
+    def feedback(
+        self, campaign_id: str
+    ) -> list[tuple[str, str, bool, bool, int | None, float]]: ...
