@@ -239,3 +239,16 @@ def test_automation_actions_are_kept_until_their_limits_are_back_or_lifted(spool
     assert [a.site for a in spool.lift_actions("B.test.")] == ["mx.a.test:25"]
     assert [a.site for a in spool.lift_actions()] == ["mx.c.test:25"]
     assert spool.actions() == []
+
+
+def test_warmup_counts_add_up_per_source_provider_and_day(spool: Spool) -> None:
+    spool.add_warmup_sent([("ip1", "provider.google", "2026-12-04", 10)])
+    spool.add_warmup_sent(
+        [("ip1", "provider.google", "2026-12-04", 15), ("ip2", "site-a", "2026-12-04", 3)]
+    )
+    spool.add_warmup_sent([("ip1", "provider.google", "2026-12-05", 1)])
+    assert spool.warmup_sent("2026-12-04") == {
+        ("ip1", "provider.google"): 25,
+        ("ip2", "site-a"): 3,
+    }
+    assert spool.warmup_sent("2026-12-03") == {}

@@ -122,6 +122,13 @@ CREATE TABLE shaping_action (
     domains text[] NOT NULL,
     PRIMARY KEY (rule, scope, site, source, campaign)
 );
+CREATE TABLE warmup_sent (
+    source text NOT NULL,
+    provider text NOT NULL,
+    day text NOT NULL,
+    sent bigint NOT NULL,
+    PRIMARY KEY (source, provider, day)
+);
 -- The first id of a block of n consecutive recipient ids. The session lock keeps two
 -- inserts from interleaving their nextval/setval; it is held for two sequence calls
 -- only, not for the insert's transaction (sequences are not transactional).

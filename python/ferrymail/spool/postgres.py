@@ -445,6 +445,23 @@ class PostgresSpool:
         with self._transaction(durable=False) as db:
             return reports.lift_actions(db, None if domain is None else domain_key(domain))
 
+    # ---- warm-up: messages per source, provider and day ----
+
+    def add_warmup_sent(self, counts: Sequence[tuple[str, str, str, int]]) -> None:
+        with self._transaction(durable=False) as db:
+            db.cursor().executemany(
+                "INSERT INTO warmup_sent (source, provider, day, sent) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (source, provider, day)"
+                " DO UPDATE SET sent = warmup_sent.sent + excluded.sent",
+                counts,
+            )
+
+    def warmup_sent(self, day: str) -> dict[tuple[str, str], int]:
+        rows = self._db.execute(
+            "SELECT source, provider, sent FROM warmup_sent WHERE day = %s", (day,)
+        )
+        return {(source, provider): int(sent) for source, provider, sent in rows}
+
     # ---- queries ----
 
     def next_due(self) -> float | None:
