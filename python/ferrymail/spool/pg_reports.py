@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .actions import ShapingAction
-from .reports import REPORT_REPLIES, STATUS_DOMAINS
-from .rows import DomainStatus, FeedbackCounts, Report, Status, Suspension
-from .states import ALL, BOUNCED, CODE, DEFERRED, EXPIRED, FINAL_SQL, IN_FLIGHT, NAME, PENDING_SQL
+from .reports import REPORT_REPLIES, STATUS_DOMAINS, assemble_report
+from .rows import DomainStatus, Report, Status, Suspension
+from .states import BOUNCED, CODE, DEFERRED, EXPIRED, FINAL_SQL, IN_FLIGHT, NAME, PENDING_SQL
 
 # (A psycopg connection or cursor: both have execute().)
 Db = Any
@@ -145,54 +145,11 @@ def status(db: Db, now: float) -> Status:
 
 
 def report(db: Db, name: str, campaign: int) -> Report:
-    states: Counter[str] = Counter({state: 0 for state in ALL})
-    domains: dict[str, dict[str, int]] = {}
-    categories: Counter[str] = Counter()
-    for domain, code, category, count in db.execute(_GROUPS, (campaign,)):
-        state = NAME[code]
-        states[state] += count
-        by_state = domains.setdefault(domain, {})
-        by_state[state] = by_state.get(state, 0) + count
-        if category is not None:
-            categories[category] += count
-    replies = [
-        (" ".join(str(part) for part in (code, enhanced, text) if part is not None), count)
-        for code, enhanced, text, count in db.execute(_REPLIES, (campaign, REPORT_REPLIES))
-    ]
-    feedback = _feedback_counts(db, campaign, states["delivered"], domains)
-    return Report(name, dict(states), domains, dict(categories), replies, feedback)
-
-
-def _feedback_counts(
-    db: Db, campaign: int, delivered: int, domains: dict[str, dict[str, int]]
-) -> FeedbackCounts:
-    """As reports.feedback_counts."""
-    total: Counter[tuple[str, bool]] = Counter()
-    unique: Counter[tuple[str, bool]] = Counter()
-    for kind, machine, count, recipients in db.execute(_FEEDBACK, (campaign,)):
-        total[kind, bool(machine)] += count
-        unique[kind, bool(machine)] += recipients
-
-    def people(kind: str) -> int:
-        return unique[kind, False] + unique[kind, True]
-
-    by_domain = {}
-    for domain, complained in db.execute(_COMPLAINTS_BY_DOMAIN, (campaign,)):
-        sent = domains.get(domain, {}).get("delivered", 0)
-        if sent:
-            by_domain[domain] = complained / sent
-    complaints = people("complained")
-    return FeedbackCounts(
-        clicks=total["clicked", False],
-        unique_clicks=unique["clicked", False],
-        machine_clicks=total["clicked", True],
-        opens=total["opened", False],
-        unique_opens=unique["opened", False],
-        machine_opens=total["opened", True],
-        unsubscribes=people("unsubscribed"),
-        late_bounces=people("bounced-late"),
-        complaints=complaints,
-        auto_replies=total["auto-reply", False] + total["auto-reply", True],
-        complaint_rate=complaints / delivered if delivered else 0.0,
-        complaint_rate_by_domain=dict(sorted(by_domain.items())),
+    """As reports.report, from PostgreSQL's rows."""
+    return assemble_report(
+        name,
+        db.execute(_GROUPS, (campaign,)).fetchall(),
+        db.execute(_REPLIES, (campaign, REPORT_REPLIES)).fetchall(),
+        db.execute(_FEEDBACK, (campaign,)).fetchall(),
+        db.execute(_COMPLAINTS_BY_DOMAIN, (campaign,)).fetchall(),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable
 
 from .actions import in_force
 from .rows import DomainStatus, FeedbackCounts, Report, Status, Suspension
@@ -103,28 +104,47 @@ def status(db: sqlite3.Connection, now: float) -> Status:
 
 
 def report(db: sqlite3.Connection, name: str, campaign: int) -> Report:
+    return assemble_report(
+        name,
+        db.execute(_GROUPS, (campaign,)).fetchall(),
+        db.execute(_REPLIES, (campaign, REPORT_REPLIES)).fetchall(),
+        db.execute(_FEEDBACK, (campaign,)).fetchall(),
+        db.execute(_COMPLAINTS_BY_DOMAIN, (campaign,)).fetchall(),
+    )
+
+
+def assemble_report(
+    name: str,
+    groups: Iterable[tuple[str, int, str | None, int]],
+    replies: Iterable[tuple[int | None, str | None, str | None, int]],
+    feedback: Iterable[tuple[str, object, int, int]],
+    complaints_by_domain: Iterable[tuple[str, int]],
+) -> Report:
+    """A campaign's Report from its rows, whichever spool read them: (domain, state
+    code, category, count) groups, (code, enhanced, text, count) replies, (kind,
+    machine, signals, recipients) feedback, (domain, complaining recipients)."""
     states: Counter[str] = Counter({state: 0 for state in ALL})
     domains: dict[str, dict[str, int]] = {}
     categories: Counter[str] = Counter()
     # One pass over each index's rows of the campaign gives all three.
-    for domain, code, category, count in db.execute(_GROUPS, (campaign,)):
+    for domain, code, category, count in groups:
         state = NAME[code]
         states[state] += count
         by_state = domains.setdefault(domain, {})
         by_state[state] = by_state.get(state, 0) + count
         if category is not None:
             categories[category] += count
-    replies = [
+    shown = [
         (" ".join(str(part) for part in (code, enhanced, text) if part is not None), count)
-        for code, enhanced, text, count in db.execute(_REPLIES, (campaign, REPORT_REPLIES))
+        for code, enhanced, text, count in replies
     ]
-    feedback = feedback_counts(db, campaign, states["delivered"], domains)
-    return Report(name, dict(states), domains, dict(categories), replies, feedback)
+    counts = feedback_counts(feedback, complaints_by_domain, states["delivered"], domains)
+    return Report(name, dict(states), domains, dict(categories), shown, counts)
 
 
 def feedback_counts(
-    db: sqlite3.Connection,
-    campaign: int,
+    rows: Iterable[tuple[str, object, int, int]],
+    complaints_by_domain: Iterable[tuple[str, int]],
     delivered: int,
     domains: dict[str, dict[str, int]],
 ) -> FeedbackCounts:
@@ -132,7 +152,7 @@ def feedback_counts(
     bounce leaves a recipient delivered: it was, and the receiver judged the mail)."""
     total: Counter[tuple[str, bool]] = Counter()
     unique: Counter[tuple[str, bool]] = Counter()
-    for kind, machine, count, recipients in db.execute(_FEEDBACK, (campaign,)):
+    for kind, machine, count, recipients in rows:
         total[kind, bool(machine)] += count
         unique[kind, bool(machine)] += recipients
 
@@ -141,7 +161,7 @@ def feedback_counts(
         return unique[kind, False] + unique[kind, True]
 
     by_domain = {}
-    for domain, complained in db.execute(_COMPLAINTS_BY_DOMAIN, (campaign,)):
+    for domain, complained in complaints_by_domain:
         sent = domains.get(domain, {}).get("delivered", 0)
         if sent:  # (a complaint about a recipient this spool has no delivery of: no rate)
             by_domain[domain] = complained / sent
