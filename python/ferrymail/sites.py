@@ -1,98 +1,137 @@
-"""A site's in-memory queue and shaping: recipients by campaign, a batch in flight, rate."""
+"""A site's in-memory state: its ready queues per source (lanes), its connection budget
+and rate shared by them, its suspension."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from .config import SiteLimits
+from .shaping.bucket import TokenBucket
+from .shaping.lane import Lane
 from .spool import Leased
 from .wire import Route
 
 if TYPE_CHECKING:
+    from .shaping.in_force import Limits
     from .shaping.site_shape import SiteShape
 
 
 class Site:
     """Domains sharing one set of MX hosts (every Google Workspace domain is one site):
-    one queue, one set of limits, one suspension. At most one batch is in flight: its
-    worker count is the site's connection limit, so the site never has more
-    connections than that."""
+    one set of limits, one suspension, one lane per source sending to it.
+
+    The site's connection limit and message rate are the site's whole: its lanes send at
+    once, each batch's connections a share of what the batches in flight leave free, and
+    every message takes a token from the site's bucket and from its lane's (the source's
+    own rate there, `per_source` in the shaping file)."""
 
     def __init__(self, key: str, route: Route, limits: SiteLimits) -> None:
         self.key = key
         self.route = route
         self.limits = limits
-        self.queues: dict[str, deque[Leased]] = {}
+        self.lanes: dict[str, Lane] = {}
         # Every domain routed here so far: what `ferrymail flush DOMAIN` finds it by.
         self.domains: set[str] = set()
-        self.in_flight = False
         self.suspended_until = 0.0
         # What the shaping file (or the Config) says for it; set by the engine.
         self.shape: SiteShape | None = None
         # In force now: the shape's, as automation's actions lower them (`apply`).
-        self.messages_per_second = limits.messages_per_second
-        # Token bucket for messages_per_second: at most one second's worth saved up.
-        self._tokens = 0.0
-        self._filled_at = 0.0
+        self.connections = max(1, limits.connections)
+        self.messages_per_connection = max(1, limits.messages_per_connection)
+        self.bucket = TokenBucket(limits.messages_per_second)
 
-    def add(self, campaign: str, leased: Leased) -> None:
-        self.queues.setdefault(campaign, deque()).append(leased)
+    @property
+    def messages_per_second(self) -> float | None:
+        return self.bucket.per_second
+
+    def add(self, source: str, campaign: str, leased: Leased) -> None:
+        lane = self.lanes.get(source)
+        if lane is None:
+            lane = self.lanes[source] = Lane(source)
+        lane.add(campaign, leased)
 
     @property
     def waiting(self) -> int:
-        return sum(len(q) for q in self.queues.values())
+        return sum(lane.waiting for lane in self.lanes.values())
+
+    def queued(self) -> Iterator[Leased]:
+        """Every recipient waiting in the site's lanes."""
+        for lane in self.lanes.values():
+            yield from lane
 
     def suspended(self, now: float) -> bool:
         return now < self.suspended_until
 
-    def ready(self, now: float) -> bool:
-        return not self.in_flight and not self.suspended(now) and any(self.queues.values())
+    def connections_free(self) -> int:
+        return self.connections - sum(
+            lane.connections for lane in self.lanes.values() if lane.in_flight
+        )
 
-    def peek(self) -> str | None:
-        """The campaign `take` would take a batch of next."""
-        return next((campaign for campaign, queue in self.queues.items() if queue), None)
+    def ready_lanes(self) -> list[Lane]:
+        """Lanes with recipients and no batch in flight, the one that waited longest first."""
+        ready = [lane for lane in self.lanes.values() if not lane.in_flight and lane.queues]
+        ready.sort(key=lambda lane: lane.last_batch_at)
+        return ready
 
-    def take(self, batch_size: int, now: float) -> tuple[str, list[Leased]] | None:
-        """The next batch (one campaign, oldest campaign queue first), within the rate;
-        None when the rate allows nothing yet."""
-        allowed = min(batch_size, self._allowance(now))
-        if allowed < 1:
+    def next_start_at(self, now: float) -> float | None:
+        """When a lane may start a batch (after a suspension, when the rates allow);
+        None when only a batch ending (it wakes the engine) or new recipients can make
+        one start."""
+        if self.suspended(now):
+            return self.suspended_until if self.lanes else None
+        ready = self.ready_lanes()
+        if not ready or self.connections_free() < 1:
             return None
-        for campaign, queue in self.queues.items():
-            if queue:
-                batch = [queue.popleft() for _ in range(min(allowed, len(queue)))]
-                if not queue:
-                    del self.queues[campaign]
-                self._tokens -= len(batch)
-                return campaign, batch
-        return None
+        lanes_at = min(lane.bucket.next_token_at(now) for lane in ready)
+        return max(self.bucket.next_token_at(now), lanes_at)
 
-    def next_token_at(self, now: float) -> float:
-        """When the rate allows one more message."""
-        rate = self.messages_per_second
-        if rate is None or self._tokens >= 1:
-            return now
-        return now + (1 - self._tokens) / rate
+    def apply(self, limits: Limits) -> None:
+        """Sets the site's limits in force (the shape's, lowered by automation)."""
+        self.connections = max(1, limits.connections)
+        self.messages_per_connection = max(1, limits.messages_per_connection)
+        self.bucket.set_rate(limits.rate.per_second if limits.rate is not None else None)
 
-    def _allowance(self, now: float) -> int:
-        rate = self.messages_per_second
-        if rate is None:
-            self._tokens = float("inf")
-            return 1 << 30
-        if self._filled_at == 0.0:
-            self._tokens, self._filled_at = max(1.0, rate), now
-        self._tokens = min(max(1.0, rate), self._tokens + (now - self._filled_at) * rate)
-        self._filled_at = now
-        return int(self._tokens)
+    def start(
+        self, lane: Lane, limits: Limits, batch_size: int, now: float
+    ) -> tuple[str, list[Leased], Route] | None:
+        """A batch for `lane` within the site's and the lane's limits (`limits`: the
+        source's at this site): its campaign, recipients and route without the source's
+        egress; None when the connections or the rates allow nothing yet."""
+        free = self.connections_free()
+        if free < 1:
+            return None
+        lane.bucket.set_rate(limits.rate.per_second if limits.rate is not None else None)
+        most = min(batch_size, self.bucket.allowance(now), lane.bucket.allowance(now))
+        if most < 1:
+            return None
+        taken = lane.take(most)
+        if taken is None:
+            return None
+        campaign, batch = taken
+        self.bucket.spend(len(batch))
+        lane.bucket.spend(len(batch))
+        # Each lane with work gets an even share of the site's connections, at most what
+        # the batches in flight leave free and the source's own limit.
+        busy = sum(1 for other in self.lanes.values() if other.in_flight or other.queues)
+        share = -(-self.connections // max(1, busy))
+        lane.connections = max(1, min(free, share, limits.connections))
+        lane.in_flight = True
+        lane.sending = len(batch)
+        lane.last_batch_at = now
+        return campaign, batch, self._route(lane.connections, limits.messages_per_connection)
 
-    def apply(self, connections: int, per_connection: int, per_second: float | None) -> None:
-        """Sets the limits in force (the shape's, lowered by automation): the next batch's
-        route carries the connection limits, TLS policy and timeouts, the token bucket
-        the rate."""
-        connections, per_connection = max(1, connections), max(1, per_connection)
+    def finished(self, lane: Lane) -> None:
+        """The lane's batch ended: its connections are the site's again."""
+        lane.in_flight = False
+        lane.connections = 0
+        lane.sending = 0
+
+    def _route(self, connections: int, per_connection: int) -> Route:
+        """The site's route with the limits of one batch, its TLS policy and timeouts."""
+        per_connection = max(1, min(self.messages_per_connection, per_connection))
         route = self.route
         tls = self.shape.tls if self.shape is not None else None
         timeouts = self.shape.timeouts if self.shape is not None else None
@@ -102,37 +141,31 @@ class Site:
             route.max_messages_per_connection,
             route.tls,
             route.timeouts,
-        ) != wanted:
-            self.route = msgspec.structs.replace(
-                route,
-                max_connections=connections,
-                max_messages_per_connection=per_connection,
-                tls=tls,
-                timeouts=timeouts,
-            )
-        if per_second != self.messages_per_second:
-            self.messages_per_second = per_second
-            if per_second is not None:  # a lower rate starts with at most its own burst
-                self._tokens = min(self._tokens, max(1.0, per_second))
+        ) == wanted:
+            return route
+        return msgspec.structs.replace(
+            route,
+            max_connections=connections,
+            max_messages_per_connection=per_connection,
+            tls=tls,
+            timeouts=timeouts,
+        )
 
     def hold(self, campaign: str) -> list[Leased]:
         """Takes a campaign's waiting recipients out (automation suspended the campaign
         here); they go back to the spool."""
-        return list(self.queues.pop(campaign, ()))
+        return [r for lane in self.lanes.values() for r in lane.hold(campaign)]
 
     def take_all(self) -> list[Leased]:
-        """Every waiting recipient, out of the queues (automation bounces them)."""
-        waiting = [r for q in self.queues.values() for r in q]
-        self.queues.clear()
-        return waiting
+        """Every waiting recipient, out of the lanes (automation bounces them, or a
+        suspension sends them back to the spool)."""
+        return [r for lane in self.lanes.values() for r in lane.take_all()]
 
     def suspend(self, until: float) -> list[Leased]:
         """Suspends the site (why is in the spool: suspensions.py); returns its waiting
         recipients, which go back to the spool due when the suspension ends."""
         self.suspended_until = max(self.suspended_until, until)
-        waiting = [r for q in self.queues.values() for r in q]
-        self.queues.clear()
-        return waiting
+        return self.take_all()
 
     def lift(self) -> None:
         self.suspended_until = 0.0

@@ -31,8 +31,9 @@ from ..events import Event, EventBus
 from ..judge import Judge, Verdict
 from ..routing import Destination, Router
 from ..shaping import Shaping, empty
-from ..shaping.egress import Egress, is_host
+from ..shaping.egress import Egress, source_of
 from ..shaping.in_force import ActionsInForce
+from ..shaping.lane import Lane
 from ..shaping.site_shape import SiteShapes
 from ..shaping.sources import Source
 from ..sites import Site
@@ -41,7 +42,7 @@ from ..spooler import Spooler
 from ..submit import SubmitResult, chunks, rows
 from ..suspensions import Suspensions
 from ..transport import Transport
-from ..wire import Outcome, OutcomeKind, Recipient
+from ..wire import Outcome, OutcomeKind, Recipient, Route
 from .automate import Automator
 from .campaigns import Campaigns
 from .dispatch import Dispatcher
@@ -378,53 +379,99 @@ class Engine:
                 [(r, held[r.campaign]) for r in waiting if r.campaign in held]
             )
             waiting = [r for r in waiting if r.campaign not in held]
+        await parts.recorder.release(self._assign(parts, site, waiting, now))
+
+    def _assign(
+        self, parts: _Parts, site: Site, waiting: list[Leased], now: float
+    ) -> list[tuple[Leased, float]]:
+        """Puts recipients in the lanes of the sources their campaigns' pools give them
+        at the site; returns those no source can take now, with when to try again."""
+        shape = site.shape
+        provider = (shape.provider if shape is not None else None) or site.key
+        blocked = parts.actions.blocked(site.key, now)
+        by_campaign: dict[str, list[Leased]] = {}
         for r in waiting:
-            site.add(r.campaign, r)
+            by_campaign.setdefault(r.campaign, []).append(r)
+        wait: list[tuple[Leased, float]] = []
+        for campaign_id, recipients in by_campaign.items():
+            assignment = parts.egress.assign(
+                self._shaping,
+                parts.campaigns.pool(campaign_id),
+                site.key,
+                provider,
+                len(recipients),
+                blocked,
+                lambda lane: self._pending(lane, provider),
+                now,
+            )
+            for r, lane in zip(recipients, assignment.lanes, strict=False):
+                site.add(lane, campaign_id, r)
+            until = assignment.wait_until or now
+            wait += [(r, until) for r in recipients[len(assignment.lanes) :]]
+        return wait
+
+    def _pending(self, lane: str, provider: str) -> int:
+        """Recipients a source has queued or in flight for a provider's sites here."""
+        count = 0
+        for site in self._sites.values():
+            shape = site.shape
+            if ((shape.provider if shape is not None else None) or site.key) != provider:
+                continue
+            found = site.lanes.get(lane)
+            if found is not None:
+                count += found.waiting + found.sending
+        return count
 
     def _held(self, parts: _Parts) -> Iterator[Leased]:
         """Every recipient leased here and not yet settled, for renewals."""
         yield from parts.routes.held()
         for site in self._sites.values():
-            for queue in site.queues.values():
-                yield from queue
+            yield from site.queued()
         for batch in parts.dispatcher.in_flight.values():
             yield from batch
 
     def _dispatch(self, parts: _Parts, now: float) -> None:
+        """Starts a batch on every lane whose site's and source's limits allow one."""
         if self._stopping:
             return
         for site in self._sites.values():
-            if not site.ready(now):
+            shape = site.shape
+            if shape is None or site.suspended(now) or not site.lanes:
                 continue
-            campaign = site.peek()
-            if campaign is None or site.shape is None:
-                continue
-            choice = parts.egress.choose(
-                self._shaping,
-                parts.campaigns.pool(campaign),
-                site.key,
-                site.shape.provider or site.key,
-                parts.actions.blocked(site.key, now),
-                now,
-            )
-            source = choice.source
-            if source is None:  # no source may send here now: the campaign's wait
-                back = [(r, choice.wait_until or now) for r in site.hold(campaign)]
+            self._reassign(parts, site, now)
+            site.apply(parts.actions.limits(site.key, shape.site_limits, now))
+            for lane in site.ready_lanes():
+                source = source_of(self._shaping, lane.source)
+                if source is None:  # reassigned above: cannot happen
+                    continue
+                limits = parts.actions.limits(site.key, shape.source_limits, now, lane.source)
+                started = site.start(lane, limits, self.config.batch_size, now)
+                if started is None:
+                    if site.connections_free() < 1:
+                        break
+                    continue
+                campaign, batch, route = started
+                if lane.source:
+                    route = msgspec.structs.replace(
+                        route, source_address=source.address, helo_name=source.ehlo
+                    )
+                self._spawn(self._deliver(parts, site, lane, campaign, batch, route, source))
+
+    def _reassign(self, parts: _Parts, site: Site, now: float) -> None:
+        """Moves the recipients of sources taken out of their pools at the site (a
+        receiver blocked them, or a reload removed them) to the pools' other sources;
+        those that none can take go back to the spool until one can."""
+        blocked = parts.actions.blocked(site.key, now)
+        moved: list[Leased] = []
+        for lane in site.lanes.values():
+            if lane.queues and (
+                lane.source in blocked or source_of(self._shaping, lane.source) is None
+            ):
+                moved += lane.take_all()
+        if moved:
+            back = self._assign(parts, site, moved, now)
+            if back:
                 self._spawn(parts.recorder.release(back))
-                continue
-            name = "" if is_host(source) else source.name
-            limits = parts.actions.limits(site.key, site.shape, now, name)
-            rate = limits.rate.per_second if limits.rate is not None else None
-            site.apply(limits.connections, limits.messages_per_connection, rate)
-            size = self.config.batch_size
-            taken = site.take(
-                size if choice.allowance is None else min(size, choice.allowance), now
-            )
-            if taken is None:
-                continue
-            parts.egress.taken(choice)
-            site.in_flight = True
-            self._spawn(self._deliver(parts, site, *taken, source))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Runs a batch (or a release) as a task the pump waits for when it ends."""
@@ -444,21 +491,22 @@ class Engine:
             self._wake.set()
 
     async def _deliver(
-        self, parts: _Parts, site: Site, campaign_id: str, batch: list[Leased], source: Source
+        self,
+        parts: _Parts,
+        site: Site,
+        lane: Lane,
+        campaign_id: str,
+        batch: list[Leased],
+        route: Route,
+        source: Source,
     ) -> None:
-        """One batch from `source`; then automation and, if the outcomes say so, the
-        site is suspended."""
+        """One batch of a lane; then automation and, if the outcomes say so, the site is
+        suspended."""
         outcomes: list[Outcome] = []
-        name = "" if is_host(source) else source.name
         try:
             compiled = parts.campaigns.get(campaign_id)
             if compiled is None:  # loaded when leased: only a bug could lose it
                 raise Error(f"campaign {campaign_id!r} is not loaded")
-            route = site.route
-            if name:
-                route = msgspec.structs.replace(
-                    route, source_address=source.address, helo_name=source.ehlo
-                )
             outcomes = await parts.dispatcher.deliver(site, campaign_id, compiled, batch, route)
         finally:
             try:
@@ -467,12 +515,12 @@ class Engine:
                 await parts.egress.sent(source, provider, delivered, time.time())
                 # A reply that a shaping rule matches is the rule's to act on; the
                 # others get the built-in reaction (a 421 suspends the site).
-                unmatched = await parts.automator.observe(site, campaign_id, outcomes, name)
+                unmatched = await parts.automator.observe(site, campaign_id, outcomes, lane.source)
                 why = self._judge.suspension(unmatched)
                 if why is not None:
                     await self._suspend(parts, site, why)
             finally:
-                site.in_flight = False
+                site.finished(lane)
                 self._wake.set()
 
     async def _suspend(

@@ -63,6 +63,7 @@ class Scheduler:
             if due is not None:
                 wake_at = min(wake_at, due)
         for site in sites:
-            if site.waiting and not site.in_flight:
-                wake_at = min(wake_at, max(site.suspended_until, site.next_token_at(now)))
+            start_at = site.next_start_at(now)
+            if start_at is not None:
+                wake_at = min(wake_at, start_at)
         return max(0.0, wake_at - time.time())

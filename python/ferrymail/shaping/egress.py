@@ -1,4 +1,4 @@
-"""Egress: the source each batch leaves from (its campaign's pool, warm-up allowances,
+"""Egress: the source each recipient leaves from (its campaign's pool, warm-up allowances,
 sources blocked at the site), and what each source sent per provider today."""
 
 from __future__ import annotations
@@ -6,33 +6,32 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..spooler import Spooler
 from .shaping import Shaping
-from .sources import DEFAULT_POOL, HOST_SOURCE, Source, choose_source
+from .sources import DEFAULT_POOL, HOST_SOURCE, Pool, Source
 
 _log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Choice:
-    """A batch's source and how many messages it may carry (None: no warm-up cap); or,
-    without a source, until when the batch's recipients wait."""
+class Assignment:
+    """The lanes (source names, "" for the host's own address) of the first
+    `len(lanes)` recipients of a group; the others wait until `wait_until`."""
 
-    source: Source | None
-    allowance: int | None = None
+    lanes: list[str]
     wait_until: float | None = None
-    #: The (pool, site) whose round it is a step of (`Egress.taken`).
-    round: tuple[str, str] = ("", "")
 
 
 class Egress:
-    """Chooses sources for one engine. Each (pool, site) goes round its pool's schedule
-    batch by batch (smooth weighted round-robin), skipping the sources blocked at the
-    site and those whose warm-up allowance for the provider is used up today (UTC).
-    Counts of what each source delivered per provider today live in the spool, so a
-    restart does not give a warming source a second allowance."""
+    """Chooses sources for one engine. Each recipient routed to a site is given a source
+    of its campaign's pool there, going round the pool's schedule message by message
+    (smooth weighted round-robin, so a 3:1 pool splits 3:1 however the batches fall),
+    skipping the sources blocked at the site and those whose warm-up allowance for the
+    provider is used up today (UTC), counting what they have queued already. Counts of
+    what each source delivered per provider today live in the spool, so a restart does
+    not give a warming source a second allowance."""
 
     def __init__(self, spooler: Spooler) -> None:
         self._spooler = spooler
@@ -45,19 +44,70 @@ class Egress:
         self._day = _day(now)
         self._sent = await self._spooler.call(self._spooler.spool.warmup_sent, self._day)
 
-    def choose(
+    def assign(
         self,
         shaping: Shaping,
         pool_name: str | None,
         site: str,
         provider: str,
+        count: int,
         blocked: Mapping[str, float],
+        pending: Callable[[str], int],
         now: float,
-    ) -> Choice:
+    ) -> Assignment:
+        """Sources for `count` recipients of one campaign at `site`. `blocked`: source
+        -> until, for those taken out of their pools there; `pending(name)`: how many
+        recipients the source has queued or in flight for `provider`, which its
+        allowance must cover too."""
         day = _day(now)
         if day != self._day:  # a new day: yesterday's counts no longer limit anyone
             self._day, self._sent = day, {}
-        name = pool_name or DEFAULT_POOL
+        pool = self._pool(shaping, pool_name)
+        if len(pool.weights) == 1:  # the common case, one source: no round to go
+            only = shaping.sources[pool.weights[0][0]]
+            if only.warmup is None and only.name not in blocked:
+                return Assignment([lane_of(only)] * count)
+        date = datetime.date.fromisoformat(day)
+        left: dict[str, int | None] = {}
+        for name, _ in pool.weights:
+            source = shaping.sources[name]
+            if name in blocked:
+                left[name] = 0
+            elif source.warmup is None:
+                left[name] = None
+            else:
+                sent = self._sent.get((name, provider), 0) + pending(lane_of(source))
+                left[name] = source.allowance(date, sent)
+
+        def can_take(name: str) -> bool:
+            room = left[name]
+            return room is None or room > 0
+
+        key = (pool.name, site)
+        counter = self._counters.get(key, 0)
+        lanes: list[str] = []
+        for _ in range(count):
+            name = pool.choose(counter, can_take)
+            if name is None:
+                break
+            counter += 1
+            room = left[name]
+            if room is not None:
+                left[name] = room - 1
+            lanes.append(lane_of(shaping.sources[name]))
+        self._counters[key] = counter
+        if len(lanes) == count:
+            return Assignment(lanes)
+        # Every source is blocked here or has its allowance queued: wait for the first
+        # block to end, or for tomorrow's allowances.
+        tomorrow = datetime.datetime.combine(
+            date + datetime.timedelta(days=1), datetime.time(), datetime.UTC
+        ).timestamp()
+        ends = [until for name, until in blocked.items() if name in left]
+        return Assignment(lanes, wait_until=min([tomorrow, *ends]))
+
+    def _pool(self, shaping: Shaping, name: str | None) -> Pool:
+        name = name or DEFAULT_POOL
         pool = shaping.pools.get(name)
         if pool is None:
             if name not in self._warned:
@@ -69,27 +119,7 @@ class Egress:
                     shaping.name,
                 )
             pool = shaping.pools[DEFAULT_POOL]
-        key = (pool.name, site)
-        counter = self._counters.get(key, 0)
-        sent = {s: self._sent.get((s, provider), 0) for s, _ in pool.weights}
-        date = datetime.date.fromisoformat(day)
-        source = choose_source(
-            pool, shaping.sources, counter, day=date, sent_today=sent, blocked=blocked
-        )
-        if source is None:
-            # Every source is blocked here or has sent its allowance: wait for the
-            # first block to end, or for tomorrow's allowances.
-            tomorrow = datetime.datetime.combine(
-                date + datetime.timedelta(days=1), datetime.time(), datetime.UTC
-            ).timestamp()
-            ends = [until for s, until in blocked.items() if s in sent]
-            return Choice(None, wait_until=min([tomorrow, *ends]), round=key)
-        return Choice(source, source.allowance(date, sent[source.name]), round=key)
-
-    def taken(self, choice: Choice) -> None:
-        """A batch left from the choice's source: its round moves on (a choice whose
-        batch the rate did not allow yet is made again, the same)."""
-        self._counters[choice.round] = self._counters.get(choice.round, 0) + 1
+        return pool
 
     async def sent(self, source: Source, provider: str, messages: int, now: float) -> None:
         """Counts messages a source delivered to a provider (only sources with a
@@ -104,6 +134,11 @@ class Egress:
         await self._spooler.call(spool.add_warmup_sent, [(source.name, provider, day, messages)])
 
 
+def lane_of(source: Source) -> str:
+    """The name of a source's lanes: "" for the host's own address."""
+    return "" if is_host(source) else source.name
+
+
 def is_host(source: Source | None) -> bool:
     """The host's own address: the transport's settings, no source in the route."""
     return source is None or (source.name == HOST_SOURCE and source.address is None)
@@ -111,3 +146,12 @@ def is_host(source: Source | None) -> bool:
 
 def _day(now: float) -> str:
     return datetime.datetime.fromtimestamp(now, datetime.UTC).date().isoformat()
+
+
+def source_of(shaping: Shaping, lane: str) -> Source | None:
+    """The source a lane sends from; None when the shaping file in force no longer has
+    it (a reload took it out: its recipients go to the pool's other sources)."""
+    if lane:
+        return shaping.sources.get(lane)
+    host = shaping.sources.get(HOST_SOURCE)
+    return host if host is not None and is_host(host) else Source(HOST_SOURCE)

@@ -9,7 +9,6 @@ from collections.abc import Collection, Iterable
 from ..spool import ShapingAction
 from ..spooler import Spooler
 from .automation import Action, restored_limit, restored_rate
-from .site_shape import SiteShape
 from .units import Rate, parse_rate
 
 #: How often the spool is read for actions lifted from outside (`ferrymail flush`).
@@ -29,8 +28,10 @@ class Limits:
 class ActionsInForce:
     """The engine's view of the spool's shaping_action table.
 
-    An action on a site (scope "site", or "source" while the site has one source, the
-    host's own address) lowers its limits (`set`) or suspends it; on a campaign (scope
+    An action on a site (scope "site") lowers its limits (`set`) or suspends it; on a
+    source there (scope "source") lowers that source's limits at the site, or takes the
+    source out of its pools there (`blocked`; the host's own address, which has no
+    pool to leave, suspends the site instead); on a campaign (scope
     "campaign") holds that campaign's recipients there; `bounce` bounces what is queued
     for the site while it is in force. When an action ends, what it lowered climbs back
     to the configured value over its `restore` period (automation.restored_rate); after
@@ -83,17 +84,23 @@ class ActionsInForce:
         gone = {_key(a) for a in lifted}
         self._set(a for actions in self._by_site.values() for a in actions if _key(a) not in gone)
 
-    def limits(self, site: str, shape: SiteShape, now: float, source: str = "") -> Limits:
-        """The site's limits at `now` for a batch from `source` (a source's name; ""
-        for the host's own address)."""
+    def limits(
+        self, site: str, configured: Limits, now: float, source: str | None = None
+    ) -> Limits:
+        """The limits in force at `now`: the site's (`source` None; `configured` from
+        its shape), lowered by the site's actions; or one source's at the site (its
+        name, "" for the host's own address; `configured` from the shape's per_source),
+        lowered by the actions on that source there."""
         connections, per_connection, rate = (
-            shape.connections,
-            shape.messages_per_connection,
-            shape.rate,
+            configured.connections,
+            configured.messages_per_connection,
+            configured.rate,
         )
         for action in self._by_site.get(site, ()):
-            if action.scope == "campaign" or (
-                action.scope == "source" and action.source and action.source != source
+            if action.scope == "campaign":
+                continue
+            if (action.scope == "source") != (source is not None) or (
+                source is not None and action.source != source
             ):
                 continue
             if now >= action.until + action.restore:
@@ -101,18 +108,21 @@ class ActionsInForce:
             lowered = action.limits
             if action.suspend:
                 if now < action.until:
-                    continue  # suspended: the site sends nothing (Suspensions)
+                    continue  # suspended: the site (or source) sends nothing meanwhile
                 # After a suspension, everything climbs back from a quarter.
                 lowered = {"connection_limit": None, "max_message_rate": None, **lowered}
             for name, value in lowered.items():
                 if name == "connection_limit":
-                    connections = min(connections, _limit(shape.connections, value, action, now))
+                    connections = min(
+                        connections, _limit(configured.connections, value, action, now)
+                    )
                 elif name == "max_deliveries_per_connection":
                     per_connection = min(
-                        per_connection, _limit(shape.messages_per_connection, value, action, now)
+                        per_connection,
+                        _limit(configured.messages_per_connection, value, action, now),
                     )
                 elif name == "max_message_rate":
-                    rate = _lower(rate, _rate(shape.rate, value, action, now))
+                    rate = _lower(rate, _rate(configured.rate, value, action, now))
         return Limits(connections, per_connection, rate)
 
     def blocked(self, site: str, now: float) -> dict[str, float]:

@@ -10,7 +10,8 @@ from ..bounce import BounceClassifier
 from ..config import Config, SiteLimits
 from ..retry import RetryPolicy
 from ..wire import SessionTimeouts
-from .model import AutomationRule, Limits, Resolved
+from .in_force import Limits as InForce
+from .model import AutomationRule, Limits, Resolved, SourceLimits
 from .units import Rate
 
 _RETRY = ("first_retry", "multiplier", "max_interval", "jitter", "max_age")
@@ -39,6 +40,24 @@ class SiteShape:
     #: The provider entry that matched ("provider.google"), None for none: a source's
     #: warm-up counts per provider, or per site where none matched.
     provider: str | None = None
+    #: Limits of each source at the site (`[X.per_source]`); None: the site's.
+    per_source: SourceLimits = dataclasses.field(default_factory=SourceLimits)
+
+    @property
+    def site_limits(self) -> InForce:
+        """The site's configured limits, before automation."""
+        return InForce(self.connections, self.messages_per_connection, self.rate)
+
+    @property
+    def source_limits(self) -> InForce:
+        """One source's configured limits at the site, before automation: its own where
+        the file sets them, else the site's (the site's whole caps them anyway)."""
+        p = self.per_source
+        return InForce(
+            p.connection_limit or self.connections,
+            p.max_deliveries_per_connection or self.messages_per_connection,
+            p.max_message_rate or self.rate,
+        )
 
 
 class SiteShapes:
@@ -86,6 +105,7 @@ class SiteShapes:
             tls=limits.tls if set_by_file("tls") else None,
             provider=resolved.provider,
             timeouts=self._timeouts(limits, set_by_file),
+            per_source=limits.per_source,
         )
 
     def _timeouts(
