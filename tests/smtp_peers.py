@@ -50,6 +50,8 @@ class Connection:
     helo: str | None = None  # the name of the last EHLO or HELO (ScriptedServer)
     tls: bool = False  # STARTTLS completed
     closed: bool = False
+    opened_at: float = field(default_factory=time.time)  # when the peer accepted it
+    closed_at: float | None = None  # when the peer saw it end
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,21 @@ class _Recorder:
             connection = Connection(len(self.connections), client)
             self.connections.append(connection)
             return connection
+
+    def most_open_at_once(self, client: str | None = None) -> int:
+        """The most connections (from `client`'s address, or any) open at one moment, as
+        the peer saw them open and close."""
+        edges = sorted(
+            (t, step)
+            for c in self.connections
+            if client is None or c.client[0] == client
+            for t, step in ((c.opened_at, 1), (c.closed_at or float("inf"), -1))
+        )
+        most = now = 0
+        for _, step in edges:
+            now += step
+            most = max(most, now)
+        return most
 
     def wait_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
         """Waits until `condition()` holds: the client may be done before the peer's thread
@@ -276,7 +293,7 @@ class _ScriptedSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
         if self.record is not None:
-            self.record.closed = True
+            self.record.closed, self.record.closed_at = True, time.time()
         self.peer._live.discard(self)
 
     async def push(self, status: Any) -> None:
@@ -611,7 +628,7 @@ class _RawSession:
         except OSError:
             pass  # the client went away, or stop() shut the socket
         finally:
-            self.record.closed = True
+            self.record.closed, self.record.closed_at = True, time.time()
             with self.server._lock:
                 self.server._sockets.discard(self.sock)
             self.sock.close()
