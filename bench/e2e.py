@@ -91,7 +91,9 @@ BUSY = 0.25
 #: Seconds between progress lines on stderr while a row runs.
 PROGRESS_EVERY = 15.0
 CAMPAIGN_ID = "autumn-2026"
-ROWS = "source,ferrymail,python,ed25519,rsa"
+ROWS = "source,ferrymail,shaped,python,ed25519,rsa"
+# The shaped row's egress sources: every 127/8 address is the host's own.
+SHAPED_SOURCES = ("127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24")
 HOW_TO_RUN = {"million": "--million", "rsa": "without --no-dkim, and in --rows"}
 
 
@@ -152,6 +154,7 @@ class Spec(msgspec.Struct, kw_only=True):
     event_log: bool = False
     submit_first: bool = False
     timeout: float = MIN_TIMEOUT
+    shaping: str | None = None  # a shaping file in workdir (the "shaped" row)
 
 
 class Result(msgspec.Struct, kw_only=True):
@@ -243,14 +246,20 @@ async def run_ferrymail(spec: Spec) -> Result:
     spool = work / f"{campaign_id}.db"
     for stale in work.glob(f"{campaign_id}.db*"):
         stale.unlink()
+    # The shaped row's sources each have their share of the connections the others have
+    # from the host's own address, so that both open as many to the sink.
+    per_host = spec.connections
+    if spec.shaping is not None:
+        per_host = max(1, round(spec.connections / len(SHAPED_SOURCES)))
     config = ferrymail.Config(
         helo_name=HELO,
         dns_servers=[spec.dns],
         mx_port=spec.port,
+        shaping=str(work / spec.shaping) if spec.shaping is not None else None,
         smtp=ferrymail.SmtpOptions(
             HELO,
             tls="off",
-            max_connections_per_host=spec.connections,
+            max_connections_per_host=per_host,
             max_messages_per_connection=spec.per_connection,
         ),
         site_limits=ferrymail.SiteLimits(
@@ -723,6 +732,44 @@ def write_keys(directory: Path) -> None:
         (directory / f"{name}.pem").write_bytes(pem)
 
 
+SHAPED_ENTRIES = 50
+SHAPED_RULES = 20
+
+
+def write_shaping(directory: Path, args: argparse.Namespace) -> None:
+    """The shaped row's file: 4 sources in the default pool, 50 entries (domains, the MX
+    sets as providers and as sites) that set the same limits as the other rows, and 20
+    automation rules on throttling replies the sink never sends, so the row measures what
+    shaping costs, not a throttle."""
+    lines = []
+    for i, address in enumerate(SHAPED_SOURCES, start=1):
+        lines += [f"[source.ip{i}]", f'address = "{address}"', f'ehlo = "mta{i}.bench.test"']
+    weights = ", ".join(f"ip{i} = 1" for i in range(1, len(SHAPED_SOURCES) + 1))
+    lines += ["[pool.default]", f"sources = {{ {weights} }}"]
+    limits = [
+        f"connection_limit = {args.connections}",
+        f"max_deliveries_per_connection = {args.per_connection}",
+    ]
+    lines += ["[default]", *limits]
+    for r in range(SHAPED_RULES):
+        lines += [
+            "[[default.automation]]",
+            f'name = "throttle-{r}"',
+            f"regex = '^4\\d\\d 4\\.7\\.{r} .*(rate|throttl)'",
+            'trigger = "3/h"',
+            'scope = "source"',
+            'set = { max_message_rate = "10/min" }',
+            'duration = "1h"',
+        ]
+    sites = min(args.sites, 5)
+    for s in range(sites):
+        lines += [f"[provider.bench{s}]", f'mx_suffix = [".mail{s}.test"]', *limits]
+        lines += [f'[site."mx1.mail{s}.test"]', *limits]
+    for d in range(SHAPED_ENTRIES - 2 * sites):
+        lines += [f'[domain."{domain(d)}"]', *limits]
+    (directory / "shaping.toml").write_text("\n".join(lines) + "\n")
+
+
 def sample_message(directory: Path, domains: int) -> int:
     """The sample rendered for one recipient, written for smtp-source -F; its size."""
     first = next(recipients(1, domains))
@@ -759,6 +806,14 @@ def plan(args: argparse.Namespace, base: dict[str, Any]) -> list[Row]:
             "python", f"Python ESP, {c} conn", Spec(kind="python", recipients=python_n, **base)
         ),
     }
+    shaped = Spec(kind="ferrymail", recipients=n, shaping="shaping.toml", **base)
+    per_source = max(1, round(c / len(SHAPED_SOURCES)))
+    candidates["shaped"] = Row(
+        "shaped",
+        f"ferrymail, shaped ({SHAPED_ENTRIES} entries, {SHAPED_RULES} rules, "
+        f"{len(SHAPED_SOURCES)} sources x {per_source} conn)",
+        shaped,
+    )
     for key, name in (("ed25519", "Ed25519"), ("rsa", "RSA-2048")):
         spec = Spec(kind="ferrymail", recipients=n, dkim=key, **base)
         candidates[key] = Row(key, f"ferrymail, DKIM {name}", spec)
@@ -824,6 +879,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = sample_message(work, args.domains)
         if not args.no_dkim:
             write_keys(work)
+        write_shaping(work, args)
         (work / "dns").mkdir()
         dns_server = DnsServer(work / "dns", ipv6=False)
         for origin, records in zones(args.domains, args.sites).items():

@@ -113,10 +113,11 @@ class Site:
         campaign, batch = taken
         self.bucket.spend(len(batch))
         lane.bucket.spend(len(batch))
-        # Each lane with work gets an even share of the site's connections, at most what
-        # the batches in flight leave free and the source's own limit.
-        busy = sum(1 for other in self.lanes.values() if other.in_flight or other.queues)
-        share = -(-self.connections // max(1, busy))
+        # Each lane gets an even share of the site's connections, at most what the
+        # batches in flight leave free and the source's own limit. Even when the other
+        # lanes are idle: the transport keeps their connections open (pooled, counted
+        # per source) for their next batch, and the receiver counts those too.
+        share = -(-self.connections // len(self.lanes))
         lane.connections = max(1, min(free, share, limits.connections))
         lane.in_flight = True
         lane.sending = len(batch)

@@ -463,11 +463,12 @@ class Engine:
         those that none can take go back to the spool until one can."""
         blocked = parts.actions.blocked(site.key, now)
         moved: list[Leased] = []
-        for lane in site.lanes.values():
-            if lane.queues and (
-                lane.source in blocked or source_of(self._shaping, lane.source) is None
-            ):
+        for lane in list(site.lanes.values()):
+            gone = source_of(self._shaping, lane.source) is None
+            if lane.queues and (gone or lane.source in blocked):
                 moved += lane.take_all()
+            if gone and not lane.in_flight:  # its share of connections is the others'
+                del site.lanes[lane.source]
         if moved:
             back = self._assign(parts, site, moved, now)
             if back:

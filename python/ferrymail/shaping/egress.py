@@ -85,6 +85,11 @@ class Egress:
 
         key = (pool.name, site)
         counter = self._counters.get(key, 0)
+        if all(room is None for room in left.values()):  # no source capped nor blocked
+            size = len(pool.schedule)
+            order = [lane_of(shaping.sources[name]) for name in pool.schedule]
+            self._counters[key] = counter + count
+            return Assignment([order[(counter + i) % size] for i in range(count)])
         lanes: list[str] = []
         for _ in range(count):
             name = pool.choose(counter, can_take)
