@@ -67,12 +67,15 @@ def inbound_config(path: str | None, domains: list[str]) -> InboundConfig:
             return msgspec.structs.replace(config, domains=merged)
         if not domains:
             raise CliError("give --domain DOMAIN (or --config FILE with domains)")
-        secrets = {
-            "verp_secrets": os.environ.get(VERP_SECRET_ENV),
-            "tracking_secrets": os.environ.get(SECRET_ENV),
-            "unsubscribe_secrets": os.environ.get(UNSUBSCRIBE_SECRET_ENV),
-        }
-        return InboundConfig(domains=domains, **{field: [s] for field, s in secrets.items() if s})
+        verp, tracking, unsubscribe = (
+            os.environ.get(name) for name in (VERP_SECRET_ENV, SECRET_ENV, UNSUBSCRIBE_SECRET_ENV)
+        )
+        return InboundConfig(
+            domains=domains,
+            verp_secrets=[verp] if verp else [],
+            tracking_secrets=[tracking] if tracking else [],
+            unsubscribe_secrets=[unsubscribe] if unsubscribe else [],
+        )
     except ConfigError as e:
         raise CliError(str(e)) from None
 

@@ -19,36 +19,34 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from ..bounce import BounceClassifier
 from ..campaign import Campaign
-from ..config import Config, SiteLimits
+from ..config import Config
 from ..errors import ConfigError, Error
 from ..events import Event, EventBus
 from ..judge import Judge, Verdict
 from ..routing import Destination, Router
 from ..shaping import Shaping, empty
-from ..shaping.egress import Egress, source_of
+from ..shaping.egress import Egress
 from ..shaping.in_force import ActionsInForce
-from ..shaping.lane import Lane
-from ..shaping.site_shape import SiteShapes
-from ..shaping.sources import Source
 from ..sites import Site
 from ..spool import Leased, Report, SqliteSpool
 from ..spooler import Spooler
 from ..submit import SubmitResult, chunks, rows
 from ..suspensions import Suspensions
 from ..transport import Transport
-from ..wire import Outcome, OutcomeKind, Recipient, Route
+from ..wire import Outcome, OutcomeKind, Recipient
 from .automate import Automator
 from .campaigns import Campaigns
 from .dispatch import Dispatcher
 from .recorder import Recorder
 from .routes import Routes
 from .scheduler import Scheduler
+from .traffic import Start, Traffic
 
 _encoder = msgspec.msgpack.Encoder()
 # Attempts of one recipient in a row that may be cut short by the death of the process
@@ -89,6 +87,9 @@ class _Parts:
         self.automator = Automator(self.actions, self.recorder, engine._judge, suspend)
         self.dispatcher = Dispatcher(spooler, transport, engine._judge, self.recorder)
         self.routes = Routes(engine._router, engine._routed, engine._wake.set)
+        self.traffic = Traffic(
+            engine.config, engine._shaping, self.actions, self.egress, self.campaigns
+        )
 
 
 class Engine:
@@ -113,12 +114,9 @@ class Engine:
             self.config.suppress_hard_bounces,
             listened=lambda: self._bus.listened,
         )
-        # The shaping file in force (`reload_shaping` swaps it) and what it makes of
-        # each site.
+        # The shaping file in force (`reload_shaping` swaps it).
         self._shaping = self.config.shaping if isinstance(self.config.shaping, Shaping) else empty()
-        self._shapes = SiteShapes(self.config)
         self._parts: _Parts | None = None
-        self._sites: dict[str, Site] = {}
         self._batches: set[asyncio.Task[None]] = set()
         # A batch that failed (the spool could not be written): raised by the pump.
         self._failure: BaseException | None = None
@@ -278,7 +276,7 @@ class Engine:
         suspensions; returns how many recipients were made due."""
         parts = self._open()
         # Lifted before the recipients are made due, or they would go back to wait.
-        await parts.suspensions.lift(self._sites.values(), domain)
+        await parts.suspensions.lift(parts.traffic.sites.values(), domain)
         await parts.actions.lift(domain)
         count = await parts.spooler.call(parts.spooler.spool.flush, domain)
         self._router.flush()
@@ -303,7 +301,7 @@ class Engine:
             now = time.time()
             self._dispatch(parts, now)
             await scheduler.renew(now, self._held(parts))
-            if await parts.suspensions.refresh(self._sites.values(), now):
+            if await parts.suspensions.refresh(parts.traffic.sites.values(), now):
                 self._wake.set()
             if await parts.actions.refresh(now):
                 self._wake.set()
@@ -315,7 +313,7 @@ class Engine:
             ):
                 break
             with contextlib.suppress(TimeoutError):
-                idle = await scheduler.idle_for(now, self._sites.values())
+                idle = await scheduler.idle_for(now, parts.traffic.sites.values())
                 await asyncio.wait_for(self._wake.wait(), idle)
         if self._batches:
             await asyncio.gather(*self._batches, return_exceptions=True)
@@ -361,11 +359,13 @@ class Engine:
                 self._judge.one(judged, r.campaign, r, outcome, now)
             await parts.recorder.record(judged)
             return
-        site = self._site(parts, dest, domain)
-        if parts.suspensions.holds(self._sites, site.key, now):
+        site, new = parts.traffic.site(dest, domain)
+        if new:
+            parts.suspensions.restore(site)  # from before a restart
+        if parts.suspensions.holds(parts.traffic.sites, site.key, now):
             # Before recipients go back for a suspension: `ferrymail flush` (another
             # process) may have lifted it, and made these due for that very reason.
-            await parts.suspensions.refresh(self._sites.values(), now, due=True)
+            await parts.suspensions.refresh(parts.traffic.sites.values(), now, due=True)
         if site.suspended(now):
             await parts.recorder.release([(r, site.suspended_until) for r in waiting])
             return
@@ -379,54 +379,12 @@ class Engine:
                 [(r, held[r.campaign]) for r in waiting if r.campaign in held]
             )
             waiting = [r for r in waiting if r.campaign not in held]
-        await parts.recorder.release(self._assign(parts, site, waiting, now))
-
-    def _assign(
-        self, parts: _Parts, site: Site, waiting: list[Leased], now: float
-    ) -> list[tuple[Leased, float]]:
-        """Puts recipients in the lanes of the sources their campaigns' pools give them
-        at the site; returns those no source can take now, with when to try again."""
-        shape = site.shape
-        provider = (shape.provider if shape is not None else None) or site.key
-        blocked = parts.actions.blocked(site.key, now)
-        by_campaign: dict[str, list[Leased]] = {}
-        for r in waiting:
-            by_campaign.setdefault(r.campaign, []).append(r)
-        wait: list[tuple[Leased, float]] = []
-        for campaign_id, recipients in by_campaign.items():
-            assignment = parts.egress.assign(
-                self._shaping,
-                parts.campaigns.pool(campaign_id),
-                site.key,
-                provider,
-                len(recipients),
-                blocked,
-                lambda lane: self._pending(lane, provider),
-                now,
-            )
-            for r, lane in zip(recipients, assignment.lanes, strict=False):
-                site.add(lane, campaign_id, r)
-            until = assignment.wait_until or now
-            wait += [(r, until) for r in recipients[len(assignment.lanes) :]]
-        return wait
-
-    def _pending(self, lane: str, provider: str) -> int:
-        """Recipients a source has queued or in flight for a provider's sites here."""
-        count = 0
-        for site in self._sites.values():
-            shape = site.shape
-            if ((shape.provider if shape is not None else None) or site.key) != provider:
-                continue
-            found = site.lanes.get(lane)
-            if found is not None:
-                count += found.waiting + found.sending
-        return count
+        await parts.recorder.release(parts.traffic.assign(site, waiting, now))
 
     def _held(self, parts: _Parts) -> Iterator[Leased]:
         """Every recipient leased here and not yet settled, for renewals."""
         yield from parts.routes.held()
-        for site in self._sites.values():
-            yield from site.queued()
+        yield from parts.traffic.queued()
         for batch in parts.dispatcher.in_flight.values():
             yield from batch
 
@@ -434,45 +392,11 @@ class Engine:
         """Starts a batch on every lane whose site's and source's limits allow one."""
         if self._stopping:
             return
-        for site in self._sites.values():
-            shape = site.shape
-            if shape is None or site.suspended(now) or not site.lanes:
-                continue
-            self._reassign(parts, site, now)
-            site.apply(parts.actions.limits(site.key, shape.site_limits, now))
-            for lane in site.ready_lanes():
-                source = source_of(self._shaping, lane.source)
-                if source is None:  # reassigned above: cannot happen
-                    continue
-                limits = parts.actions.limits(site.key, shape.source_limits, now, lane.source)
-                started = site.start(lane, limits, self.config.batch_size, now)
-                if started is None:
-                    if site.connections_free() < 1:
-                        break
-                    continue
-                campaign, batch, route = started
-                if lane.source:
-                    route = msgspec.structs.replace(
-                        route, source_address=source.address, helo_name=source.ehlo
-                    )
-                self._spawn(self._deliver(parts, site, lane, campaign, batch, route, source))
-
-    def _reassign(self, parts: _Parts, site: Site, now: float) -> None:
-        """Moves the recipients of sources taken out of their pools at the site (a
-        receiver blocked them, or a reload removed them) to the pools' other sources;
-        those that none can take go back to the spool until one can."""
-        blocked = parts.actions.blocked(site.key, now)
-        moved: list[Leased] = []
-        for lane in list(site.lanes.values()):
-            gone = source_of(self._shaping, lane.source) is None
-            if lane.queues and (gone or lane.source in blocked):
-                moved += lane.take_all()
-            if gone and not lane.in_flight:  # its share of connections is the others'
-                del site.lanes[lane.source]
-        if moved:
-            back = self._assign(parts, site, moved, now)
-            if back:
-                self._spawn(parts.recorder.release(back))
+        starts, back = parts.traffic.plan(now)
+        if back:
+            self._spawn(parts.recorder.release(back))
+        for start in starts:
+            self._spawn(self._deliver(parts, start))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Runs a batch (or a release) as a task the pump waits for when it ends."""
@@ -491,29 +415,23 @@ class Engine:
             self._failure = failure
             self._wake.set()
 
-    async def _deliver(
-        self,
-        parts: _Parts,
-        site: Site,
-        lane: Lane,
-        campaign_id: str,
-        batch: list[Leased],
-        route: Route,
-        source: Source,
-    ) -> None:
+    async def _deliver(self, parts: _Parts, start: Start) -> None:
         """One batch of a lane; then automation and, if the outcomes say so, the site is
         suspended."""
+        site, lane, campaign_id = start.site, start.lane, start.campaign
         outcomes: list[Outcome] = []
         try:
             compiled = parts.campaigns.get(campaign_id)
             if compiled is None:  # loaded when leased: only a bug could lose it
                 raise Error(f"campaign {campaign_id!r} is not loaded")
-            outcomes = await parts.dispatcher.deliver(site, campaign_id, compiled, batch, route)
+            outcomes = await parts.dispatcher.deliver(
+                site, campaign_id, compiled, start.batch, start.route
+            )
         finally:
             try:
                 delivered = sum(o.status == "delivered" for o in outcomes)
                 provider = site.shape.provider or site.key if site.shape else site.key
-                await parts.egress.sent(source, provider, delivered, time.time())
+                await parts.egress.sent(start.source, provider, delivered, time.time())
                 # A reply that a shaping rule matches is the rule's to act on; the
                 # others get the built-in reaction (a 421 suspends the site).
                 unmatched = await parts.automator.observe(site, campaign_id, outcomes, lane.source)
@@ -541,34 +459,16 @@ class Engine:
         rules and automation rules are taken from it from its next batch on. Nothing
         queued is touched, and the actions in force stay."""
         self._shaping = shaping
-        for site in self._sites.values():
-            if site.domains:
-                self._shape(site, next(iter(site.domains)), site.limits)
-
-    def _shape(self, site: Site, domain: str, fallback: SiteLimits) -> None:
-        resolved = self._shaping.resolve(domain, site.key, [h.name for h in site.route.hosts])
-        site.shape = self._shapes.shape(resolved, fallback)
-
-    def _site(self, parts: _Parts, dest: Destination, domain: str) -> Site:
-        route = dest.route
-        if route is None:
-            raise Error(f"{domain}: a destination without a route has no site")
-        site = self._sites.get(dest.site)
-        if site is None:
-            site = self._sites[dest.site] = Site(dest.site, route, dest.limits)
-            parts.suspensions.restore(site)  # from before a restart
-        else:
-            site.route = route  # addresses may have changed with DNS
-        site.domains.add(domain)
-        if site.shape is None:
-            self._shape(site, domain, dest.limits)
-        return site
+        if self._parts is not None:
+            self._parts.traffic.reload(shaping)
 
     # --- reading ----------------------------------------------------------------------
 
     def events(self) -> AsyncIterator[Event]:
         """Every state change from now on, as `Event`s."""
-        return self._bus.subscribe()
+        # The engine's bus carries only Events (FeedbackEvents come from the web and
+        # inbound processes' buses).
+        return cast("AsyncIterator[Event]", self._bus.subscribe())
 
     async def report(self, campaign_id: str) -> Report:
         """Counts by state, by domain and by bounce category, and the commonest replies."""

@@ -8,7 +8,7 @@ to the suppression list, in the same transaction as the row.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import msgspec
 import orjson
@@ -218,7 +218,7 @@ def _event(kind: str, found: Found, at: float, detail: str) -> FeedbackEvent:
     )
 
 
-def _json(detail: dict[str, object]) -> str:
+def _json(detail: Mapping[str, object]) -> str:
     return orjson.dumps({k: v for k, v in detail.items() if v not in (None, [])}).decode()
 
 

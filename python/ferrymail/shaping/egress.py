@@ -92,14 +92,14 @@ class Egress:
             return Assignment([order[(counter + i) % size] for i in range(count)])
         lanes: list[str] = []
         for _ in range(count):
-            name = pool.choose(counter, can_take)
-            if name is None:
+            chosen = pool.choose(counter, can_take)
+            if chosen is None:
                 break
             counter += 1
-            room = left[name]
+            room = left[chosen]
             if room is not None:
-                left[name] = room - 1
-            lanes.append(lane_of(shaping.sources[name]))
+                left[chosen] = room - 1
+            lanes.append(lane_of(shaping.sources[chosen]))
         self._counters[key] = counter
         if len(lanes) == count:
             return Assignment(lanes)
@@ -111,8 +111,8 @@ class Egress:
         ends = [until for name, until in blocked.items() if name in left]
         return Assignment(lanes, wait_until=min([tomorrow, *ends]))
 
-    def _pool(self, shaping: Shaping, name: str | None) -> Pool:
-        name = name or DEFAULT_POOL
+    def _pool(self, shaping: Shaping, wanted: str | None) -> Pool:
+        name = wanted or DEFAULT_POOL
         pool = shaping.pools.get(name)
         if pool is None:
             if name not in self._warned:

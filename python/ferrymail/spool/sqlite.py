@@ -250,22 +250,22 @@ class SqliteSpool:
         (from an earlier insert, or earlier in `rows`) is left out, and its id is None.
         So submitting a list again, after a crash or by mistake, queues nobody twice."""
         now = self._clock()
-        rows = _first_of_each_key(rows)
+        firsts = _first_of_each_key(rows)
         with self._transaction() as db:
             campaign = self._campaign(campaign_id)
             # Ids are given here, not by SQLite, so that they are known without reading
             # them back: the write lock is held, nobody else can take them meanwhile.
             first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM recipient").fetchone()[0]
-            if any(row is not None for row in rows):
+            if any(row is not None for row in firsts):
                 db.execute(
                     "UPDATE campaign SET first_id = ? WHERE id = ? AND first_id IS NULL",
                     (first, campaign),
                 )
-            queued, final = sql.insert_rows(rows, first, campaign, now)
+            queued, final = sql.insert_rows(firsts, first, campaign, now)
             added = db.executemany(sql.INSERT_QUEUED, queued).rowcount
             added += db.executemany(sql.INSERT_FINAL, final).rowcount
             ids: list[int | None] = [
-                None if row is None else id_ for id_, row in enumerate(rows, first)
+                None if row is None else id_ for id_, row in enumerate(firsts, first)
             ]
             if added < len(queued) + len(final):
                 # Some keys were in the campaign already (rare: a resubmit): the ids
@@ -274,7 +274,7 @@ class SqliteSpool:
                     id_
                     for (id_,) in db.execute(
                         "SELECT id FROM recipient WHERE id BETWEEN ? AND ?",
-                        (first, first + len(rows) - 1),
+                        (first, first + len(firsts) - 1),
                     )
                 }
                 ids = [id_ if id_ in present else None for id_ in ids]
