@@ -83,14 +83,17 @@ _CITIES = ["Oslo", "Bergen", "Hamburg", "Kiel", "Göteborg", "Halifax", "Seattle
 _NAMES = ["Ann", "Bo", "Chiara", "Dmitri", "Émilie", "Farah", "Günther", "Hiro", "Ines"]
 
 
-def campaign(campaign_id: str = "autumn-2026", dkim: Sequence[DkimKey] = ()) -> Campaign:
-    """The sample campaign with click and open tracking and one-click unsubscribe."""
+def campaign(
+    campaign_id: str = "autumn-2026", dkim: Sequence[DkimKey] = (), html: str = HTML
+) -> Campaign:
+    """The sample campaign with click and open tracking and one-click unsubscribe (`html`:
+    another HTML part, e.g. a longer one for a benchmark)."""
     return Campaign(
         id=campaign_id,
         sender=SENDER,
         from_=FROM,
         subject=SUBJECT,
-        html=HTML,
+        html=html,
         text=TEXT,
         headers={"Feedback-ID": "autumn-2026:news:ferry"},
         tracking=Tracking(base_url=TRACKING_BASE, secret=SECRET),
