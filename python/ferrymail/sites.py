@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .config import SiteLimits
-from .shaping.bucket import TokenBucket
+from .shaping.bucket import Bucket, TokenBucket
 from .shaping.lane import Lane
 from .spool import Leased
 from .wire import Route
@@ -28,7 +28,9 @@ class Site:
     every message takes a token from the site's bucket and from its lane's (the source's
     own rate there, `per_source` in the shaping file)."""
 
-    def __init__(self, key: str, route: Route, limits: SiteLimits) -> None:
+    def __init__(
+        self, key: str, route: Route, limits: SiteLimits, bucket: Bucket | None = None
+    ) -> None:
         self.key = key
         self.route = route
         self.limits = limits
@@ -41,7 +43,9 @@ class Site:
         # In force now: the shape's, as automation's actions lower them (`apply`).
         self.connections = max(1, limits.connections)
         self.messages_per_connection = max(1, limits.messages_per_connection)
-        self.bucket = TokenBucket(limits.messages_per_second)
+        # The site's rate: this engine's own, or the fleet's (shaping/grants.py).
+        self.bucket: Bucket = bucket if bucket is not None else TokenBucket()
+        self.bucket.set_rate(limits.messages_per_second)
 
     @property
     def messages_per_second(self) -> float | None:

@@ -4,7 +4,7 @@ the shaping file in force, automation's actions and the pools' sources."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgspec
 
@@ -12,6 +12,7 @@ from ..config import Config, SiteLimits
 from ..errors import Error
 from ..routing import Destination
 from ..shaping import Shaping
+from ..shaping.bucket import Bucket
 from ..shaping.egress import Egress, source_of
 from ..shaping.in_force import ActionsInForce
 from ..shaping.lane import Lane
@@ -50,8 +51,11 @@ class Traffic:
         actions: ActionsInForce,
         egress: Egress,
         campaigns: Campaigns,
+        fleet_bucket: Callable[[str], Bucket] | None = None,
     ) -> None:
         self.sites: dict[str, Site] = {}
+        # Makes a site's rate bucket shared by the fleet (None: each engine its own).
+        self._fleet_bucket = fleet_bucket
         self.shaping = shaping
         self._shapes = SiteShapes(config)
         self._batch_size = config.batch_size
@@ -67,7 +71,8 @@ class Traffic:
         site = self.sites.get(dest.site)
         new = site is None
         if site is None:
-            site = self.sites[dest.site] = Site(dest.site, route, dest.limits)
+            bucket = self._fleet_bucket(dest.site) if self._fleet_bucket is not None else None
+            site = self.sites[dest.site] = Site(dest.site, route, dest.limits, bucket)
         else:
             site.route = route  # addresses may have changed with DNS
         site.domains.add(domain)

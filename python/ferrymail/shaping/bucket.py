@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
+
+class Bucket(Protocol):
+    """A message rate as tokens: TokenBucket (one engine's) or grants.FleetBucket (the
+    fleet's, through the spool)."""
+
+    per_second: float | None
+
+    def allowance(self, now: float) -> int: ...
+    def spend(self, tokens: int) -> None: ...
+    def next_token_at(self, now: float) -> float: ...
+    def set_rate(self, per_second: float | None) -> None: ...
+
 
 class TokenBucket:
     """`per_second` tokens a second (None: no limit), holding at most max(1, per_second):
