@@ -46,7 +46,7 @@ from .dispatch import Dispatcher
 from .recorder import Recorder
 from .routes import Routes
 from .scheduler import Scheduler
-from .traffic import Start, Traffic
+from .traffic import Start, Traffic, provider_of
 
 _encoder = msgspec.msgpack.Encoder()
 # Attempts of one recipient in a row that may be cut short by the death of the process
@@ -430,7 +430,7 @@ class Engine:
         finally:
             try:
                 delivered = sum(o.status == "delivered" for o in outcomes)
-                provider = site.shape.provider or site.key if site.shape else site.key
+                provider = provider_of(site)
                 await parts.egress.sent(start.source, provider, delivered, time.time())
                 # A reply that a shaping rule matches is the rule's to act on; the
                 # others get the built-in reaction (a 421 suspends the site).

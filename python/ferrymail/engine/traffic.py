@@ -99,7 +99,7 @@ class Traffic:
     def assign(self, site: Site, waiting: list[Leased], now: float) -> Back:
         """Puts recipients in the lanes of the sources their campaigns' pools give them
         at the site; returns those no source can take now, with when to try again."""
-        provider = _provider(site)
+        provider = provider_of(site)
         blocked = self._actions.blocked(site.key, now)
         by_campaign: dict[str, list[Leased]] = {}
         for r in waiting:
@@ -127,7 +127,7 @@ class Traffic:
         count = 0
         for site in self.sites.values():
             found = site.lanes.get(lane)
-            if found is not None and _provider(site) == provider:
+            if found is not None and provider_of(site) == provider:
                 count += found.waiting + found.sending
         return count
 
@@ -175,7 +175,7 @@ class Traffic:
         return self.assign(site, moved, now) if moved else []
 
 
-def _provider(site: Site) -> str:
+def provider_of(site: Site) -> str:
     """What a site's warm-up counts go by: its provider entry, or the site itself."""
     shape = site.shape
     return (shape.provider if shape is not None else None) or site.key
