@@ -50,6 +50,8 @@ class Connection:
     helo: str | None = None  # the name of the last EHLO or HELO (ScriptedServer)
     tls: bool = False  # STARTTLS completed
     closed: bool = False
+    # When the peer accepted it (time.time()): connection rates measured on the peer.
+    opened_at: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
