@@ -11,6 +11,7 @@ from ferrymail import _core, sample
 from ferrymail.errors import WireError
 from ferrymail.wire import (
     CampaignSpec,
+    ConnectionRate,
     DkimKeySpec,
     MxHost,
     Outcome,
@@ -203,6 +204,10 @@ INSTANCES: dict[str, list[tuple[str, msgspec.Struct]]] = {
             SessionTimeouts(0.25, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 86_400.0),
         ),
     ],
+    "ConnectionRate": [
+        ("site", ConnectionRate("gmail.com", 10.0)),
+        ("site-and-source", ConnectionRate("gmail.com\x00mta21", 0.25)),
+    ],
     "Route": [
         ("empty", Route([])),
         ("two-hosts", Route([MxHost("a.example", ["127.0.0.2"], 2525), MxHost("b", ["::1"])])),
@@ -216,6 +221,10 @@ INSTANCES: dict[str, list[tuple[str, msgspec.Struct]]] = {
                 helo_name="mta21.example.com",
                 tls="required",
                 timeouts=SessionTimeouts(greeting_timeout=0.5),
+                connection_rates=[
+                    ConnectionRate("gmail.com", 10.0),
+                    ConnectionRate("gmail.com\x00mta21", 2.5),
+                ],
             ),
         ),
         ("source-only", Route([], source_address="127.0.0.21")),
@@ -321,6 +330,10 @@ def test_a_route_or_outcome_of_an_older_ferrymail_decodes_with_defaults() -> Non
     old_route = msgspec.msgpack.encode([[], 2, 0])
     again = msgspec.msgpack.decode(_core.wire_roundtrip("Route", old_route), type=Route)
     assert again == Route([], max_connections=2)
+    # One written before connection_rates (seven fields): no buckets.
+    before_rates = msgspec.msgpack.encode([[], 0, 0, "127.0.0.21", None, None, None])
+    again = msgspec.msgpack.decode(_core.wire_roundtrip("Route", before_rates), type=Route)
+    assert again == Route([], source_address="127.0.0.21") and again.connection_rates == []
     old_outcome = msgspec.msgpack.encode(
         ["delivered", 250, None, "ok", "dot", None, None, None, 1.0, None, "reply"]
     )

@@ -24,6 +24,7 @@ from .spool import Report
 from .submit import SubmitResult
 from .transport import Transport
 from .wire import (
+    ConnectionRate,
     MxHost,
     Outcome,
     OutcomeKind,
@@ -44,6 +45,7 @@ __all__ = [
     "Campaign",
     "Config",
     "ConfigError",
+    "ConnectionRate",
     "DkimKey",
     "DkimKeys",
     "Engine",

@@ -147,6 +147,16 @@ class SessionTimeouts(msgspec.Struct, array_like=True, frozen=True):
     dot_timeout: float = DOT_TIMEOUT
 
 
+class ConnectionRate(msgspec.Struct, array_like=True, frozen=True):
+    """A token bucket pacing the new connections of a `Route`'s batch: `key` names it
+    (every batch of the transport naming the same key shares it, whatever its source),
+    `per_second` is its rate, above 0; it saves up at most one second's worth (at
+    least one token) and starts full."""
+
+    key: str
+    per_second: float
+
+
 class Route(msgspec.Struct, array_like=True, frozen=True):
     """Where a batch goes: mail servers in the order to try them (MX preference order),
     and how it leaves this host.
@@ -167,6 +177,14 @@ class Route(msgspec.Struct, array_like=True, frozen=True):
     octets, an unknown policy, a timeout not above 0) makes every recipient of the
     batch a "transient" outcome of kind "local" saying which; a source the host does
     not have is one at stage "connect" naming it. Nothing is sent in either case.
+
+    `connection_rates`: the `ConnectionRate` buckets the batch's new connections take
+    from (the engine names the site's and the site-and-source one, keyed by the site and
+    by site + "\\x00" + source name). A connection is opened only when every bucket
+    named has a token, one taken from each; until then the batch waits (a cancel cuts
+    the wait). Reusing an idle pooled connection takes none. A rate not above 0 (or
+    not a number) is an unusable setting like those above: every recipient a
+    "transient" outcome of kind "local". Empty: new connections are not paced.
     """
 
     hosts: list[MxHost]
@@ -176,6 +194,7 @@ class Route(msgspec.Struct, array_like=True, frozen=True):
     helo_name: str | None = None
     tls: str | None = None
     timeouts: SessionTimeouts | None = None
+    connection_rates: list[ConnectionRate] = []
 
 
 class OutcomeKind(enum.StrEnum):

@@ -222,6 +222,22 @@ pub struct Route {
     /// This batch's SMTP timeouts.
     #[serde(default)]
     pub timeouts: Option<SessionTimeouts>,
+    /// The token buckets this batch's new connections take from: each is shared by
+    /// every batch of the transport naming its key, and a connection is opened only
+    /// when every bucket named has a token (one taken from each; a reused pooled
+    /// session takes none). A rate not above 0 makes every recipient a transient
+    /// outcome of kind "local". Empty: new connections are not paced.
+    #[serde(default)]
+    pub connection_rates: Vec<ConnectionRate>,
+}
+
+/// One connection-rate bucket a route names: its key (the engine's: a site, or a site
+/// and a source joined by NUL) and the new connections per second it allows, saving up
+/// at most one second's worth (at least one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionRate {
+    pub key: String,
+    pub per_second: f64,
 }
 
 /// What became of one recipient's message in one delivery attempt.

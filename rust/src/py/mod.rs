@@ -147,6 +147,7 @@ pub fn wire_roundtrip(py: Python<'_>, kind: &str, data: &[u8]) -> PyResult<Py<Py
         "SmtpOptions" => again::<SmtpOptions>(py, kind, data)?,
         "SessionTimeouts" => again::<SessionTimeouts>(py, kind, data)?,
         "MxHost" => again::<MxHost>(py, kind, data)?,
+        "ConnectionRate" => again::<ConnectionRate>(py, kind, data)?,
         "Route" => again::<Route>(py, kind, data)?,
         "Outcome" => again::<Outcome>(py, kind, data)?,
         _ => {

@@ -12,6 +12,11 @@
 //! its workers at once: the message in flight gets a "cancelled" outcome at the stage
 //! it was cut, every message not yet sent one at the stage it never left, and the cut
 //! connections are dropped, never pooled.
+//!
+//! A route may name connection-rate buckets (smtp/connection_rate.rs): a worker that
+//! must open a connection, not one that reuses a pooled session, first waits for a
+//! token of each (in the pool, which hands it an idle session instead if one comes
+//! back meanwhile), and a cancel cuts that wait too.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +47,9 @@ pub struct Destination {
     /// The route's own limits; 0 takes the transport's.
     max_connections: usize,
     max_messages_per_connection: usize,
+    /// The connection-rate buckets a new connection takes a token from; empty for
+    /// most routes, which then never touch the buckets' lock.
+    connection_rates: Vec<(Arc<str>, f64)>,
     /// The batch's source, HELO name, TLS policy and timeouts; or why the route's
     /// settings cannot be used, which every recipient's outcome then says.
     egress: Result<Arc<Egress>, String>,
@@ -64,12 +72,34 @@ impl Destination {
             }
             hosts.push((Arc::from(host.name.as_str()), addresses));
         }
+        let connection_rates = route
+            .connection_rates
+            .iter()
+            .map(|rate| (Arc::from(rate.key.as_str()), rate.per_second))
+            .collect();
         Ok(Self {
             hosts,
             max_connections: route.max_connections as usize,
             max_messages_per_connection: route.max_messages_per_connection as usize,
-            egress: Egress::of_route(route, &client.egress),
+            connection_rates,
+            egress: check_rates(route).and_then(|()| Egress::of_route(route, &client.egress)),
         })
+    }
+}
+
+/// Every connection rate of `route` must be a number above 0: a bucket that never
+/// fills would hold the batch forever. The error names the bucket.
+fn check_rates(route: &Route) -> Result<(), String> {
+    match route
+        .connection_rates
+        .iter()
+        .find(|rate| !(rate.per_second.is_finite() && rate.per_second > 0.0))
+    {
+        Some(rate) => Err(format!(
+            "route connection_rates {:?}: {} per second is not a number above 0",
+            rate.key, rate.per_second
+        )),
+        None => Ok(()),
     }
 }
 
@@ -596,11 +626,14 @@ async fn connect(batch: &Batch) -> Result<Held, NoSession> {
                 other_version = Some((mx, address));
                 continue;
             }
-            // Waiting for a place under the connection limit is cut by a cancel too.
+            // Waiting for a place under the connection limit, or for a token of the
+            // route's connection rates, is cut by a cancel too.
             let key = client.key(address, egress);
+            let limit = batch.connection_limit;
+            let rates = &batch.route.connection_rates;
             let acquired = batch
                 .cancel
-                .run_until_cancelled(client.pool.acquire(&key, batch.connection_limit))
+                .run_until_cancelled(client.pool.acquire(&key, limit, rates))
                 .await;
             let permit = match acquired {
                 None => {

@@ -90,6 +90,7 @@ mod tests {
             helo_name: None,
             tls: None,
             timeouts: None,
+            connection_rates: Vec::new(),
         }
     }
 

@@ -55,6 +55,7 @@ fn route(peer: &Peer) -> Route {
         helo_name: None,
         tls: None,
         timeouts: None,
+        connection_rates: Vec::new(),
     }
 }
 

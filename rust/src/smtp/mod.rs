@@ -3,6 +3,7 @@
 pub mod argument;
 pub mod capabilities;
 pub mod client;
+pub mod connection_rate;
 pub mod deliver;
 pub mod dot;
 pub mod egress;

@@ -5,7 +5,8 @@
 //! batch that asks (its route's `max_connections`); a task that wants one more waits
 //! until one is handed back or closed. The key holds the source address, so every
 //! limit is per source × destination address. Idle sessions are checked before reuse
-//! and closed with QUIT after the idle timeout, by a reaper task.
+//! and closed with QUIT after the idle timeout, by a reaper task. The pool also keeps
+//! the transport's connection-rate buckets, which the reaper prunes.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::connection_rate::{ConnectionRates, Rates};
 use super::options::{ClientOptions, TlsPolicy};
 use super::session::Session;
 
@@ -58,7 +60,13 @@ pub struct Pool {
     max_transactions: usize,
     idle_timeout: Duration,
     closed: std::sync::atomic::AtomicBool,
+    /// The buckets that pace new connections, by the keys routes name.
+    pub rates: ConnectionRates,
 }
+
+/// How long a connection-rate bucket stays unused before the reaper may drop it (once
+/// it has filled up again, it is what a new one would be).
+const RATE_IDLE: Duration = Duration::from_secs(300);
 
 struct Slot {
     state: Mutex<SlotState>,
@@ -91,6 +99,7 @@ impl Pool {
             max_transactions: options.max_messages_per_connection,
             idle_timeout: options.idle_timeout,
             closed: Default::default(),
+            rates: ConnectionRates::default(),
         });
         let period =
             (options.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -112,13 +121,17 @@ impl Pool {
     }
 
     /// An idle session to `key` or the right to open one, waiting while the key has
-    /// `limit` connections or more (or the pool's own limit, if lower).
-    pub async fn acquire(&self, key: &PoolKey, limit: usize) -> Lease {
+    /// `limit` connections or more (or the pool's own limit, if lower). The right to
+    /// open one also takes a token from each bucket of `rates`, waiting until each has
+    /// one: without holding a place meanwhile, and taking an idle session instead if
+    /// one comes back first. Empty `rates` (most routes) never touch their lock.
+    pub async fn acquire(&self, key: &PoolKey, limit: usize, rates: &Rates) -> Lease {
         let limit = limit.min(self.max_connections);
         let slot = self.slot(key);
         loop {
             let freed = slot.notify.notified();
             let mut dead = Vec::new();
+            let mut token_due = Duration::ZERO;
             let lease = {
                 let mut state = slot.lock();
                 let mut lease = None;
@@ -131,8 +144,13 @@ impl Pool {
                     dead.push(session);
                 }
                 if lease.is_none() && state.open < limit {
-                    state.open += 1;
-                    lease = Some(Lease::Open(self.permit(&slot)));
+                    if !rates.is_empty() {
+                        token_due = self.rates.try_take(rates);
+                    }
+                    if token_due.is_zero() {
+                        state.open += 1;
+                        lease = Some(Lease::Open(self.permit(&slot)));
+                    }
                 }
                 lease
             };
@@ -142,7 +160,14 @@ impl Pool {
             if let Some(lease) = lease {
                 return lease;
             }
-            freed.await;
+            if token_due.is_zero() {
+                freed.await;
+            } else {
+                tokio::select! {
+                    () = freed => {}
+                    () = tokio::time::sleep(token_due) => {}
+                }
+            }
         }
     }
 
@@ -221,14 +246,20 @@ async fn quit_all(sessions: Vec<Session>) {
     }
 }
 
-/// Closes sessions idle past the timeout, every `period`, until the pool is gone.
+/// Closes sessions idle past the timeout, every `period`, and drops stale
+/// connection-rate buckets every [`RATE_IDLE`], until the pool is gone.
 async fn reap(pool: Weak<Pool>, period: Duration) {
     let mut ticks = tokio::time::interval(period);
+    let mut pruned = Instant::now();
     loop {
         ticks.tick().await;
         let Some(pool) = pool.upgrade() else { return };
         let timeout = pool.idle_timeout;
         let expired = pool.take_idle(|s| s.idle_since.elapsed() >= timeout);
+        if pruned.elapsed() >= RATE_IDLE {
+            pool.rates.prune(RATE_IDLE);
+            pruned = Instant::now();
+        }
         drop(pool);
         if !expired.is_empty() {
             tokio::spawn(quit_all(expired));
