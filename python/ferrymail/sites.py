@@ -12,11 +12,12 @@ from .config import SiteLimits
 from .shaping.bucket import Bucket, TokenBucket
 from .shaping.lane import Lane
 from .spool import Leased
-from .wire import Route
+from .wire import ConnectionRate, Route
 
 if TYPE_CHECKING:
     from .shaping.in_force import Limits
     from .shaping.site_shape import SiteShape
+    from .shaping.units import Rate
 
 
 class Site:
@@ -43,6 +44,7 @@ class Site:
         # In force now: the shape's, as automation's actions lower them (`apply`).
         self.connections = max(1, limits.connections)
         self.messages_per_connection = max(1, limits.messages_per_connection)
+        self.connection_rate: Rate | None = None
         # The site's rate: this engine's own, or the fleet's (shaping/grants.py).
         self.bucket: Bucket = bucket if bucket is not None else TokenBucket()
         self.bucket.set_rate(limits.messages_per_second)
@@ -96,6 +98,7 @@ class Site:
         """Sets the site's limits in force (the shape's, lowered by automation)."""
         self.connections = max(1, limits.connections)
         self.messages_per_connection = max(1, limits.messages_per_connection)
+        self.connection_rate = limits.connection_rate
         self.bucket.set_rate(limits.rate.per_second if limits.rate is not None else None)
 
     def start(
@@ -126,7 +129,9 @@ class Site:
         lane.in_flight = True
         lane.sending = len(batch)
         lane.last_batch_at = now
-        return campaign, batch, self._route(lane.connections, limits.messages_per_connection)
+        rates = self._connection_rates(lane.source, limits.connection_rate)
+        route = self._route(lane.connections, limits.messages_per_connection, rates)
+        return campaign, batch, route
 
     def finished(self, lane: Lane) -> None:
         """The lane's batch ended: its connections are the site's again."""
@@ -134,18 +139,30 @@ class Site:
         lane.connections = 0
         lane.sending = 0
 
-    def _route(self, connections: int, per_connection: int) -> Route:
-        """The site's route with the limits of one batch, its TLS policy and timeouts."""
+    def _connection_rates(self, source: str, own: Rate | None) -> list[ConnectionRate]:
+        """The buckets a batch's new connections wait on in the transport: the site's
+        (shared by all its lanes) and the source's own there (`per_source`)."""
+        rates = []
+        if self.connection_rate is not None:
+            rates.append(ConnectionRate(self.key, self.connection_rate.per_second))
+        if own is not None:
+            rates.append(ConnectionRate(f"{self.key}\x00{source}", own.per_second))
+        return rates
+
+    def _route(self, connections: int, per_connection: int, rates: list[ConnectionRate]) -> Route:
+        """The site's route with the limits of one batch, its TLS policy, timeouts and
+        connection rates."""
         per_connection = max(1, min(self.messages_per_connection, per_connection))
         route = self.route
         tls = self.shape.tls if self.shape is not None else None
         timeouts = self.shape.timeouts if self.shape is not None else None
-        wanted = (connections, per_connection, tls, timeouts)
+        wanted = (connections, per_connection, tls, timeouts, rates)
         if (
             route.max_connections,
             route.max_messages_per_connection,
             route.tls,
             route.timeouts,
+            route.connection_rates,
         ) == wanted:
             return route
         return msgspec.structs.replace(
@@ -154,6 +171,7 @@ class Site:
             max_messages_per_connection=per_connection,
             tls=tls,
             timeouts=timeouts,
+            connection_rates=rates,
         )
 
     def hold(self, campaign: str) -> list[Leased]:

@@ -23,6 +23,8 @@ class Limits:
     connections: int
     messages_per_connection: int
     rate: Rate | None
+    #: New connections' rate (`max_connection_rate`; the transport applies it).
+    connection_rate: Rate | None = None
 
 
 class ActionsInForce:
@@ -91,10 +93,11 @@ class ActionsInForce:
         its shape), lowered by the site's actions; or one source's at the site (its
         name, "" for the host's own address; `configured` from the shape's per_source),
         lowered by the actions on that source there."""
-        connections, per_connection, rate = (
+        connections, per_connection, rate, connection_rate = (
             configured.connections,
             configured.messages_per_connection,
             configured.rate,
+            configured.connection_rate,
         )
         for action in self._by_site.get(site, ()):
             if action.scope == "campaign":
@@ -110,7 +113,12 @@ class ActionsInForce:
                 if now < action.until:
                     continue  # suspended: the site (or source) sends nothing meanwhile
                 # After a suspension, everything climbs back from a quarter.
-                lowered = {"connection_limit": None, "max_message_rate": None, **lowered}
+                lowered = {
+                    "connection_limit": None,
+                    "max_message_rate": None,
+                    "max_connection_rate": None,
+                    **lowered,
+                }
             for name, value in lowered.items():
                 if name == "connection_limit":
                     connections = min(
@@ -123,7 +131,11 @@ class ActionsInForce:
                     )
                 elif name == "max_message_rate":
                     rate = _lower(rate, _rate(configured.rate, value, action, now))
-        return Limits(connections, per_connection, rate)
+                elif name == "max_connection_rate":
+                    connection_rate = _lower(
+                        connection_rate, _rate(configured.connection_rate, value, action, now)
+                    )
+        return Limits(connections, per_connection, rate, connection_rate)
 
     def blocked(self, site: str, now: float) -> dict[str, float]:
         """Source -> until, for the sources suspended at the site (taken out of their

@@ -42,11 +42,15 @@ class SiteShape:
     provider: str | None = None
     #: Limits of each source at the site (`[X.per_source]`); None: the site's.
     per_source: SourceLimits = dataclasses.field(default_factory=SourceLimits)
+    #: The site's new connections' rate (`max_connection_rate`), None: unpaced.
+    connection_rate: Rate | None = None
 
     @property
     def site_limits(self) -> InForce:
         """The site's configured limits, before automation."""
-        return InForce(self.connections, self.messages_per_connection, self.rate)
+        return InForce(
+            self.connections, self.messages_per_connection, self.rate, self.connection_rate
+        )
 
     @property
     def source_limits(self) -> InForce:
@@ -57,6 +61,8 @@ class SiteShape:
             p.connection_limit or self.connections,
             p.max_deliveries_per_connection or self.messages_per_connection,
             p.max_message_rate or self.rate,
+            # Only the source's own: the site's is paced by the site's bucket already.
+            p.max_connection_rate,
         )
 
 
@@ -106,6 +112,9 @@ class SiteShapes:
             provider=resolved.provider,
             timeouts=self._timeouts(limits, set_by_file),
             per_source=limits.per_source,
+            connection_rate=(
+                limits.max_connection_rate if set_by_file("max_connection_rate") else None
+            ),
         )
 
     def _timeouts(
