@@ -79,7 +79,7 @@ def test_an_event_log_on_a_full_disk_keeps_whole_lines_and_says_it_fell_behind(
 ) -> None:
     write_campaign(tmp_path)
     log = small / "events.jsonl"
-    fill(small, 4096)  # room for a dozen events of the 40 (20 queued, 20 delivered)
+    fill(small, 8192)  # room for some events of the 40 (20 queued, 20 delivered)
     with ScriptedServer() as mx:
         done = ferrymail(
             "send", "full.toml", "people.csv", "--spool", "spool.db", "--event-log", log,

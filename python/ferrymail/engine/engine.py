@@ -36,7 +36,7 @@ from ..shaping.in_force import ActionsInForce
 from ..shaping.site_shape import SiteShapes
 from ..shaping.sources import Source
 from ..sites import Site
-from ..spool import Leased, Report, SqliteSpool
+from ..spool import Leased, Report, open_spool
 from ..spooler import Spooler
 from ..submit import SubmitResult, chunks, rows
 from ..suspensions import Suspensions
@@ -91,7 +91,9 @@ class _Parts:
 
 
 class Engine:
-    """A delivery engine on one spool (an SQLite file). Use as an async context manager.
+    """A delivery engine on one spool: an SQLite file (a path), or a PostgreSQL database
+    (`postgresql://user@host/db`) that engines on many machines share. Use as an async
+    context manager.
 
     `submit` queues a campaign's recipients durably; `drain` delivers until every
     submitted recipient is final; `run` delivers until `stop`. `events()` streams state
@@ -111,6 +113,7 @@ class Engine:
             BounceClassifier(self.config.bounce_rules),
             self.config.suppress_hard_bounces,
             listened=lambda: self._bus.listened,
+            node=self.config.node,
         )
         # The shaping file in force (`reload_shaping` swaps it) and what it makes of
         # each site.
@@ -143,8 +146,10 @@ class Engine:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        spool = await loop.run_in_executor(None, SqliteSpool, self._path)
-        spooler = Spooler(spool)
+        spool = await loop.run_in_executor(None, open_spool, self._path)
+        # A spool on a server may be out of reach for a while: the engine's calls wait
+        # for it to come back (spooler.py), holding their work, instead of failing.
+        spooler = Spooler(spool, wait_for_server=True)
         parts = _Parts(self, spooler, Transport(self.config.smtp_options))
         await parts.suspensions.load()
         await parts.actions.load()
@@ -254,6 +259,8 @@ class Engine:
                             None,
                             now,
                             0.0,
+                            None,
+                            self.config.node,
                         )
                     )
             self._bus.publish(events)

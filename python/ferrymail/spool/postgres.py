@@ -30,13 +30,14 @@ from typing import Any
 import msgspec
 import psycopg
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SpoolUnavailableError
 from ..wire import CampaignSpec
 from . import pg_reports as reports
 from . import pg_statements as sql
 from .actions import ShapingAction
 from .lookup import RECENT_CAMPAIGNS, Found
 from .owners import dead_here
+from .pg_reconnect import CutCommit, Reconnecting, reconnecting_methods
 from .pg_schema import connect, redacted
 from .rows import (
     Leased,
@@ -101,7 +102,8 @@ def record_columns(updates: Sequence[Update], now: float) -> list[list[Any]]:
     return columns
 
 
-class PostgresSpool:
+@reconnecting_methods
+class PostgresSpool(Reconnecting):
     """The spool in a PostgreSQL database (see SqliteSpool for every method's contract:
     the same states, codes and rules, method by method).
 
@@ -113,6 +115,10 @@ class PostgresSpool:
     Writes whose loss changes nothing (leases, renewals, suspensions …) commit with
     synchronous_commit off, as the SQLite spool skips their fsync; submits, outcomes,
     suppressions and feedback wait for the commit to be durable.
+
+    A lost connection (the server restarted, the network cut) makes the call under way
+    raise SpoolUnavailableError, and the next call connects again (pg_reconnect.py: a
+    write whose COMMIT was cut off is never run twice).
     """
 
     def __init__(
@@ -123,7 +129,12 @@ class PostgresSpool:
         read_only: bool = False,
     ) -> None:
         self.url = url
-        self._db = connect(url, read_only=read_only)
+        self._read_only = read_only
+        self._conn: psycopg.Connection[Any] | None = connect(url, read_only=read_only)
+        self._xid: str | None = None
+        self._committing = False
+        self._result: Any = None
+        self._cut: CutCommit | None = None
         self._clock = clock
         self._campaign_ids: dict[str, int] = {}
         self._campaign_names: dict[int, str] = {}
@@ -135,7 +146,23 @@ class PostgresSpool:
         return f"PostgresSpool({redacted(self.url)!r})"
 
     def close(self) -> None:
-        self._db.close()
+        if self._conn is not None:
+            self._conn.close()
+
+    @property
+    def _db(self) -> psycopg.Connection[Any]:
+        return self._connection()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            db = connect(self.url, read_only=self._read_only)
+        except ConfigError as e:
+            raise SpoolUnavailableError(str(e), str(e).rpartition(": ")[2]) from None
+        self._staged = False  # the staging table of COPY was the lost session's
+        return db
+
+    def _where(self) -> str:
+        return redacted(self.url)
 
     def __enter__(self) -> PostgresSpool:
         return self
@@ -150,18 +177,24 @@ class PostgresSpool:
 
     @contextmanager
     def _transaction(
-        self, *, durable: bool = True, snapshot: bool = False
+        self, *, durable: bool = True, snapshot: bool = False, once: bool = False
     ) -> Iterator[psycopg.Connection[Any]]:
         """One transaction. `durable=False`: its commit does not wait for the WAL flush
         (a crash of the server may lose it, never half of it). `snapshot`: every query
-        of it reads one snapshot (REPEATABLE READ), for reports."""
+        of it reads one snapshot (REPEATABLE READ), for reports. `once`: a write that
+        must not run twice (pg_reconnect.py): its transaction id is noted, and the
+        method sets `self._result` before the block ends."""
         db = self._db
         with db.transaction():
             if snapshot:
                 db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             if not durable:
                 db.execute("SET LOCAL synchronous_commit = off")
+            if once:
+                self._xid = str(_one(db.execute("SELECT pg_current_xact_id()::text")))
             yield db
+            self._committing = True
+        self._committing = False
 
     # ---- campaigns ----
 
@@ -256,7 +289,7 @@ class PostgresSpool:
             # Outside the insert's transaction: a rollback of it would drop the table.
             self._db.execute(sql.STAGE)
             self._staged = True
-        with self._transaction() as db:
+        with self._transaction(once=True) as db:
             first = int(_one(db.execute("SELECT take_recipient_ids(%s)", (len(unique),))))
             staged = [
                 (id_, _SUBMIT_CODES[row.state], row.recipient, row.address, row.domain,
@@ -289,6 +322,7 @@ class PostgresSpool:
             used = max((id_ for id_ in ids if id_ is not None), default=first - 1)
             if used < last:
                 db.execute("SELECT give_back_recipient_ids(%s, %s)", (last, used))
+            self._result = ids
         return ids
 
     def _insert_copy(
@@ -365,7 +399,7 @@ class PostgresSpool:
         return [(owner, n, until, dead_here(owner)) for owner, n, until in rows]
 
     def started(self, ids: Sequence[int]) -> None:
-        with self._transaction(durable=False) as db:
+        with self._transaction(durable=False, once=True) as db:
             db.execute(sql.STARTED, (list(ids),))
 
     def renew(self, ids: Sequence[int], lease_for: float) -> int:
@@ -378,8 +412,9 @@ class PostgresSpool:
         columns = record_columns(updates, now)
         if not columns[0]:
             return len(updates)
-        with self._transaction() as db:
+        with self._transaction(once=True) as db:
             applied = db.execute(sql.RECORD, (now, *columns)).rowcount
+            self._result = len(updates) - applied
         skipped = len(updates) - applied
         if skipped:
             _log.debug("spool: %d of %d updates skipped (not in flight)", skipped, len(updates))
@@ -448,7 +483,7 @@ class PostgresSpool:
     # ---- warm-up: messages per source, provider and day ----
 
     def add_warmup_sent(self, counts: Sequence[tuple[str, str, str, int]]) -> None:
-        with self._transaction(durable=False) as db:
+        with self._transaction(durable=False, once=True) as db:
             db.cursor().executemany(
                 "INSERT INTO warmup_sent (source, provider, day, sent) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (source, provider, day)"
