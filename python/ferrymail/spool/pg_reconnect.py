@@ -149,9 +149,10 @@ def reconnecting(method: F) -> F:
 
 
 def reconnecting_methods(cls: type) -> type:
-    """Class decorator: every public method (generators aside: they run as they are
-    read) made `reconnecting`."""
-    for name, value in list(vars(cls).items()):
+    """Class decorator: every public method, the inherited ones too (generators aside:
+    they run as they are read), made `reconnecting`."""
+    for name in dir(cls):
+        value = inspect.getattr_static(cls, name)
         if name.startswith("_") or name == "close" or not inspect.isfunction(value):
             continue
         if inspect.isgeneratorfunction(value):

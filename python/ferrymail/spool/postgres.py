@@ -27,14 +27,13 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-import msgspec
 import psycopg
 
 from ..errors import ConfigError, SpoolUnavailableError
-from ..wire import CampaignSpec
 from . import pg_reports as reports
 from . import pg_statements as sql
 from .actions import ShapingAction
+from .campaigns import CampaignNames
 from .lookup import RECENT_CAMPAIGNS, Found
 from .owners import dead_here
 from .pg_reconnect import CutCommit, Reconnecting, reconnecting_methods
@@ -50,7 +49,7 @@ from .rows import (
     Unsubscribed,
     Update,
 )
-from .sqlite import RECLAIM_EVERY, _first_of_each_key, _same_spec
+from .sqlite import RECLAIM_EVERY, _first_of_each_key
 from .statements import record_rows
 from .states import CODE, FINAL, NAME, PENDING_SQL, QUEUED
 from .suppression import domain_key, suppression_key
@@ -103,7 +102,7 @@ def record_columns(updates: Sequence[Update], now: float) -> list[list[Any]]:
 
 
 @reconnecting_methods
-class PostgresSpool(Reconnecting):
+class PostgresSpool(Reconnecting, CampaignNames):
     """The spool in a PostgreSQL database (see SqliteSpool for every method's contract:
     the same states, codes and rules, method by method).
 
@@ -121,6 +120,8 @@ class PostgresSpool(Reconnecting):
     write whose COMMIT was cut off is never run twice).
     """
 
+    _PARAM = "%s"
+
     def __init__(
         self,
         url: str,
@@ -136,9 +137,7 @@ class PostgresSpool(Reconnecting):
         self._result: Any = None
         self._cut: CutCommit | None = None
         self._clock = clock
-        self._campaign_ids: dict[str, int] = {}
-        self._campaign_names: dict[int, str] = {}
-        self._campaign_lists: dict[str, str] = {}
+        CampaignNames.__init__(self)
         self._reclaim_at = float("-inf")
         self._staged = False  # the staging table of COPY exists in this session
 
@@ -213,65 +212,7 @@ class PostgresSpool(Reconnecting):
             ).fetchone()
             assert row is not None  # (campaigns are never deleted)
             campaign, stored = row
-            if _same_spec(bytes(stored), spec):
-                return False
-            attempted = _one(db.execute(sql.ATTEMPTED, (campaign,)))
-            if attempted:
-                raise ConfigError(
-                    f"campaign {campaign_id!r} is already in the spool with a different "
-                    f"spec, and {attempted:,} of its recipients were attempted with it "
-                    "(delivered, bounced, deferred or in flight): give the campaign a new "
-                    "id to send this spec",
-                    "id",
-                )
-            db.execute("UPDATE campaign SET spec = %s WHERE id = %s", (bytes(spec), campaign))
-            self._campaign_lists.pop(campaign_id, None)
-            db.execute(sql.FORGET_FAILED, (campaign,))
-            return True
-
-    def campaign_spec(self, campaign_id: str) -> bytes | None:
-        row = self._db.execute("SELECT spec FROM campaign WHERE name = %s", (campaign_id,))
-        found = row.fetchone()
-        return None if found is None else bytes(found[0])
-
-    def campaign_list(self, campaign_id: str) -> str:
-        cached = self._campaign_lists.get(campaign_id)
-        if cached is not None:
-            return cached
-        spec = self.campaign_spec(campaign_id)
-        if spec is None:
-            raise ConfigError(f"campaign {campaign_id!r} is not in the spool", "campaign")
-        name = campaign_id
-        try:
-            headers = msgspec.msgpack.decode(spec, type=CampaignSpec).headers
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            headers = []
-        for header, value in headers:
-            if header.lower() == "list-id":
-                inside = value.rpartition("<")[2].partition(">")[0] if "<" in value else value
-                name = inside.strip().lower() or campaign_id
-        self._campaign_lists[campaign_id] = name
-        return name
-
-    def _campaign(self, name: str) -> int:
-        cached = self._campaign_ids.get(name)
-        if cached is not None:
-            return cached
-        row = self._db.execute("SELECT id FROM campaign WHERE name = %s", (name,)).fetchone()
-        if row is None:
-            raise ConfigError(f"campaign {name!r} is not in the spool", "campaign")
-        self._campaign_ids[name] = row[0]
-        self._campaign_names[row[0]] = name
-        return int(row[0])
-
-    def _campaign_name(self, campaign: int) -> str:
-        name = self._campaign_names.get(campaign)
-        if name is None:
-            row = self._db.execute("SELECT name FROM campaign WHERE id = %s", (campaign,))
-            name = str(_one(row))
-            self._campaign_ids[name] = campaign
-            self._campaign_names[campaign] = name
-        return name
+            return self._replace_spec(db, campaign_id, campaign, bytes(stored), spec, sql)
 
     # ---- submit ----
 
