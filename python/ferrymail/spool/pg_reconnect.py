@@ -64,6 +64,7 @@ class Reconnecting:
     _committing: bool  # its body ran: its COMMIT is under way
     _result: Any  # what the write under way returns, kept if its COMMIT is cut
     _cut: CutCommit | None
+    _calling: bool  # a call is under way (methods calling methods are one call)
 
     def _connect(self) -> psycopg.Connection[Any]:
         raise NotImplementedError
@@ -127,6 +128,9 @@ def reconnecting(method: F) -> F:
 
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._calling:  # a method called by another: the outer call does this
+            return method(self, *args, **kwargs)
+        self._calling = True
         try:
             if self._cut is not None:
                 done, result = self._resolve(name, args, kwargs)
@@ -143,7 +147,7 @@ def reconnecting(method: F) -> F:
                 self._cut = CutCommit(name, args, kwargs, self._xid, self._result)
             raise self._lost(e) from None
         finally:
-            self._xid, self._committing = None, False
+            self._xid, self._committing, self._calling = None, False, False
 
     return call  # type: ignore[return-value]
 

@@ -136,6 +136,7 @@ class PostgresSpool(Reconnecting, CampaignNames):
         self._committing = False
         self._result: Any = None
         self._cut: CutCommit | None = None
+        self._calling = False
         self._clock = clock
         CampaignNames.__init__(self)
         self._reclaim_at = float("-inf")
