@@ -57,7 +57,7 @@ def test_reloads_on_sighup_and_on_change_refuses_a_bad_file_and_loses_nothing(
             [sys.executable, "-m", "ferrymail", "run", "--drain", "--spool", str(spool),
              "--route", f"reload.test=127.0.0.28:{port}", "--helo", "engine.test",
              "--shaping", str(shaping)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         try:
