@@ -23,11 +23,18 @@ wall time, CPU (getrusage user + sys) and ru_maxrss, the parent adds the sink's 
   --connections workers on one asyncio queue, on uvloop. No spool (it is favoured).
 - ferrymail again with DKIM, Ed25519 and RSA-2048 (keys made with `cryptography`).
 - --million: ferrymail with 1,000,000 recipients, for peak RSS against its goal.
+- --spool postgresql://…/db (or `pg`: a throwaway cluster, fsync on, from
+  tests/pg_peer.py): ferrymail on that PostgreSQL server with 1, 2 and 3 engine
+  processes (rows pg1, pg2, pg3; each on a fresh database beside the URL's), submit
+  beside drain in the first; CPU s/1k counts every engine process, "server CPU s/1k"
+  the PostgreSQL server's processes (/proc/PID/stat of the postmaster and its
+  children, ended backends included through the postmaster's cutime).
 
     python bench/e2e.py                 # 100,000 recipients a row (Python ESP: 10,000)
     python bench/e2e.py --quick         # 10,000 (Python ESP: 1,000): a smoke test
     python bench/e2e.py --quick --rows source --million     # peak RSS at 1,000,000
     python bench/e2e.py --rows source,ferrymail --connections 20 --repeat 3
+    python bench/e2e.py --quick --no-dkim --rows ferrymail --spool pg   # beside SQLite
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -109,10 +117,12 @@ NOTES = """\
 seconds: submit to all final (ferrymail: `submit` from a generator, `drain` beside
 it; submit s is how long the submit took, "after submit" the rate of the rest). CPU s/1k: the row's
 own process, every thread (ferrymail: rendering, SMTP, spool; smtp-source: its
-rusage). peak RSS: the process's ru_maxrss (smtp-source: its VmHWM). sink: smtp-sink's
-CPU, its own count of final dots and of sessions ended during the row. others' load:
-the cores other processes on this shared machine kept busy during the row (/proc/stat
-less the row, the sink and this script).
+rusage; PostgreSQL rows: every engine process, from when it was ready). server
+CPU: the PostgreSQL server's processes (PostgreSQL rows). peak RSS: the process's
+ru_maxrss (smtp-source: its VmHWM). sink: smtp-sink's CPU, its own count of final
+dots and of sessions ended during the row. others' load: the cores other processes on
+this shared machine kept busy during the row (/proc/stat less the row, the sink and
+this script).
 smtp-source sends one prepared message, unpipelined, and keeps no state; ferrymail
 renders a unique message per recipient, resolves MX, pipelines (the next envelope
 rides behind the final dot), and records every outcome in its SQLite spool. The Python
@@ -164,6 +174,8 @@ class Spec(msgspec.Struct, kw_only=True):
     timeout: float = MIN_TIMEOUT
     shaping: str | None = None  # a shaping file in workdir (the "shaped" row)
     body_kb: int = 0  # the HTML part padded to this many KB (the "kumo" row)
+    spool: str | None = None  # a PostgreSQL URL (its server): None for an SQLite file
+    nodes: int = 1  # engine processes on the PostgreSQL spool
 
 
 class Result(msgspec.Struct, kw_only=True):
@@ -178,6 +190,7 @@ class Result(msgspec.Struct, kw_only=True):
     states: dict[str, int] = {}
     replies: list[tuple[str, int]] = []
     error: str | None = None
+    server_cpu: float | None = None  # the PostgreSQL server's CPU seconds meanwhile
 
 
 def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
@@ -268,15 +281,58 @@ async def run_ferrymail(spec: Spec) -> Result:
     html = padded_html(spec.body_kb) if spec.body_kb else sample.HTML
     campaign = sample.campaign(campaign_id, dkim=dkim_keys(spec), html=html)
     work = Path(spec.workdir)
-    spool = work / f"{campaign_id}.db"
+    spool: str | Path = work / f"{campaign_id}.db"
     for stale in work.glob(f"{campaign_id}.db*"):
         stale.unlink()
+    server = None
+    if spec.spool is not None:
+        spool, server = fresh_database(spec.spool, f"{campaign_id}-{spec.nodes}")
+    config = engine_config(spec, campaign_id)
+    async with ferrymail.Engine(spool, config) as engine:
+        others = [start_node(spec, str(spool)) for _ in range(spec.nodes - 1)]
+        server_cpu = server.cpu() if server is not None else 0.0
+        cpu, started = cpu_seconds(), time.perf_counter()
+        # As a service does: delivery runs beside the submit, from its first chunk on
+        # (--submit-first waits for the whole submit, then drains).
+        draining = None if spec.submit_first else asyncio.ensure_future(engine.drain())
+        submitted = await engine.submit(campaign, recipients(spec.recipients, spec.domains))
+        submit_seconds = time.perf_counter() - started
+        try:
+            await asyncio.wait_for(
+                draining if draining is not None else engine.drain(),
+                spec.timeout - submit_seconds,
+            )
+        except TimeoutError:
+            await stuck(engine, campaign_id, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        for node in others:  # every recipient is final: the other nodes may stop
+            node.send_signal(signal.SIGTERM)
+        used = cpu_seconds() - cpu + sum(node_cpu(node) for node in others)
+        if server is not None:
+            server_cpu = server.cpu() - server_cpu
+        report = await engine.report(campaign_id)
+    result = Result(
+        seconds=seconds,
+        cpu=used,
+        delivered=report.states.get("delivered", 0),
+        submit_seconds=submit_seconds,
+        states={k: v for k, v in report.states.items() if v},
+        replies=report.replies[:5],
+        server_cpu=server_cpu if server is not None else None,
+    )
+    if submitted.accepted != spec.recipients:
+        result.error = f"submit accepted {submitted} of {spec.recipients:,}"
+    return result
+
+
+def engine_config(spec: Spec, campaign_id: str) -> ferrymail.Config:
+    work = Path(spec.workdir)
     # The shaped row's sources each have their share of the connections the others have
     # from the host's own address, so that both open as many to the sink.
     per_host = spec.connections
     if spec.shaping is not None:
         per_host = max(1, round(spec.connections / len(SHAPED_SOURCES)))
-    config = ferrymail.Config(
+    return ferrymail.Config(
         helo_name=HELO,
         dns_servers=[spec.dns],
         mx_port=spec.port,
@@ -295,33 +351,85 @@ async def run_ferrymail(spec: Spec) -> Result:
         retry=ferrymail.RetryPolicy(first_retry=1.0, max_interval=2.0, jitter=0.0, max_age=30.0),
         event_log=str(work / f"{campaign_id}.jsonl") if spec.event_log else None,
     )
-    async with ferrymail.Engine(spool, config) as engine:
-        cpu, started = cpu_seconds(), time.perf_counter()
-        # As a service does: delivery runs beside the submit, from its first chunk on
-        # (--submit-first waits for the whole submit, then drains).
-        draining = None if spec.submit_first else asyncio.ensure_future(engine.drain())
-        submitted = await engine.submit(campaign, recipients(spec.recipients, spec.domains))
-        submit_seconds = time.perf_counter() - started
-        try:
-            await asyncio.wait_for(
-                draining if draining is not None else engine.drain(),
-                spec.timeout - submit_seconds,
-            )
-        except TimeoutError:
-            await stuck(engine, campaign_id, time.perf_counter() - started)
-        seconds, used = time.perf_counter() - started, cpu_seconds() - cpu
-        report = await engine.report(campaign_id)
-    result = Result(
-        seconds=seconds,
-        cpu=used,
-        delivered=report.states.get("delivered", 0),
-        submit_seconds=submit_seconds,
-        states={k: v for k, v in report.states.items() if v},
-        replies=report.replies[:5],
+
+
+class PgServer:
+    """The PostgreSQL server of a spool URL, on this machine: its CPU, from /proc."""
+
+    def __init__(self, postmaster: int) -> None:
+        self.postmaster = postmaster
+
+    def cpu(self) -> float:
+        """The postmaster's CPU, its ended children's (cutime, cstime: backends that
+        ended, reaped by it) and its live children's (backends, walwriter, checkpointer)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid, parent = int(entry), int(fields[1])
+            if pid == self.postmaster:
+                total += sum(int(x) for x in fields[11:15]) / tick
+            elif parent == self.postmaster:
+                total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
+
+def fresh_database(url: str, name: str) -> tuple[str, PgServer]:
+    """A new empty database beside `url`'s on its server (so every row starts alike),
+    and the server, found through a backend's parent process (it must run here)."""
+    import urllib.parse
+
+    import psycopg
+
+    database = "bench_" + "".join(c if c.isalnum() else "_" for c in name.lower())
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        db.execute(f"CREATE DATABASE {database} TEMPLATE template0")
+        backend = db.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend is not None
+        with open(f"/proc/{backend[0]}/status") as f:
+            postmaster = next(int(line.split()[1]) for line in f if line.startswith("PPid:"))
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{database}")), PgServer(postmaster)
+
+
+def start_node(spec: Spec, spool: str) -> subprocess.Popen[str]:
+    """Another engine process on the spool, open and waiting for work when this returns:
+    it delivers until SIGTERM."""
+    node = msgspec.structs.replace(spec, spool=spool)
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--node", msgspec.json.encode(node).decode()],
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    if submitted.accepted != spec.recipients:
-        result.error = f"submit accepted {submitted} of {spec.recipients:,}"
-    return result
+    assert process.stdout is not None
+    process.ready_cpu = float(process.stdout.readline().split()[1])  # type: ignore[attr-defined]
+    return process
+
+
+def node_cpu(process: subprocess.Popen[str]) -> float:
+    """The CPU seconds a node spent after it was ready (its start-up is not the row's)."""
+    out, _ = process.communicate(timeout=60)
+    done = float(out.split()[-1])
+    return done - process.ready_cpu  # type: ignore[attr-defined]
+
+
+async def run_node(spec: Spec) -> None:
+    """One more engine on `spec.spool` (a database already made): `run` until SIGTERM."""
+    assert spec.spool is not None
+    config = engine_config(spec, campaign_of(spec.dkim))
+    async with ferrymail.Engine(spec.spool, config) as engine:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, engine.stop)
+        print("ready", cpu_seconds(), flush=True)
+        await engine.run()
+    print("done", cpu_seconds(), flush=True)
 
 
 async def stuck(engine: ferrymail.Engine, campaign_id: str, seconds: float) -> NoReturn:
@@ -643,6 +751,7 @@ def table(rows: list[Row]) -> str:
         "CPU s/1k",
         "peak RSS MB",
         "sink CPU s/1k",
+        "server CPU s/1k",
         "sink counted",
         "sessions",
         "vs smtp-source",
@@ -665,6 +774,7 @@ def table(rows: list[Row]) -> str:
                 f"{1000 * r.result.cpu / n:.3f}",
                 f"{r.result.maxrss_kb / 1024:,.0f}",
                 f"{1000 * r.sink_cpu / n:.3f}",
+                "" if r.result.server_cpu is None else f"{1000 * r.result.server_cpu / n:.3f}",
                 f"{r.sink_messages:,}" + ("" if r.sink_messages == n else " MISMATCH"),
                 f"{r.sink_sessions:,}",
                 f"{r.rate / limit:.2f}x" if limit else "",
@@ -854,6 +964,11 @@ def plan(args: argparse.Namespace, base: dict[str, Any]) -> list[Row]:
     kumo = Spec(kind="ferrymail", recipients=n, dkim="rsa", body_kb=KUMO_KB, **base)
     candidates["kumo"] = Row("kumo", f"ferrymail, {KUMO_KB} KB, DKIM RSA-2048", kumo)
     rows = [row for key, row in candidates.items() if key in wanted]
+    if args.spool:
+        for nodes in (1, 2, 3):
+            spec = Spec(kind="ferrymail", recipients=n, spool=args.spool, nodes=nodes, **base)
+            label = f"{nodes} engine" + ("s" if nodes > 1 else "")
+            rows.append(Row(f"pg{nodes}", f"ferrymail on PostgreSQL, {label}", spec))
     if args.million:
         big = Spec(kind="ferrymail", recipients=1_000_000, **base)
         rows.append(Row("million", "ferrymail, 1,000,000 (--million)", big))
@@ -889,8 +1004,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rows", default=ROWS, metavar="R,...", help=f"which rows (default: all of {ROWS})"
     )
     p.add_argument("--repeat", type=int, default=1, metavar="K", help="runs a row; best counts")
+    p.add_argument(
+        "--spool",
+        metavar="URL",
+        help="add rows on PostgreSQL with 1, 2, 3 engine processes: postgresql://… (a "
+        "server on this machine, whose user may create databases), or pg for a throwaway "
+        "cluster",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--node", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.node:
+        uvloop.run(run_node(msgspec.json.decode(args.node, type=Spec)))
+        return 0
     if args.child:
         result = child(msgspec.json.decode(args.child, type=Spec))
         print(msgspec.json.encode(result).decode(), flush=True)
@@ -910,6 +1036,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.exit(f"{tool} is missing: install postfix and knot (scripts/setup does)")
 
     print(machine())
+    with contextlib.ExitStack() as stack:
+        if args.spool == "pg":
+            args.spool = stack.enter_context(postgres()).url()
+        return run_rows(args)
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster (tests/pg_peer.py), fsync and synchronous commits
+    on as a production server has them, as the SQLite spool syncs its WAL."""
+    from pg_peer import PgCluster, find_bin
+
+    bindir = find_bin()
+    if bindir is None:
+        sys.exit("PostgreSQL is missing: install postgresql (scripts/setup does)")
+    with PgCluster(bindir, durable=True) as cluster:
+        yield cluster
+
+
+def run_rows(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="ferrymail-e2e-") as tmp:
         work = Path(tmp)
         size = sample_message(work, args.domains)

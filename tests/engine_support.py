@@ -113,3 +113,19 @@ def people(domain: str, n: int, start: int = 0) -> list[ferrymail.Recipient]:
         ferrymail.Recipient(f"user{i}@{domain}", {"name": f"User {i}"}, id=f"{domain}-{i}")
         for i in range(start, start + n)
     ]
+
+
+def spool_sql(where: str | Path, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+    """Runs one statement on the spool's own database, SQLite file or PostgreSQL URL, as an
+    upgrade or an operator would (`?` placeholders), and returns its rows (committed)."""
+    location = str(where)
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as db:
+            cursor = db.execute(statement.replace("?", "%s"), tuple(params))
+            return cursor.fetchall() if cursor.description else []
+    import sqlite3
+
+    with sqlite3.connect(location) as db:
+        return db.execute(statement, tuple(params)).fetchall()

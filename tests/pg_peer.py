@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 
 import psycopg
@@ -71,6 +72,7 @@ class PgCluster:
         self.port = _free_port()
         self.host = "127.0.0.1"
         self._count = 0
+        self._options = ""
         self._user, self._drop = _as_user()
         # Not pytest's tmp dir: its parents are root's alone (0700), which the postgres
         # user could not enter.
@@ -105,18 +107,34 @@ class PgCluster:
             )
             if not self.durable:  # speed over durability: a test cluster lives one session
                 options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            start = self._run(
-                os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-o", options,
-                "-l", os.path.join(self.dir, "log"), "-w", "-t", "60", "start",
-            )  # fmt: skip
-            if start.returncode != 0:
-                log = os.path.join(self.dir, "log")
-                tail = open(log).read()[-2000:] if os.path.exists(log) else ""
-                raise RuntimeError(f"pg_ctl start failed: {start.stderr}{tail}")
+            self._options = options
+            self.start()
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
         return self
+
+    def _ctl(self, *args: str) -> None:
+        done = self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, *args)
+        if done.returncode != 0:
+            log = Path(self.dir, "log")
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"pg_ctl {args[-1]} failed: {done.stderr}{tail}")
+
+    def start(self) -> None:
+        """Starts the server (again, after `stop`), waiting until it takes connections."""
+        self._ctl("-o", self._options, "-l", os.path.join(self.dir, "log"), "-w", "-t", "60",
+                  "start")  # fmt: skip
+
+    def stop(self) -> None:
+        """Stops the server as an administrator would (fast: sessions are ended, their
+        transactions rolled back, the clients see their connections cut)."""
+        self._ctl("-m", "fast", "-w", "-t", "60", "stop")
+
+    def restart(self) -> None:
+        """`pg_ctl restart` (fast), with the same options."""
+        self._ctl("-m", "fast", "-o", self._options, "-l", os.path.join(self.dir, "log"),
+                  "-w", "-t", "60", "restart")  # fmt: skip
 
     def url(self, database: str = "postgres", password: str = PASSWORD) -> str:
         secret = urllib.parse.quote(password, safe="")

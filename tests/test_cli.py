@@ -725,7 +725,9 @@ def test_suppress_add_remove_and_a_suppressed_recipient(files: Path, mx: Scripte
     spool = ["--spool", "spool.db"]
     missing = ferrymail("suppress", "add", "bo@b.test", *spool, cwd=files)
     assert missing.returncode == 2
-    assert missing.stderr == "ferrymail suppress: spool.db: no such spool (give --spool FILE)\n"
+    assert missing.stderr == (
+        "ferrymail suppress: spool.db: no such spool (give --spool FILE or --spool URL)\n"
+    )
     assert not (files / "spool.db").exists()
     assert ferrymail("send", "welcome.toml", "people.csv", *spool, *relay(mx),
                      cwd=files).returncode == 0  # fmt: skip

@@ -60,6 +60,9 @@ CHILD = textwrap.dedent(
 def test_sigkill_at_random_moments_loses_nothing(
     smtp_sink: Callable[..., SmtpSink], tmp_path: Path
 ) -> None:
+    # SQLite only: what it checks is the file (its integrity after kills mid-write, the
+    # WAL and fsync); on PostgreSQL the server keeps the data whatever the client does,
+    # and test_fleet.py kills engine processes mid-run on it.
     sink = smtp_sink()
     spool = tmp_path / "spool.db"
     script = tmp_path / "child.py"

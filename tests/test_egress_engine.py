@@ -16,7 +16,7 @@ import pytest
 from dns_peer import DnsServer
 from engine_support import campaign, config, free_port_everywhere, on_uvloop, people
 from ferrymail.shaping import loads
-from ferrymail.spool import SqliteSpool
+from ferrymail.spool import open_spool
 from smtp_peers import ScriptedServer
 
 Scripted = Callable[..., ScriptedServer]
@@ -50,7 +50,7 @@ def client_of(peer: ScriptedServer, message: int) -> tuple[str, str | None]:
 
 @on_uvloop
 async def test_batches_leave_from_the_campaigns_pool_by_weight(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("pooled.test", ["@ MX 10 mx", "mx A 127.0.0.30"])
     peer = scripted_server(host="127.0.0.30", port=port)
@@ -59,7 +59,7 @@ async def test_batches_leave_from_the_campaigns_pool_by_weight(
         "[pool.bulk]\nsources = { ip1 = 3, ip2 = 1, ip3 = 2, ip4 = 2 }\n"
     )
     cfg = config(dns_server, port, tmp_path, shaping=loads(shaping, name="s.toml"), batch_size=10)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+    async with ferrymail.Engine(spool_at, cfg) as engine:
         await engine.submit(campaign("c1", pool="bulk"), people("pooled.test", 160))
         await engine.drain()
         with pytest.raises(ferrymail.ConfigError, match=r"pool 'nope'.*pools: default, bulk"):
@@ -70,13 +70,13 @@ async def test_batches_leave_from_the_campaigns_pool_by_weight(
     # 16 batches of 10, round the 3:1:2:2 schedule twice.
     assert by_source == {"127.0.0.21": 60, "127.0.0.22": 20, "127.0.0.23": 40, "127.0.0.24": 40}
     assert all(helo == f"mta{SOURCES.index(a) + 1}.sender.test" for a, helo in seen)
-    with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
+    with open_spool(spool_at, read_only=True) as spool:
         assert spool.report("c1").states["delivered"] == 160
 
 
 @on_uvloop
 async def test_a_warming_source_sends_its_allowance_and_the_pool_carries_the_rest(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("warm.test", ["@ MX 10 mx", "mx A 127.0.0.31"])
     peer = scripted_server(host="127.0.0.31", port=port)
@@ -86,7 +86,7 @@ async def test_a_warming_source_sends_its_allowance_and_the_pool_carries_the_res
         "[pool.default]\nsources = { ip1 = 1, ip2 = 1 }\n[pool.new]\nsources = { ip1 = 1 }\n"
     )
     cfg = config(dns_server, port, tmp_path, shaping=loads(shaping, name="s.toml"), batch_size=10)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+    async with ferrymail.Engine(spool_at, cfg) as engine:
         await engine.submit(campaign("c1"), people("warm.test", 100))
         await engine.drain()
         # A campaign whose pool is only the warming source: its allowance is used up
@@ -102,14 +102,14 @@ async def test_a_warming_source_sends_its_allowance_and_the_pool_carries_the_res
     assert by_source == {"127.0.0.21": 25, "127.0.0.22": 75}
     assert waiting.states["delivered"] == 0 and waiting.states["bounced"] == 0
     assert waiting.states["queued"] + waiting.states["deferred"] == 5
-    with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
+    with open_spool(spool_at, read_only=True) as spool:
         counted = spool.warmup_sent(TODAY.isoformat())
     assert list(counted.values()) == [25] and next(iter(counted))[0] == "ip1"
 
 
 @on_uvloop
 async def test_a_source_the_receiver_blocks_leaves_the_pool_for_that_site_only(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("blocking.test", ["@ MX 10 mx", "mx A 127.0.0.32"])
     peer = scripted_server(
@@ -124,14 +124,14 @@ async def test_a_source_the_receiver_blocks_leaves_the_pool_for_that_site_only(
         'trigger = "immediate"\nscope = "source"\nsuspend = true\nduration = "1h"\n'
     )
     cfg = config(dns_server, port, tmp_path, shaping=loads(shaping, name="s.toml"), batch_size=10)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+    async with ferrymail.Engine(spool_at, cfg) as engine:
         await engine.submit(campaign(), people("blocking.test", 60))
         await engine.drain()
         report = await engine.report("c1")
 
     assert report.states["delivered"] == 60  # the deferred ones went again, from ip2
     assert {client_of(peer, i)[0] for i in range(len(peer.delivered))} == {"127.0.0.22"}
-    with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
+    with open_spool(spool_at, read_only=True) as spool:
         (action,) = spool.actions()
         assert spool.suspensions() == []  # the site was not suspended: only ip1 there
     assert (action.rule, action.scope, action.source) == ("yahoo-deferred", "source", "ip1")

@@ -21,7 +21,7 @@ from engine_support import (
     quick_retry,
     reported,
 )
-from ferrymail.spool import Leased, SqliteSpool
+from ferrymail.spool import Leased, open_spool
 from smtp_peers import RawServer, ScriptedServer
 
 Scripted = Callable[..., ScriptedServer]
@@ -35,11 +35,11 @@ def port() -> int:
 
 @on_uvloop
 async def test_plain_delivery_with_events_and_report(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("plain.test", ["@ MX 10 mx", "mx A 127.0.0.2"])
     server = scripted_server(host="127.0.0.2", port=port)
-    async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
+    async with ferrymail.Engine(spool_at, config(dns_server, port, tmp_path)) as e:
         result = await e.submit(campaign(), people("plain.test", 20))
         await e.drain()
         report = await e.report("c1")
@@ -63,13 +63,13 @@ async def test_plain_delivery_with_events_and_report(
 
 @on_uvloop
 async def test_greylisting_is_retried_and_delivered(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("grey.test", ["@ MX 10 mx", "mx A 127.0.0.3"])
     greylisted = "451 4.7.1 Greylisted, please try again later"
     server = scripted_server(host="127.0.0.3", port=port, replies={"RCPT": [greylisted] * 3})
     cfg = config(dns_server, port, tmp_path)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+    async with ferrymail.Engine(spool_at, cfg) as e:
         await e.submit(campaign(), people("grey.test", 3))
         await e.drain()
         report = await e.report("c1")
@@ -86,7 +86,7 @@ async def test_greylisting_is_retried_and_delivered(
 
 @on_uvloop
 async def test_mixed_replies_bounce_and_suppress_bad_mailboxes(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("mixed.test", ["@ MX 10 mx", "mx A 127.0.0.4"])
     scripted_server(
@@ -98,7 +98,7 @@ async def test_mixed_replies_bounce_and_suppress_bad_mailboxes(
             "user2@mixed.test": "552 5.2.2 Mailbox full",
         },
     )
-    async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
+    async with ferrymail.Engine(spool_at, config(dns_server, port, tmp_path)) as e:
         await e.submit(campaign(), people("mixed.test", 4))
         await e.drain()
         report = await e.report("c1")
@@ -115,7 +115,7 @@ async def test_mixed_replies_bounce_and_suppress_bad_mailboxes(
 
 @on_uvloop
 async def test_dns_answers_decide_bounces_and_implicit_mx(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("nullmx.test", ["@ MX 0 ."])
     dns_server.add_zone("implicit.test", ["@ A 127.0.0.5"])
@@ -126,7 +126,7 @@ async def test_dns_answers_decide_bounces_and_implicit_mx(
         *people("implicit.test", 2),
         *people("nowhere.exists.test", 2),
     ]
-    async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
+    async with ferrymail.Engine(spool_at, config(dns_server, port, tmp_path)) as e:
         await e.submit(campaign(), batch)
         await e.drain()
         report = await e.report("c1")
@@ -146,14 +146,14 @@ async def test_dns_answers_decide_bounces_and_implicit_mx(
 
 @on_uvloop
 async def test_servfail_defers_then_recovers(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.set_servfail("flaky.test")
     server = scripted_server(host="127.0.0.6", port=port)
     cfg = config(
         dns_server, port, tmp_path, retry=quick_retry(first_retry=60, max_interval=60, max_age=600)
     )
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+    async with ferrymail.Engine(spool_at, cfg) as e:
         await e.submit(campaign(), people("flaky.test", 3))
         runner = asyncio.create_task(e.run())
         await reported(e, "deferred", 3)
@@ -169,13 +169,13 @@ async def test_servfail_defers_then_recovers(
 
 @on_uvloop
 async def test_first_mx_dead_second_alive(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone(
         "failover.test", ["@ MX 10 a", "@ MX 20 b", "a A 127.0.0.7", "b A 127.0.0.8"]
     )
     server = scripted_server(host="127.0.0.8", port=port)
-    async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
+    async with ferrymail.Engine(spool_at, config(dns_server, port, tmp_path)) as e:
         await e.submit(campaign(), people("failover.test", 5))
         await e.drain()
         report = await e.report("c1")
@@ -187,13 +187,13 @@ async def test_first_mx_dead_second_alive(
 
 @on_uvloop
 async def test_a_site_answering_421_is_suspended_and_the_rest_wait(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("busy.test", ["@ MX 10 mx", "mx A 127.0.0.9"])
     dns_server.add_zone("busy2.test", ["@ MX 10 mx.busy.test."])
     server = scripted_server(host="127.0.0.9", port=port, banner="421 4.7.0 Too many connections")
     cfg = config(dns_server, port, tmp_path, batch_size=5, suspend_for=60.0)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+    async with ferrymail.Engine(spool_at, cfg) as e:
         await e.submit(campaign(), [*people("busy.test", 20), *people("busy2.test", 20)])
         runner = asyncio.create_task(e.run())
         await reported(e, "deferred", 5)
@@ -211,13 +211,13 @@ async def test_a_site_answering_421_is_suspended_and_the_rest_wait(
 
 @on_uvloop
 async def test_a_suspension_is_in_the_spool_survives_a_restart_and_flush_lifts_it(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("held.test", ["@ MX 10 mx", "mx A 127.0.0.13"])
     dns_server.add_zone("held2.test", ["@ MX 10 mx.held.test."])
     server = scripted_server(host="127.0.0.13", port=port, banner="421 4.7.0 Try again soon")
     cfg = config(dns_server, port, tmp_path, batch_size=5, suspend_for=600.0)
-    path = tmp_path / "spool.db"
+    path = spool_at
     async with ferrymail.Engine(path, cfg) as e:
         await e.submit(campaign(), [*people("held.test", 10), *people("held2.test", 10)])
         runner = asyncio.create_task(e.run())
@@ -226,7 +226,7 @@ async def test_a_suspension_is_in_the_spool_survives_a_restart_and_flush_lifts_i
         await runner
 
     # What `ferrymail status` shows, read as another process would.
-    with SqliteSpool(path) as spool:
+    with open_spool(path) as spool:
         (held,) = spool.status().suspended
     assert held.site == f"mx.held.test:{port}"
     assert "421 4.7.0 Try again soon" in held.reason
@@ -243,7 +243,7 @@ async def test_a_suspension_is_in_the_spool_survives_a_restart_and_flush_lifts_i
         # The site is well again and `ferrymail flush held2.test` runs in another
         # process: the running engine notices within a second and delivers everything.
         server.banner = None
-        with SqliteSpool(path) as spool:
+        with open_spool(path) as spool:
             assert spool.lift("held2.test") == [held.site]
             assert spool.flush("held2.test") == 10
             spool.flush()  # the deferred ones of held.test too
@@ -251,13 +251,13 @@ async def test_a_suspension_is_in_the_spool_survives_a_restart_and_flush_lifts_i
         e.stop()
         await runner
     assert len(server.delivered) == 20
-    with SqliteSpool(path) as spool:
+    with open_spool(path) as spool:
         assert spool.status().suspended == []
 
 
 @on_uvloop
 async def test_recipients_expire_after_max_age(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("never.test", ["@ MX 10 mx", "mx A 127.0.0.10"])
     scripted_server(
@@ -269,7 +269,7 @@ async def test_recipients_expire_after_max_age(
         tmp_path,
         retry=quick_retry(first_retry=0.1, max_interval=0.2, max_age=0.8),
     )
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+    async with ferrymail.Engine(spool_at, cfg) as e:
         await e.submit(campaign(), people("never.test", 2))
         await e.drain()
         report = await e.report("c1")
@@ -281,9 +281,9 @@ async def test_recipients_expire_after_max_age(
 
 @on_uvloop
 async def test_invalid_and_suppressed_recipients_are_final_at_submit(
-    dns_server: DnsServer, port: int, tmp_path: Path
+    dns_server: DnsServer, port: int, tmp_path: Path, spool_at: str
 ) -> None:
-    async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
+    async with ferrymail.Engine(spool_at, config(dns_server, port, tmp_path)) as e:
         await e.suppressions.add("Blocked@Example.test", "complained")
         result = await e.submit(
             campaign(),
@@ -300,12 +300,12 @@ async def test_invalid_and_suppressed_recipients_are_final_at_submit(
 
 @on_uvloop
 async def test_a_restart_mid_campaign_delivers_each_recipient_once(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("restart.test", ["@ MX 10 mx", "mx A 127.0.0.11"])
     server = scripted_server(host="127.0.0.11", port=port)
     cfg = config(dns_server, port, tmp_path, batch_size=10)
-    spool = tmp_path / "spool.db"
+    spool = spool_at
 
     async def generate() -> AsyncIterator[ferrymail.Recipient]:
         for r in people("restart.test", 300):
@@ -333,20 +333,20 @@ async def test_a_restart_mid_campaign_delivers_each_recipient_once(
 
 @on_uvloop
 async def test_a_recipient_the_process_keeps_dying_with_backs_off_and_expires(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("calm.test", ["@ MX 10 mx", "mx A 127.0.0.14"])
     dns_server.add_zone("poison.test", ["@ MX 10 mx.calm.test."])
     server = scripted_server(host="127.0.0.14", port=port)
     cfg = config(dns_server, port, tmp_path, retry=quick_retry(first_retry=0.3))
-    path = tmp_path / "spool.db"
+    path = spool_at
     async with ferrymail.Engine(path, cfg) as e:
         await e.submit(campaign(), [*people("calm.test", 4), *people("poison.test", 1)])
 
     def die_with_it() -> Leased:
         """A process that leases the poison.test recipient and dies while delivering to
         it: its lease ends with no outcome."""
-        with SqliteSpool(path) as spool:
+        with open_spool(path) as spool:
             (leased,) = spool.lease(1, "doomed", 0.05, domains=["poison.test"])
             spool.started([leased.id])
         time.sleep(0.1)
@@ -374,14 +374,14 @@ async def test_a_recipient_the_process_keeps_dying_with_backs_off_and_expires(
 
 
 def test_send_is_one_synchronous_call(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("sync.test", ["@ MX 10 mx", "mx A 127.0.0.12"])
     server = scripted_server(host="127.0.0.12", port=port)
     report = ferrymail.send(
         campaign(),
         people("sync.test", 7),
-        spool=tmp_path / "spool.db",
+        spool=spool_at,
         helo_name="engine.test",
         dns_servers=[dns_server.address],
         mx_port=port,
@@ -392,12 +392,12 @@ def test_send_is_one_synchronous_call(
 
 @on_uvloop
 async def test_a_route_override_and_the_event_stream(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     # No zone for routed.test at all: the override is used, DNS is never asked.
     server = scripted_server(host="127.0.0.13")
     cfg = config(dns_server, port, tmp_path, routes={"routed.test": f"127.0.0.13:{server.port}"})
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+    async with ferrymail.Engine(spool_at, cfg) as e:
         seen: list[ferrymail.Event] = []
 
         async def listen() -> None:
@@ -418,13 +418,13 @@ async def test_a_route_override_and_the_event_stream(
 
 @on_uvloop
 async def test_a_site_rate_limit_spaces_the_messages(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("slow.test", ["@ MX 10 mx", "mx A 127.0.0.14"])
     server = scripted_server(host="127.0.0.14", port=port)
     limits = ferrymail.SiteLimits(messages_per_second=20)
     cfg = config(dns_server, port, tmp_path, site_overrides={"mx.slow.test": limits})
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+    async with ferrymail.Engine(spool_at, cfg) as e:
         await e.submit(campaign(), people("slow.test", 60))
         await e.drain()
     assert len(server.delivered) == 60
@@ -439,7 +439,7 @@ async def test_a_site_rate_limit_spaces_the_messages(
 
 @on_uvloop
 async def test_drain_may_run_while_submit_streams(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("overlap.test", ["@ MX 10 mx", "mx A 127.0.0.15"])
     server = scripted_server(host="127.0.0.15", port=port)
@@ -454,7 +454,7 @@ async def test_drain_may_run_while_submit_streams(
             yield r
 
     cfg = config(dns_server, port, tmp_path)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+    async with ferrymail.Engine(spool_at, cfg) as e:
 
         async def watch() -> None:
             async for event in e.events():

@@ -28,7 +28,11 @@ def port() -> int:
 
 @on_uvloop
 async def test_a_blackholed_domain_never_stalls_the_other_sites(
-    dns_server: DnsServer, scripted_server: Callable[..., ScriptedServer], port: int, tmp_path: Path
+    dns_server: DnsServer,
+    scripted_server: Callable[..., ScriptedServer],
+    port: int,
+    tmp_path: Path,
+    spool_at: str,
 ) -> None:
     dns_server.add_zone("healthy.test", ["@ MX 10 mx", "mx A 127.0.0.16"])
     server = scripted_server(host="127.0.0.16", port=port)
@@ -55,7 +59,7 @@ async def test_a_blackholed_domain_never_stalls_the_other_sites(
             batch_size=20,
             site_overrides={"mx.healthy.test": limits},
         )
-        async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+        async with ferrymail.Engine(spool_at, cfg) as e:
             events = e.events()
             await e.submit(campaign(), mixed)
 

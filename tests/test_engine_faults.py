@@ -4,7 +4,6 @@ campaign that no longer compiles (real Knot, aiosmtpd and SQLite spool)."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from engine_support import (
     on_uvloop,
     people,
     reported,
+    spool_sql,
 )
 from smtp_peers import ScriptedServer
 
@@ -65,14 +65,14 @@ class _FirstChunkOnly:
 
 @on_uvloop
 async def test_a_stream_that_ends_early_defers_the_rest_and_drain_ends(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("gap.test", ["@ MX 10 mx", "mx A 127.0.0.17"])
     server = scripted_server(host="127.0.0.17", port=port)
     # One connection: the outcomes come one at a time, so the first chunk is short.
     limits = ferrymail.SiteLimits(connections=1)
     cfg = config(dns_server, port, tmp_path, site_overrides={"mx.gap.test": limits})
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+    async with ferrymail.Engine(spool_at, cfg) as e:
         transport = e._open().transport
         cut = transport._inner = _CutShort(transport._inner)  # type: ignore[assignment]
         await e.submit(campaign(), people("gap.test", 50))
@@ -95,17 +95,16 @@ async def test_a_stream_that_ends_early_defers_the_rest_and_drain_ends(
 
 @on_uvloop
 async def test_a_stored_campaign_that_no_longer_compiles_keeps_the_reason(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("stale.test", ["@ MX 10 mx", "mx A 127.0.0.18"])
     server = scripted_server(host="127.0.0.18", port=port)
     cfg = config(dns_server, port, tmp_path)
-    path = tmp_path / "spool.db"
+    path = spool_at
     async with ferrymail.Engine(path, cfg) as e:
         await e.submit(campaign(), people("stale.test", 3))
     # As after an upgrade that reads the stored spec differently: it no longer compiles.
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE campaign SET spec = x'93a1781234' WHERE name = 'c1'")
+    spool_sql(path, "UPDATE campaign SET spec = ? WHERE name = 'c1'", [bytes.fromhex("93a1781234")])
     async with ferrymail.Engine(path, cfg) as e:
         await e.drain()
         report = await e.report("c1")
@@ -119,7 +118,7 @@ async def test_a_stored_campaign_that_no_longer_compiles_keeps_the_reason(
 
 @on_uvloop
 async def test_a_receiver_refusing_our_helo_name_defers_and_suspends_never_bounces(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("strict.test", ["@ MX 10 mx", "mx A 127.0.0.19"])
     # Postfix with reject_non_fqdn_helo_hostname, to a sender whose HELO name is "vm".
@@ -134,7 +133,7 @@ async def test_a_receiver_refusing_our_helo_name_defers_and_suspends_never_bounc
         batch_size=5,
         suspend_for=60.0,
     )
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+    async with ferrymail.Engine(spool_at, cfg) as e:
         await e.submit(campaign(), people("strict.test", 20))
         runner = asyncio.create_task(e.run())
         await reported(e, "deferred", 5)
@@ -148,6 +147,5 @@ async def test_a_receiver_refusing_our_helo_name_defers_and_suspends_never_bounc
     assert report.states["bounced"] == 0 and not suppressed
     assert report.states["deferred"] == 5 and report.states["queued"] == 15
     assert not server.delivered
-    with sqlite3.connect(tmp_path / "spool.db") as db:
-        (reason,) = db.execute("SELECT reason FROM suspension").fetchone()
+    ((reason,),) = spool_sql(spool_at, "SELECT reason FROM suspension")
     assert "Helo command rejected" in reason

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ferrymail.errors import ConfigError
+from ferrymail.spool import is_url, open_spool
 from smtp_peers import ScriptedServer
 
 # An engine with the default lease (30 minutes), sending to a server that never greets:
@@ -49,7 +51,14 @@ def mute() -> Iterator[str]:
         yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
-def in_flight(spool: Path) -> int:
+def in_flight(spool: str | Path) -> int:
+    if is_url(spool):
+        try:
+            with open_spool(spool, read_only=True) as db:
+                return db.counts().get("in-flight", 0)
+        except ConfigError:  # not created yet
+            return 0
+    spool = Path(spool)
     if not spool.exists():
         return 0
     with sqlite3.connect(f"file:{spool}?mode=ro", uri=True) as db:
@@ -59,15 +68,18 @@ def in_flight(spool: Path) -> int:
             return 0
 
 
-def engine_holding_three(tmp_path: Path, mute: str) -> subprocess.Popen[str]:
+def engine_holding_three(
+    tmp_path: Path, mute: str, spool: str | None = None
+) -> subprocess.Popen[str]:
+    spool = spool or str(tmp_path / "spool.db")
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     child = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "spool.db"), mute],
+        [sys.executable, str(script), spool, mute],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 30
-    while in_flight(tmp_path / "spool.db") < 3:
+    while in_flight(spool) < 3:
         assert child.poll() is None, child.communicate()
         assert time.monotonic() < deadline, "the child never leased its recipients"
         time.sleep(0.05)
@@ -82,16 +94,16 @@ def ferrymail(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProc
 
 
 def test_run_drain_takes_back_a_killed_engines_recipients_at_once(
-    tmp_path: Path, mute: str
+    tmp_path: Path, spool_at: str, mute: str
 ) -> None:
-    child = engine_holding_three(tmp_path, mute)
+    child = engine_holding_three(tmp_path, mute, spool_at)
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL
-    assert in_flight(tmp_path / "spool.db") == 3  # leased for 30 minutes
+    assert in_flight(spool_at) == 3  # leased for 30 minutes
     with ScriptedServer() as mx:
         # Not 30 minutes: the leases' owner is a dead process of this host.
-        done = ferrymail("run", "--drain", "--spool", "spool.db", "--helo",
+        done = ferrymail("run", "--drain", "--spool", spool_at, "--helo",
                          "leases.example.com", "--smarthost", f"{mx.host}:{mx.port}",
                          cwd=tmp_path, timeout=60)  # fmt: skip
         assert done.returncode == 0, done.stderr

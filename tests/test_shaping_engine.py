@@ -18,7 +18,7 @@ import pytest
 from dns_peer import DnsServer
 from engine_support import campaign, config, free_port_everywhere, on_uvloop, people
 from ferrymail.shaping import default_path, loads
-from ferrymail.spool import ShapingAction, SqliteSpool
+from ferrymail.spool import ShapingAction, open_spool
 from smtp_peers import Message, RawServer, ScriptedServer, slow
 
 Scripted = Callable[..., ScriptedServer]
@@ -58,7 +58,7 @@ def shaped(
 
 @on_uvloop
 async def test_a_site_entry_sets_the_rate_and_other_sites_keep_theirs(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("slow-site.test", ["@ MX 10 mx", "mx A 127.0.0.21"])
     dns_server.add_zone("fast-site.test", ["@ MX 10 mx", "mx A 127.0.0.22"])
@@ -66,7 +66,7 @@ async def test_a_site_entry_sets_the_rate_and_other_sites_keep_theirs(
     fast = scripted_server(host="127.0.0.22", port=port)
     shaping = '[site."mx.slow-site.test"]\nmax_message_rate = "20/s"\n'
     cfg = shaped(dns_server, port, tmp_path, shaping, batch_size=10)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+    async with ferrymail.Engine(spool_at, cfg) as engine:
         await engine.submit(campaign(), people("slow-site.test", 60) + people("fast-site.test", 60))
         await engine.drain()
 
@@ -78,7 +78,7 @@ async def test_a_site_entry_sets_the_rate_and_other_sites_keep_theirs(
 
 @on_uvloop
 async def test_gmail_rate_limit_rule_fires_at_its_threshold_and_lowers_the_rate(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("gmail-like.test", ["@ MX 10 gmail-smtp-in.l.google.test."])
     dns_server.add_zone("google.test", ["gmail-smtp-in.l A 127.0.0.23"])
@@ -98,13 +98,13 @@ set = { max_message_rate = "10/s" }
 duration = "1m"
 """
     cfg = shaped(dns_server, port, tmp_path, shaping, batch_size=5)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+    async with ferrymail.Engine(spool_at, cfg) as engine:
         await engine.submit(
             campaign(), people("gmail-like.test", 40) + people("other-site.test", 40)
         )
         await engine.drain()
 
-    with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
+    with open_spool(spool_at, read_only=True) as spool:
         (action,) = spool.actions()
         suspended = spool.suspensions()
     assert (action.rule, action.scope, action.limits) == (
@@ -124,7 +124,7 @@ duration = "1m"
 
 @on_uvloop
 async def test_yahoo_deferral_suspends_the_site_until_the_action_ends(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("yahoo-like.test", ["@ MX 10 mta5.am0.yahoodns.test."])
     dns_server.add_zone("yahoodns.test", ["mta5.am0 A 127.0.0.25"])
@@ -140,12 +140,12 @@ suspend = true
 duration = "2s"
 """
     cfg = shaped(dns_server, port, tmp_path, shaping, batch_size=1)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+    async with ferrymail.Engine(spool_at, cfg) as engine:
         await engine.submit(campaign(), people("yahoo-like.test", 3))
         drained = asyncio.create_task(engine.drain())
-        while not (tmp_path / "spool.db").exists() or not await _suspensions(tmp_path):
+        while not await _suspensions(spool_at):
             await asyncio.sleep(0.05)
-        (suspension,) = await _suspensions(tmp_path)
+        (suspension,) = await _suspensions(spool_at)
         await drained
 
     assert suspension.reason.startswith("shaping rule yahoo-deferred-ts01-ts04: 421 4.7.0 [TS02]")
@@ -157,14 +157,17 @@ duration = "2s"
     assert first < suspension.until + 1.5
 
 
-async def _suspensions(tmp_path: Path) -> list[object]:
-    with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
+async def _suspensions(where: str) -> list[object]:
+    """The spool's suspensions, as another process reads them (none before it exists)."""
+    if not where.startswith("postgresql://") and not Path(where).exists():
+        return []
+    with open_spool(where, read_only=True) as spool:
         return list(spool.suspensions())
 
 
 @on_uvloop
 async def test_a_bounce_rule_bounces_what_is_queued_for_the_site(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("policy.test", ["@ MX 10 mx", "mx A 127.0.0.26"])
     scripted_server(host="127.0.0.26", port=port, replies={"RCPT": YAHOO_POLICY})
@@ -178,7 +181,7 @@ bounce = true
 duration = "1m"
 """
     cfg = shaped(dns_server, port, tmp_path, shaping, batch_size=2)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+    async with ferrymail.Engine(spool_at, cfg) as engine:
         await engine.submit(campaign(), people("policy.test", 10))
         await engine.drain()
         report = await engine.report("c1")
@@ -194,7 +197,7 @@ duration = "1m"
 
 @on_uvloop
 async def test_the_shipped_file_reacts_to_microsofts_busy_reply(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     text = Path(default_path()).read_text()
     text = text.replace(
@@ -208,29 +211,31 @@ async def test_the_shipped_file_reacts_to_microsofts_busy_reply(
     dns_server.add_zone("outlook.test", ["contoso-like-test.mail.protection A 127.0.0.27"])
     scripted_server(host="127.0.0.27", port=port, replies={"RCPT": [MICROSOFT_BUSY]})
     cfg = shaped(dns_server, port, tmp_path, text, batch_size=1)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+    async with ferrymail.Engine(spool_at, cfg) as engine:
         await engine.submit(campaign(), people("contoso-like.test", 1))
         running = asyncio.create_task(engine.run())
         deadline = time.monotonic() + 20
-        while not await _actions(tmp_path):
+        while not await _actions(spool_at):
             assert time.monotonic() < deadline, "no rule fired"
             await asyncio.sleep(0.05)
         engine.stop()
         await running
 
-    (action,) = await _actions(tmp_path)
+    (action,) = await _actions(spool_at)
     assert action.rule == "microsoft-server-busy-4.7.500"
     assert action.limits == {"connection_limit": 1, "max_message_rate": "30/min"}
     # `ferrymail status` shows it with the reply; `ferrymail flush` lifts it.
-    status = _cli("status", "--spool", str(tmp_path / "spool.db"))
+    status = _cli("status", "--spool", str(spool_at))
     assert "microsoft-server-busy-4.7.500" in status and "451 4.7.500 Server busy" in status
-    flushed = _cli("flush", "--spool", str(tmp_path / "spool.db"))
+    flushed = _cli("flush", "--spool", str(spool_at))
     assert "shaping rule microsoft-server-busy-4.7.500 on" in flushed
-    assert await _actions(tmp_path) == []
+    assert await _actions(spool_at) == []
 
 
-async def _actions(tmp_path: Path) -> list[object]:
-    with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
+async def _actions(where: str) -> list[object]:
+    if not where.startswith("postgresql://") and not Path(where).exists():
+        return []
+    with open_spool(where, read_only=True) as spool:
         return list(spool.actions())
 
 
@@ -248,6 +253,7 @@ async def test_an_entry_sets_the_tls_policy_and_timeouts_of_its_sites_batches(
     raw_server: Callable[..., RawServer],
     port: int,
     tmp_path: Path,
+    spool_at: str,
 ) -> None:
     # A silent greeting: the transport waits 300 s (RFC 5321), the site's entry 1 s.
     dns_server.add_zone("silent.test", ["@ MX 10 mx", "mx A 127.0.0.28"])
@@ -262,7 +268,7 @@ greeting_timeout = "1s"
 tls = "required"
 """
     cfg = shaped(dns_server, port, tmp_path, shaping)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+    async with ferrymail.Engine(spool_at, cfg) as engine:
         events = engine.events()
         await engine.submit(campaign(), people("silent.test", 1) + people("needs-tls.test", 1))
         running = asyncio.create_task(engine.run())
@@ -283,7 +289,7 @@ tls = "required"
 
 @on_uvloop
 async def test_a_campaign_rule_holds_that_campaign_and_the_others_go_on(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("held.test", ["@ MX 10 mx", "mx A 127.0.0.20"])
     banned = (
@@ -305,7 +311,7 @@ suspend = true
 duration = "1h"
 """
     cfg = shaped(dns_server, port, tmp_path, shaping, batch_size=5)
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+    async with ferrymail.Engine(spool_at, cfg) as engine:
         await engine.submit(campaign("c1"), people("held.test", 20))
         await engine.submit(campaign("c2"), people("held.test", 20, start=100))
         running = asyncio.create_task(engine.run())
@@ -320,21 +326,21 @@ duration = "1h"
     assert held.states["bounced"] == 3  # the replies themselves
     assert held.states["delivered"] == 2  # the rest of the first batch
     assert held.states["queued"] + held.states["deferred"] == 15  # waiting, not bounced
-    with SqliteSpool(tmp_path / "spool.db", read_only=True) as spool:
+    with open_spool(spool_at, read_only=True) as spool:
         (action,) = spool.actions()
     assert (action.scope, action.campaign) == ("campaign", "c1")
 
 
 @on_uvloop
 async def test_an_action_in_the_spool_holds_after_a_restart(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("restarted.test", ["@ MX 10 mx", "mx A 127.0.0.19"])
     peer = scripted_server(host="127.0.0.19", port=port)
     cfg = shaped(dns_server, port, tmp_path, "", batch_size=5)
     site = f"mx.restarted.test:{port}"
     now = time.time()
-    with SqliteSpool(tmp_path / "spool.db") as spool:  # what an engine before left
+    with open_spool(spool_at) as spool:  # what an engine before left
         spool.put_actions(
             [
                 ShapingAction(
@@ -344,7 +350,7 @@ async def test_an_action_in_the_spool_holds_after_a_restart(
                 )
             ]
         )  # fmt: skip
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+    async with ferrymail.Engine(spool_at, cfg) as engine:
         await engine.submit(campaign(), people("restarted.test", 40))
         await engine.drain()
 

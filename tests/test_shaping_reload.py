@@ -45,8 +45,9 @@ def _lines(process: subprocess.Popen[str], until: str, timeout: float = 20) -> l
 
 def test_reloads_on_sighup_and_on_change_refuses_a_bad_file_and_loses_nothing(
     tmp_path: Path,
+    spool_at: str,
 ) -> None:
-    spool = tmp_path / "spool.db"
+    spool = spool_at
     on_uvloop(_submit)(spool)
     shaping = tmp_path / "shaping.toml"
     shaping.write_text('[default]\nmax_message_rate = "20/s"\n')
@@ -56,7 +57,7 @@ def test_reloads_on_sighup_and_on_change_refuses_a_bad_file_and_loses_nothing(
             [sys.executable, "-m", "ferrymail", "run", "--drain", "--spool", str(spool),
              "--route", f"reload.test=127.0.0.28:{port}", "--helo", "engine.test",
              "--shaping", str(shaping)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         try:
@@ -80,7 +81,9 @@ def test_reloads_on_sighup_and_on_change_refuses_a_bad_file_and_loses_nothing(
 
 
 @on_uvloop
-async def test_reload_shaping_changes_the_rate_of_a_site_being_sent_to(tmp_path: Path) -> None:
+async def test_reload_shaping_changes_the_rate_of_a_site_being_sent_to(
+    tmp_path: Path, spool_at: str
+) -> None:
     port = free_port_everywhere(["127.0.0.29"])
     slow = ferrymail.shaping.loads('[default]\nmax_message_rate = "10/s"\n', name="slow.toml")
     fast = ferrymail.shaping.loads('[default]\nmax_message_rate = "200/s"\n', name="fast.toml")
@@ -91,7 +94,7 @@ async def test_reload_shaping_changes_the_rate_of_a_site_being_sent_to(tmp_path:
         batch_size=5,
     )
     with ScriptedServer(host="127.0.0.29", port=port) as peer:
-        async with ferrymail.Engine(tmp_path / "spool.db", config) as engine:
+        async with ferrymail.Engine(spool_at, config) as engine:
             await engine.submit(campaign(), people("known.test", 80))
             draining = asyncio.create_task(engine.drain())
             while len(peer.delivered) < 30:

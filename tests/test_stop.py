@@ -25,7 +25,7 @@ from engine_support import (
     on_uvloop,
     people,
 )
-from ferrymail.spool import SqliteSpool
+from ferrymail.spool import SqliteSpool, open_spool
 from smtp_peers import Fault, RawServer
 from test_cli import wait_for, write_files
 
@@ -122,7 +122,11 @@ def port() -> int:
 
 @on_uvloop
 async def test_stop_cuts_a_stalled_session_and_counts_only_a_sent_message_as_tried(
-    dns_server: DnsServer, raw_server: Callable[..., RawServer], port: int, tmp_path: Path
+    dns_server: DnsServer,
+    raw_server: Callable[..., RawServer],
+    port: int,
+    tmp_path: Path,
+    spool_at: str,
 ) -> None:
     # A peer that takes the first message's dot and then never answers: that message may
     # have been delivered; the others were never sent.
@@ -130,7 +134,7 @@ async def test_stop_cuts_a_stalled_session_and_counts_only_a_sent_message_as_tri
     raw_server(host="127.0.0.20", port=port, faults=[Fault("DOT", delay=300.0, reply="")])
     limits = ferrymail.SiteLimits(connections=1)
     cfg = config(dns_server, port, tmp_path, site_overrides={"mx.stall.test": limits})
-    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as e:
+    async with ferrymail.Engine(spool_at, cfg) as e:
         await e.submit(campaign(), people("stall.test", 5))
         runner = asyncio.create_task(e.run())
         await asyncio.sleep(1.0)  # the first dot is on the wire, its reply never comes
@@ -143,6 +147,6 @@ async def test_stop_cuts_a_stalled_session_and_counts_only_a_sent_message_as_tri
     assert report.states["deferred"] == 1 and report.states["queued"] == 4
     deferred = [ev for ev in logged_events(tmp_path) if ev["type"] == "deferred"]
     assert len(deferred) == 1 and "may have been delivered" in deferred[0]["text"]
-    with SqliteSpool(tmp_path / "spool.db") as spool:
+    with open_spool(spool_at) as spool:
         assert spool.leases() == []  # the four untried ones are free for the next engine
         assert sorted(r[4] for r in spool.iter_recipients("c1")) == [0, 0, 0, 0, 1]

@@ -136,13 +136,14 @@ async def test_the_engine_fails_the_pathological_recipient_and_delivers_the_rest
     scripted_server: Callable[..., ScriptedServer],
     port: int,
     tmp_path: Path,
+    spool_at: str,
 ) -> None:
     dns_server.add_zone("limits.test", ["@ MX 10 mx", "mx A 127.0.0.2"])
     server = scripted_server(host="127.0.0.2", port=port)
     recipients = people("limits.test", 30)
     for i, r in enumerate(recipients):
         recipients[i] = Recipient(r.address, {**r.vars, "n": 100_000 if i == 15 else 2}, id=r.id)
-    async with ferrymail.Engine(tmp_path / "spool.db", config(dns_server, port, tmp_path)) as e:
+    async with ferrymail.Engine(spool_at, config(dns_server, port, tmp_path)) as e:
         await e.submit(campaign(text=NESTED_LOOPS), recipients)
         await e.drain()
         report = await e.report("c1")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email.policy
 import re
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,10 +16,10 @@ import ferrymail
 import msgspec
 import pytest
 from dns_peer import DnsServer
-from engine_support import campaign, config, free_port_everywhere, on_uvloop, people
+from engine_support import campaign, config, free_port_everywhere, on_uvloop, people, spool_sql
 from ferrymail import ConfigError, Tracking, Unsubscribe, Verp, WireError
 from ferrymail.feedback.addresses import verp_token
-from ferrymail.spool import SqliteSpool
+from ferrymail.spool import open_spool
 from ferrymail.verp import open_token, seal_token
 from ferrymail.wire import CampaignSpec, MxHost, Route, SmtpOptions
 from smtp_peers import Message, ScriptedServer
@@ -42,8 +41,8 @@ def parsed(message: Message) -> email.message.EmailMessage:
     return BytesParser(policy=email.policy.default).parsebytes(message.content)  # type: ignore[return-value]
 
 
-def rows_by_address(path: Path, campaign_id: str = "c1") -> dict[str, int]:
-    with SqliteSpool(path) as spool:
+def rows_by_address(path: str | Path, campaign_id: str = "c1") -> dict[str, int]:
+    with open_spool(path) as spool:
         return {address: row for row, _, address, _, _ in spool.iter_recipients(campaign_id)}
 
 
@@ -74,11 +73,11 @@ def check_verp(delivered: list[Message], rows: dict[str, int], secrets: list[str
 
 @on_uvloop
 async def test_each_message_names_its_spool_row_in_mail_from(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("verp.test", ["@ MX 10 mx", "mx A 127.0.0.2"])
     server = scripted_server(host="127.0.0.2", port=port)
-    path = tmp_path / "spool.db"
+    path = spool_at
     async with ferrymail.Engine(path, config(dns_server, port, tmp_path)) as e:
         await e.submit(campaign(tracking=TRACKING, verp=True), people("verp.test", 3))
         # A campaign without VERP in the same engine keeps the plain sender.
@@ -98,13 +97,13 @@ async def test_each_message_names_its_spool_row_in_mail_from(
 
 @on_uvloop
 async def test_a_verp_secret_of_its_own_and_a_restart(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     """Recipients queued by one engine and delivered by the next, which compiles the
     campaign from the spec stored in the spool: VERP comes back with it."""
     dns_server.add_zone("verp-own.test", ["@ MX 10 mx", "mx A 127.0.0.3"])
     server = scripted_server(host="127.0.0.3", port=port)
-    path = tmp_path / "spool.db"
+    path = spool_at
     own = "a-verp-secret-of-its-own-42"
     cfg = config(dns_server, port, tmp_path)
     async with ferrymail.Engine(path, cfg) as e:
@@ -122,21 +121,20 @@ async def test_a_verp_secret_of_its_own_and_a_restart(
 
 @on_uvloop
 async def test_a_spec_stored_before_verp_existed_still_delivers(
-    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:
     dns_server.add_zone("verp-old.test", ["@ MX 10 mx", "mx A 127.0.0.4"])
     server = scripted_server(host="127.0.0.4", port=port)
-    path = tmp_path / "spool.db"
+    path = spool_at
     cfg = config(dns_server, port, tmp_path)
     async with ferrymail.Engine(path, cfg) as e:
         await e.submit(campaign(), people("verp-old.test", 2))
     # The spec as the ferrymail before VERP stored it: the same array, one field short.
-    with sqlite3.connect(path) as db:
-        (stored,) = db.execute("SELECT spec FROM campaign WHERE name = 'c1'").fetchone()
-        fields = msgspec.msgpack.decode(stored)
-        assert fields[-1] is None  # verp, the last field
-        old = msgspec.msgpack.encode(fields[:-1])
-        db.execute("UPDATE campaign SET spec = ? WHERE name = 'c1'", (old,))
+    ((stored,),) = spool_sql(path, "SELECT spec FROM campaign WHERE name = 'c1'")
+    fields = msgspec.msgpack.decode(stored)
+    assert fields[-1] is None  # verp, the last field
+    old = msgspec.msgpack.encode(fields[:-1])
+    spool_sql(path, "UPDATE campaign SET spec = ? WHERE name = 'c1'", [old])
     assert msgspec.msgpack.decode(old, type=CampaignSpec).verp is None
     async with ferrymail.Engine(path, cfg) as e:
         await e.drain()

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from dns_peer import DnsServer
 from engine_support import config, on_uvloop
-from ferrymail.spool import SqliteSpool
+from ferrymail.spool import open_spool
 from inbound_support import arf, send
 from peer_process import STARTUP_TIMEOUT, end_process
 from postfix_peer import PostfixPeer, available
@@ -79,9 +79,9 @@ def ferrymail_process(*args: str, ready: str) -> Iterator[str]:
     assert process.returncode == 0, f"ferrymail {args[0]} exited {process.returncode}"
 
 
-def wait_for_signal(spool_path: Path, kind: str, key: str, postfix: PostfixPeer) -> None:
+def wait_for_signal(spool_path: str, kind: str, key: str, postfix: PostfixPeer) -> None:
     deadline = time.monotonic() + 30
-    with SqliteSpool(spool_path, read_only=True) as spool:
+    with open_spool(spool_path, read_only=True) as spool:
         while not any(k == kind and who == key for k, who, *_ in spool.feedback("c1")):
             assert time.monotonic() < deadline, f"no {kind} for {key}:\n{postfix.log()}"
             time.sleep(0.1)
@@ -94,10 +94,10 @@ def tokens(message: bytes, base: str) -> list[str]:
 
 @on_uvloop
 async def test_clicks_opens_unsubscribes_late_bounces_and_complaints_come_back(
-    dns_server: DnsServer, tmp_path: Path
+    dns_server: DnsServer, tmp_path: Path, spool_at: str
 ) -> None:
-    spool_path = tmp_path / "spool.db"
-    SqliteSpool(spool_path).close()
+    spool_path = spool_at
+    open_spool(spool_path).close()
     (tmp_path / "web.toml").write_text(
         f'tracking_secrets = ["{SECRET}"]\nunsubscribe_secrets = ["{UNSUBSCRIBE_SECRET}"]\n'
     )
@@ -112,11 +112,15 @@ async def test_clicks_opens_unsubscribes_late_bounces_and_complaints_come_back(
         ) as mailbox,
         ferrymail_process(
             "inbound", "--listen", f"127.0.0.1:{inbound_port}", "--spool", str(spool_path),
-            "--config", str(tmp_path / "inbound.toml"), ready="ferrymail inbound: listening",
+            "--config", str(tmp_path / "inbound.toml"),
+            "--event-log", str(tmp_path / "inbound-events.jsonl"),
+            ready="ferrymail inbound: listening",
         ),
         ferrymail_process(
             "serve", "--listen", "127.0.0.1:0", "--spool", str(spool_path),
-            "--config", str(tmp_path / "web.toml"), ready="ferrymail serve: listening",
+            "--config", str(tmp_path / "web.toml"),
+            "--event-log", str(tmp_path / "web-events.jsonl"),
+            ready="ferrymail serve: listening",
         ) as web,
         PostfixPeer(
             relay_to=("127.0.0.1", mailbox.port),
@@ -209,7 +213,7 @@ async def test_clicks_opens_unsubscribes_late_bounces_and_complaints_come_back(
     async with ferrymail.Engine(spool_path, engine_config) as engine:
         result = await engine.submit(news("c2"), [*PEOPLE, dave])
     assert (result.accepted, result.suppressed) == (2, 3)
-    with SqliteSpool(spool_path, read_only=True) as spool:
+    with open_spool(spool_path, read_only=True) as spool:
         states = spool.final_states("c2")
     assert {n: states[n] for n in ("ann", "bob", "carol")} == dict.fromkeys(
         ("ann", "bob", "carol"), "suppressed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -66,6 +67,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     - `site_limits` and `site_overrides` ({"mx.example.com": SiteLimits(...)}, keyed by
       any MX host name of the site): shaping per site.
     - `event_log`: a JSON-lines file every event is appended to.
+    - `node`: this engine's name among the engines sharing one spool (a fleet on
+      PostgreSQL), carried by every event it makes; None: the host name.
     - `shaping`: a shaping file (its path) or a compiled `ferrymail.shaping.Shaping`; a
       path is loaded and checked when the Config is made (a bad file raises ConfigError
       naming file, line and key), so that afterwards this holds the compiled Shaping or
@@ -92,6 +95,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     lease_for: float = LEASE_FOR
     event_log: str | None = None
     shaping: Shaping | str | None = None
+    node: str | None = None
 
     def __post_init__(self) -> None:
         if self.shaping is not None:
@@ -110,6 +114,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         for name in ("suspend_for", "lease_for", "dns_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Config.{name}: must be above 0 seconds")
+        if self.node is None:
+            msgspec.structs.force_setattr(self, "node", socket.gethostname())
+        elif not self.node.strip():
+            raise ValueError("Config.node: must not be empty (None: the host name)")
         if not 0 < self.mx_port < 65536:
             raise ValueError(f"Config.mx_port {self.mx_port}: not a TCP port")
 

@@ -40,3 +40,14 @@ class WireError(Error):
 class InternalError(Error, RuntimeError):
     """A fault inside ferrymail (a task of the Rust core failed, e.g. panicked): a bug to
     report, never a problem with the input. Retrying the operation is safe."""
+
+
+class SpoolUnavailableError(Error, ConnectionError):
+    """The spool's server cannot be reached, or the connection to it was lost during a
+    call (`reason` says why, without the password). Nothing of the call is half done:
+    it ran whole or not at all. The engine waits and calls again (spooler.py); the CLI
+    says it in one line. The next call reconnects."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

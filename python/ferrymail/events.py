@@ -30,7 +30,8 @@ class Event:
     bounced, deferred, expired, failed (after an attempt). `recipient` is the ESP's id
     (or the address when it gave none). `attempt` counts attempts so far. `timestamp` is
     seconds since the epoch; `since_submit` seconds since the recipient was submitted;
-    `source` the local address the attempt left from.
+    `source` the local address the attempt left from; `node` the name of the engine
+    that made the change (Config.node), which tells the nodes of a fleet apart.
     """
 
     type: str
@@ -50,6 +51,9 @@ class Event:
     #: The local address the attempt's connection was bound to (the egress source's),
     #: None without a connection (and for the states of submit).
     source: str | None = None
+    #: The engine's name (Config.node: the host name unless set); None from code that
+    #: makes events without an engine.
+    node: str | None = None
 
 
 #: The `type`s of FeedbackEvent: what came back after delivery.

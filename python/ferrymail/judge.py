@@ -72,8 +72,10 @@ class Judge:
         classifier: BounceClassifier,
         suppress_hard_bounces: bool,
         listened: Callable[[], bool] = lambda: True,
+        node: str | None = None,
     ) -> None:
         self.retry = retry
+        self.node = node  # the engine's name in a fleet, carried by every event
         self.classifier = classifier
         self.suppress_hard_bounces = suppress_hard_bounces
         # Events are built only when someone takes them (a log or a subscriber).
@@ -173,6 +175,7 @@ class Judge:
                 now,
                 now - r.submitted_at,
                 o.source,
+                self.node,
             )
         )
 

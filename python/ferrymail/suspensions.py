@@ -1,5 +1,6 @@
 """Site suspensions kept in step with the spool: set here, seen by `ferrymail status`,
-kept across restarts, lifted by `ferrymail flush` from another process."""
+kept across restarts, lifted by `ferrymail flush` from another process, and shared by
+every engine on one spool."""
 
 from __future__ import annotations
 
@@ -54,14 +55,15 @@ class Suspensions:
         self._known[site.key] = until
 
     async def refresh(self, sites: Iterable[Site], now: float, *, due: bool = False) -> bool:
-        """Lifts the Sites whose suspension is gone from the table (lifted from outside).
-        Reads at most every CHECK_EVERY seconds unless `due`; True when a Site was lifted."""
+        """Keeps the Sites in step with the table: lifts those whose suspension is gone
+        (lifted from outside), and suspends those another engine on the spool suspended
+        (a fleet on PostgreSQL: a site suspended by one node is suspended for all).
+        Reads at most every CHECK_EVERY seconds unless `due`; True when a Site was
+        lifted."""
         if not due and now - self._read_at < CHECK_EVERY:
             return False  # the pump calls this every round: most return here
         self._read_at = now
         sites = list(sites)
-        if not self._known and not any(s.suspended(now) for s in sites):
-            return False
         writes = self._writes
         rows = await self._spooler.call(self._spooler.spool.suspensions)
         if writes != self._writes:
@@ -70,6 +72,12 @@ class Suspensions:
         lifted = [s for s in sites if s.suspended(now) and s.key not in self._known]
         for site in lifted:
             site.lift()
+        for site in sites:
+            until = self._known.get(site.key, 0.0)
+            if until > now and until > site.suspended_until:
+                # Suspended elsewhere: its recipients here wait in its queue (their
+                # leases renewed) and no batch starts before `until`.
+                site.suspended_until = until
         return bool(lifted)
 
     async def lift(self, sites: Iterable[Site], domain: str | None) -> None:

@@ -21,7 +21,8 @@ from ..engine import Engine
 from ..errors import ConfigError, Error
 from ..routing import Router
 from ..shaping.reload import Reloader
-from ..spool import Report, SqliteSpool
+from ..spool import Report, Spool, is_url, shown
+from ..spool import open_spool as open_any_spool
 
 #: The exit status for bad input: a usage error, as argparse uses.
 BAD_INPUT = 2
@@ -38,8 +39,20 @@ class CliError(Exception):
 
 def add_spool(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--spool", default=DEFAULT_SPOOL, metavar="FILE", help=f"default: {DEFAULT_SPOOL}"
+        "--spool",
+        default=DEFAULT_SPOOL,
+        metavar="FILE|URL",
+        help="an SQLite file, or a PostgreSQL database that engines on many machines "
+        f"share: postgresql://user:password@host:port/dbname (default: {DEFAULT_SPOOL})",
     )
+
+
+def beside_spool(spool: str, name: str) -> str:
+    """A file next to the spool's file; for a spool on a server, in the working
+    directory (each node keeps its own logs)."""
+    if is_url(spool):
+        return name
+    return os.path.join(os.path.dirname(os.path.abspath(spool)), name)
 
 
 def add_event_log(p: argparse.ArgumentParser) -> None:
@@ -53,7 +66,7 @@ def add_event_log(p: argparse.ArgumentParser) -> None:
 def event_log_path(spool: str, event_log: str | None) -> str:
     if event_log is not None:
         return event_log
-    return os.path.join(os.path.dirname(os.path.abspath(spool)), "events.jsonl")
+    return beside_spool(spool, "events.jsonl")
 
 
 def add_delivery(p: argparse.ArgumentParser) -> None:
@@ -74,6 +87,12 @@ def add_delivery(p: argparse.ArgumentParser) -> None:
         help="a traffic shaping file (limits and automation rules per site); reloaded on "
         "SIGHUP and when it changes",
     )
+    p.add_argument(
+        "--node",
+        metavar="NAME",
+        help="this engine's name among those sharing one spool, in every event "
+        "(default: the host name)",
+    )
     add_event_log(p)
 
 
@@ -93,6 +112,7 @@ def engine_config(args: argparse.Namespace) -> Config:
             routes=routes,
             event_log=event_log_path(args.spool, args.event_log),
             shaping=args.shaping,
+            node=args.node,
         )
         Router(config)  # checks smarthost, routes and DNS servers
     except (ConfigError, ValueError) as e:
@@ -161,8 +181,10 @@ def check_dns_server(server: str) -> None:
 
 
 def spool_must_exist(path: str) -> None:
-    if not os.path.exists(path):
-        raise CliError(f"{path}: no such spool (give --spool FILE)")
+    """A spool file must be there (a typo must not start an empty spool); a database
+    is checked when it is opened."""
+    if not is_url(path) and not os.path.exists(path):
+        raise CliError(f"{path}: no such spool (give --spool FILE or --spool URL)")
 
 
 def reload_shaping(engine: Engine, path: str | None) -> Reloader | None:
@@ -304,18 +326,20 @@ def _span(seconds: float) -> str:
 
 
 @contextlib.contextmanager
-def open_spool(path: str, *, write: bool = True) -> Iterator[SqliteSpool]:
-    """An existing spool, read or changed while an engine may be running on it.
-    `write=False` (status, report): a spool on a read-only mount, or a file this user
-    may not write, is opened read-only instead of refused."""
+def open_spool(path: str, *, write: bool = True) -> Iterator[Spool]:
+    """An existing spool (a file or a database), read or changed while engines may be
+    running on it. `write=False` (status, report): a spool file on a read-only mount,
+    or one this user may not write, is opened read-only instead of refused. A database
+    that cannot be reached or refuses us is one line (the URL without its password)."""
     spool_must_exist(path)
+    name = shown(path)
     try:
-        read_only = not write and not _writable(path)
-        with SqliteSpool(path, read_only=read_only) as spool:
+        read_only = not write and not is_url(path) and not _writable(path)
+        with open_any_spool(path, read_only=read_only) as spool:
             yield spool
     except (Error, sqlite3.DatabaseError) as e:
         message = str(e)
-        raise CliError(message if message.startswith(path) else f"{path}: {message}") from None
+        raise CliError(message if name in message else f"{name}: {message}") from None
 
 
 def _writable(path: str) -> bool:

@@ -44,7 +44,11 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--recipients", type=int, default=10_000, metavar="N", help="default 10,000")
     p.add_argument("--domains", type=int, default=50, metavar="N", help="default 50")
-    p.add_argument("--spool", metavar="FILE", help="default: a temporary file, removed after")
+    p.add_argument(
+        "--spool",
+        metavar="FILE|URL",
+        help="an SQLite file or postgresql://… (default: a temporary file, removed after)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--render-only", action="store_true", help="only render, as fast as possible")
     p.add_argument(

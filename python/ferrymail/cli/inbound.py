@@ -16,7 +16,7 @@ import uvloop
 from ..errors import ConfigError
 from ..events import EventBus
 from ..inbound import InboundConfig, InboundServer, load
-from .common import CliError, add_spool, open_spool
+from .common import CliError, add_spool, beside_spool, open_spool
 from .serve import SECRET_ENV, UNSUBSCRIBE_SECRET_ENV, listening_socket
 
 #: Without --config, the VERP secret comes from here (else the tracking secret's).
@@ -83,9 +83,7 @@ def inbound_config(path: str | None, domains: list[str]) -> InboundConfig:
 def main(args: argparse.Namespace) -> int:
     config = inbound_config(args.config, args.domain)
     sock = listening_socket(args.listen)
-    log = args.event_log or os.path.join(
-        os.path.dirname(os.path.abspath(args.spool)), "inbound-events.jsonl"
-    )
+    log = args.event_log or beside_spool(args.spool, "inbound-events.jsonl")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatter

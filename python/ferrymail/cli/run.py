@@ -11,6 +11,7 @@ import uvloop
 
 from ..config import Config
 from ..engine import Engine
+from ..spool import shown
 from .common import (
     add_delivery,
     add_spool,
@@ -61,7 +62,7 @@ async def _run(
         on_interrupt(engine.stop)
         warn_helo("run", config.helo_name)
         reloader = reload_shaping(engine, shaping)
-        print(f"delivering from {os.fspath(spool)}", file=sys.stderr)
+        print(f"delivering from {shown(spool)}", file=sys.stderr)
         watching = asyncio.create_task(_watch_leases(engine)) if drain else None
         try:
             await (engine.drain() if drain else engine.run())

@@ -14,7 +14,7 @@ from ..campaign import Campaign
 from ..config import Config
 from ..engine import Engine
 from ..errors import ConfigError
-from ..spool import Report
+from ..spool import Report, shown
 from ..wire import Recipient
 from .common import (
     INTERRUPTED,
@@ -93,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
         submitted = sum(report.states.values())
         print(
             f"interrupted: {pending:,} recipients still pending, {count - submitted:,} not "
-            f"submitted; `ferrymail run --spool {args.spool}` delivers the pending ones",
+            f"submitted; `ferrymail run --spool {shown(args.spool)}` delivers the pending ones",
             file=sys.stderr,
         )
         return INTERRUPTED

@@ -10,7 +10,7 @@ import socket
 from ..errors import ConfigError
 from ..events import EventBus
 from ..web import WebConfig, app, load
-from .common import CliError, add_spool, open_spool
+from .common import CliError, add_spool, beside_spool, open_spool
 
 #: Without --config, the secrets come from these environment variables (not from the
 #: command line, where every user of the host can read them).
@@ -94,9 +94,7 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise CliError(str(e)) from None
     sock = listening_socket(args.listen)
-    log = args.event_log or os.path.join(
-        os.path.dirname(os.path.abspath(args.spool)), "web-events.jsonl"
-    )
+    log = args.event_log or beside_spool(args.spool, "web-events.jsonl")
     with open_spool(args.spool) as spool:
         events = EventBus(log)
         server = uvicorn.Server(

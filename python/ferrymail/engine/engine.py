@@ -34,7 +34,7 @@ from ..shaping import Shaping, empty
 from ..shaping.egress import Egress
 from ..shaping.in_force import ActionsInForce
 from ..sites import Site
-from ..spool import Leased, Report, SqliteSpool
+from ..spool import Leased, Report, open_spool
 from ..spooler import Spooler
 from ..submit import SubmitResult, chunks, rows
 from ..suspensions import Suspensions
@@ -93,7 +93,9 @@ class _Parts:
 
 
 class Engine:
-    """A delivery engine on one spool (an SQLite file). Use as an async context manager.
+    """A delivery engine on one spool: an SQLite file (a path), or a PostgreSQL database
+    (`postgresql://user@host/db`) that engines on many machines share. Use as an async
+    context manager.
 
     `submit` queues a campaign's recipients durably; `drain` delivers until every
     submitted recipient is final; `run` delivers until `stop`. `events()` streams state
@@ -113,6 +115,7 @@ class Engine:
             BounceClassifier(self.config.bounce_rules),
             self.config.suppress_hard_bounces,
             listened=lambda: self._bus.listened,
+            node=self.config.node,
         )
         # The shaping file in force (`reload_shaping` swaps it).
         self._shaping = self.config.shaping if isinstance(self.config.shaping, Shaping) else empty()
@@ -142,8 +145,10 @@ class Engine:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        spool = await loop.run_in_executor(None, SqliteSpool, self._path)
-        spooler = Spooler(spool)
+        spool = await loop.run_in_executor(None, open_spool, self._path)
+        # A spool on a server may be out of reach for a while: the engine's calls wait
+        # for it to come back (spooler.py), holding their work, instead of failing.
+        spooler = Spooler(spool, wait_for_server=True)
         parts = _Parts(self, spooler, Transport(self.config.smtp_options))
         await parts.suspensions.load()
         await parts.actions.load()
@@ -253,6 +258,8 @@ class Engine:
                             None,
                             now,
                             0.0,
+                            None,
+                            self.config.node,
                         )
                     )
             self._bus.publish(events)

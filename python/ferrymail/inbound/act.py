@@ -16,7 +16,7 @@ import orjson
 from ..bounce import HARD_CATEGORIES
 from ..events import FeedbackEvent
 from ..feedback import Feedback, RecipientReport
-from ..spool import Found, Signal, SqliteSpool
+from ..spool import Found, Signal, Spool
 from .config import InboundConfig
 from .match import Matcher
 
@@ -38,9 +38,7 @@ class Handled(msgspec.Struct, frozen=True):
 class Handler:
     """Acts on parsed messages for one listener; every method runs on the spool thread."""
 
-    def __init__(
-        self, spool: SqliteSpool, config: InboundConfig, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, spool: Spool, config: InboundConfig, clock: Callable[[], float]) -> None:
         self._spool = spool
         self._config = config
         self._match = Matcher(spool, config)

@@ -26,7 +26,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from ..events import EventBus
 from ..feedback import Feedback, parse
 from ..feedback.addresses import verp_token
-from ..spool import SqliteSpool
+from ..spool import Spool
 from ..spooler import Spooler
 from .act import Handled, Handler
 from .config import InboundConfig
@@ -42,7 +42,7 @@ class InboundServer:
 
     def __init__(
         self,
-        spool: SqliteSpool,
+        spool: Spool,
         config: InboundConfig,
         events: EventBus | None = None,
         *,

@@ -27,7 +27,7 @@ from .. import verp
 from ..errors import TokenError
 from ..feedback import Feedback
 from ..feedback.addresses import verp_token
-from ..spool import Found, SqliteSpool, domain_key, suppression_key
+from ..spool import Found, Spool, domain_key, suppression_key
 from ..tracking import verify
 from .config import InboundConfig
 
@@ -60,7 +60,7 @@ class Matcher:
     """Finds recipients for one listener: the secrets that open tokens, and the spool.
     Runs on the spool's thread (every look-up is a spool read)."""
 
-    def __init__(self, spool: SqliteSpool, config: InboundConfig) -> None:
+    def __init__(self, spool: Spool, config: InboundConfig) -> None:
         self._spool = spool
         self._verp = config.verp_keys
         self._tracking = config.tracking_keys

@@ -2,7 +2,7 @@
 
 from .actions import ShapingAction
 from .lookup import Found
-from .opening import open_spool
+from .opening import is_url, open_spool, shown
 from .protocol import Spool
 from .rows import (
     DomainStatus,
@@ -40,6 +40,8 @@ __all__ = [
     "Unsubscribed",
     "Update",
     "domain_key",
+    "is_url",
     "open_spool",
+    "shown",
     "suppression_key",
 ]

@@ -13,6 +13,21 @@ from .protocol import Spool
 _POSTGRES = ("postgresql://", "postgres://")
 
 
+def is_url(url_or_path: str | os.PathLike[str]) -> bool:
+    """Whether `url_or_path` names a spool on a server (postgresql://…), not a file."""
+    return os.fspath(url_or_path).startswith(_POSTGRES)
+
+
+def shown(url_or_path: str | os.PathLike[str]) -> str:
+    """The spool's name as messages and logs may show it: a URL without its password."""
+    where = os.fspath(url_or_path)
+    if not is_url(where):
+        return where
+    from .pg_schema import redacted
+
+    return redacted(where)
+
+
 def open_spool(
     url_or_path: str | os.PathLike[str],
     *,

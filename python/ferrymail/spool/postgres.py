@@ -27,16 +27,16 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-import msgspec
 import psycopg
 
-from ..errors import ConfigError
-from ..wire import CampaignSpec
+from ..errors import ConfigError, SpoolUnavailableError
 from . import pg_reports as reports
 from . import pg_statements as sql
 from .actions import ShapingAction
+from .campaigns import CampaignNames
 from .lookup import RECENT_CAMPAIGNS, Found
 from .owners import dead_here
+from .pg_reconnect import CutCommit, Reconnecting, reconnecting_methods
 from .pg_schema import connect, redacted
 from .rows import (
     Leased,
@@ -49,7 +49,7 @@ from .rows import (
     Unsubscribed,
     Update,
 )
-from .sqlite import RECLAIM_EVERY, _first_of_each_key, _same_spec
+from .sqlite import RECLAIM_EVERY, _first_of_each_key
 from .statements import record_rows
 from .states import CODE, FINAL, NAME, PENDING_SQL, QUEUED
 from .suppression import domain_key, suppression_key
@@ -101,7 +101,8 @@ def record_columns(updates: Sequence[Update], now: float) -> list[list[Any]]:
     return columns
 
 
-class PostgresSpool:
+@reconnecting_methods
+class PostgresSpool(Reconnecting, CampaignNames):
     """The spool in a PostgreSQL database (see SqliteSpool for every method's contract:
     the same states, codes and rules, method by method).
 
@@ -113,7 +114,13 @@ class PostgresSpool:
     Writes whose loss changes nothing (leases, renewals, suspensions …) commit with
     synchronous_commit off, as the SQLite spool skips their fsync; submits, outcomes,
     suppressions and feedback wait for the commit to be durable.
+
+    A lost connection (the server restarted, the network cut) makes the call under way
+    raise SpoolUnavailableError, and the next call connects again (pg_reconnect.py: a
+    write whose COMMIT was cut off is never run twice).
     """
+
+    _PARAM = "%s"
 
     def __init__(
         self,
@@ -123,11 +130,15 @@ class PostgresSpool:
         read_only: bool = False,
     ) -> None:
         self.url = url
-        self._db = connect(url, read_only=read_only)
+        self._read_only = read_only
+        self._conn: psycopg.Connection[Any] | None = connect(url, read_only=read_only)
+        self._xid: str | None = None
+        self._committing = False
+        self._result: Any = None
+        self._cut: CutCommit | None = None
+        self._calling = False
         self._clock = clock
-        self._campaign_ids: dict[str, int] = {}
-        self._campaign_names: dict[int, str] = {}
-        self._campaign_lists: dict[str, str] = {}
+        CampaignNames.__init__(self)
         self._reclaim_at = float("-inf")
         self._staged = False  # the staging table of COPY exists in this session
 
@@ -135,7 +146,23 @@ class PostgresSpool:
         return f"PostgresSpool({redacted(self.url)!r})"
 
     def close(self) -> None:
-        self._db.close()
+        if self._conn is not None:
+            self._conn.close()
+
+    @property
+    def _db(self) -> psycopg.Connection[Any]:
+        return self._connection()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            db = connect(self.url, read_only=self._read_only)
+        except ConfigError as e:
+            raise SpoolUnavailableError(str(e), str(e).rpartition(": ")[2]) from None
+        self._staged = False  # the staging table of COPY was the lost session's
+        return db
+
+    def _where(self) -> str:
+        return redacted(self.url)
 
     def __enter__(self) -> PostgresSpool:
         return self
@@ -150,18 +177,24 @@ class PostgresSpool:
 
     @contextmanager
     def _transaction(
-        self, *, durable: bool = True, snapshot: bool = False
+        self, *, durable: bool = True, snapshot: bool = False, once: bool = False
     ) -> Iterator[psycopg.Connection[Any]]:
         """One transaction. `durable=False`: its commit does not wait for the WAL flush
         (a crash of the server may lose it, never half of it). `snapshot`: every query
-        of it reads one snapshot (REPEATABLE READ), for reports."""
+        of it reads one snapshot (REPEATABLE READ), for reports. `once`: a write that
+        must not run twice (pg_reconnect.py): its transaction id is noted, and the
+        method sets `self._result` before the block ends."""
         db = self._db
         with db.transaction():
             if snapshot:
                 db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             if not durable:
                 db.execute("SET LOCAL synchronous_commit = off")
+            if once:
+                self._xid = str(_one(db.execute("SELECT pg_current_xact_id()::text")))
             yield db
+            self._committing = True
+        self._committing = False
 
     # ---- campaigns ----
 
@@ -180,65 +213,7 @@ class PostgresSpool:
             ).fetchone()
             assert row is not None  # (campaigns are never deleted)
             campaign, stored = row
-            if _same_spec(bytes(stored), spec):
-                return False
-            attempted = _one(db.execute(sql.ATTEMPTED, (campaign,)))
-            if attempted:
-                raise ConfigError(
-                    f"campaign {campaign_id!r} is already in the spool with a different "
-                    f"spec, and {attempted:,} of its recipients were attempted with it "
-                    "(delivered, bounced, deferred or in flight): give the campaign a new "
-                    "id to send this spec",
-                    "id",
-                )
-            db.execute("UPDATE campaign SET spec = %s WHERE id = %s", (bytes(spec), campaign))
-            self._campaign_lists.pop(campaign_id, None)
-            db.execute(sql.FORGET_FAILED, (campaign,))
-            return True
-
-    def campaign_spec(self, campaign_id: str) -> bytes | None:
-        row = self._db.execute("SELECT spec FROM campaign WHERE name = %s", (campaign_id,))
-        found = row.fetchone()
-        return None if found is None else bytes(found[0])
-
-    def campaign_list(self, campaign_id: str) -> str:
-        cached = self._campaign_lists.get(campaign_id)
-        if cached is not None:
-            return cached
-        spec = self.campaign_spec(campaign_id)
-        if spec is None:
-            raise ConfigError(f"campaign {campaign_id!r} is not in the spool", "campaign")
-        name = campaign_id
-        try:
-            headers = msgspec.msgpack.decode(spec, type=CampaignSpec).headers
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            headers = []
-        for header, value in headers:
-            if header.lower() == "list-id":
-                inside = value.rpartition("<")[2].partition(">")[0] if "<" in value else value
-                name = inside.strip().lower() or campaign_id
-        self._campaign_lists[campaign_id] = name
-        return name
-
-    def _campaign(self, name: str) -> int:
-        cached = self._campaign_ids.get(name)
-        if cached is not None:
-            return cached
-        row = self._db.execute("SELECT id FROM campaign WHERE name = %s", (name,)).fetchone()
-        if row is None:
-            raise ConfigError(f"campaign {name!r} is not in the spool", "campaign")
-        self._campaign_ids[name] = row[0]
-        self._campaign_names[row[0]] = name
-        return int(row[0])
-
-    def _campaign_name(self, campaign: int) -> str:
-        name = self._campaign_names.get(campaign)
-        if name is None:
-            row = self._db.execute("SELECT name FROM campaign WHERE id = %s", (campaign,))
-            name = str(_one(row))
-            self._campaign_ids[name] = campaign
-            self._campaign_names[campaign] = name
-        return name
+            return self._replace_spec(db, campaign_id, campaign, bytes(stored), spec, sql)
 
     # ---- submit ----
 
@@ -256,7 +231,7 @@ class PostgresSpool:
             # Outside the insert's transaction: a rollback of it would drop the table.
             self._db.execute(sql.STAGE)
             self._staged = True
-        with self._transaction() as db:
+        with self._transaction(once=True) as db:
             first = int(_one(db.execute("SELECT take_recipient_ids(%s)", (len(unique),))))
             staged = [
                 (id_, _SUBMIT_CODES[row.state], row.recipient, row.address, row.domain,
@@ -289,6 +264,7 @@ class PostgresSpool:
             used = max((id_ for id_ in ids if id_ is not None), default=first - 1)
             if used < last:
                 db.execute("SELECT give_back_recipient_ids(%s, %s)", (last, used))
+            self._result = ids
         return ids
 
     def _insert_copy(
@@ -365,7 +341,7 @@ class PostgresSpool:
         return [(owner, n, until, dead_here(owner)) for owner, n, until in rows]
 
     def started(self, ids: Sequence[int]) -> None:
-        with self._transaction(durable=False) as db:
+        with self._transaction(durable=False, once=True) as db:
             db.execute(sql.STARTED, (list(ids),))
 
     def renew(self, ids: Sequence[int], lease_for: float) -> int:
@@ -378,8 +354,9 @@ class PostgresSpool:
         columns = record_columns(updates, now)
         if not columns[0]:
             return len(updates)
-        with self._transaction() as db:
+        with self._transaction(once=True) as db:
             applied = db.execute(sql.RECORD, (now, *columns)).rowcount
+            self._result = len(updates) - applied
         skipped = len(updates) - applied
         if skipped:
             _log.debug("spool: %d of %d updates skipped (not in flight)", skipped, len(updates))
@@ -448,7 +425,7 @@ class PostgresSpool:
     # ---- warm-up: messages per source, provider and day ----
 
     def add_warmup_sent(self, counts: Sequence[tuple[str, str, str, int]]) -> None:
-        with self._transaction(durable=False) as db:
+        with self._transaction(durable=False, once=True) as db:
             db.cursor().executemany(
                 "INSERT INTO warmup_sent (source, provider, day, sent) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (source, provider, day)"

@@ -12,14 +12,12 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 
-import msgspec
-
 from ..errors import ConfigError
-from ..wire import CampaignSpec
 from . import actions as actions_table
 from . import lookup, reports
 from . import statements as sql
 from .actions import ShapingAction
+from .campaigns import CampaignNames
 from .lookup import Found
 from .owners import dead_here
 from .rows import (
@@ -38,7 +36,6 @@ from .states import NAME, PENDING_SQL
 from .suppression import domain_key, suppression_key
 
 _log = logging.getLogger(__name__)
-_specs = msgspec.msgpack.Decoder(CampaignSpec)
 
 #: Rows a page of `iter_recipients` reads: a short query each, so that no read
 #: transaction stays open while the caller works through a million recipients.
@@ -48,17 +45,6 @@ SUPPRESSION_CHUNK = 10_000
 #: How often `lease` looks for leases of dead processes of this host (and at its first
 #: call): a scan of the in-flight rows, cheap but not free on a busy spool.
 RECLAIM_EVERY = 60.0
-
-
-def _same_spec(stored: bytes, new: bytes) -> bool:
-    """Whether two encodings are one CampaignSpec: the same bytes, or the same fields
-    once decoded (a spec stored before a field was added lacks it; see wire.py)."""
-    if stored == new:
-        return True
-    try:
-        return _specs.decode(stored) == _specs.decode(new)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return False
 
 
 def _first_of_each_key(rows: Sequence[NewRecipient]) -> list[NewRecipient | None]:
@@ -74,7 +60,7 @@ def _first_of_each_key(rows: Sequence[NewRecipient]) -> list[NewRecipient | None
     return out
 
 
-class SqliteSpool:
+class SqliteSpool(CampaignNames):
     """The spool in one SQLite file (WAL mode; see schema.py).
 
     Every method is synchronous and is one transaction: a write either happens whole or
@@ -104,9 +90,7 @@ class SqliteSpool:
         self._clock = clock
         self._durable = True  # synchronous=FULL, as connect() leaves it
         # Campaigns are never renamed nor deleted: their ids can be cached forever.
-        self._campaign_ids: dict[str, int] = {}
-        self._campaign_names: dict[int, str] = {}
-        self._campaign_lists: dict[str, str] = {}
+        CampaignNames.__init__(self)
         self._reclaim_at = float("-inf")  # when lease() next looks for dead owners
 
     def close(self) -> None:
@@ -171,73 +155,7 @@ class SqliteSpool:
                 )
                 return False
             campaign, stored = row
-            if _same_spec(stored, spec):
-                return False
-            attempted = db.execute(sql.ATTEMPTED, (campaign,)).fetchone()[0]
-            if attempted:
-                raise ConfigError(
-                    f"campaign {campaign_id!r} is already in the spool with a different "
-                    f"spec, and {attempted:,} of its recipients were attempted with it "
-                    "(delivered, bounced, deferred or in flight): give the campaign a new "
-                    "id to send this spec",
-                    "id",
-                )
-            db.execute("UPDATE campaign SET spec = ? WHERE id = ?", (bytes(spec), campaign))
-            self._campaign_lists.pop(campaign_id, None)  # its List-Id may have changed
-            db.execute(sql.FORGET_FAILED, (campaign,))
-            return True
-
-    def campaign_spec(self, campaign_id: str) -> bytes | None:
-        row = self._db.execute("SELECT spec FROM campaign WHERE name = ?", (campaign_id,))
-        found = row.fetchone()
-        return None if found is None else bytes(found[0])
-
-    def campaign_list(self, campaign_id: str) -> str:
-        """The list a campaign sends for: the suppression scope its unsubscribes go to.
-
-        The id in its `List-Id` header (RFC 2919: "Name <id>", lower-cased) when the
-        campaign gives one, else the campaign's id, which is what ferrymail writes as
-        List-Id then. So an ESP that sends one newsletter as many campaigns gives them
-        one List-Id and one list, and a recipient who unsubscribes from one is not sent
-        the next; the recipient's mail program shows the same List-Id as the list they
-        leave. ConfigError for an unknown campaign."""
-        cached = self._campaign_lists.get(campaign_id)
-        if cached is not None:
-            return cached
-        spec = self.campaign_spec(campaign_id)
-        if spec is None:
-            raise ConfigError(f"campaign {campaign_id!r} is not in the spool", "campaign")
-        name = campaign_id
-        try:
-            headers = msgspec.msgpack.decode(spec, type=CampaignSpec).headers
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            headers = []  # (a spec this version cannot read: the campaign's own list)
-        for header, value in headers:
-            if header.lower() == "list-id":
-                inside = value.rpartition("<")[2].partition(">")[0] if "<" in value else value
-                name = inside.strip().lower() or campaign_id
-        self._campaign_lists[campaign_id] = name
-        return name
-
-    def _campaign(self, name: str) -> int:
-        cached = self._campaign_ids.get(name)
-        if cached is not None:
-            return cached
-        row = self._db.execute("SELECT id FROM campaign WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise ConfigError(f"campaign {name!r} is not in the spool", "campaign")
-        self._campaign_ids[name] = row[0]
-        self._campaign_names[row[0]] = name
-        return int(row[0])
-
-    def _campaign_name(self, campaign: int) -> str:
-        name = self._campaign_names.get(campaign)
-        if name is None:
-            row = self._db.execute("SELECT name FROM campaign WHERE id = ?", (campaign,))
-            name = str(row.fetchone()[0])
-            self._campaign_ids[name] = campaign
-            self._campaign_names[campaign] = name
-        return name
+            return self._replace_spec(db, campaign_id, campaign, stored, spec, sql)
 
     # ---- submit ----
 

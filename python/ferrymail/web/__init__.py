@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from ..events import EventBus
-from ..spool import SqliteSpool
+from ..spool import Spool
 from .agents import APPLE_NETWORKS, IMAGE_PROXIES, SCANNERS
 from .app import TrackingApp
 from .config import WebConfig, load
 
 
-def app(*, spool: SqliteSpool, config: WebConfig, events: EventBus | None = None) -> TrackingApp:
+def app(*, spool: Spool, config: WebConfig, events: EventBus | None = None) -> TrackingApp:
     """The ASGI application serving `config`'s endpoints over `spool` (which stays the
     caller's: the app only uses it, from a spool thread of its own). `events`: a bus
     to publish the FeedbackEvents to (the web process's event log).

@@ -15,7 +15,7 @@ import orjson
 
 from ..errors import TokenError
 from ..events import EventBus, FeedbackEvent
-from ..spool import Signal, SqliteSpool
+from ..spool import Signal, Spool
 from ..spooler import Spooler
 from ..tracking import TokenClaims, verify
 from . import pages
@@ -67,7 +67,7 @@ class TrackingApp:
     Anything else, and every token that does not open with the configured secrets (a
     tampered or foreign one, or of the other kind), is a plain 404 page."""
 
-    def __init__(self, spool: SqliteSpool, config: WebConfig, events: EventBus | None) -> None:
+    def __init__(self, spool: Spool, config: WebConfig, events: EventBus | None) -> None:
         self.config = config
         self.events = events
         self._spooler = Spooler(spool)
