@@ -1,4 +1,5 @@
-"""`ferrymail serve`: the tracking server (clicks, opens, one-click unsubscribe) under uvicorn."""
+"""`ferrymail serve`: the tracking server (clicks, opens, one-click unsubscribe) and the /v1
+service API under uvicorn."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import os
 import signal
 import socket
 
+from ..config import Config
+from ..engine.engine import Engine
 from ..errors import ConfigError
 from ..events import EventBus
+from ..service import Api, Mounted
+from ..spool import open_spool as open_any_spool
+from ..spooler import Spooler
 from ..web import WebConfig, app, load
-from .common import CliError, add_spool, open_spool
+from .common import CliError, add_spool, event_log_path, open_spool
 
 #: Without --config, the secrets come from these environment variables (not from the
 #: command line, where every user of the host can read them).
@@ -45,6 +51,14 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="IPS",
         help="proxies whose X-Forwarded-For is trusted for the client address (default: "
         "127.0.0.1; '*' for all)",
+    )
+    p.add_argument(
+        "--recipients-limit",
+        type=int,
+        default=4 * 1024**3,
+        metavar="BYTES",
+        help="the largest body POST /v1/campaigns/ID/recipients takes (default 4 GiB; "
+        "streamed, so this is not memory)",
     )
     p.set_defaults(func=main)
 
@@ -99,9 +113,28 @@ def main(args: argparse.Namespace) -> int:
     )
     with open_spool(args.spool) as spool:
         events = EventBus(log)
+        tracking = app(spool=spool, config=config, events=events)
+        # The /v1 API: an Engine on the spool for submit, cancel, report and flush
+        # (delivery is `ferrymail run`'s), and a spool of its own for keys and reads.
+        # Its submit events go to the log `ferrymail send` and `run` write (events.jsonl
+        # next to the spool).
+        engine = Engine(
+            args.spool,
+            Config(helo_name=socket.gethostname(), event_log=event_log_path(args.spool, None)),
+        )
+        api_spooler = Spooler(open_any_spool(args.spool))
+        api = Api(engine, api_spooler, recipients_limit=args.recipients_limit)
+
+        async def opened() -> None:
+            await engine.open()
+
+        async def closing() -> None:
+            await engine.close()
+            api_spooler.close()
+
         server = uvicorn.Server(
             uvicorn.Config(
-                app(spool=spool, config=config, events=events),
+                Mounted(tracking, api, opened, closing),
                 loop="uvloop",
                 http="httptools",
                 lifespan="on",

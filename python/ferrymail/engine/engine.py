@@ -284,6 +284,17 @@ class Engine:
         self._wake.set()
         return count
 
+    async def cancel(self, campaign_id: str) -> int:
+        """Cancels a campaign: its queued and deferred recipients end as "cancelled"
+        (final); those whose attempt has begun finish it and are recorded as usual; and
+        none is sent once this returns, also those leased before by this engine or
+        another process (the spool ends them at the start of their batch: see
+        SqliteSpool.cancel). Returns how many recipients were cancelled now."""
+        spooler = self._open().spooler
+        count = await spooler.call(spooler.spool.cancel, campaign_id)
+        self._wake.set()  # a drain waiting for them sees they are final
+        return count
+
     async def _pump(self, *, until_done: bool) -> None:
         parts = self._open()
         spooler, scheduler = parts.spooler, parts.scheduler

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
-from ..events import EventBus
+from ..events import Event, EventBus
 from ..judge import Verdict
 from ..spool import Leased, Update
+from ..spool.states import CANCELLED
 from ..spooler import Spooler
 
 
@@ -74,6 +76,37 @@ class Recorder:
         ]
         await self._spooler.call(self._spooler.spool.record, updates)
         self._settled(len(updates))
+
+    def cancelled(self, leased: list[Leased]) -> None:
+        """Recipients the spool ended as cancelled instead of starting their attempt
+        (their campaign was cancelled after they were leased): already recorded there;
+        they leave the engine's hands and their events are published."""
+        if not leased:
+            return
+        self._settled(len(leased))
+        if self._bus.listened:
+            now = time.time()
+            self._bus.publish(
+                [
+                    Event(
+                        CANCELLED,
+                        r.campaign,
+                        r.key,
+                        r.address,
+                        r.domain,
+                        None,
+                        None,
+                        r.attempts,
+                        None,
+                        None,
+                        None,
+                        None,
+                        now,
+                        now - r.submitted_at,
+                    )
+                    for r in leased
+                ]
+            )
 
     async def _commit(self, verdicts: list[Verdict]) -> None:
         spool = self._spooler.spool

@@ -1,0 +1,115 @@
+"""The OpenAPI 3.1 document of /v1, its schemas generated from the msgspec structs."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+
+from ..spool.rows import Report, Status
+from . import models
+
+_TYPES = (
+    models.CampaignIn,
+    models.CampaignStored,
+    models.SubmitOut,
+    models.Cancelled,
+    models.Flushed,
+    models.SuppressionIn,
+    models.Suppression,
+    models.ErrorOut,
+    models.TemplateErrorDetail,
+    Report,
+    Status,
+)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _answer(name: str, what: str = "OK") -> dict[str, Any]:
+    return {"description": what, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+_ERRORS = {
+    "401": _answer("ErrorOut", "no key, or an unknown one"),
+    "403": _answer("ErrorOut", "a read-only key on a write"),
+    "404": _answer("ErrorOut", "no such campaign or resource"),
+    "413": _answer("ErrorOut", "the body is over its size limit"),
+    "422": _answer("ErrorOut", "the body is not valid (a template error: part, line, column)"),
+    "500": _answer("ErrorOut", "the server failed"),
+}
+
+
+def _op(summary: str, answer: str, body: str | None = None, **more: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {"200": _answer(answer), **_ERRORS}}
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    op.update(more)
+    return op
+
+
+@functools.cache
+def document() -> bytes:
+    """The document as JSON bytes (made once)."""
+    _, components = msgspec.json.schema_components(
+        _TYPES, ref_template="#/components/schemas/{name}"
+    )
+    campaign_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    address = {"name": "address", "in": "path", "required": True, "schema": {"type": "string"}}
+    jsonl = {
+        "required": True,
+        "content": {
+            "application/x-ndjson": {
+                "schema": {"type": "string"},
+                "description": 'one recipient per line: {"email": …, "id": …, variables…}',
+            }
+        },
+    }
+    doc = {
+        "openapi": "3.1.0",
+        "info": {"title": "ferrymail service API", "version": "1"},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/campaigns/{id}": {
+                "parameters": [campaign_id],
+                "put": _op("store a campaign", "CampaignStored", "CampaignIn"),
+                "get": _op("the campaign's report", "Report"),
+            },
+            "/v1/campaigns/{id}/recipients": {
+                "parameters": [campaign_id],
+                "post": _op(
+                    "submit recipients (JSON lines, streamed)", "SubmitOut", requestBody=jsonl
+                ),
+            },
+            "/v1/campaigns/{id}/cancel": {
+                "parameters": [campaign_id],
+                "post": _op("cancel the campaign", "Cancelled"),
+            },
+            "/v1/status": {"get": _op("the spool at a glance", "Status")},
+            "/v1/flush": {"post": _op("make deferred recipients due now", "Flushed")},
+            "/v1/suppressions/{address}": {
+                "parameters": [address],
+                "get": _op("is the address suppressed", "Suppression"),
+                "put": _op("suppress the address", "Suppression"),
+                "delete": _op("lift the suppression", "Suppression"),
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "summary": "this document",
+                    "security": [],
+                    "responses": {"200": {"description": "OK"}},
+                }
+            },
+        },
+    }
+    return msgspec.json.encode(doc)
