@@ -172,3 +172,27 @@ def test_suppressions_flush_status_and_unknown_things(served: Served) -> None:
         assert client.post("/v1/campaigns/nope/recipients", content=b"").status_code == 404
         assert client.get("/v1/nothing").json()["error"] == "not-found"
         assert client.delete("/v1/campaigns/x").status_code == 405
+
+
+def test_a_json_array_is_streamed_element_by_element(served: Served) -> None:
+    with httpx.Client(base_url=served.url, headers=served.auth(), timeout=60) as client:
+        assert client.put("/v1/campaigns/arr", json=CAMPAIGN).status_code == 200
+
+        def body() -> Iterator[bytes]:
+            # Cut anywhere, also inside strings holding brackets, commas and escapes.
+            text = orjson.dumps(
+                [{"email": f"user{i}@b.test", "note": 'a,]"}\\[{'} for i in range(3000)]
+                + [{"id": "no-address"}, 5]
+            )
+            for start in range(0, len(text), 997):
+                yield text[start : start + 997]
+
+        counts = client.post("/v1/campaigns/arr/recipients", content=body()).json()
+        assert counts["accepted"] == 3000 and counts["rejected"] == 2
+        assert counts["reasons"] == [
+            {"line": 3001, "reason": "no address in `email`"},
+            {"line": 3002, "reason": "expected a JSON object"},
+        ]
+        unended = client.post("/v1/campaigns/arr/recipients", content=b'[{"email": "z@b.test"}')
+        assert unended.status_code == 400
+        assert unended.json() == {"error": "bad-json", "detail": "the JSON array does not end"}

@@ -30,8 +30,8 @@ _log = logging.getLogger(__name__)
 BODY_LIMIT = 4 * 1024 * 1024
 #: The recipients' body (streamed: this bounds one request, not memory).
 RECIPIENTS_LIMIT = 4 * 1024 * 1024 * 1024
-#: One recipient's line.
-LINE_LIMIT = 1024 * 1024
+#: One recipient (a line, or an element of an array).
+RECORD_LIMIT = 1024 * 1024
 #: Recipients handed to Engine.submit per chunk it streams.
 CHUNK = 5000
 #: Refused lines whose reasons the answer lists.
@@ -183,8 +183,8 @@ class Api:
         async def recipients() -> AsyncIterator[Recipient]:
             nonlocal refused_count
             number = 0
-            lines = bodies.lines(receive, self._recipients_limit, LINE_LIMIT)
-            async for line in lines:
+            records = bodies.records(receive, self._recipients_limit, RECORD_LIMIT)
+            async for line in records:
                 number += 1
                 if not line.strip():
                     continue
@@ -243,8 +243,8 @@ def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
 
 
 def _recipient(line: bytes) -> Recipient:
-    """One JSON line as the recipients file has it: {"email", "id"?, variables…};
-    ValueError saying what is wrong."""
+    """One recipient (a JSON line, or an array's element) as the recipients file has
+    it: {"email", "id"?, variables…}; ValueError saying what is wrong."""
     try:
         row = _line.decode(line)
     except msgspec.ValidationError:

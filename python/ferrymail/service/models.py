@@ -50,6 +50,7 @@ class CampaignStored(msgspec.Struct):
 
 
 class Rejected(msgspec.Struct):
+    #: The recipient's line (JSON lines) or element (a JSON array), from 1.
     line: int
     reason: str
 

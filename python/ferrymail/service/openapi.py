@@ -74,13 +74,19 @@ def document() -> bytes:
             schema.setdefault("additionalProperties", False)
     campaign_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
     address = {"name": "address", "in": "path", "required": True, "schema": {"type": "string"}}
+    recipient = {
+        "type": "object",
+        "properties": {"email": {"type": "string"}, "id": {"type": ["string", "integer"]}},
+        "required": ["email"],
+        "description": "the other keys are the recipient's template variables",
+    }
     jsonl = {
         "required": True,
+        "description": "JSON lines (one recipient a line) or a JSON array of recipients; "
+        "streamed: it may be far larger than memory",
         "content": {
-            "application/x-ndjson": {
-                "schema": {"type": "string"},
-                "description": 'one recipient per line: {"email": …, "id": …, variables…}',
-            }
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "array", "items": recipient}},
         },
     }
     doc = {
