@@ -96,3 +96,4 @@ async def test_cancel_ends_waiting_recipients_while_the_engine_runs(
     assert report_c1.states["delivered"] == 4 and report_c1.states["cancelled"] == 6
     types = [e["type"] for e in logged_events(tmp_path) if e.get("campaign") == "c1"]
     assert types.count("deferred") == 6 and types.count("delivered") == 4
+    assert types.count("cancelled") == 6  # written by the server's engine, one each

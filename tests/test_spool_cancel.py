@@ -51,7 +51,13 @@ def test_cancel_ends_queued_and_deferred_and_lets_in_flight_finish(
     spool.record([outcome(leased["r1@a.test"], "deferred", next_attempt=clock.now + 60)])
     # r2 is leased, not started; r3 is queued; r1 deferred.
 
-    assert spool.cancel("c1") == 2  # r1 (deferred) and r3 (queued)
+    cancelled = spool.cancel("c1")  # r1 (deferred) and r3 (queued)
+    assert sorted((r.address, r.attempts) for r in cancelled) == [
+        ("r1@a.test", 1),
+        ("r3@a.test", 0),
+    ]
+    assert {r.key for r in cancelled} == {"r1@a.test", "r3@a.test"}
+    assert all(r.domain == "a.test" and r.submitted_at == clock.now for r in cancelled)
     assert spool.cancelled_at("c1") == clock.now
     assert spool.cancelled_at("c2") is None
     # r2's batch starts after the cancel: the spool ends it instead of starting it.
@@ -70,7 +76,14 @@ def test_cancel_ends_queued_and_deferred_and_lets_in_flight_finish(
     assert spool.pending("c1") == 0
     # Another campaign is untouched, and a cancel again cancels nothing more.
     assert states(spool, "c2") == {"other@a.test": "queued"}
-    assert spool.cancel("c1") == 0
+    assert spool.cancel("c1") == []
+
+
+def test_cancel_goes_by_pages(spool: Spool) -> None:
+    spool.insert("c1", [new(f"r{i}@a.test") for i in range(25)])
+    pages = [len(spool.cancel("c1", limit=10)) for _ in range(4)]
+    assert pages == [10, 10, 5, 0]
+    assert spool.report("c1").states["cancelled"] == 25
 
 
 def test_a_recipient_put_back_after_the_cancel_ends_cancelled(spool: Spool, clock: Clock) -> None:
@@ -128,7 +141,7 @@ def test_a_version_4_spool_gets_the_cancelled_state(tmp_path: Path, clock: Clock
     with closing(sqlite3.connect(path)) as db, pytest.raises(sqlite3.IntegrityError):
         db.execute("UPDATE recipient SET state = 9, due = NULL, next_attempt = NULL")
     with SqliteSpool(path, clock=clock) as spool:
-        assert spool.cancel("c1") == 1
+        assert len(spool.cancel("c1")) == 1
         assert spool.report("c1").states["cancelled"] == 1
         assert spool.add_api_key("app", b"h" * 32, False)
     with closing(sqlite3.connect(path)) as db:

@@ -173,9 +173,12 @@ _CANCELLED_CAMPAIGNS = "SELECT id FROM campaign WHERE cancelled_at IS NOT NULL"
 CANCEL_MARK = (
     "UPDATE campaign SET cancelled_at = coalesce(cancelled_at, %(now)s) WHERE id = %(campaign)s"
 )
-CANCEL = (
+CANCEL_PAGE = (
     _TO_CANCELLED
+    + " WHERE id IN (SELECT id FROM recipient"
     + f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND campaign = %(campaign)s"
+    + " LIMIT %(limit)s FOR UPDATE)"
+    + " RETURNING key, address, domain, attempts, submitted_at"
 )
 UNSTARTED_CANCELLED = (
     f"SELECT id FROM recipient WHERE id = ANY(%(ids)s) AND state = {_IN_FLIGHT}"

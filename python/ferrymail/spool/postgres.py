@@ -39,6 +39,7 @@ from .lookup import RECENT_CAMPAIGNS, Found
 from .owners import dead_here
 from .pg_schema import connect, redacted
 from .rows import (
+    CancelledRecipient,
     Leased,
     NewRecipient,
     Recorded,
@@ -49,7 +50,7 @@ from .rows import (
     Unsubscribed,
     Update,
 )
-from .sqlite import RECLAIM_EVERY, _first_of_each_key, _same_spec
+from .sqlite import CANCEL_PAGE, RECLAIM_EVERY, _first_of_each_key, _same_spec
 from .statements import record_rows
 from .states import CODE, DEFERRED, FINAL, NAME, PENDING_SQL, QUEUED
 from .suppression import domain_key, suppression_key
@@ -424,15 +425,17 @@ class PostgresSpool:
             db.execute(sql.CANCEL_SWEEP, {"now": now})
             return db.execute(statement, params).rowcount + released
 
-    def cancel(self, campaign_id: str) -> int:
+    def cancel(self, campaign_id: str, limit: int = CANCEL_PAGE) -> list[CancelledRecipient]:
         now = self._clock()
         with self._transaction() as db:
             campaign = self._campaign(campaign_id)
-            # FOR UPDATE: a node's `started` reading the mark waits for this commit.
+            # The campaign row's lock: a node's `started` reading the mark waits for
+            # this commit (see started).
             db.execute("SELECT 1 FROM campaign WHERE id = %s FOR UPDATE", (campaign,))
-            params = {"now": now, "campaign": campaign}
+            params = {"now": now, "campaign": campaign, "limit": limit}
             db.execute(sql.CANCEL_MARK, params)
-            return db.execute(sql.CANCEL, params).rowcount
+            rows = db.execute(sql.CANCEL_PAGE, params).fetchall()
+        return [CancelledRecipient(*row) for row in rows]
 
     def cancelled_at(self, campaign_id: str) -> float | None:
         row = self._db.execute(

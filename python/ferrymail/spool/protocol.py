@@ -14,6 +14,7 @@ from typing import Protocol, Self
 from .actions import ShapingAction
 from .lookup import Found
 from .rows import (
+    CancelledRecipient,
     Leased,
     NewRecipient,
     Recorded,
@@ -74,7 +75,7 @@ class Spool(Protocol):
 
     # ---- cancelling a campaign (SqliteSpool.cancel) ----
 
-    def cancel(self, campaign_id: str) -> int: ...
+    def cancel(self, campaign_id: str, limit: int = ...) -> list[CancelledRecipient]: ...
 
     def cancelled_at(self, campaign_id: str) -> float | None: ...
 

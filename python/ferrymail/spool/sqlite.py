@@ -23,6 +23,7 @@ from .actions import ShapingAction
 from .lookup import Found
 from .owners import dead_here
 from .rows import (
+    CancelledRecipient,
     Leased,
     NewRecipient,
     Recorded,
@@ -43,6 +44,8 @@ _specs = msgspec.msgpack.Decoder(CampaignSpec)
 #: Rows a page of `iter_recipients` reads: a short query each, so that no read
 #: transaction stays open while the caller works through a million recipients.
 PAGE = 1000
+#: Recipients `cancel` ends per call (per transaction).
+CANCEL_PAGE = 10_000
 #: Addresses per query of `suppressed_among`.
 SUPPRESSION_CHUNK = 10_000
 #: How often `lease` looks for leases of dead processes of this host (and at its first
@@ -417,19 +420,23 @@ class SqliteSpool:
             db.execute(sql.CANCEL_SWEEP, (now,))
             return int(db.execute(statement, params).rowcount) + int(released)
 
-    def cancel(self, campaign_id: str) -> int:
-        """Cancel a campaign: its queued and deferred recipients end as "cancelled" now,
-        and the campaign is marked so that none of its recipients is sent from now on:
-        one leased and not yet started ends as cancelled at `started`, one put back in
-        the queue (a deferral, a release, an ended lease) ends as cancelled there. Those
-        whose attempt began finish it, and their outcome is recorded as usual. Returns
-        how many recipients were cancelled now; ConfigError for a campaign the spool
-        does not have. Cancelling again cancels nothing more."""
+    def cancel(self, campaign_id: str, limit: int = CANCEL_PAGE) -> list[CancelledRecipient]:
+        """Cancel a campaign: it is marked so that none of its recipients is sent from
+        now on (one leased and not yet started ends as cancelled at `started`; one put
+        back in the queue, by a deferral, a release or an ended lease, ends as cancelled
+        there; one whose attempt began finishes it, recorded as usual), and up to
+        `limit` of its queued and deferred recipients end as "cancelled", returned for
+        their events. Fewer than `limit` returned: none is left; else call again (one
+        transaction a page: a million recipients never hold the spool at once).
+        ConfigError for a campaign the spool does not have."""
         now = self._clock()
         with self._transaction() as db:
             campaign = self._campaign(campaign_id)
             db.execute(sql.CANCEL_MARK, (now, campaign))
-            return int(db.execute(sql.CANCEL, (now, campaign)).rowcount)
+            rows = db.execute(sql.CANCEL_PAGE, (campaign, limit)).fetchall()
+            if rows:
+                db.execute(sql.CANCEL_WAITING, (now, json.dumps([r[0] for r in rows])))
+        return [CancelledRecipient(*row[1:]) for row in rows]
 
     def cancelled_at(self, campaign_id: str) -> float | None:
         """When the campaign was cancelled, or None; KeyError for no such campaign."""

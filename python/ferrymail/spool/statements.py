@@ -225,9 +225,15 @@ UPDATE recipient SET state = {_CANCELLED}, due = NULL, next_attempt = NULL,
 """
 _CANCELLED_CAMPAIGNS = "SELECT id FROM campaign WHERE cancelled_at IS NOT NULL"
 CANCEL_MARK = "UPDATE campaign SET cancelled_at = coalesce(cancelled_at, ?1) WHERE id = ?2"
-# The campaign's queued and deferred rows (in-flight ones finish their attempt).
-CANCEL = (
-    _TO_CANCELLED + f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND campaign = ?2"
+# A page of the campaign's queued and deferred rows (in-flight ones finish their
+# attempt); then that page's rows end.
+CANCEL_PAGE = (
+    "SELECT id, key, address, domain, attempts, submitted_at FROM recipient"
+    f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND campaign = ?1 LIMIT ?2"
+)
+CANCEL_WAITING = (
+    _TO_CANCELLED
+    + f" WHERE id IN (SELECT value FROM json_each(?2)) AND state IN ({_QUEUED}, {_DEFERRED})"
 )
 # Leased rows whose attempt has not started, of a cancelled campaign: `started` ends them
 # instead of letting them be sent.
