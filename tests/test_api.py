@@ -196,3 +196,36 @@ def test_a_json_array_is_streamed_element_by_element(served: Served) -> None:
         unended = client.post("/v1/campaigns/arr/recipients", content=b'[{"email": "z@b.test"}')
         assert unended.status_code == 400
         assert unended.json() == {"error": "bad-json", "detail": "the JSON array does not end"}
+
+
+async def _failing_answer(tmp_path: Path) -> tuple[httpx.Response, httpx.Response]:
+    from ferrymail import Engine
+    from ferrymail.service import Api
+    from ferrymail.service.keys import digest
+    from ferrymail.spooler import Spooler
+
+    spool = SqliteSpool(tmp_path / "spool.db")
+    spool.add_api_key("app", digest("fm_token"), False)
+    # An engine that was never opened: every call the handlers make to it raises.
+    api = Api(Engine(tmp_path / "spool.db"), Spooler(spool))
+    transport = httpx.ASGITransport(app=api)
+    headers = {"authorization": "Bearer fm_token"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        report = await client.get("/v1/campaigns/c1", headers=headers)
+        flush = await client.post("/v1/flush", headers=headers)
+    spool.close()
+    return report, flush
+
+
+def test_a_handler_that_raises_answers_500_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    report, flush = asyncio.run(_failing_answer(tmp_path))
+    for answer in (report, flush):
+        assert answer.status_code == 500
+        assert answer.json() == {"error": "internal", "detail": "the server failed; see its log"}
+        assert "Traceback" not in answer.text and "EngineClosedError" not in answer.text
+    # The log has it, for the operator.
+    assert "EngineClosedError" in caplog.text and "GET /v1/campaigns/c1 failed" in caplog.text
