@@ -8,7 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from .spool import SqliteSpool
+from .spool import Spool
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -19,7 +19,7 @@ class Spooler:
     spool thread; `now(...)` runs at once on the caller's thread (for quick reads such as
     a report), serialised with the spool thread by a lock."""
 
-    def __init__(self, spool: SqliteSpool) -> None:
+    def __init__(self, spool: Spool) -> None:
         self.spool = spool
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ferrymail-spool")
         self._lock = threading.Lock()
