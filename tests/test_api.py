@@ -4,6 +4,7 @@ recipients, cancel, suppressions, flush, status, limits and errors."""
 from __future__ import annotations
 
 import sqlite3
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from api_support import CAMPAIGN, Served, create_key, serve
 from ferrymail.cli import main as cli
 from ferrymail.spool import SqliteSpool
+from smtp_peers import TlsFiles
 
 UNAUTHORIZED = {"error": "unauthorized", "detail": None}
 
@@ -229,3 +231,15 @@ def test_a_handler_that_raises_answers_500_without_a_traceback(
         assert "Traceback" not in answer.text and "EngineClosedError" not in answer.text
     # The log has it, for the operator.
     assert "EngineClosedError" in caplog.text and "GET /v1/campaigns/c1 failed" in caplog.text
+
+
+def test_tls_is_uvicorns(tmp_path: Path, mx_tls: TlsFiles) -> None:
+    options = ("--ssl-certfile", str(mx_tls.chain_pem), "--ssl-keyfile", str(mx_tls.key_pem))
+    with serve(tmp_path, *options) as served:
+        url = served.url.replace("http://", "https://") + "/v1/status"
+        answer = httpx.get(
+            url, headers=served.auth(), verify=ssl.create_default_context(cafile=mx_tls.ca_pem)
+        )
+        assert answer.status_code == 200 and answer.json()["states"]["queued"] == 0
+        with pytest.raises(httpx.HTTPError):  # not plain HTTP
+            httpx.get(served.url + "/v1/status", headers=served.auth())

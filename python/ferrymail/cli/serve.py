@@ -27,8 +27,11 @@ UNSUBSCRIBE_SECRET_ENV = "FERRYMAIL_UNSUBSCRIBE_SECRET"
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "serve",
-        help="serve click redirects, open pixels and one-click unsubscribes (HTTP)",
-        description="Serve the tracking links, open pixels and RFC 8058 one-click "
+        help="serve the /v1 API (injection, reports, cancel, suppressions) and click "
+        "redirects, open pixels and one-click unsubscribes (HTTP)",
+        description="Serve the /v1 service API (API keys: `ferrymail keys`; delivery is "
+        "`ferrymail run`'s, on the same spool) and the tracking links, open pixels and "
+        "RFC 8058 one-click "
         "unsubscribe URLs of the campaigns in the spool, recording each click, open and "
         "unsubscribe there. Put it behind the TLS-terminating proxy of the campaigns' "
         "tracking host (unsubscribe URLs are https). Without --config, the secret comes "
@@ -60,6 +63,13 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the largest body POST /v1/campaigns/ID/recipients takes (default 4 GiB; "
         "streamed, so this is not memory)",
     )
+    p.add_argument(
+        "--ssl-certfile",
+        metavar="PEM",
+        help="serve HTTPS with this certificate chain (uvicorn's TLS; or leave TLS to a "
+        "reverse proxy in front)",
+    )
+    p.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
     p.set_defaults(func=main)
 
 
@@ -107,6 +117,8 @@ def main(args: argparse.Namespace) -> int:
         config = web_config(args.config)
     except ConfigError as e:
         raise CliError(str(e)) from None
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise CliError("give both --ssl-certfile and --ssl-keyfile, or neither")
     sock = listening_socket(args.listen)
     log = args.event_log or os.path.join(
         os.path.dirname(os.path.abspath(args.spool)), "web-events.jsonl"
@@ -143,6 +155,8 @@ def main(args: argparse.Namespace) -> int:
                 proxy_headers=True,
                 forwarded_allow_ips=args.forwarded_allow_ips,
                 server_header=False,
+                ssl_certfile=args.ssl_certfile,
+                ssl_keyfile=args.ssl_keyfile,
             )
         )
         bound = sock.getsockname()
