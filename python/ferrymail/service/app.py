@@ -6,10 +6,10 @@ does the decoding and validation a framework would add."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import urllib.parse
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -18,6 +18,8 @@ from ..campaign import Campaign, Tracking, Unsubscribe, Verp
 from ..engine.engine import Engine
 from ..errors import ConfigError, TemplateError
 from ..spooler import Spooler
+from ..submit import CHUNK as SUBMIT_CHUNK
+from ..submit import SubmitResult
 from ..wire import Recipient
 from . import bodies, keys, models
 from .errors import ApiError
@@ -32,8 +34,8 @@ BODY_LIMIT = 4 * 1024 * 1024
 RECIPIENTS_LIMIT = 4 * 1024 * 1024 * 1024
 #: One recipient (a line, or an element of an array).
 RECORD_LIMIT = 1024 * 1024
-#: Recipients handed to Engine.submit per chunk it streams.
-CHUNK = 5000
+#: Recipients handed to Engine.submit at a time (its own chunk: one transaction each).
+CHUNK = SUBMIT_CHUNK
 #: Refused lines whose reasons the answer lists.
 REASONS = 5
 
@@ -178,29 +180,60 @@ class Api:
         if await self._spooler.call(spool.cancelled_at, campaign_id) is not None:
             raise ApiError(409, "cancelled", f"campaign {campaign_id!r} is cancelled")
         refused: list[models.Rejected] = []
-        refused_count = 0
+        totals = SubmitResult(0, 0, 0, 0)
+        # One batch is submitted (the spool thread inserting it) while the next is read
+        # and decoded: two batches in memory at most.
+        submitting: asyncio.Task[SubmitResult] | None = None
 
-        async def recipients() -> AsyncIterator[Recipient]:
-            nonlocal refused_count
-            number = 0
+        async def submitted() -> None:
+            nonlocal totals, submitting
+            if submitting is not None:
+                result = await submitting
+                submitting = None
+                totals = SubmitResult(
+                    totals.accepted + result.accepted,
+                    totals.rejected + result.rejected,
+                    totals.suppressed + result.suppressed,
+                    totals.duplicates + result.duplicates,
+                )
+
+        async def submit(batch: list[Recipient]) -> None:
+            # Engine.submit of a list per batch, not of one async stream: its async
+            # path waits for each item separately (a future and a wait per recipient),
+            # which would cost more than everything else here.
+            nonlocal submitting
+            await submitted()
+            submitting = asyncio.ensure_future(self._engine.submit(campaign, batch))
+
+        batch: list[Recipient] = []
+        number = refused_count = 0
+        try:
             records = bodies.records(receive, self._recipients_limit, RECORD_LIMIT)
-            async for line in records:
+            async for record in records:
                 number += 1
-                if not line.strip():
+                if not record.strip():
                     continue
                 try:
-                    yield _recipient(line)
+                    batch.append(_recipient(record))
                 except ValueError as e:
                     refused_count += 1
                     if len(refused) < REASONS:
                         refused.append(models.Rejected(number, str(e)))
-
-        result = await self._engine.submit(campaign, recipients())
+                    continue
+                if len(batch) >= CHUNK:
+                    await submit(batch)
+                    batch = []
+            if batch:
+                await submit(batch)
+        finally:
+            # Also on an error in the body: what was accepted before it is durable
+            # before the answer goes.
+            await submitted()
         return models.SubmitOut(
-            accepted=result.accepted,
-            duplicates=result.duplicates,
-            rejected=result.rejected + refused_count,
-            suppressed=result.suppressed,
+            accepted=totals.accepted,
+            duplicates=totals.duplicates,
+            rejected=totals.rejected + refused_count,
+            suppressed=totals.suppressed,
             reasons=refused,
         )
 
