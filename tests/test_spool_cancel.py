@@ -147,3 +147,28 @@ def test_a_version_4_spool_gets_the_cancelled_state(tmp_path: Path, clock: Clock
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_version_1_postgresql_spool_gets_the_cancelled_state(pg_url: str, clock: Clock) -> None:
+    import psycopg
+    from ferrymail.spool.pg_schema import SCHEMA_VERSION as PG_VERSION
+
+    with open_spool(pg_url, clock=clock) as spool:
+        spool.put_campaign("c1", b"spec-1")
+        spool.insert("c1", [new("a@x.test")])
+    # As version 1 left it: no api_key table, no cancel mark, a CHECK that refuses 9.
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("DROP TABLE api_key")
+        db.execute("ALTER TABLE campaign DROP COLUMN cancelled_at")
+        db.execute("ALTER TABLE recipient DROP CONSTRAINT recipient_state_check")
+        db.execute(
+            "ALTER TABLE recipient ADD CONSTRAINT recipient_state_check"
+            " CHECK (state BETWEEN 0 AND 8)"
+        )
+        db.execute("UPDATE ferrymail_spool SET version = 1")
+    with open_spool(pg_url, clock=clock) as spool:
+        assert [r.address for r in spool.cancel("c1")] == ["a@x.test"]
+        assert spool.report("c1").states["cancelled"] == 1
+        assert spool.add_api_key("app", b"h" * 32, False)
+    with psycopg.connect(pg_url) as db:
+        assert db.execute("SELECT version FROM ferrymail_spool").fetchone() == (PG_VERSION,)

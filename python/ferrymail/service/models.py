@@ -44,9 +44,11 @@ class CampaignIn(msgspec.Struct, forbid_unknown_fields=True, rename={"from_": "f
 
 
 class CampaignStored(msgspec.Struct):
+    """The campaign is in the spool (durably), compiled, and takes recipients. PUT again
+    with the same campaign changes nothing; with another, it replaces the stored one
+    while none of its recipients was attempted, else 409."""
+
     id: str
-    #: True when the spool had this id with another spec, replaced (nothing was sent yet).
-    stored: bool = True
 
 
 class Rejected(msgspec.Struct):
