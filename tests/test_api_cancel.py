@@ -68,6 +68,10 @@ async def test_cancel_ends_waiting_recipients_while_the_engine_runs(
             await until(engine, "c1", "deferred", 6)
             await until(engine, "c1", "delivered", 4)
 
+            # Sent from: another spec under its id is refused.
+            changed = await api.put("/v1/campaigns/c1", json={**CAMPAIGN, "subject": "Hi"})
+            assert changed.status_code == 409 and "attempted" in changed.json()["detail"]
+
             cancelled = await api.post("/v1/campaigns/c1/cancel")
             assert cancelled.json() == {"id": "c1", "cancelled": 6}
             report = (await api.get("/v1/campaigns/c1")).json()

@@ -34,9 +34,11 @@ def _answer(name: str, what: str = "OK") -> dict[str, Any]:
 
 
 _ERRORS = {
+    "400": _answer("ErrorOut", "the body is not JSON (or its array does not end)"),
     "401": _answer("ErrorOut", "no key, or an unknown one"),
     "403": _answer("ErrorOut", "a read-only key on a write"),
     "404": _answer("ErrorOut", "no such campaign or resource"),
+    "409": _answer("ErrorOut", "the campaign is cancelled, or sent from with another spec"),
     "413": _answer("ErrorOut", "the body is over its size limit"),
     "422": _answer("ErrorOut", "the body is not valid (a template error: part, line, column)"),
     "500": _answer("ErrorOut", "the server failed"),
