@@ -2,7 +2,8 @@
 `ferrymail serve`) against `Engine.submit` in-process, for --recipients recipients.
 
 Both rows queue the same recipients (user{i}@d{i % 1000}.test, an id and two variables)
-into a fresh SQLite spool, and end when every one is durable. The in-process row
+into a fresh SQLite spool, with an event log (a "queued" event each), and end when every
+one is durable. The in-process row
 submits from a generator of Recipient; the HTTP row streams a JSON-lines file (written
 beforehand, so the client's work is reading a file) through httpx in 256 KiB chunks,
 as an ESP's application would, to `ferrymail serve` on loopback (uvicorn, uvloop,
@@ -80,7 +81,12 @@ def in_process(directory: Path, n: int) -> tuple[float, float]:
             subject=CAMPAIGN["subject"],
             text=CAMPAIGN["text"],
         )
-        async with ferrymail.Engine(directory / "inproc.db") as engine:
+        # With an event log, as `ferrymail serve`'s engine has (events.jsonl next to the
+        # spool, as `ferrymail send` writes): a "queued" event per recipient either way.
+        config = ferrymail.Config(
+            helo_name="bench.test", event_log=str(directory / "events-inproc.jsonl")
+        )
+        async with ferrymail.Engine(directory / "inproc.db", config) as engine:
             result = await engine.submit(campaign, recipients(n))
         assert result.accepted == n, result
 
