@@ -52,10 +52,12 @@ def create_key(spool: Path, name: str, *options: str) -> str:
 def serve(tmp_path: Path, *options: str) -> Iterator[Served]:
     """`ferrymail serve` on a new spool with two keys, until the block ends."""
     spool = tmp_path / "spool.db"
-    if not spool.exists():
+    tokens = tmp_path / "tokens"
+    if not spool.exists():  # a new spool, and its keys; else the same again (a restart)
         SqliteSpool(spool).close()
-    token = create_key(spool, "app")
-    read_only = create_key(spool, "dashboard", "--read-only")
+        made = [create_key(spool, "app"), create_key(spool, "dashboard", "--read-only")]
+        tokens.write_text("\n".join(made))
+    token, read_only = tokens.read_text().split("\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "ferrymail", "serve", "--listen", "127.0.0.1:0",
          "--spool", str(spool), *options],

@@ -243,3 +243,28 @@ def test_tls_is_uvicorns(tmp_path: Path, mx_tls: TlsFiles) -> None:
         assert answer.status_code == 200 and answer.json()["states"]["queued"] == 0
         with pytest.raises(httpx.HTTPError):  # not plain HTTP
             httpx.get(served.url + "/v1/status", headers=served.auth())
+
+
+def test_after_a_restart_recipients_need_no_put_again(tmp_path: Path) -> None:
+    full = {
+        **CAMPAIGN,
+        "html": "<p>Hi {{ name }} <a href='https://shop.example.com/'>shop</a></p>",
+        "tracking": {"base_url": "https://t.example.com/t", "secret": "s" * 20},
+        "unsubscribe": {"url": "https://t.example.com/u"},
+        "verp": True,
+        "headers": {"List-Id": "News <news.example.com>"},
+    }
+    with serve(tmp_path) as served:
+        assert httpx.put(
+            f"{served.url}/v1/campaigns/c1", json=full, headers=served.auth()
+        ).is_success
+        first = httpx.post(
+            f"{served.url}/v1/campaigns/c1/recipients", content=lines(10), headers=served.auth()
+        )
+        assert first.json()["accepted"] == 10
+    with serve(tmp_path) as served:  # the same spool and keys, a new process
+        again = httpx.post(
+            f"{served.url}/v1/campaigns/c1/recipients", content=lines(20), headers=served.auth()
+        )
+        assert again.status_code == 200, again.text
+        assert (again.json()["accepted"], again.json()["duplicates"]) == (10, 10)

@@ -24,6 +24,7 @@ from ..wire import Recipient
 from . import bodies, keys, models
 from .errors import ApiError
 from .openapi import document
+from .stored import from_spec
 from .types import Receive, Scope, Send
 
 _log = logging.getLogger(__name__)
@@ -65,8 +66,7 @@ class Api:
         self._spooler = spooler
         self._body_limit = body_limit
         self._recipients_limit = recipients_limit
-        # Campaigns PUT since the server started: POST …/recipients needs the compiled
-        # campaign (the spool keeps its spec only).
+        # Campaigns compiled (PUT, or made again from the spool's spec after a restart).
         self._campaigns: dict[str, Campaign] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -166,16 +166,22 @@ class Api:
         self._campaigns[campaign_id] = campaign
         return models.CampaignStored(campaign_id)
 
-    def _campaign(self, campaign_id: str) -> Campaign:
+    async def _campaign(self, campaign_id: str) -> Campaign:
+        """The campaign PUT under this id, or the spool's (after a restart) made again
+        from its stored spec; ApiError 404 when neither."""
         campaign = self._campaigns.get(campaign_id)
         if campaign is None:
-            raise ApiError(
-                404, "not-found", f"campaign {campaign_id!r}: PUT it (again) before its recipients"
-            )
+            stored = await self._spooler.call(self._spooler.spool.campaign_spec, campaign_id)
+            campaign = None if stored is None else from_spec(stored)
+            if campaign is None:
+                raise ApiError(
+                    404, "not-found", f"campaign {campaign_id!r}: PUT it before its recipients"
+                )
+            self._campaigns[campaign_id] = campaign
         return campaign
 
     async def _submit(self, campaign_id: str, scope: Scope, receive: Receive) -> models.SubmitOut:
-        campaign = self._campaign(campaign_id)
+        campaign = await self._campaign(campaign_id)
         spool = self._spooler.spool
         if await self._spooler.call(spool.cancelled_at, campaign_id) is not None:
             raise ApiError(409, "cancelled", f"campaign {campaign_id!r} is cancelled")
