@@ -70,7 +70,7 @@ def write_jsonl(path: Path, n: int) -> None:
             f.write(b"".join(orjson.dumps(row) + b"\n" for row in rows))
 
 
-def in_process(directory: Path, n: int) -> tuple[float, float]:
+def in_process(directory: Path, n: int, event_log: bool = True) -> tuple[float, float]:
     """(wall, CPU) seconds of Engine.submit of n recipients into a fresh spool."""
 
     async def submit() -> None:
@@ -83,10 +83,9 @@ def in_process(directory: Path, n: int) -> tuple[float, float]:
         )
         # With an event log, as `ferrymail serve`'s engine has (events.jsonl next to the
         # spool, as `ferrymail send` writes): a "queued" event per recipient either way.
-        config = ferrymail.Config(
-            helo_name="bench.test", event_log=str(directory / "events-inproc.jsonl")
-        )
-        async with ferrymail.Engine(directory / "inproc.db", config) as engine:
+        log = str(directory / f"events-{event_log}.jsonl") if event_log else None
+        config = ferrymail.Config(helo_name="bench.test", event_log=log)
+        async with ferrymail.Engine(directory / f"inproc-{event_log}.db", config) as engine:
             result = await engine.submit(campaign, recipients(n))
         assert result.accepted == n, result
 
@@ -160,10 +159,18 @@ def main() -> None:
         write_jsonl(body, n)
         size = body.stat().st_size
         wall_in, cpu_in = in_process(directory, n)
+        wall_bare, cpu_bare = in_process(directory, n, event_log=False)
         wall_http, cpu_http = over_http(directory, n, body)
     rate_in, rate_http = n / wall_in, n / wall_http
     rows = [
         ("Engine.submit in-process", f"{wall_in:.1f}", f"{cpu_in:.1f}", f"{rate_in:,.0f}", "100 %"),
+        (
+            "Engine.submit in-process, no event log",
+            f"{wall_bare:.1f}",
+            f"{cpu_bare:.1f}",
+            f"{n / wall_bare:,.0f}",
+            f"{100 * wall_in / wall_bare:.0f} %",
+        ),
         (
             f"HTTP, JSON lines ({size / 1e6:,.0f} MB)",
             f"{wall_http:.1f}",
