@@ -16,7 +16,7 @@ from api_support import CAMPAIGN, serve
 from dns_peer import DnsServer
 from engine_support import config, free_port_everywhere, logged_events, on_uvloop, quick_retry
 from ferrymail.spool import SqliteSpool
-from smtp_peers import ScriptedServer
+from smtp_peers import Fault, RawServer, ScriptedServer
 
 GREYLISTED = "451 4.7.1 Greylisted, please try again later"
 
@@ -101,3 +101,45 @@ async def test_cancel_ends_waiting_recipients_while_the_engine_runs(
     types = [e["type"] for e in logged_events(tmp_path) if e.get("campaign") == "c1"]
     assert types.count("deferred") == 6 and types.count("delivered") == 4
     assert types.count("cancelled") == 6  # written by the server's engine, one each
+
+
+@on_uvloop
+async def test_recipients_in_a_session_at_the_cancel_finish_then_end_cancelled(
+    dns_server: DnsServer, raw_server: Callable[..., RawServer], port: int, tmp_path: Path
+) -> None:
+    dns_server.add_zone("slow.test", ["@ MX 10 mx", "mx A 127.0.0.10"])
+    # Every RCPT waits a second, then is greylisted: the session is under way when the
+    # cancel commits, and its recipients are deferred after it.
+    server = raw_server(
+        host="127.0.0.10", port=port, faults=[Fault("RCPT", reply=GREYLISTED, delay=1.0)]
+    )
+    cfg = config(
+        dns_server, port, tmp_path, retry=quick_retry(first_retry=60, max_interval=60, max_age=600)
+    )
+    with serve(tmp_path) as served:
+        async with (
+            httpx.AsyncClient(base_url=served.url, headers=served.auth(), timeout=30) as api,
+            ferrymail.Engine(served.spool, cfg) as engine,
+        ):
+            runner = asyncio.create_task(engine.run())
+            assert (await api.put("/v1/campaigns/c1", json=CAMPAIGN)).status_code == 200
+            await api.post("/v1/campaigns/c1/recipients", content=jsonl("slow.test", 3))
+            for _ in range(500):  # until the first RCPT's wait has begun
+                if server.stalls:
+                    break
+                await asyncio.sleep(0.02)
+            assert server.stalls, "the session never reached RCPT"
+            await api.post("/v1/campaigns/c1/cancel")
+            await until(engine, "c1", "cancelled", 3)
+            engine.stop()
+            await runner
+    assert server.delivered == []
+    by_recipient: dict[str, list[str]] = {}
+    for event in logged_events(tmp_path):
+        if event.get("campaign") == "c1":
+            by_recipient.setdefault(event["recipient"], []).append(event["type"])
+    assert len(by_recipient) == 3
+    for recipient, types in by_recipient.items():
+        # Each ends with one "cancelled" event, after its deferral if its attempt began.
+        assert types[-1] == "cancelled" and types.count("cancelled") == 1, (recipient, types)
+    assert any("deferred" in types for types in by_recipient.values())

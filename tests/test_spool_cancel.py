@@ -105,6 +105,8 @@ def test_a_recipient_put_back_after_the_cancel_ends_cancelled(spool: Spool, cloc
         "c@a.test": "cancelled",
     }
     assert spool.lease(10, "me", 60) == []
+    ids = [r.id for r in leased.values()]
+    assert sorted(spool.cancelled_among([*ids, 999])) == sorted(ids)
 
 
 def test_api_keys_are_kept_by_hash(spool: Spool, clock: Clock) -> None:

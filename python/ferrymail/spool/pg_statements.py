@@ -200,6 +200,7 @@ CANCEL_SWEEP = (
     + f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED})"
     + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
 )
+CANCELLED_AMONG = f"SELECT id FROM recipient WHERE id = ANY(%s) AND state = {_CANCELLED}"
 API_KEY_ADD = (
     "INSERT INTO api_key (name, hash, read_only, created_at) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (name) DO NOTHING"

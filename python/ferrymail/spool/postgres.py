@@ -437,6 +437,10 @@ class PostgresSpool:
             rows = db.execute(sql.CANCEL_PAGE, params).fetchall()
         return [CancelledRecipient(*row) for row in rows]
 
+    def cancelled_among(self, ids: Sequence[int]) -> list[int]:
+        rows = self._db.execute(sql.CANCELLED_AMONG, (list(ids),)).fetchall()
+        return [int(row[0]) for row in rows]
+
     def cancelled_at(self, campaign_id: str) -> float | None:
         row = self._db.execute(
             "SELECT cancelled_at FROM campaign WHERE name = %s", (campaign_id,)

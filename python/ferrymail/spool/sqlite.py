@@ -438,6 +438,12 @@ class SqliteSpool:
                 db.execute(sql.CANCEL_WAITING, (now, json.dumps([r[0] for r in rows])))
         return [CancelledRecipient(*row[1:]) for row in rows]
 
+    def cancelled_among(self, ids: Sequence[int]) -> list[int]:
+        """Those of these recipients that are cancelled (for the events of the ones
+        `record` ended as cancelled instead of putting them back in the queue)."""
+        found = self._db.execute(sql.CANCELLED_AMONG, (json.dumps(list(ids)),))
+        return [row[0] for row in found]
+
     def cancelled_at(self, campaign_id: str) -> float | None:
         """When the campaign was cancelled, or None; KeyError for no such campaign."""
         row = self._db.execute(

@@ -262,6 +262,10 @@ CANCEL_SWEEP = (
     + f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED})"
     + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
 )
+CANCELLED_AMONG = (
+    f"SELECT id FROM recipient WHERE id IN (SELECT value FROM json_each(?1))"
+    f" AND state = {_CANCELLED}"
+)
 API_KEY_ADD = "INSERT INTO api_key (name, hash, read_only, created_at) VALUES (?, ?, ?, ?)"
 API_KEY_FIND = "SELECT name, read_only FROM api_key WHERE hash = ?"
 API_KEY_LIST = "SELECT name, read_only, created_at FROM api_key ORDER BY name"
