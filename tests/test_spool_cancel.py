@@ -113,8 +113,8 @@ def test_api_keys_are_kept_by_hash(spool: Spool, clock: Clock) -> None:
     assert spool.add_api_key("app", b"h" * 32, False)
     assert spool.add_api_key("dash", b"d" * 32, True)
     assert not spool.add_api_key("app", b"x" * 32, False)  # the name is taken
-    assert spool.find_api_key(b"h" * 32) == ("app", False)
-    assert spool.find_api_key(b"d" * 32) == ("dash", True)
+    assert spool.find_api_key(b"h" * 32) == ("app", False, b"h" * 32)
+    assert spool.find_api_key(b"d" * 32) == ("dash", True, b"d" * 32)
     assert spool.find_api_key(b"x" * 32) is None
     assert spool.api_keys() == [("app", False, clock.now), ("dash", True, clock.now)]
     assert spool.revoke_api_key("app")

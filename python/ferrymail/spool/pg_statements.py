@@ -205,6 +205,6 @@ API_KEY_ADD = (
     "INSERT INTO api_key (name, hash, read_only, created_at) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (name) DO NOTHING"
 )
-API_KEY_FIND = "SELECT name, read_only FROM api_key WHERE hash = %s"
+API_KEY_FIND = "SELECT name, read_only, hash FROM api_key WHERE hash = %s"
 API_KEY_LIST = "SELECT name, read_only, created_at FROM api_key ORDER BY name"
 API_KEY_DELETE = "DELETE FROM api_key WHERE name = %s"

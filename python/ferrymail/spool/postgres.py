@@ -456,9 +456,9 @@ class PostgresSpool:
             added = db.execute(sql.API_KEY_ADD, (name, digest, read_only, self._clock()))
             return added.rowcount == 1
 
-    def find_api_key(self, digest: bytes) -> tuple[str, bool] | None:
+    def find_api_key(self, digest: bytes) -> tuple[str, bool, bytes] | None:
         row = self._db.execute(sql.API_KEY_FIND, (digest,)).fetchone()
-        return None if row is None else (str(row[0]), bool(row[1]))
+        return None if row is None else (str(row[0]), bool(row[1]), bytes(row[2]))
 
     def api_keys(self) -> list[tuple[str, bool, float]]:
         rows = self._db.execute(sql.API_KEY_LIST).fetchall()

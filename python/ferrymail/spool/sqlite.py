@@ -464,10 +464,11 @@ class SqliteSpool:
                 return False
         return True
 
-    def find_api_key(self, digest: bytes) -> tuple[str, bool] | None:
-        """(name, read_only) of the key whose SHA-256 is `digest`, or None."""
+    def find_api_key(self, digest: bytes) -> tuple[str, bool, bytes] | None:
+        """(name, read_only, the stored digest) of the key whose SHA-256 is `digest`,
+        or None."""
         row = self._db.execute(sql.API_KEY_FIND, (digest,)).fetchone()
-        return None if row is None else (str(row[0]), bool(row[1]))
+        return None if row is None else (str(row[0]), bool(row[1]), bytes(row[2]))
 
     def api_keys(self) -> list[tuple[str, bool, float]]:
         """(name, read_only, created_at) of every key, by name."""
