@@ -268,3 +268,42 @@ def test_after_a_restart_recipients_need_no_put_again(tmp_path: Path) -> None:
         )
         assert again.status_code == 200, again.text
         assert (again.json()["accepted"], again.json()["duplicates"]) == (10, 10)
+
+
+def test_dkim_keys_by_name_from_the_servers_key_store(tmp_path: Path) -> None:
+    import ferrymail
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from ferrymail.service.stored import from_spec
+
+    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "news.pem").write_bytes(pem)
+    store = tmp_path / "dkim.toml"
+    store.write_text('[news]\ndomain = "sender.test"\nselector = "s2026"\nkey = "news.pem"\n')
+    with serve(tmp_path, "--dkim-keys", str(store)) as served:
+        url = f"{served.url}/v1/campaigns/signed"
+        unknown = httpx.put(url, json={**CAMPAIGN, "dkim": ["nope"]}, headers=served.auth())
+        assert unknown.status_code == 422 and "'nope'" in unknown.json()["detail"]
+        put = httpx.put(url, json={**CAMPAIGN, "dkim": ["news"]}, headers=served.auth())
+        assert put.status_code == 200, put.text
+    with serve(tmp_path, "--dkim-keys", str(store)) as served:  # after a restart
+        more = httpx.post(
+            f"{served.url}/v1/campaigns/signed/recipients", content=lines(2), headers=served.auth()
+        )
+        assert more.json()["accepted"] == 2
+    with SqliteSpool(served.spool, read_only=True) as spool:
+        stored = spool.campaign_spec("signed")
+    assert stored is not None
+    campaign = from_spec(stored)
+    assert campaign is not None
+    (message,) = ferrymail.render(campaign, [ferrymail.Recipient("ann@a.test", {"name": "A"})])
+    assert isinstance(message, ferrymail.RenderedMessage)
+    header = message.data.split(b"\r\n\r\n")[0].replace(b"\r\n ", b" ")
+    assert (
+        b"DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=sender.test; s=s2026;"
+        in header
+    )

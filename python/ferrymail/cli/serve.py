@@ -13,6 +13,7 @@ from ..engine.engine import Engine
 from ..errors import ConfigError
 from ..events import EventBus
 from ..service import Api, Mounted
+from ..service.dkim_keys import load as dkim_store
 from ..spool import open_spool as open_any_spool
 from ..spooler import Spooler
 from ..web import WebConfig, app, load
@@ -70,6 +71,12 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "reverse proxy in front)",
     )
     p.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
+    p.add_argument(
+        "--dkim-keys",
+        metavar="FILE",
+        help="the DKIM key store: a TOML table per key name (domain, selector, key = PEM "
+        'file); API campaigns name their keys ("dkim": ["NAME"])',
+    )
     p.set_defaults(func=main)
 
 
@@ -119,6 +126,10 @@ def main(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise CliError("give both --ssl-certfile and --ssl-keyfile, or neither")
+    try:
+        dkim_keys = dkim_store(args.dkim_keys) if args.dkim_keys else {}
+    except ConfigError as e:
+        raise CliError(str(e)) from None
     sock = listening_socket(args.listen)
     log = args.event_log or os.path.join(
         os.path.dirname(os.path.abspath(args.spool)), "web-events.jsonl"
@@ -135,7 +146,7 @@ def main(args: argparse.Namespace) -> int:
             Config(helo_name=socket.gethostname(), event_log=event_log_path(args.spool, None)),
         )
         api_spooler = Spooler(open_any_spool(args.spool))
-        api = Api(engine, api_spooler, recipients_limit=args.recipients_limit)
+        api = Api(engine, api_spooler, recipients_limit=args.recipients_limit, dkim_keys=dkim_keys)
 
         async def opened() -> None:
             await engine.open()

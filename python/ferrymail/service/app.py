@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
-from ..campaign import Campaign, Tracking, Unsubscribe, Verp
+from ..campaign import Campaign, DkimKey, Tracking, Unsubscribe, Verp
 from ..engine.engine import Engine
 from ..errors import ConfigError, TemplateError
 from ..spooler import Spooler
@@ -60,8 +61,10 @@ class Api:
         *,
         body_limit: int = BODY_LIMIT,
         recipients_limit: int = RECIPIENTS_LIMIT,
+        dkim_keys: Mapping[str, DkimKey] | None = None,
     ) -> None:
         self._engine = engine
+        self._dkim_keys = dict(dkim_keys or {})
         self._spooler = spooler
         self._body_limit = body_limit
         self._recipients_limit = recipients_limit
@@ -131,10 +134,12 @@ class Api:
     async def _put_campaign(self, campaign_id: str, receive: Receive) -> models.CampaignStored:
         raw = await bodies.whole(receive, self._body_limit)
         spec = _decode(_campaign_in, raw)
-        if spec.dkim:
-            # Keys by name need the server's key store, which is not built yet: refusing
-            # beats sending unsigned mail the client asked to be signed.
-            raise ApiError(422, "invalid", "dkim: this server has no DKIM key store yet")
+        unknown = [name for name in spec.dkim if name not in self._dkim_keys]
+        if unknown:
+            raise ApiError(
+                422, "invalid", f"dkim: no key named {', '.join(map(repr, unknown))} in the "
+                "server's key store (ferrymail serve --dkim-keys FILE)",
+            )  # fmt: skip
         try:
             campaign = Campaign(
                 id=campaign_id,
@@ -152,6 +157,7 @@ class Api:
                 if spec.unsubscribe
                 else None,
                 verp=Verp(spec.verp.secret) if isinstance(spec.verp, models.VerpIn) else spec.verp,
+                dkim=[self._dkim_keys[name] for name in spec.dkim],
                 pool=spec.pool,
             )
         except TemplateError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ..campaign import Campaign, Tracking, Unsubscribe, Verp
+from ..campaign import Campaign, DkimKey, Tracking, Unsubscribe, Verp
 from ..wire import CampaignSpec
 
 _specs = msgspec.msgpack.Decoder(CampaignSpec)
@@ -13,11 +13,11 @@ _specs = msgspec.msgpack.Decoder(CampaignSpec)
 
 def from_spec(stored: bytes) -> Campaign | None:
     """The Campaign whose spec is `stored`, or None when it cannot be made again
-    exactly (DKIM keys: the API takes them by name only, so such a campaign came from
-    elsewhere). The result's spec is checked equal to the stored one: a campaign made
-    again must send what the stored one would."""
+    exactly (a DKIM key set by From domain, which the API does not make). The result's
+    spec is checked equal to the stored one: a campaign made again must send what the
+    stored one would."""
     spec = _specs.decode(stored)
-    if spec.dkim:
+    if any(k.for_domain is not None for k in spec.dkim):
         return None
     tracking = spec.tracking
     unsubscribe = spec.unsubscribe
@@ -37,6 +37,18 @@ def from_spec(stored: bytes) -> Campaign | None:
         if unsubscribe is None
         else Unsubscribe(unsubscribe.url, unsubscribe.mailto, unsubscribe.secret or None),
         verp=False if spec.verp is None else Verp(spec.verp.secret),
+        dkim=[
+            DkimKey(
+                k.domain,
+                k.selector,
+                k.private_key,
+                k.algorithm,
+                k.headers,
+                k.canonicalization,
+                k.aligned,
+            )
+            for k in spec.dkim
+        ],
         pool=spec.pool,
     )
     return campaign if campaign.spec == spec else None
