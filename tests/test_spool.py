@@ -479,6 +479,7 @@ def test_counts_report_and_status_of_a_mixed_campaign(spool: Spool, clock: Clock
         "rejected": 1,
         "suppressed": 1,
         "failed": 1,
+        "cancelled": 0,
     }
     report = spool.report("c1")
     assert report.campaign == "c1"
@@ -662,6 +663,8 @@ def test_a_version_1_spool_is_brought_up_to_date(path: Path, clock: Clock) -> No
             db.execute("DROP INDEX recipient_key")
             db.execute("DROP TABLE suspension")
             db.execute("ALTER TABLE recipient DROP COLUMN interrupted")
+            db.execute("DROP TABLE api_key")  # version 5's
+            db.execute("ALTER TABLE campaign DROP COLUMN cancelled_at")
             db.execute("DROP TABLE shaping_action")  # version 4's
             db.execute("DROP TABLE warmup_sent")
             db.execute("DROP TABLE feedback")  # and version 3's tables as version 2 had them

@@ -14,6 +14,7 @@ from . import (
     events,
     flush,
     inbound,
+    keys,
     render,
     report,
     run,
@@ -38,6 +39,7 @@ COMMANDS = (
     serve,
     inbound,
     shaping,
+    keys,
 )
 
 

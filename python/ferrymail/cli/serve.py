@@ -1,4 +1,5 @@
-"""`ferrymail serve`: the tracking server (clicks, opens, one-click unsubscribe) under uvicorn."""
+"""`ferrymail serve`: the tracking server (clicks, opens, one-click unsubscribe) and the /v1
+service API under uvicorn."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import os
 import signal
 import socket
 
+from ..config import Config
+from ..engine.engine import Engine
 from ..errors import ConfigError
 from ..events import EventBus
+from ..service import Api, Mounted
+from ..service.dkim_keys import load as dkim_store
+from ..spool import open_spool as open_any_spool
+from ..spooler import Spooler
 from ..web import WebConfig, app, load
-from .common import CliError, add_spool, beside_spool, open_spool
+from .common import CliError, add_spool, beside_spool, event_log_path, open_spool
 
 #: Without --config, the secrets come from these environment variables (not from the
 #: command line, where every user of the host can read them).
@@ -21,8 +28,11 @@ UNSUBSCRIBE_SECRET_ENV = "FERRYMAIL_UNSUBSCRIBE_SECRET"
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "serve",
-        help="serve click redirects, open pixels and one-click unsubscribes (HTTP)",
-        description="Serve the tracking links, open pixels and RFC 8058 one-click "
+        help="serve the /v1 API (injection, reports, cancel, suppressions) and click "
+        "redirects, open pixels and one-click unsubscribes (HTTP)",
+        description="Serve the /v1 service API (API keys: `ferrymail keys`; delivery is "
+        "`ferrymail run`'s, on the same spool) and the tracking links, open pixels and "
+        "RFC 8058 one-click "
         "unsubscribe URLs of the campaigns in the spool, recording each click, open and "
         "unsubscribe there. Put it behind the TLS-terminating proxy of the campaigns' "
         "tracking host (unsubscribe URLs are https). Without --config, the secret comes "
@@ -45,6 +55,27 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="IPS",
         help="proxies whose X-Forwarded-For is trusted for the client address (default: "
         "127.0.0.1; '*' for all)",
+    )
+    p.add_argument(
+        "--recipients-limit",
+        type=int,
+        default=4 * 1024**3,
+        metavar="BYTES",
+        help="the largest body POST /v1/campaigns/ID/recipients takes (default 4 GiB; "
+        "streamed, so this is not memory)",
+    )
+    p.add_argument(
+        "--ssl-certfile",
+        metavar="PEM",
+        help="serve HTTPS with this certificate chain (uvicorn's TLS; or leave TLS to a "
+        "reverse proxy in front)",
+    )
+    p.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
+    p.add_argument(
+        "--dkim-keys",
+        metavar="FILE",
+        help="the DKIM key store: a TOML table per key name (domain, selector, key = PEM "
+        'file); API campaigns name their keys ("dkim": ["NAME"])',
     )
     p.set_defaults(func=main)
 
@@ -93,13 +124,38 @@ def main(args: argparse.Namespace) -> int:
         config = web_config(args.config)
     except ConfigError as e:
         raise CliError(str(e)) from None
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise CliError("give both --ssl-certfile and --ssl-keyfile, or neither")
+    try:
+        dkim_keys = dkim_store(args.dkim_keys) if args.dkim_keys else {}
+    except ConfigError as e:
+        raise CliError(str(e)) from None
     sock = listening_socket(args.listen)
     log = args.event_log or beside_spool(args.spool, "web-events.jsonl")
     with open_spool(args.spool) as spool:
         events = EventBus(log)
+        tracking = app(spool=spool, config=config, events=events)
+        # The /v1 API: an Engine on the spool for submit, cancel, report and flush
+        # (delivery is `ferrymail run`'s), and a spool of its own for keys and reads.
+        # Its submit events go to the log `ferrymail send` and `run` write (events.jsonl
+        # next to the spool).
+        engine = Engine(
+            args.spool,
+            Config(helo_name=socket.gethostname(), event_log=event_log_path(args.spool, None)),
+        )
+        api_spooler = Spooler(open_any_spool(args.spool))
+        api = Api(engine, api_spooler, recipients_limit=args.recipients_limit, dkim_keys=dkim_keys)
+
+        async def opened() -> None:
+            await engine.open()
+
+        async def closing() -> None:
+            await engine.close()
+            api_spooler.close()
+
         server = uvicorn.Server(
             uvicorn.Config(
-                app(spool=spool, config=config, events=events),
+                Mounted(tracking, api, opened, closing),
                 loop="uvloop",
                 http="httptools",
                 lifespan="on",
@@ -108,6 +164,8 @@ def main(args: argparse.Namespace) -> int:
                 proxy_headers=True,
                 forwarded_allow_ips=args.forwarded_allow_ips,
                 server_header=False,
+                ssl_certfile=args.ssl_certfile,
+                ssl_keyfile=args.ssl_keyfile,
             )
         )
         bound = sock.getsockname()

@@ -57,12 +57,20 @@ class Dispatcher:
     ) -> list[Outcome]:
         """Delivers one batch (by `route`, default the site's); returns its outcomes in
         order, once all are recorded."""
+        # Recipients of a campaign cancelled since they were leased: the spool ended
+        # them as cancelled instead of starting them; they are not sent.
+        cancelled = await self._spooler.call(self._spooler.spool.started, [r.id for r in batch])
+        if cancelled:
+            ended = set(cancelled)
+            self._recorder.cancelled([r for r in batch if r.id in ended])
+            batch = [r for r in batch if r.id not in ended]
+            if not batch:
+                return []
         self.in_flight[id(batch)] = batch
         outcomes: list[Outcome | None] = [None] * len(batch)
         fault: Exception | None = None
         delivery: _core.Delivery | None = None
         try:
-            await self._spooler.call(self._spooler.spool.started, [r.id for r in batch])
             payload = _encoder.encode([msgspec.Raw(r.recipient) for r in batch])
             encoded = _encoder.encode(route or site.route)
             if compiled.verp:  # only then: a campaign without VERP pays nothing

@@ -35,6 +35,8 @@ from ..shaping.egress import Egress
 from ..shaping.in_force import ActionsInForce
 from ..sites import Site
 from ..spool import Leased, Report, open_spool
+from ..spool.sqlite import CANCEL_PAGE
+from ..spool.states import CANCELLED
 from ..spooler import Spooler
 from ..submit import SubmitResult, chunks, rows
 from ..suspensions import Suspensions
@@ -289,6 +291,46 @@ class Engine:
         self._router.flush()
         self._wake.set()
         return count
+
+    async def cancel(self, campaign_id: str) -> int:
+        """Cancels a campaign: its queued and deferred recipients end as "cancelled"
+        (final, an event each); those whose attempt has begun finish it and are recorded
+        as usual; and none is sent once the first page is committed, also those leased
+        before by this engine or another process (the spool ends them at the start of
+        their batch: see SqliteSpool.cancel). Returns how many recipients were cancelled
+        now. ConfigError for a campaign the spool does not have."""
+        spooler = self._open().spooler
+        total = 0
+        while True:
+            page = await spooler.call(spooler.spool.cancel, campaign_id, CANCEL_PAGE)
+            total += len(page)
+            if self._bus.listened and page:
+                now = time.time()
+                self._bus.publish(
+                    [
+                        Event(
+                            CANCELLED,
+                            campaign_id,
+                            r.key,
+                            r.address,
+                            r.domain,
+                            None,
+                            None,
+                            r.attempts,
+                            None,
+                            None,
+                            None,
+                            None,
+                            now,
+                            now - r.submitted_at,
+                        )
+                        for r in page
+                    ]
+                )
+            if len(page) < CANCEL_PAGE:
+                break
+        self._wake.set()  # a drain waiting for them sees they are final
+        return total
 
     async def _pump(self, *, until_done: bool) -> None:
         parts = self._open()

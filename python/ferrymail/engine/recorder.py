@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import Callable
 
-from ..events import EventBus
+from ..events import Event, EventBus
 from ..judge import Verdict
 from ..spool import Leased, Update
+from ..spool.states import CANCELLED, DEFERRED, QUEUED
 from ..spooler import Spooler
 
 
@@ -75,6 +78,37 @@ class Recorder:
         await self._spooler.call(self._spooler.spool.record, updates)
         self._settled(len(updates))
 
+    def cancelled(self, leased: list[Leased]) -> None:
+        """Recipients the spool ended as cancelled instead of starting their attempt
+        (their campaign was cancelled after they were leased): already recorded there;
+        they leave the engine's hands and their events are published."""
+        if not leased:
+            return
+        self._settled(len(leased))
+        if self._bus.listened:
+            now = time.time()
+            self._bus.publish(
+                [
+                    Event(
+                        CANCELLED,
+                        r.campaign,
+                        r.key,
+                        r.address,
+                        r.domain,
+                        None,
+                        None,
+                        r.attempts,
+                        None,
+                        None,
+                        None,
+                        None,
+                        now,
+                        now - r.submitted_at,
+                    )
+                    for r in leased
+                ]
+            )
+
     async def _commit(self, verdicts: list[Verdict]) -> None:
         spool = self._spooler.spool
         updates = [u for v in verdicts for u in v.updates]
@@ -83,5 +117,34 @@ class Recorder:
             for address, reason in verdict.suppress:
                 await self._spooler.call(spool.suppress, address, reason)
         self._settled(len(updates))
+        ended = await self._cancelled(updates)
         for verdict in verdicts:
             self._bus.publish(verdict.events)
+            if ended and len(verdict.events) == len(verdict.updates):
+                # Deferred (or released) after their campaign was cancelled: the spool
+                # ended them there; their event follows the deferral's.
+                now = time.time()
+                self._bus.publish(
+                    [
+                        dataclasses.replace(
+                            e,
+                            type=CANCELLED,
+                            timestamp=now,
+                            since_submit=e.since_submit + now - e.timestamp,
+                        )
+                        for u, e in zip(verdict.updates, verdict.events, strict=True)
+                        if u.id in ended
+                    ]
+                )
+
+    async def _cancelled(self, updates: list[Update]) -> set[int]:
+        """Which of the recipients these updates put back in the queue the spool ended
+        as cancelled instead (see SqliteSpool.cancel); looked up only when someone takes
+        the events and there were such updates (deferrals are the rare outcome)."""
+        if not self._bus.listened:
+            return set()
+        requeued = [u.id for u in updates if u.state in (QUEUED, DEFERRED)]
+        if not requeued:
+            return set()
+        spool = self._spooler.spool
+        return set(await self._spooler.call(spool.cancelled_among, requeued))

@@ -5,6 +5,7 @@ from .lookup import Found
 from .opening import is_url, open_spool, shown
 from .protocol import Spool
 from .rows import (
+    CancelledRecipient,
     DomainStatus,
     FeedbackCounts,
     Leased,
@@ -24,6 +25,7 @@ from .suppression import domain_key, suppression_key
 __all__ = [
     "FINAL",
     "PENDING",
+    "CancelledRecipient",
     "DomainStatus",
     "FeedbackCounts",
     "Found",

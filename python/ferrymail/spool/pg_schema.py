@@ -13,12 +13,28 @@ from .states import CODE, FINAL_SQL, PENDING_SQL, QUEUED
 
 #: The version of the tables below, kept in ferrymail_spool.version. Raise it with every
 #: change to them, with a migration from the one before.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The advisory lock key ("FMSP") that two nodes creating the tables at once, or taking
 #: recipient ids at once, serialise on.
 LOCK_KEY = 0x464D5350
 #: How long connecting may take before the URL is said to be unreachable.
 CONNECT_TIMEOUT = 10
+
+# Version 2 (SQLite's version 5): a campaign can be cancelled, its pending recipients end
+# as "cancelled" (state code 9, which version 1's CHECK refused: widened), and the
+# service API's keys (never a token, only its SHA-256).
+_V2 = f"""
+ALTER TABLE campaign ADD COLUMN cancelled_at float8;
+ALTER TABLE recipient DROP CONSTRAINT IF EXISTS recipient_state_check;
+ALTER TABLE recipient ADD CONSTRAINT recipient_state_check
+    CHECK (state BETWEEN 0 AND {len(CODE) - 1});
+CREATE TABLE api_key (
+    name text PRIMARY KEY,
+    hash bytea NOT NULL UNIQUE,
+    read_only boolean NOT NULL,
+    created_at float8 NOT NULL
+);
+"""
 
 # The same tables as the SQLite spool's (schema.py), in PostgreSQL's types, with the
 # same invariants checked on every write. Times are seconds since the epoch (float8), as
@@ -160,7 +176,7 @@ BEGIN
     END IF;
     PERFORM pg_advisory_unlock({LOCK_KEY});
 END $$;
-"""
+{_V2}"""
 
 
 def redacted(url: str) -> str:
@@ -248,4 +264,9 @@ def _create_or_check(db: psycopg.Connection[tuple[Any, ...]], where: str, read_o
             f"ferrymail; this one reads up to version {SCHEMA_VERSION}",
             "spool",
         )
-    # (Version 1 is the first: nothing to migrate from yet.)
+    if version < SCHEMA_VERSION and not read_only:
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            if _version(db) == 1:  # another node may have migrated it meanwhile
+                db.execute(_V2.encode())
+                db.execute("UPDATE ferrymail_spool SET version = %s", (SCHEMA_VERSION,))

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from .states import CODE, DEFERRED, FAILED, IN_FLIGHT, PENDING_SQL, QUEUED, REJECTED, SUPPRESSED
+from .states import (
+    CANCELLED,
+    CODE,
+    DEFERRED,
+    FAILED,
+    IN_FLIGHT,
+    PENDING_SQL,
+    QUEUED,
+    REJECTED,
+    SUPPRESSED,
+)
 
 _QUEUED = CODE[QUEUED]
 _IN_FLIGHT = CODE[IN_FLIGHT]
 _DEFERRED = CODE[DEFERRED]
+_CANCELLED = CODE[CANCELLED]
 _FINAL_FROM = 3  # states.PENDING_BELOW
 
 # Submit: the rows of one insert are copied into a temporary table (COPY, binary), then
@@ -152,3 +163,48 @@ UPSERT_SUPPRESSION = """
 INSERT INTO suppression (address, scope, reason, added_at) VALUES (%s, %s, %s, %s)
 ON CONFLICT (address, scope) DO UPDATE SET reason = excluded.reason, added_at = excluded.added_at
 """
+
+# ---- cancel (version 2): statements.py's, in PostgreSQL's words ----
+_TO_CANCELLED = f"""
+UPDATE recipient SET state = {_CANCELLED}, due = NULL, next_attempt = NULL,
+    lease_until = NULL, lease_owner = NULL, leased_from = NULL, updated_at = %(now)s
+"""
+_CANCELLED_CAMPAIGNS = "SELECT id FROM campaign WHERE cancelled_at IS NOT NULL"
+CANCEL_MARK = (
+    "UPDATE campaign SET cancelled_at = coalesce(cancelled_at, %(now)s) WHERE id = %(campaign)s"
+)
+CANCEL_PAGE = (
+    _TO_CANCELLED
+    + " WHERE id IN (SELECT id FROM recipient"
+    + f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND campaign = %(campaign)s"
+    + " LIMIT %(limit)s FOR UPDATE)"
+    + " RETURNING key, address, domain, attempts, submitted_at"
+)
+UNSTARTED_CANCELLED = (
+    f"SELECT id FROM recipient WHERE id = ANY(%(ids)s) AND state = {_IN_FLIGHT}"
+    f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+)
+CANCEL_IDS = _TO_CANCELLED + f" WHERE id = ANY(%(ids)s) AND state = {_IN_FLIGHT}"
+CANCEL_REQUEUED = (
+    _TO_CANCELLED
+    + f" WHERE id = ANY(%(ids)s) AND {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED})"
+    + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+)
+CANCEL_OWNER = (
+    _TO_CANCELLED
+    + f" WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_owner = %(owner)s"
+    + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+)
+CANCEL_SWEEP = (
+    _TO_CANCELLED
+    + f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED})"
+    + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+)
+CANCELLED_AMONG = f"SELECT id FROM recipient WHERE id = ANY(%s) AND state = {_CANCELLED}"
+API_KEY_ADD = (
+    "INSERT INTO api_key (name, hash, read_only, created_at) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (name) DO NOTHING"
+)
+API_KEY_FIND = "SELECT name, read_only, hash FROM api_key WHERE hash = %s"
+API_KEY_LIST = "SELECT name, read_only, created_at FROM api_key ORDER BY name"
+API_KEY_DELETE = "DELETE FROM api_key WHERE name = %s"

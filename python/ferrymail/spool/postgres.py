@@ -39,6 +39,7 @@ from .owners import dead_here
 from .pg_reconnect import CutCommit, Reconnecting, reconnecting_methods
 from .pg_schema import connect, redacted
 from .rows import (
+    CancelledRecipient,
     Leased,
     NewRecipient,
     Recorded,
@@ -49,9 +50,9 @@ from .rows import (
     Unsubscribed,
     Update,
 )
-from .sqlite import RECLAIM_EVERY, _first_of_each_key
+from .sqlite import CANCEL_PAGE, RECLAIM_EVERY, _first_of_each_key
 from .statements import record_rows
-from .states import CODE, FINAL, NAME, PENDING_SQL, QUEUED
+from .states import CODE, DEFERRED, FINAL, NAME, PENDING_SQL, QUEUED
 from .suppression import domain_key, suppression_key
 
 _log = logging.getLogger(__name__)
@@ -334,15 +335,32 @@ class PostgresSpool(Reconnecting, CampaignNames):
                 count = db.execute(sql.END_LEASES, {"now": now, "owner": holder}).rowcount
                 _log.info("spool: %d leases of %s (a dead process) ended", count, holder)
                 ended += count
+        if ended:  # back in the queue: those of a cancelled campaign end there
+            db.execute(sql.CANCEL_SWEEP, {"now": now})
         return ended
 
     def leases(self) -> list[tuple[str, int, float, bool]]:
         rows = self._db.execute(sql.LEASES).fetchall()
         return [(owner, n, until, dead_here(owner)) for owner, n, until in rows]
 
-    def started(self, ids: Sequence[int]) -> None:
+    def started(self, ids: Sequence[int]) -> list[int]:
+        now = self._clock()
         with self._transaction(durable=False, once=True) as db:
+            # The cancel's mark is read under the campaign row's lock (FOR SHARE in the
+            # subquery would not lock it): a cancel committing meanwhile waits for this,
+            # or this sees it.
+            db.execute(
+                "SELECT 1 FROM campaign WHERE id IN"
+                " (SELECT DISTINCT campaign FROM recipient WHERE id = ANY(%s)) FOR SHARE",
+                (list(ids),),
+            )
+            found = db.execute(sql.UNSTARTED_CANCELLED, {"ids": list(ids)}).fetchall()
+            cancelled = [int(row[0]) for row in found]
+            if cancelled:
+                db.execute(sql.CANCEL_IDS, {"now": now, "ids": cancelled})
             db.execute(sql.STARTED, (list(ids),))
+            self._result = cancelled
+        return cancelled
 
     def renew(self, ids: Sequence[int], lease_for: float) -> int:
         until = self._clock() + lease_for
@@ -356,6 +374,9 @@ class PostgresSpool(Reconnecting, CampaignNames):
             return len(updates)
         with self._transaction(once=True) as db:
             applied = db.execute(sql.RECORD, (now, *columns)).rowcount
+            requeued = [u.id for u in updates if u.state in (QUEUED, DEFERRED)]
+            if requeued:  # put back after their campaign was cancelled: they end there
+                db.execute(sql.CANCEL_REQUEUED, {"now": now, "ids": requeued})
             self._result = len(updates) - applied
         skipped = len(updates) - applied
         if skipped:
@@ -365,7 +386,8 @@ class PostgresSpool(Reconnecting, CampaignNames):
     def release_owner(self, owner: str) -> int:
         now = self._clock()
         with self._transaction(durable=False) as db:
-            return db.execute(sql.RELEASE_OWNER, (now, owner)).rowcount
+            cancelled = db.execute(sql.CANCEL_OWNER, {"now": now, "owner": owner}).rowcount
+            return db.execute(sql.RELEASE_OWNER, (now, owner)).rowcount + cancelled
 
     def flush(self, domain: str | None = None) -> int:
         now = self._clock()
@@ -378,7 +400,51 @@ class PostgresSpool(Reconnecting, CampaignNames):
         with self._transaction(durable=False) as db:
             self._end_dead_leases(db, now, "")
             released = db.execute(release, params).rowcount
+            db.execute(sql.CANCEL_SWEEP, {"now": now})
             return db.execute(statement, params).rowcount + released
+
+    def cancel(self, campaign_id: str, limit: int = CANCEL_PAGE) -> list[CancelledRecipient]:
+        now = self._clock()
+        with self._transaction() as db:
+            campaign = self._campaign(campaign_id)
+            # The campaign row's lock: a node's `started` reading the mark waits for
+            # this commit (see started).
+            db.execute("SELECT 1 FROM campaign WHERE id = %s FOR UPDATE", (campaign,))
+            params = {"now": now, "campaign": campaign, "limit": limit}
+            db.execute(sql.CANCEL_MARK, params)
+            rows = db.execute(sql.CANCEL_PAGE, params).fetchall()
+        return [CancelledRecipient(*row) for row in rows]
+
+    def cancelled_among(self, ids: Sequence[int]) -> list[int]:
+        rows = self._db.execute(sql.CANCELLED_AMONG, (list(ids),)).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def cancelled_at(self, campaign_id: str) -> float | None:
+        row = self._db.execute(
+            "SELECT cancelled_at FROM campaign WHERE name = %s", (campaign_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(campaign_id)
+        return None if row[0] is None else float(row[0])
+
+    # ---- the service API's keys ----
+
+    def add_api_key(self, name: str, digest: bytes, read_only: bool) -> bool:
+        with self._transaction() as db:
+            added = db.execute(sql.API_KEY_ADD, (name, digest, read_only, self._clock()))
+            return added.rowcount == 1
+
+    def find_api_key(self, digest: bytes) -> tuple[str, bool, bytes] | None:
+        row = self._db.execute(sql.API_KEY_FIND, (digest,)).fetchone()
+        return None if row is None else (str(row[0]), bool(row[1]), bytes(row[2]))
+
+    def api_keys(self) -> list[tuple[str, bool, float]]:
+        rows = self._db.execute(sql.API_KEY_LIST).fetchall()
+        return [(str(n), bool(r), float(t)) for n, r, t in rows]
+
+    def revoke_api_key(self, name: str) -> bool:
+        with self._transaction() as db:
+            return db.execute(sql.API_KEY_DELETE, (name,)).rowcount > 0
 
     # ---- suspended sites (shared by every node of the database) ----
 

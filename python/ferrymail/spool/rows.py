@@ -171,6 +171,16 @@ class DomainStatus(msgspec.Struct, frozen=True):
     next_attempt: float | None
 
 
+class CancelledRecipient(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A recipient `cancel` ended (for its event)."""
+
+    key: str
+    address: str
+    domain: str
+    attempts: int
+    submitted_at: float
+
+
 class Suspension(msgspec.Struct, frozen=True):
     """A site the engine stopped sending to for a while (see `Engine`): every MX was
     unreachable, or it said 421 or that we send too fast."""

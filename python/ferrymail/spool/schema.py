@@ -13,7 +13,7 @@ from .states import CODE, FINAL_SQL, PENDING_SQL, QUEUED
 
 #: The version of the tables below, kept in PRAGMA user_version. Raise it with every
 #: change to them, with a migration from the one before.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: PRAGMA application_id ("FMSP"): marks the file as a ferrymail spool, so that another
 #: program's SQLite file is refused instead of getting our tables added to it.
 APPLICATION_ID = 0x464D5350
@@ -132,6 +132,26 @@ CREATE TABLE suppression (
     PRIMARY KEY (address, scope)
 ) WITHOUT ROWID;
 """
+# Version 5: a campaign can be cancelled (its pending recipients end as "cancelled", a
+# new state: code 9, which the recipient table's CHECK of a version 4 file refuses, so
+# the migration widens it), and the service API's keys.
+_V5 = """
+-- When the campaign was cancelled (POST /v1/campaigns/{id}/cancel, Engine.cancel): its
+-- recipients are never sent again, and one put back in the queue ends as cancelled.
+ALTER TABLE campaign ADD COLUMN cancelled_at REAL;
+-- The service API's keys (ferrymail keys create): never the token, only its SHA-256.
+CREATE TABLE api_key (
+    name TEXT PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    read_only INTEGER NOT NULL CHECK (read_only IN (0, 1)),
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+#: The recipient table's state CHECK as versions 1 to 4 wrote it, and as 5 writes it.
+_STATE_CHECK_V4 = "CHECK (state BETWEEN 0 AND 8)"
+_STATE_CHECK = f"CHECK (state BETWEEN 0 AND {len(CODE) - 1})"
+
+
 _SCHEMA = f"""
 CREATE TABLE campaign (
     id INTEGER PRIMARY KEY,
@@ -192,7 +212,7 @@ CREATE INDEX recipient_pending ON recipient (due, id, domain, state, campaign)
 CREATE INDEX recipient_final ON recipient (campaign, state) WHERE {FINAL_SQL};
 {_V2}-- The key is the normalized address (see suppression.py): one row per address and
 -- scope.
-{_SUPPRESSION}{_FEEDBACK}{_V4}"""
+{_SUPPRESSION}{_FEEDBACK}{_V4}{_V5}"""
 
 
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
@@ -370,11 +390,39 @@ def _migrate(db: sqlite3.Connection, name: str) -> None:
             for statement in _statements(_V4):
                 db.execute(statement)
             db.execute("PRAGMA user_version = 4")
+            version = 4
+        if version == 4:
+            for statement in _statements(_V5):
+                db.execute(statement)
+            _widen_state_check(db)
+            db.execute("PRAGMA user_version = 5")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def _widen_state_check(db: sqlite3.Connection) -> None:
+    """Lets recipient.state take the codes added since version 4 (cancelled).
+
+    SQLite cannot ALTER a CHECK constraint; rebuilding a table of millions of rows would
+    take minutes. Its documented alternative (https://sqlite.org/lang_altertable.html,
+    "making other kinds of table schema changes") edits the table's CREATE statement in
+    sqlite_schema, which is safe for a constraint every stored row already meets: the
+    wider range holds every row of the narrower one. Done in the migration's
+    transaction, with the schema version bumped so that other connections reload it."""
+    (version,) = db.execute("PRAGMA schema_version").fetchone()
+    db.execute("PRAGMA writable_schema = ON")
+    try:
+        db.execute(
+            "UPDATE sqlite_schema SET sql = replace(sql, ?, ?)"
+            " WHERE type = 'table' AND name = 'recipient'",
+            (_STATE_CHECK_V4, _STATE_CHECK),
+        )
+        db.execute(f"PRAGMA schema_version = {version + 1}")
+    finally:
+        db.execute("PRAGMA writable_schema = OFF")
 
 
 def _statements(script: str) -> list[str]:

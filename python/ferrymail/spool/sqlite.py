@@ -21,6 +21,7 @@ from .campaigns import CampaignNames
 from .lookup import Found
 from .owners import dead_here
 from .rows import (
+    CancelledRecipient,
     Leased,
     NewRecipient,
     Recorded,
@@ -32,7 +33,7 @@ from .rows import (
     Update,
 )
 from .schema import connect
-from .states import NAME, PENDING_SQL
+from .states import DEFERRED, NAME, PENDING_SQL, QUEUED
 from .suppression import domain_key, suppression_key
 
 _log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ _log = logging.getLogger(__name__)
 #: Rows a page of `iter_recipients` reads: a short query each, so that no read
 #: transaction stays open while the caller works through a million recipients.
 PAGE = 1000
+#: Recipients `cancel` ends per call (per transaction).
+CANCEL_PAGE = 10_000
 #: Addresses per query of `suppressed_among`.
 SUPPRESSION_CHUNK = 10_000
 #: How often `lease` looks for leases of dead processes of this host (and at its first
@@ -248,6 +251,8 @@ class SqliteSpool(CampaignNames):
                 count = db.execute(sql.END_LEASES, (now, holder)).rowcount
                 _log.info("spool: %d leases of %s (a dead process) ended", count, holder)
                 ended += count
+        if ended:  # back in the queue: those of a cancelled campaign end there
+            db.execute(sql.CANCEL_SWEEP, (now,))
         return ended
 
     def leases(self) -> list[tuple[str, int, float, bool]]:
@@ -257,14 +262,25 @@ class SqliteSpool(CampaignNames):
         rows = self._db.execute(sql.LEASES).fetchall()
         return [(owner, n, until, dead_here(owner)) for owner, n, until in rows]
 
-    def started(self, ids: Sequence[int]) -> None:
+    def started(self, ids: Sequence[int]) -> list[int]:
         """Note that attempts of these in-flight recipients begin: until `record` gives
         their outcomes, they count as interrupted (Leased.interrupted) if the process
-        dies."""
+        dies.
+
+        Those of a cancelled campaign do not begin: they end as cancelled here, in the
+        same transaction, and their ids are returned for the caller to leave out of the
+        batch. So a recipient leased before a cancel (by this process or another) is
+        never sent after the cancel commits; one whose attempt began before it finishes."""
+        now = self._clock()
         # Not durable: lost to a power cut, an attempt is not counted as interrupted,
-        # as before this existed.
+        # as before this existed (and a cancelled one is cancelled again by the sweeps).
         with self._transaction(durable=False) as db:
-            db.execute(sql.STARTED, (json.dumps(list(ids)),))
+            listed = json.dumps(list(ids))
+            cancelled = [row[0] for row in db.execute(sql.UNSTARTED_CANCELLED, (listed,))]
+            if cancelled:
+                db.execute(sql.CANCEL_IDS, (now, json.dumps(cancelled)))
+            db.execute(sql.STARTED, (listed,))
+        return cancelled
 
     def renew(self, ids: Sequence[int], lease_for: float) -> int:
         """Extend the leases of in-flight recipients to `lease_for` seconds from now;
@@ -282,6 +298,11 @@ class SqliteSpool(CampaignNames):
         now = self._clock()
         with self._transaction() as db:
             applied = db.executemany(sql.RECORD, sql.record_rows(updates, now)).rowcount
+            # Put back in the queue (deferred, or released untried) after their
+            # campaign was cancelled: they end there.
+            requeued = [u.id for u in updates if u.state in (QUEUED, DEFERRED)]
+            if requeued:
+                db.execute(sql.CANCEL_REQUEUED, (now, json.dumps(requeued)))
         skipped = len(updates) - applied
         if skipped:
             _log.debug("spool: %d of %d updates skipped (not in flight)", skipped, len(updates))
@@ -295,7 +316,8 @@ class SqliteSpool(CampaignNames):
         # Not durable: if lost, the leases end by themselves. Closing the spool
         # checkpoints the log anyway.
         with self._transaction(durable=False) as db:
-            return int(db.execute(sql.RELEASE_OWNER, (now, owner)).rowcount)
+            cancelled = db.execute(sql.CANCEL_OWNER, (now, owner)).rowcount
+            return int(db.execute(sql.RELEASE_OWNER, (now, owner)).rowcount) + int(cancelled)
 
     def flush(self, domain: str | None = None) -> int:
         """Make every waiting recipient (deferred, or queued for later), of `domain` or
@@ -313,7 +335,67 @@ class SqliteSpool(CampaignNames):
         with self._transaction(durable=False) as db:  # if lost, they wait their time
             self._end_dead_leases(db, now, "")
             released = db.execute(release, params).rowcount
+            db.execute(sql.CANCEL_SWEEP, (now,))
             return int(db.execute(statement, params).rowcount) + int(released)
+
+    def cancel(self, campaign_id: str, limit: int = CANCEL_PAGE) -> list[CancelledRecipient]:
+        """Cancel a campaign: it is marked so that none of its recipients is sent from
+        now on (one leased and not yet started ends as cancelled at `started`; one put
+        back in the queue, by a deferral, a release or an ended lease, ends as cancelled
+        there; one whose attempt began finishes it, recorded as usual), and up to
+        `limit` of its queued and deferred recipients end as "cancelled", returned for
+        their events. Fewer than `limit` returned: none is left; else call again (one
+        transaction a page: a million recipients never hold the spool at once).
+        ConfigError for a campaign the spool does not have."""
+        now = self._clock()
+        with self._transaction() as db:
+            campaign = self._campaign(campaign_id)
+            db.execute(sql.CANCEL_MARK, (now, campaign))
+            rows = db.execute(sql.CANCEL_PAGE, (campaign, limit)).fetchall()
+            if rows:
+                db.execute(sql.CANCEL_WAITING, (now, json.dumps([r[0] for r in rows])))
+        return [CancelledRecipient(*row[1:]) for row in rows]
+
+    def cancelled_among(self, ids: Sequence[int]) -> list[int]:
+        """Those of these recipients that are cancelled (for the events of the ones
+        `record` ended as cancelled instead of putting them back in the queue)."""
+        found = self._db.execute(sql.CANCELLED_AMONG, (json.dumps(list(ids)),))
+        return [row[0] for row in found]
+
+    def cancelled_at(self, campaign_id: str) -> float | None:
+        """When the campaign was cancelled, or None; KeyError for no such campaign."""
+        row = self._db.execute(
+            "SELECT cancelled_at FROM campaign WHERE name = ?", (campaign_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(campaign_id)
+        return None if row[0] is None else float(row[0])
+
+    # ---- the service API's keys ----
+
+    def add_api_key(self, name: str, digest: bytes, read_only: bool) -> bool:
+        """Store a key's SHA-256 under `name`; False when the name is taken."""
+        with self._transaction() as db:
+            try:
+                db.execute(sql.API_KEY_ADD, (name, digest, int(read_only), self._clock()))
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+    def find_api_key(self, digest: bytes) -> tuple[str, bool, bytes] | None:
+        """(name, read_only, the stored digest) of the key whose SHA-256 is `digest`,
+        or None."""
+        row = self._db.execute(sql.API_KEY_FIND, (digest,)).fetchone()
+        return None if row is None else (str(row[0]), bool(row[1]), bytes(row[2]))
+
+    def api_keys(self) -> list[tuple[str, bool, float]]:
+        """(name, read_only, created_at) of every key, by name."""
+        return [(n, bool(r), float(t)) for n, r, t in self._db.execute(sql.API_KEY_LIST)]
+
+    def revoke_api_key(self, name: str) -> bool:
+        """Delete the key `name`; False when there is none."""
+        with self._transaction() as db:
+            return bool(db.execute(sql.API_KEY_DELETE, (name,)).rowcount)
 
     # ---- suspended sites ----
 

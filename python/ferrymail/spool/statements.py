@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from .rows import NewRecipient, Update
-from .states import CODE, DEFERRED, FINAL, IN_FLIGHT, PENDING_BELOW, PENDING_SQL, QUEUED
+from .states import CANCELLED, CODE, DEFERRED, FINAL, IN_FLIGHT, PENDING_BELOW, PENDING_SQL, QUEUED
 
 _QUEUED = CODE[QUEUED]
 _IN_FLIGHT = CODE[IN_FLIGHT]
 _DEFERRED = CODE[DEFERRED]
+_CANCELLED = CODE[CANCELLED]
 _REJECTED = CODE["rejected"]
 _SUPPRESSED = CODE["suppressed"]
 _FAILED = CODE["failed"]
@@ -214,3 +215,58 @@ INSERT_FEEDBACK = """
 INSERT INTO feedback (campaign, key, kind, at, machine, repeat, address, domain, link, url,
     user_agent, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+
+# ---- cancel (version 5) ----
+# A cancelled campaign's rows end as "cancelled": no lease, no due time; the last reply
+# (a deferred one's) is kept.
+_TO_CANCELLED = f"""
+UPDATE recipient SET state = {_CANCELLED}, due = NULL, next_attempt = NULL,
+    lease_until = NULL, lease_owner = NULL, leased_from = NULL, updated_at = ?1
+"""
+_CANCELLED_CAMPAIGNS = "SELECT id FROM campaign WHERE cancelled_at IS NOT NULL"
+CANCEL_MARK = "UPDATE campaign SET cancelled_at = coalesce(cancelled_at, ?1) WHERE id = ?2"
+# A page of the campaign's queued and deferred rows (in-flight ones finish their
+# attempt); then that page's rows end.
+CANCEL_PAGE = (
+    "SELECT id, key, address, domain, attempts, submitted_at FROM recipient"
+    f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND campaign = ?1 LIMIT ?2"
+)
+CANCEL_WAITING = (
+    _TO_CANCELLED
+    + f" WHERE id IN (SELECT value FROM json_each(?2)) AND state IN ({_QUEUED}, {_DEFERRED})"
+)
+# Leased rows whose attempt has not started, of a cancelled campaign: `started` ends them
+# instead of letting them be sent.
+UNSTARTED_CANCELLED = (
+    f"SELECT id FROM recipient WHERE id IN (SELECT value FROM json_each(?1))"
+    f" AND state = {_IN_FLIGHT} AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+)
+CANCEL_IDS = (
+    _TO_CANCELLED + f" WHERE id IN (SELECT value FROM json_each(?2)) AND state = {_IN_FLIGHT}"
+)
+# Rows put back in the queue (a deferral, a release) of a cancelled campaign.
+CANCEL_REQUEUED = (
+    _TO_CANCELLED
+    + f" WHERE id IN (SELECT value FROM json_each(?2)) AND {PENDING_SQL}"
+    + f" AND state IN ({_QUEUED}, {_DEFERRED}) AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+)
+# An owner's leased rows of a cancelled campaign, before release_owner puts the rest back.
+CANCEL_OWNER = (
+    _TO_CANCELLED
+    + f" WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_owner = ?2"
+    + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+)
+# Every pending row of the cancelled campaigns that is not in flight (after leases ended).
+CANCEL_SWEEP = (
+    _TO_CANCELLED
+    + f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED})"
+    + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+)
+CANCELLED_AMONG = (
+    f"SELECT id FROM recipient WHERE id IN (SELECT value FROM json_each(?1))"
+    f" AND state = {_CANCELLED}"
+)
+API_KEY_ADD = "INSERT INTO api_key (name, hash, read_only, created_at) VALUES (?, ?, ?, ?)"
+API_KEY_FIND = "SELECT name, read_only, hash FROM api_key WHERE hash = ?"
+API_KEY_LIST = "SELECT name, read_only, created_at FROM api_key ORDER BY name"
+API_KEY_DELETE = "DELETE FROM api_key WHERE name = ?"

@@ -13,9 +13,12 @@ EXPIRED = "expired"  # deferred until its age passed the retry policy's max_age
 REJECTED = "rejected"  # refused at submit: not a valid address
 SUPPRESSED = "suppressed"  # refused at submit: on the suppression list
 FAILED = "failed"  # ferrymail could not make the message (a render error)
+CANCELLED = "cancelled"  # its campaign was cancelled before an attempt reached it
 
 PENDING: frozenset[str] = frozenset({QUEUED, IN_FLIGHT, DEFERRED})
-FINAL: frozenset[str] = frozenset({DELIVERED, BOUNCED, EXPIRED, REJECTED, SUPPRESSED, FAILED})
+FINAL: frozenset[str] = frozenset(
+    {DELIVERED, BOUNCED, EXPIRED, REJECTED, SUPPRESSED, FAILED, CANCELLED}
+)
 #: Every state, pending first, in the order reports list them.
 ALL: tuple[str, ...] = (
     QUEUED,
@@ -27,6 +30,7 @@ ALL: tuple[str, ...] = (
     REJECTED,
     SUPPRESSED,
     FAILED,
+    CANCELLED,  # code 9, schema version 5 (SQLite) / 2 (PostgreSQL)
 )
 
 # The stored codes. Pending states are the codes below PENDING_BELOW, so "state < 3" and
