@@ -662,6 +662,7 @@ def test_a_version_1_spool_is_brought_up_to_date(path: Path, clock: Clock) -> No
             db.execute("DROP INDEX recipient_key")
             db.execute("DROP TABLE suspension")
             db.execute("ALTER TABLE recipient DROP COLUMN interrupted")
+            db.execute("DROP TABLE webhook_outbox")  # version 5's
             db.execute("DROP TABLE shaping_action")  # version 4's
             db.execute("DROP TABLE warmup_sent")
             db.execute("DROP TABLE feedback")  # and version 3's tables as version 2 had them

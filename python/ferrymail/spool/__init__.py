@@ -3,6 +3,7 @@
 from .actions import ShapingAction
 from .lookup import Found
 from .opening import open_spool
+from .outbox import OutboxBatch, OutboxRow, WebhookBacklog
 from .protocol import Spool
 from .rows import (
     DomainStatus,
@@ -29,6 +30,8 @@ __all__ = [
     "Found",
     "Leased",
     "NewRecipient",
+    "OutboxBatch",
+    "OutboxRow",
     "Recorded",
     "Report",
     "ShapingAction",
@@ -39,6 +42,7 @@ __all__ = [
     "Suspension",
     "Unsubscribed",
     "Update",
+    "WebhookBacklog",
     "domain_key",
     "open_spool",
     "suppression_key",
