@@ -22,6 +22,7 @@ from . import (
     shaping,
     status,
     suppress,
+    webhooks,
 )
 from .common import BAD_INPUT, CliError
 
@@ -38,6 +39,7 @@ COMMANDS = (
     serve,
     inbound,
     shaping,
+    webhooks,
 )
 
 

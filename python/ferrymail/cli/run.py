@@ -7,10 +7,12 @@ import asyncio
 import os
 import sys
 
+import msgspec
 import uvloop
 
 from ..config import Config
 from ..engine import Engine
+from ..webhooks import WebhookSender
 from .common import (
     add_delivery,
     add_spool,
@@ -22,6 +24,7 @@ from .common import (
     warn_helo,
     when,
 )
+from .webhooks import add_service_config, service_webhooks
 
 #: When a drain first looks for recipients another engine holds, and how often after.
 LEASE_CHECK_FIRST = 1.0
@@ -42,13 +45,14 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_spool(p)
     add_delivery(p)
+    add_service_config(p)
     p.add_argument("--drain", action="store_true", help="stop once every recipient is final")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     spool_must_exist(args.spool)
-    config = engine_config(args)
+    config = msgspec.structs.replace(engine_config(args), webhooks=service_webhooks(args))
     counts = uvloop.run(_run(args.spool, config, args.drain, args.shaping))
     print(table(["state", "recipients"], [(s, n) for s, n in counts.items() if n]))
     return 0
@@ -63,9 +67,14 @@ async def _run(
         reloader = reload_shaping(engine, shaping)
         print(f"delivering from {os.fspath(spool)}", file=sys.stderr)
         watching = asyncio.create_task(_watch_leases(engine)) if drain else None
+        # The webhook sender beside the engine, on a connection of its own to the spool.
+        sender = WebhookSender(spool, config.webhooks)
+        sending = asyncio.create_task(sender.run())
         try:
             await (engine.drain() if drain else engine.run())
         finally:
+            sender.stop()
+            await asyncio.gather(sending, return_exceptions=True)
             if watching is not None:
                 watching.cancel()
                 await asyncio.gather(watching, return_exceptions=True)

@@ -6,11 +6,14 @@ import argparse
 import os
 import signal
 import socket
+import threading
 
 from ..errors import ConfigError
 from ..events import EventBus
 from ..web import WebConfig, app, load
+from ..webhooks import Webhook, WebhookSender
 from .common import CliError, add_spool, open_spool
+from .webhooks import add_service_config, service_webhooks
 
 #: Without --config, the secrets come from these environment variables (not from the
 #: command line, where every user of the host can read them).
@@ -46,6 +49,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="proxies whose X-Forwarded-For is trusted for the client address (default: "
         "127.0.0.1; '*' for all)",
     )
+    add_service_config(p)
     p.set_defaults(func=main)
 
 
@@ -93,6 +97,7 @@ def main(args: argparse.Namespace) -> int:
         config = web_config(args.config)
     except ConfigError as e:
         raise CliError(str(e)) from None
+    hooks = service_webhooks(args)
     sock = listening_socket(args.listen)
     log = args.event_log or os.path.join(
         os.path.dirname(os.path.abspath(args.spool)), "web-events.jsonl"
@@ -119,10 +124,36 @@ def main(args: argparse.Namespace) -> int:
         # this one, so that the spool and the event log are closed and the exit is 0,
         # as for any server stopped the ordinary way (systemd, `kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        sending = _Sending(args.spool, hooks) if hooks else None
         try:
             server.run(sockets=[sock])
         finally:
+            if sending is not None:
+                sending.stop()
             signal.signal(signal.SIGTERM, previous)
             events.close()
             sock.close()
     return 0
+
+
+class _Sending:
+    """The webhook sender on a thread of its own (uvicorn owns the main thread's loop)."""
+
+    def __init__(self, spool: str, hooks: tuple[Webhook, ...]) -> None:
+        import uvloop
+
+        self._sender = WebhookSender(spool, hooks)
+        self._loop = uvloop.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete,
+            args=(self._sender.run(),),
+            name="ferrymail-webhooks",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Returns once the POSTs under way ended; what was not sent stays in the outbox."""
+        self._loop.call_soon_threadsafe(self._sender.stop)
+        self._thread.join()
+        self._loop.close()

@@ -102,7 +102,9 @@ def load(path: str | os.PathLike[str]) -> list[Webhook]:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise WebhookConfigError(f"cannot read the service config: {reason}", name, None, "")
+        raise WebhookConfigError(
+            f"cannot read the service config: {reason}", name, None, ""
+        ) from None
     return loads(text, name=name)
 
 

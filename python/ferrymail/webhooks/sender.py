@@ -91,8 +91,9 @@ class WebhookSender:
             if batch is None:
                 await self._pause(min(IDLE_POLL, hook.batch_wait) or IDLE_POLL / 10)
                 continue
-            if batch.due > now:
-                await self._pause(batch.due - now)
+            wait = batch.due - time.time()
+            if wait > 0:  # a batch that failed, waiting for its retry
+                await self._pause(wait)
                 continue
             error = await self._post(client, hook, batch)
             if error is None:
