@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import socket
@@ -11,8 +12,9 @@ import threading
 from ..errors import ConfigError
 from ..events import EventBus
 from ..web import WebConfig, app, load
-from ..webhooks import Webhook, WebhookSender
+from ..webhooks import Webhook
 from .common import CliError, add_spool, open_spool
+from .service import Service, add_metrics_listen, metrics_socket
 from .webhooks import add_service_config, service_webhooks
 
 #: Without --config, the secrets come from these environment variables (not from the
@@ -50,22 +52,23 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "127.0.0.1; '*' for all)",
     )
     add_service_config(p)
+    add_metrics_listen(p)
     p.set_defaults(func=main)
 
 
-def listen_address(text: str) -> tuple[str, int]:
+def listen_address(text: str, flag: str = "--listen") -> tuple[str, int]:
     """HOST:PORT (an IPv6 host in brackets) as (host, port); CliError naming it."""
     host, colon, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not colon or not host or not port.isdigit() or int(port) > 65535:
-        raise CliError(f"--listen: HOST:PORT such as 127.0.0.1:8080, not {text!r}")
+        raise CliError(f"{flag}: HOST:PORT such as 127.0.0.1:8080, not {text!r}")
     return host, int(port)
 
 
-def listening_socket(listen: str) -> socket.socket:
+def listening_socket(listen: str, flag: str = "--listen") -> socket.socket:
     """A TCP socket bound to --listen HOST:PORT and listening; CliError naming it when
     the address cannot be had (in use, not this host's, a privileged port)."""
-    host, port = listen_address(listen)
+    host, port = listen_address(listen, flag)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -73,7 +76,7 @@ def listening_socket(listen: str) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise CliError(f"--listen {listen}: {e.strerror or e}") from None
+        raise CliError(f"{flag} {listen}: {e.strerror or e}") from None
     sock.listen(2048)
     return sock
 
@@ -99,6 +102,7 @@ def main(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     hooks = service_webhooks(args)
     sock = listening_socket(args.listen)
+    metrics_sock = metrics_socket(args)
     log = args.event_log or os.path.join(
         os.path.dirname(os.path.abspath(args.spool)), "web-events.jsonl"
     )
@@ -124,7 +128,7 @@ def main(args: argparse.Namespace) -> int:
         # this one, so that the spool and the event log are closed and the exit is 0,
         # as for any server stopped the ordinary way (systemd, `kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
-        sending = _Sending(args.spool, hooks) if hooks else None
+        sending = _Background(args.spool, hooks, metrics_sock) if hooks or metrics_sock else None
         try:
             server.run(sockets=[sock])
         finally:
@@ -136,24 +140,27 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Sending:
-    """The webhook sender on a thread of its own (uvicorn owns the main thread's loop)."""
+class _Background:
+    """The webhook sender and /metrics on a thread of their own (uvicorn owns the main
+    thread's loop)."""
 
-    def __init__(self, spool: str, hooks: tuple[Webhook, ...]) -> None:
+    def __init__(
+        self, spool: str, hooks: tuple[Webhook, ...], metrics_sock: socket.socket | None
+    ) -> None:
         import uvloop
 
-        self._sender = WebhookSender(spool, hooks)
         self._loop = uvloop.new_event_loop()
+        self._service = Service(spool, hooks, metrics_sock)
+        self._loop.call_soon_threadsafe(self._service.start)
         self._thread = threading.Thread(
-            target=self._loop.run_until_complete,
-            args=(self._sender.run(),),
-            name="ferrymail-webhooks",
-            daemon=True,
+            target=self._loop.run_forever, name="ferrymail-service", daemon=True
         )
         self._thread.start()
 
     def stop(self) -> None:
         """Returns once the POSTs under way ended; what was not sent stays in the outbox."""
-        self._loop.call_soon_threadsafe(self._sender.stop)
+        done = asyncio.run_coroutine_threadsafe(self._service.stop(), self._loop)
+        done.result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

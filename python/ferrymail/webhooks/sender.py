@@ -64,6 +64,12 @@ class WebhookSender:
         self.failures: dict[str, int] = {h.name: 0 for h in webhooks}
         self.sent: dict[str, int] = {h.name: 0 for h in webhooks}
 
+    def posts(self) -> dict[tuple[str, str], int]:
+        """POSTs so far: {(endpoint, "ok" or "failed"): n} (ferrymail.metrics)."""
+        counts = {(name, "ok"): n for name, n in self.sent.items()}
+        counts.update({(name, "failed"): n for name, n in self.failures.items()})
+        return counts
+
     def stop(self) -> None:
         """Returns from `run` once the POSTs under way have ended (each within its
         timeout); what was not sent stays in the outbox."""
