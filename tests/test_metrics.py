@@ -4,6 +4,8 @@ loopback SMTP peer, with a webhook endpoint that is down."""
 from __future__ import annotations
 
 import base64
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from smtp_peers import ScriptedServer, free_port
 from webhook_receiver import Receiver
 
+DASHBOARD = Path(__file__).parent.parent / "contrib" / "grafana" / "ferrymail.json"
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 
 
@@ -68,13 +71,14 @@ def test_metrics_after_a_real_delivery_run(tmp_path: Path) -> None:
                 done = got.get(("ferrymail_queue_recipients", (("state", "delivered"),)), 0)
                 posted = [v for (n, _), v in got.items() if n == "ferrymail_webhook_posts_total"]
                 if done == 7 and sum(posted) > 0:
+                    text = httpx.get(url, timeout=5).text
                     break
                 assert time.monotonic() < deadline, got
                 time.sleep(0.1)
             assert httpx.get(url.replace("/metrics", "/other"), timeout=5).status_code == 404
         finally:
             run.send_signal(signal.SIGTERM)
-            out, err = run.communicate(timeout=30)
+            _, err = run.communicate(timeout=30)
     assert run.returncode == 0, err
 
     # The source is the local address the connections left from (no egress pool here).
@@ -91,3 +95,14 @@ def test_metrics_after_a_real_delivery_run(tmp_path: Path) -> None:
     assert waiting == 8  # 7 delivered + 1 bounced, the endpoint answering 500
     failed = (("endpoint", receiver.url), ("result", "failed"))
     assert got[("ferrymail_webhook_posts_total", failed)] >= 1
+
+    # Every metric the Grafana dashboard queries is one ferrymail serves.
+    dashboard = json.loads(DASHBOARD.read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"ferrymail_\w+", target["expr"])
+    }
+    assert len(queried) >= 10
+    assert [name for name in sorted(queried) if name not in text] == []
