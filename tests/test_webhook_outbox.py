@@ -3,7 +3,10 @@ letters and replay, written with the outcomes they belong to."""
 
 from __future__ import annotations
 
-from ferrymail.spool import OutboxRow, open_spool
+import psycopg
+import pytest
+from ferrymail.spool import NewRecipient, OutboxRow, Update, open_spool
+from ferrymail.spool.pg_schema import SCHEMA_VERSION
 
 
 def rows(endpoint: str, *names: str) -> list[OutboxRow]:
@@ -47,3 +50,36 @@ def test_a_dead_letter_waits_for_replay_then_goes_first(spool_at: str) -> None:
         back = spool.webhook_take("a", 1, older_than=1e12)
         assert back is not None and back.batch == dead.batch and back.attempts == 0
         assert [e for e, _ in back.events] == ["evt_1"]
+
+
+def test_record_writes_the_outbox_in_its_transaction(spool_at: str) -> None:
+    with open_spool(spool_at) as spool:
+        spool.put_campaign("c1", b"spec")
+        [rid] = spool.insert("c1", [NewRecipient(b"blob", "a@x.test", "x.test", "a", "queued")])
+        assert rid is not None
+        [leased] = spool.lease(1, "me", 60)
+        done = Update(leased.id, "delivered", 1, None, 250, None, "ok", None, None, None)
+        spool.record([done], rows("a", "1"))
+        taken = spool.webhook_take("a", 1, older_than=1e12)
+        assert taken is not None and [e for e, _ in taken.events] == ["evt_1"]
+        # A write that fails writes neither: an outbox row the table refuses (no body)
+        # leaves the recipient in flight.
+        spool.insert("c1", [NewRecipient(b"blob", "b@x.test", "x.test", "b", "queued")])
+        [other] = spool.lease(1, "me", 60)
+        bad = OutboxRow("b", "evt_2", None)  # type: ignore[arg-type]
+        with pytest.raises(Exception):  # noqa: B017 (either backend's own error)
+            spool.record([Update(other.id, "delivered", 1, *[None] * 7)], [bad])
+        assert spool.counts()["in-flight"] == 1
+        assert spool.webhook_take("b", 1, older_than=1e12) is None
+
+
+def test_a_postgresql_spool_of_version_1_gets_the_outbox(pg_url: str) -> None:
+    open_spool(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("DROP TABLE webhook_outbox")
+        db.execute("UPDATE ferrymail_spool SET version = 1")
+    with open_spool(pg_url) as spool:
+        spool.webhook_enqueue(rows("a", "1"))
+        assert [b.pending for b in spool.webhook_backlog()] == [1]
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        assert db.execute("SELECT version FROM ferrymail_spool").fetchone() == (SCHEMA_VERSION,)
