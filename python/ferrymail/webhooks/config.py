@@ -89,8 +89,8 @@ class Webhook(msgspec.Struct, frozen=True, kw_only=True):
     timeout: float = TIMEOUT
 
 
-_KEYS = ("name", "url", "events", "secret", "secrets", "batch_size", "batch_wait", "retry_for")
-_KEYS += ("timeout",)
+_KEYS: tuple[str, ...] = ("name", "url", "events", "secret", "secrets", "batch_size")
+_KEYS += ("batch_wait", "retry_for", "timeout")
 
 
 def load(path: str | os.PathLike[str]) -> list[Webhook]:

@@ -35,7 +35,7 @@ class Outbox:
     def rows(self, events: Sequence[Event | FeedbackEvent]) -> list[OutboxRow]:
         """One row per (wanting endpoint, event), in the events' order; an event has one
         id whatever the number of endpoints."""
-        rows = []
+        rows: list[OutboxRow] = []
         for event in events:
             endpoints = self._by_type.get(event.type)
             if not endpoints:
