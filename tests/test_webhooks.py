@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import select
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import ferrymail
+import httpx
 import msgspec
 import pytest
 from engine_support import campaign, on_uvloop, people
@@ -180,3 +183,46 @@ def test_a_bad_service_config_names_file_line_and_key() -> None:
     text = '[[webhook]]\nurl = "https://esp.test/h"\nevents = ["sent"]\nsecret = "x"\n'
     with pytest.raises(WebhookConfigError, match=r"service.toml:3: webhook\[0\].events: unknown"):
         loads(text, name="service.toml")
+
+
+def test_serve_sends_clicks_and_opens_to_its_webhooks(tmp_path: Path) -> None:
+    from peer_process import STARTUP_TIMEOUT, end_process
+    from web_support import BROWSER, SECRET, links, spool_with
+    from web_support import campaign as web_campaign
+
+    news = web_campaign("news-1")
+    ann = ferrymail.Recipient("ann@a.test", id="ann")
+    spool = tmp_path / "spool.db"
+    spool_with(spool, [news], [ann]).close()
+    receiver = Receiver(["fail"])  # the first POST fails: retried
+    service = tmp_path / "service.toml"
+    service.write_text(
+        f'[[webhook]]\nurl = "{receiver.url}"\nevents = ["clicked", "opened"]\n'
+        f'secrets = ["{SECRET_OLD}", "{SECRET_NEW}"]\nbatch_wait = 20\n'
+    )
+    with receiver:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ferrymail", "serve", "--listen", "127.0.0.1:0",
+             "--spool", str(spool), "--service-config", str(service)],
+            stdout=subprocess.PIPE, env={**os.environ, "FERRYMAIL_TRACKING_SECRET": SECRET,
+                                         "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            ready, _, _ = select.select([process.stdout], [], [], STARTUP_TIMEOUT)
+            assert ready, "ferrymail serve did not start"
+            base = "http://" + process.stdout.readline().decode().rsplit(" ", 1)[1].strip()
+            mine = links(news, ann)
+            browser = {"user-agent": BROWSER}
+            assert httpx.get(base + mine.clicks[0], headers=browser).status_code == 302
+            assert httpx.get(base + mine.open, headers=browser).status_code == 200
+            deadline = time.monotonic() + 30
+            while len(verified(receiver)) < 2:
+                assert time.monotonic() < deadline, receiver.posts
+                time.sleep(0.05)
+        finally:
+            end_process(process)
+    assert process.returncode == 0
+    assert sorted(e["type"] for e in verified(receiver)) == ["clicked", "opened"]
+    assert {e["recipient"] for e in verified(receiver)} == {"ann"}
+    assert receiver.posts[0][2] == "fail"

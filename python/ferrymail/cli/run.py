@@ -14,6 +14,7 @@ import uvloop
 from ..config import Config
 from ..engine import Engine
 from ..metrics import Metrics
+from ..webhooks import Webhook
 from .common import (
     add_delivery,
     add_spool,
@@ -26,7 +27,7 @@ from .common import (
     when,
 )
 from .service import Service, add_metrics_listen, metrics_socket
-from .webhooks import add_service_config, service_webhooks
+from .webhooks import add_service_config, sending, service_webhooks
 
 #: When a drain first looks for recipients another engine holds, and how often after.
 LEASE_CHECK_FIRST = 1.0
@@ -57,7 +58,8 @@ def main(args: argparse.Namespace) -> int:
     spool_must_exist(args.spool)
     config = msgspec.structs.replace(engine_config(args), webhooks=service_webhooks(args))
     sock = metrics_socket(args)
-    counts = uvloop.run(_run(args.spool, config, args.drain, args.shaping, sock))
+    senders = sending(args, config.webhooks)
+    counts = uvloop.run(_run(args.spool, config, args.drain, args.shaping, sock, senders))
     print(table(["state", "recipients"], [(s, n) for s, n in counts.items() if n]))
     return 0
 
@@ -68,6 +70,7 @@ async def _run(
     drain: bool,
     shaping: str | None,
     metrics_sock: socket.socket | None = None,
+    senders: tuple[Webhook, ...] = (),
 ) -> dict[str, int]:
     async with Engine(spool, config) as engine:
         on_interrupt(engine.stop)
@@ -77,7 +80,7 @@ async def _run(
         watching = asyncio.create_task(_watch_leases(engine)) if drain else None
         # The webhook sender and /metrics beside the engine, each with a connection of
         # its own to the spool.
-        service = Service(spool, config.webhooks, metrics_sock)
+        service = Service(spool, senders, metrics_sock)
         service.start()
         counting = None
         if service.metrics is not None:

@@ -13,9 +13,10 @@ from ..errors import ConfigError
 from ..events import EventBus
 from ..web import WebConfig, app, load
 from ..webhooks import Webhook
+from ..webhooks.feedback import OutboxBus
 from .common import CliError, add_spool, open_spool
 from .service import Service, add_metrics_listen, metrics_socket
-from .webhooks import add_service_config, service_webhooks
+from .webhooks import add_service_config, sending, service_webhooks
 
 #: Without --config, the secrets come from these environment variables (not from the
 #: command line, where every user of the host can read them).
@@ -107,7 +108,8 @@ def main(args: argparse.Namespace) -> int:
         os.path.dirname(os.path.abspath(args.spool)), "web-events.jsonl"
     )
     with open_spool(args.spool) as spool:
-        events = EventBus(log)
+        # With webhooks, the clicks, opens and unsubscribes they want go to the outbox.
+        events = OutboxBus(log, args.spool, hooks) if hooks else EventBus(log)
         server = uvicorn.Server(
             uvicorn.Config(
                 app(spool=spool, config=config, events=events),
@@ -128,12 +130,15 @@ def main(args: argparse.Namespace) -> int:
         # this one, so that the spool and the event log are closed and the exit is 0,
         # as for any server stopped the ordinary way (systemd, `kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
-        sending = _Background(args.spool, hooks, metrics_sock) if hooks or metrics_sock else None
+        senders = sending(args, hooks)
+        background = (
+            _Background(args.spool, senders, metrics_sock) if senders or metrics_sock else None
+        )
         try:
             server.run(sockets=[sock])
         finally:
-            if sending is not None:
-                sending.stop()
+            if background is not None:
+                background.stop()
             signal.signal(signal.SIGTERM, previous)
             events.close()
             sock.close()

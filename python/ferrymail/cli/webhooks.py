@@ -10,13 +10,29 @@ from ..webhooks import Webhook, load
 from .common import CliError, add_spool, open_spool, table, when
 
 
-def add_service_config(p: argparse.ArgumentParser) -> None:
+def add_service_config(p: argparse.ArgumentParser, *, sends: bool = True) -> None:
     p.add_argument(
         "--service-config",
         metavar="FILE",
-        help="a TOML file of [[webhook]] tables: the events are sent to those endpoints "
-        "(signed, retried; README, Webhooks)",
+        help="a TOML file of [[webhook]] tables: the events they want go to the spool's "
+        "webhook outbox"
+        + (
+            ", and are sent to those endpoints (signed, retried; README, Webhooks)" if sends else ""
+        ),
     )
+    if sends:
+        p.add_argument(
+            "--no-webhook-sender",
+            dest="webhook_sender",
+            action="store_false",
+            help="write the webhook outbox but leave the sending to another process on the "
+            "spool (one sender per spool keeps each endpoint's order)",
+        )
+
+
+def sending(args: argparse.Namespace, hooks: tuple[Webhook, ...]) -> tuple[Webhook, ...]:
+    """The webhooks this process sends to: none with --no-webhook-sender."""
+    return hooks if getattr(args, "webhook_sender", True) else ()
 
 
 def service_webhooks(args: argparse.Namespace) -> tuple[Webhook, ...]:
