@@ -23,7 +23,7 @@ import pytest
 from engine_support import campaign, on_uvloop, people
 from ferrymail.spool import open_spool
 from ferrymail.webhooks import Webhook, WebhookConfigError, WebhookSender, loads
-from smtp_peers import ScriptedServer
+from smtp_peers import ScriptedServer, free_port
 from standardwebhooks.webhooks import Webhook as Verifier
 from webhook_receiver import Receiver
 
@@ -200,10 +200,12 @@ def test_serve_sends_clicks_and_opens_to_its_webhooks(tmp_path: Path) -> None:
         f'[[webhook]]\nurl = "{receiver.url}"\nevents = ["clicked", "opened"]\n'
         f'secrets = ["{SECRET_OLD}", "{SECRET_NEW}"]\nbatch_wait = 20\n'
     )
+    metrics_port = free_port()
     with receiver:
         process = subprocess.Popen(
             [sys.executable, "-m", "ferrymail", "serve", "--listen", "127.0.0.1:0",
-             "--spool", str(spool), "--service-config", str(service)],
+             "--spool", str(spool), "--service-config", str(service),
+             "--metrics-listen", f"127.0.0.1:{metrics_port}"],
             stdout=subprocess.PIPE, env={**os.environ, "FERRYMAIL_TRACKING_SECRET": SECRET,
                                          "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
@@ -220,6 +222,10 @@ def test_serve_sends_clicks_and_opens_to_its_webhooks(tmp_path: Path) -> None:
             while len(verified(receiver)) < 2:
                 assert time.monotonic() < deadline, receiver.posts
                 time.sleep(0.05)
+            # serve's /metrics counts the feedback it published.
+            scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+            assert 'ferrymail_feedback_total{type="clicked"} 1.0' in scraped
+            assert 'ferrymail_feedback_total{type="opened"} 1.0' in scraped
         finally:
             end_process(process)
     assert process.returncode == 0

@@ -12,7 +12,6 @@ import threading
 from ..errors import ConfigError
 from ..events import EventBus
 from ..web import WebConfig, app, load
-from ..webhooks import Webhook
 from ..webhooks.feedback import OutboxBus
 from .common import CliError, add_spool, open_spool
 from .service import Service, add_metrics_listen, metrics_socket
@@ -108,8 +107,12 @@ def main(args: argparse.Namespace) -> int:
         os.path.dirname(os.path.abspath(args.spool)), "web-events.jsonl"
     )
     with open_spool(args.spool) as spool:
-        # With webhooks, the clicks, opens and unsubscribes they want go to the outbox.
-        events = OutboxBus(log, args.spool, hooks) if hooks else EventBus(log)
+        # With webhooks, the clicks, opens and unsubscribes they want go to the outbox,
+        # and /metrics counts them.
+        senders = sending(args, hooks)
+        service = Service(args.spool, senders, metrics_sock) if senders or metrics_sock else None
+        observe = None if service is None or service.metrics is None else service.metrics.observe
+        events = OutboxBus(log, args.spool, hooks, observe) if hooks or observe else EventBus(log)
         server = uvicorn.Server(
             uvicorn.Config(
                 app(spool=spool, config=config, events=events),
@@ -130,10 +133,7 @@ def main(args: argparse.Namespace) -> int:
         # this one, so that the spool and the event log are closed and the exit is 0,
         # as for any server stopped the ordinary way (systemd, `kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
-        senders = sending(args, hooks)
-        background = (
-            _Background(args.spool, senders, metrics_sock) if senders or metrics_sock else None
-        )
+        background = _Background(service) if service is not None else None
         try:
             server.run(sockets=[sock])
         finally:
@@ -146,16 +146,14 @@ def main(args: argparse.Namespace) -> int:
 
 
 class _Background:
-    """The webhook sender and /metrics on a thread of their own (uvicorn owns the main
-    thread's loop)."""
+    """The webhook sender and /metrics (the `service`) on a thread of their own (uvicorn
+    owns the main thread's loop)."""
 
-    def __init__(
-        self, spool: str, hooks: tuple[Webhook, ...], metrics_sock: socket.socket | None
-    ) -> None:
+    def __init__(self, service: Service) -> None:
         import uvloop
 
         self._loop = uvloop.new_event_loop()
-        self._service = Service(spool, hooks, metrics_sock)
+        self._service = service
         self._loop.call_soon_threadsafe(self._service.start)
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="ferrymail-service", daemon=True

@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..events import Event, EventBus, FeedbackEvent
 from ..spool import OutboxRow, open_spool
@@ -33,38 +33,47 @@ _log = logging.getLogger(__name__)
 
 class OutboxBus(EventBus):
     """An EventBus that also writes the events its webhooks want to the outbox of the
-    spool at `spool_at`. `close()` waits for what was published to be written."""
+    spool at `spool_at`, and hands every event to `observe` (ferrymail.metrics), when
+    given. `close()` waits for what was published to be written."""
 
     def __init__(
         self,
         log_path: str | os.PathLike[str] | None,
         spool_at: str | os.PathLike[str],
         webhooks: Sequence[Webhook],
+        observe: Callable[[Event | FeedbackEvent], None] | None = None,
     ) -> None:
         super().__init__(log_path)
         self._outbox = Outbox(webhooks)
+        self._observe = observe
         self._spool_at = spool_at
         self._rows: queue.SimpleQueue[list[OutboxRow] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(
-            target=self._write_outbox, name="ferrymail-outbox", daemon=True
-        )
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if self._outbox:
+            self._thread = threading.Thread(
+                target=self._write_outbox, name="ferrymail-outbox", daemon=True
+            )
+            self._thread.start()
         #: Events that could not be written to the outbox (logged), since the start.
         self.outbox_lost = 0
 
     @property
     def listened(self) -> bool:
-        return super().listened or bool(self._outbox)
+        return super().listened or bool(self._outbox) or self._observe is not None
 
     def publish(self, events: Sequence[Event | FeedbackEvent]) -> None:
         super().publish(events)
+        if self._observe is not None:
+            for event in events:
+                self._observe(event)
         rows = self._outbox.rows(events)
         if rows:
             self._rows.put(rows)
 
     def close(self) -> None:
-        self._rows.put(None)
-        self._thread.join()
+        if self._thread is not None:
+            self._rows.put(None)
+            self._thread.join()
         super().close()
 
     def _write_outbox(self) -> None:
