@@ -14,6 +14,7 @@ from .wire import SmtpOptions
 
 if TYPE_CHECKING:
     from .shaping import Shaping
+    from .webhooks import Webhook
 
 # Recipients of one site and one campaign per call into Rust: large enough that the
 # crossing and the Python bookkeeping are a small share, small enough that outcomes
@@ -75,6 +76,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
       None. Its limits, retry policy, bounce rules and automation rules apply per site;
       `site_limits`, `site_overrides` and `retry` apply where it sets none (README,
       "Traffic shaping").
+    - `webhooks`: the `[[webhook]]`s of a service config (`ferrymail.webhooks.load`):
+      the events they want are written to the spool's webhook outbox in the transaction
+      that records each outcome; a `ferrymail.webhooks.WebhookSender` sends them.
     """
 
     helo_name: str
@@ -96,6 +100,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     event_log: str | None = None
     shaping: Shaping | str | None = None
     node: str | None = None
+    webhooks: tuple[Webhook, ...] = ()
 
     def __post_init__(self) -> None:
         if self.shaping is not None:

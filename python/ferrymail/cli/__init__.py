@@ -23,6 +23,7 @@ from . import (
     shaping,
     status,
     suppress,
+    webhooks,
 )
 from .common import BAD_INPUT, CliError
 
@@ -40,6 +41,7 @@ COMMANDS = (
     inbound,
     shaping,
     keys,
+    webhooks,
 )
 
 

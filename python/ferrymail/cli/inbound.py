@@ -16,8 +16,10 @@ import uvloop
 from ..errors import ConfigError
 from ..events import EventBus
 from ..inbound import InboundConfig, InboundServer, load
+from ..webhooks.feedback import OutboxBus
 from .common import CliError, add_spool, beside_spool, open_spool
 from .serve import SECRET_ENV, UNSUBSCRIBE_SECRET_ENV, listening_socket
+from .webhooks import add_service_config, service_webhooks
 
 #: Without --config, the VERP secret comes from here (else the tracking secret's).
 VERP_SECRET_ENV = "FERRYMAIL_VERP_SECRET"
@@ -46,6 +48,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="a domain to receive mail for (repeat for several; added to the config's)",
     )
     add_spool(p)
+    add_service_config(p, sends=False)
     p.add_argument("--config", metavar="FILE", help="a TOML file of InboundConfig settings")
     p.add_argument(
         "--event-log",
@@ -82,13 +85,16 @@ def inbound_config(path: str | None, domains: list[str]) -> InboundConfig:
 
 def main(args: argparse.Namespace) -> int:
     config = inbound_config(args.config, args.domain)
+    hooks = service_webhooks(args)
     sock = listening_socket(args.listen)
     log = args.event_log or beside_spool(args.spool, "inbound-events.jsonl")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatter
     with open_spool(args.spool) as spool:
-        events = EventBus(log)
+        # With webhooks, the late bounces, complaints and auto-replies they want go to
+        # the outbox (`run` or `serve` send them).
+        events = OutboxBus(log, args.spool, hooks) if hooks else EventBus(log)
         try:
             uvloop.run(_serve(InboundServer(spool, config, events, hostname=args.hostname), sock))
         finally:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 
+import msgspec
 import uvloop
 
 from ..config import Config
 from ..engine import Engine
+from ..metrics import Metrics
 from ..spool import shown
+from ..webhooks import Webhook
 from .common import (
     add_delivery,
     add_spool,
@@ -23,6 +27,8 @@ from .common import (
     warn_helo,
     when,
 )
+from .service import Service, add_metrics_listen, metrics_socket
+from .webhooks import add_service_config, sending, service_webhooks
 
 #: When a drain first looks for recipients another engine holds, and how often after.
 LEASE_CHECK_FIRST = 1.0
@@ -43,20 +49,29 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_spool(p)
     add_delivery(p)
+    add_service_config(p)
+    add_metrics_listen(p)
     p.add_argument("--drain", action="store_true", help="stop once every recipient is final")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     spool_must_exist(args.spool)
-    config = engine_config(args)
-    counts = uvloop.run(_run(args.spool, config, args.drain, args.shaping))
+    config = msgspec.structs.replace(engine_config(args), webhooks=service_webhooks(args))
+    sock = metrics_socket(args)
+    senders = sending(args, config.webhooks)
+    counts = uvloop.run(_run(args.spool, config, args.drain, args.shaping, sock, senders))
     print(table(["state", "recipients"], [(s, n) for s, n in counts.items() if n]))
     return 0
 
 
 async def _run(
-    spool: str | os.PathLike[str], config: Config, drain: bool, shaping: str | None
+    spool: str | os.PathLike[str],
+    config: Config,
+    drain: bool,
+    shaping: str | None,
+    metrics_sock: socket.socket | None = None,
+    senders: tuple[Webhook, ...] = (),
 ) -> dict[str, int]:
     async with Engine(spool, config) as engine:
         on_interrupt(engine.stop)
@@ -64,15 +79,30 @@ async def _run(
         reloader = reload_shaping(engine, shaping)
         print(f"delivering from {shown(spool)}", file=sys.stderr)
         watching = asyncio.create_task(_watch_leases(engine)) if drain else None
+        # The webhook sender and /metrics beside the engine, each with a connection of
+        # its own to the spool.
+        service = Service(spool, senders, metrics_sock)
+        service.start()
+        counting = None
+        if service.metrics is not None:
+            counting = asyncio.create_task(_count(engine, service.metrics))
         try:
             await (engine.drain() if drain else engine.run())
         finally:
+            if counting is not None:
+                counting.cancel()
+            await service.stop()
             if watching is not None:
                 watching.cancel()
                 await asyncio.gather(watching, return_exceptions=True)
             if reloader is not None:
                 await reloader.stop()
         return await engine.counts()
+
+
+async def _count(engine: Engine, metrics: Metrics) -> None:
+    async for event in engine.events():
+        metrics.observe(event)
 
 
 async def _watch_leases(engine: Engine) -> None:

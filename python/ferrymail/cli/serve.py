@@ -4,9 +4,11 @@ service API under uvicorn."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import socket
+import threading
 
 from ..config import Config
 from ..engine.engine import Engine
@@ -17,7 +19,10 @@ from ..service.dkim_keys import load as dkim_store
 from ..spool import open_spool as open_any_spool
 from ..spooler import Spooler
 from ..web import WebConfig, app, load
+from ..webhooks.feedback import OutboxBus
 from .common import CliError, add_spool, beside_spool, event_log_path, open_spool
+from .service import Service, add_metrics_listen, metrics_socket
+from .webhooks import add_service_config, sending, service_webhooks
 
 #: Without --config, the secrets come from these environment variables (not from the
 #: command line, where every user of the host can read them).
@@ -77,22 +82,24 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the DKIM key store: a TOML table per key name (domain, selector, key = PEM "
         'file); API campaigns name their keys ("dkim": ["NAME"])',
     )
+    add_service_config(p)
+    add_metrics_listen(p)
     p.set_defaults(func=main)
 
 
-def listen_address(text: str) -> tuple[str, int]:
+def listen_address(text: str, flag: str = "--listen") -> tuple[str, int]:
     """HOST:PORT (an IPv6 host in brackets) as (host, port); CliError naming it."""
     host, colon, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not colon or not host or not port.isdigit() or int(port) > 65535:
-        raise CliError(f"--listen: HOST:PORT such as 127.0.0.1:8080, not {text!r}")
+        raise CliError(f"{flag}: HOST:PORT such as 127.0.0.1:8080, not {text!r}")
     return host, int(port)
 
 
-def listening_socket(listen: str) -> socket.socket:
+def listening_socket(listen: str, flag: str = "--listen") -> socket.socket:
     """A TCP socket bound to --listen HOST:PORT and listening; CliError naming it when
     the address cannot be had (in use, not this host's, a privileged port)."""
-    host, port = listen_address(listen)
+    host, port = listen_address(listen, flag)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -100,7 +107,7 @@ def listening_socket(listen: str) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise CliError(f"--listen {listen}: {e.strerror or e}") from None
+        raise CliError(f"{flag} {listen}: {e.strerror or e}") from None
     sock.listen(2048)
     return sock
 
@@ -130,10 +137,17 @@ def main(args: argparse.Namespace) -> int:
         dkim_keys = dkim_store(args.dkim_keys) if args.dkim_keys else {}
     except ConfigError as e:
         raise CliError(str(e)) from None
+    hooks = service_webhooks(args)
     sock = listening_socket(args.listen)
+    metrics_sock = metrics_socket(args)
     log = args.event_log or beside_spool(args.spool, "web-events.jsonl")
     with open_spool(args.spool) as spool:
-        events = EventBus(log)
+        # With webhooks, the clicks, opens and unsubscribes they want go to the outbox,
+        # and /metrics counts them.
+        senders = sending(args, hooks)
+        service = Service(args.spool, senders, metrics_sock) if senders or metrics_sock else None
+        observe = None if service is None or service.metrics is None else service.metrics.observe
+        events = OutboxBus(log, args.spool, hooks, observe) if hooks or observe else EventBus(log)
         tracking = app(spool=spool, config=config, events=events)
         # The /v1 API: an Engine on the spool for submit, cancel, report and flush
         # (delivery is `ferrymail run`'s), and a spool of its own for keys and reads.
@@ -141,7 +155,11 @@ def main(args: argparse.Namespace) -> int:
         # next to the spool).
         engine = Engine(
             args.spool,
-            Config(helo_name=socket.gethostname(), event_log=event_log_path(args.spool, None)),
+            Config(
+                helo_name=socket.gethostname(),
+                event_log=event_log_path(args.spool, None),
+                webhooks=hooks,
+            ),
         )
         api_spooler = Spooler(open_any_spool(args.spool))
         api = Api(engine, api_spooler, recipients_limit=args.recipients_limit, dkim_keys=dkim_keys)
@@ -175,10 +193,37 @@ def main(args: argparse.Namespace) -> int:
         # this one, so that the spool and the event log are closed and the exit is 0,
         # as for any server stopped the ordinary way (systemd, `kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        background = _Background(service) if service is not None else None
         try:
             server.run(sockets=[sock])
         finally:
+            if background is not None:
+                background.stop()
             signal.signal(signal.SIGTERM, previous)
             events.close()
             sock.close()
     return 0
+
+
+class _Background:
+    """The webhook sender and /metrics (the `service`) on a thread of their own (uvicorn
+    owns the main thread's loop)."""
+
+    def __init__(self, service: Service) -> None:
+        import uvloop
+
+        self._loop = uvloop.new_event_loop()
+        self._service = service
+        self._loop.call_soon_threadsafe(self._service.start)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="ferrymail-service", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Returns once the POSTs under way ended; what was not sent stays in the outbox."""
+        done = asyncio.run_coroutine_threadsafe(self._service.stop(), self._loop)
+        done.result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()

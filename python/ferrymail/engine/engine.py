@@ -41,6 +41,7 @@ from ..spooler import Spooler
 from ..submit import SubmitResult, chunks, rows
 from ..suspensions import Suspensions
 from ..transport import Transport
+from ..webhooks.outbox import Outbox
 from ..wire import Outcome, OutcomeKind, Recipient
 from .automate import Automator
 from .campaigns import Campaigns
@@ -78,7 +79,7 @@ class _Parts:
         self.transport = transport
         self.suspensions = Suspensions(spooler)
         self.scheduler = Scheduler(spooler, engine.config, engine._owner)
-        self.recorder = Recorder(spooler, engine._bus, self.scheduler.settled)
+        self.recorder = Recorder(spooler, engine._bus, self.scheduler.settled, engine._outbox)
         self.campaigns = Campaigns(spooler)
         self.actions = ActionsInForce(spooler)
         self.egress = Egress(spooler)
@@ -112,11 +113,13 @@ class Engine:
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._router = Router(self.config)
         self._bus = EventBus(self.config.event_log)
+        # The webhooks' events, written to the spool's outbox with the outcomes.
+        self._outbox = Outbox(self.config.webhooks)
         self._judge = Judge(
             self.config.retry,
             BounceClassifier(self.config.bounce_rules),
             self.config.suppress_hard_bounces,
-            listened=lambda: self._bus.listened,
+            listened=self._listened,
             node=self.config.node,
         )
         # The shaping file in force (`reload_shaping` swaps it).
@@ -174,6 +177,10 @@ class Engine:
             parts.spooler.close()
             await parts.transport.close()
         self._bus.close()
+
+    def _listened(self) -> bool:
+        """Whether events are wanted (a log, a subscriber, a webhook): if not, none is built."""
+        return self._bus.listened or bool(self._outbox)
 
     def stop(self) -> None:
         """Makes `run` (or `drain`) return promptly: no new batch starts, and the
@@ -235,7 +242,7 @@ class Engine:
             ids = await spooler.call(spooler.spool.insert, campaign.id, new)
             now = time.time()
             events = []
-            listened = self._bus.listened
+            listened = self._listened()
             for row, id_ in zip(new, ids, strict=True):
                 if id_ is None:  # the campaign has this recipient already
                     duplicates += 1
@@ -264,6 +271,11 @@ class Engine:
                             self.config.node,
                         )
                     )
+            if self._outbox and events:
+                # A transaction after the insert's: a crash between the two loses these
+                # submit events for the webhooks (a resubmit finds the recipients there).
+                hooked = self._outbox.rows(events)
+                await spooler.call(spooler.spool.webhook_enqueue, hooked)
             self._bus.publish(events)
             self._wake.set()
         return SubmitResult(accepted, rejected, suppressed, duplicates)

@@ -12,10 +12,13 @@ from ..judge import Verdict
 from ..spool import Leased, Update
 from ..spool.states import CANCELLED, DEFERRED, QUEUED
 from ..spooler import Spooler
+from ..webhooks.outbox import Outbox
 
 
 class Recorder:
-    """The only writer of outcomes: updates, suppressions and events in one place.
+    """The only writer of outcomes: updates, suppressions and events in one place. The
+    webhook events of a write (`outbox`'s rows) go in the same transaction as its
+    updates, so that an outcome recorded is an event that will reach its webhooks.
 
     Group commit: verdicts that arrive while a write is on the disk go together in the
     next one, so ten sites delivering at once cost one fsync, not ten, and each outcome
@@ -23,8 +26,15 @@ class Recorder:
     recipients left the engine's hands with each write.
     """
 
-    def __init__(self, spooler: Spooler, bus: EventBus, settled: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        spooler: Spooler,
+        bus: EventBus,
+        settled: Callable[[int], None],
+        outbox: Outbox | None = None,
+    ) -> None:
         self._spooler = spooler
+        self._outbox = outbox
         self._bus = bus
         self._settled = settled
         self._commits: list[tuple[Verdict, asyncio.Future[None]]] = []
@@ -112,7 +122,8 @@ class Recorder:
     async def _commit(self, verdicts: list[Verdict]) -> None:
         spool = self._spooler.spool
         updates = [u for v in verdicts for u in v.updates]
-        await self._spooler.call(spool.record, updates)
+        hooked = self._outbox.rows([e for v in verdicts for e in v.events]) if self._outbox else []
+        await self._spooler.call(spool.record, updates, hooked)
         for verdict in verdicts:
             for address, reason in verdict.suppress:
                 await self._spooler.call(spool.suppress, address, reason)

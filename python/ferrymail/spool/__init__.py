@@ -3,6 +3,7 @@
 from .actions import ShapingAction
 from .lookup import Found
 from .opening import is_url, open_spool, shown
+from .outbox import OutboxBatch, OutboxRow, WebhookBacklog
 from .protocol import Spool
 from .rows import (
     CancelledRecipient,
@@ -31,6 +32,8 @@ __all__ = [
     "Found",
     "Leased",
     "NewRecipient",
+    "OutboxBatch",
+    "OutboxRow",
     "Recorded",
     "Report",
     "ShapingAction",
@@ -41,6 +44,7 @@ __all__ = [
     "Suspension",
     "Unsubscribed",
     "Update",
+    "WebhookBacklog",
     "domain_key",
     "is_url",
     "open_spool",

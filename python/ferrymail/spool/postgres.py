@@ -30,11 +30,13 @@ from typing import Any
 import psycopg
 
 from ..errors import ConfigError, SpoolUnavailableError
+from . import outbox as webhook_outbox
 from . import pg_reports as reports
 from . import pg_statements as sql
 from .actions import ShapingAction
 from .campaigns import CampaignNames
 from .lookup import RECENT_CAMPAIGNS, Found
+from .outbox import OutboxBatch, OutboxRow, WebhookBacklog, pg
 from .owners import dead_here
 from .pg_reconnect import CutCommit, Reconnecting, reconnecting_methods
 from .pg_schema import connect, redacted
@@ -367,16 +369,19 @@ class PostgresSpool(Reconnecting, CampaignNames):
         with self._transaction(durable=False) as db:
             return db.execute(sql.RENEW, (until, until, list(ids))).rowcount
 
-    def record(self, updates: Sequence[Update]) -> int:
+    def record(self, updates: Sequence[Update], outbox: Sequence[OutboxRow] = ()) -> int:
         now = self._clock()
         columns = record_columns(updates, now)
         if not columns[0]:
+            self.webhook_enqueue(outbox)
             return len(updates)
         with self._transaction(once=True) as db:
             applied = db.execute(sql.RECORD, (now, *columns)).rowcount
             requeued = [u.id for u in updates if u.state in (QUEUED, DEFERRED)]
             if requeued:  # put back after their campaign was cancelled: they end there
                 db.execute(sql.CANCEL_REQUEUED, {"now": now, "ids": requeued})
+            if outbox:
+                self._enqueue(db, outbox, now)
             self._result = len(updates) - applied
         skipped = len(updates) - applied
         if skipped:
@@ -729,3 +734,42 @@ class PostgresSpool(Reconnecting, CampaignNames):
             (self._campaign(campaign_id),),
         )
         return [(k, key, bool(m), bool(r), link, at) for k, key, m, r, link, at in rows]
+
+    # ---- the webhook outbox (SqliteSpool's methods say what each does) ----
+
+    @staticmethod
+    def _enqueue(db: psycopg.Connection[Any], rows: Sequence[OutboxRow], now: float) -> None:
+        with db.cursor() as cursor:
+            cursor.executemany(pg(webhook_outbox.ENQUEUE), webhook_outbox.enqueue_params(rows, now))
+
+    def webhook_enqueue(self, rows: Sequence[OutboxRow]) -> None:
+        if not rows:
+            return
+        with self._transaction() as db:
+            self._enqueue(db, rows, self._clock())
+
+    def webhook_take(self, endpoint: str, limit: int, older_than: float) -> OutboxBatch | None:
+        with self._transaction() as db:
+            return webhook_outbox.take(
+                db.execute, endpoint, limit, older_than, self._clock(), postgres=True
+            )
+
+    def webhook_sent(self, endpoint: str, batch: int) -> int:
+        with self._transaction() as db:
+            return webhook_outbox.sent(db.execute, endpoint, batch, postgres=True)
+
+    def webhook_failed(
+        self, endpoint: str, batch: int, error: str, next_attempt: float | None
+    ) -> None:
+        with self._transaction() as db:
+            webhook_outbox.failed(
+                db.execute, endpoint, batch, error, next_attempt, self._clock(), postgres=True
+            )
+
+    def webhook_replay(self, endpoint: str | None = None) -> int:
+        with self._transaction() as db:
+            return webhook_outbox.replay(db.execute, endpoint, postgres=True)
+
+    def webhook_backlog(self) -> list[WebhookBacklog]:
+        with self._transaction(durable=False) as db:
+            return webhook_outbox.backlog(db.execute)

@@ -13,6 +13,7 @@ from typing import Protocol, Self
 
 from .actions import ShapingAction
 from .lookup import Found
+from .outbox import OutboxBatch, OutboxRow, WebhookBacklog
 from .rows import (
     CancelledRecipient,
     Leased,
@@ -67,7 +68,7 @@ class Spool(Protocol):
 
     def renew(self, ids: Sequence[int], lease_for: float) -> int: ...
 
-    def record(self, updates: Sequence[Update]) -> int: ...
+    def record(self, updates: Sequence[Update], outbox: Sequence[OutboxRow] = ()) -> int: ...
 
     def release_owner(self, owner: str) -> int: ...
 
@@ -171,3 +172,19 @@ class Spool(Protocol):
     def feedback(
         self, campaign_id: str
     ) -> list[tuple[str, str, bool, bool, int | None, float]]: ...
+
+    # ---- the webhook outbox ----
+
+    def webhook_enqueue(self, rows: Sequence[OutboxRow]) -> None: ...
+
+    def webhook_take(self, endpoint: str, limit: int, older_than: float) -> OutboxBatch | None: ...
+
+    def webhook_sent(self, endpoint: str, batch: int) -> int: ...
+
+    def webhook_failed(
+        self, endpoint: str, batch: int, error: str, next_attempt: float | None
+    ) -> None: ...
+
+    def webhook_replay(self, endpoint: str | None = None) -> int: ...
+
+    def webhook_backlog(self) -> list[WebhookBacklog]: ...

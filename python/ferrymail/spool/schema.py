@@ -13,7 +13,7 @@ from .states import CODE, FINAL_SQL, PENDING_SQL, QUEUED
 
 #: The version of the tables below, kept in PRAGMA user_version. Raise it with every
 #: change to them, with a migration from the one before.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: PRAGMA application_id ("FMSP"): marks the file as a ferrymail spool, so that another
 #: program's SQLite file is refused instead of getting our tables added to it.
 APPLICATION_ID = 0x464D5350
@@ -122,6 +122,32 @@ CREATE TABLE warmup_sent (
     PRIMARY KEY (source, provider, day)
 ) WITHOUT ROWID;
 """
+# Version 6: the webhook outbox (ferrymail.webhooks): every event a `[[webhook]]` of the
+# service config wants, one row per endpoint, written in the transaction that records
+# the recipient's new state, and deleted once the endpoint has taken it.
+_V6 = """
+-- One event waiting for one endpoint (the webhook's name). `event_id` is the event's
+-- stable id (the same for every endpoint, and in the body), `body` its JSON. `batch`:
+-- the id of the first row of the batch it went out in, set at the first POST and kept,
+-- so a retry sends the same batch under the same webhook-id. `first_failed`: when its
+-- batch first failed (retries stop at first_failed + retry_for); `dead`: retries gave
+-- up, it waits for `ferrymail webhooks replay`.
+CREATE TABLE webhook_outbox (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    batch INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL,
+    first_failed REAL,
+    last_error TEXT,
+    dead INTEGER NOT NULL DEFAULT 0 CHECK (dead IN (0, 1))
+);
+-- An endpoint's rows in order: its open batch, then the rows after it.
+CREATE INDEX webhook_outbox_endpoint ON webhook_outbox (endpoint, dead, batch, id);
+"""
 # Scope '' is global; any other value is a list name (see SqliteSpool.campaign_list).
 _SUPPRESSION = """
 CREATE TABLE suppression (
@@ -212,7 +238,7 @@ CREATE INDEX recipient_pending ON recipient (due, id, domain, state, campaign)
 CREATE INDEX recipient_final ON recipient (campaign, state) WHERE {FINAL_SQL};
 {_V2}-- The key is the normalized address (see suppression.py): one row per address and
 -- scope.
-{_SUPPRESSION}{_FEEDBACK}{_V4}{_V5}"""
+{_SUPPRESSION}{_FEEDBACK}{_V4}{_V5}{_V6}"""
 
 
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
@@ -396,6 +422,11 @@ def _migrate(db: sqlite3.Connection, name: str) -> None:
                 db.execute(statement)
             _widen_state_check(db)
             db.execute("PRAGMA user_version = 5")
+            version = 5
+        if version == 5:
+            for statement in _statements(_V6):
+                db.execute(statement)
+            db.execute("PRAGMA user_version = 6")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

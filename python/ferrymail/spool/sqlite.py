@@ -15,10 +15,12 @@ from types import TracebackType
 from ..errors import ConfigError
 from . import actions as actions_table
 from . import lookup, reports
+from . import outbox as webhook_outbox
 from . import statements as sql
 from .actions import ShapingAction
 from .campaigns import CampaignNames
 from .lookup import Found
+from .outbox import OutboxBatch, OutboxRow, WebhookBacklog
 from .owners import dead_here
 from .rows import (
     CancelledRecipient,
@@ -289,9 +291,11 @@ class SqliteSpool(CampaignNames):
         with self._transaction(durable=False) as db:  # as a lease
             return int(db.execute(sql.RENEW, (until, json.dumps(list(ids)))).rowcount)
 
-    def record(self, updates: Sequence[Update]) -> int:
+    def record(self, updates: Sequence[Update], outbox: Sequence[OutboxRow] = ()) -> int:
         """Record attempts' outcomes in one transaction: state, attempts, next attempt,
         and the last reply (code, enhanced, text, category, MX, IP); the lease ends.
+        `outbox`: the webhook events of these outcomes, written in the same transaction
+        (both are durable, or neither).
 
         Only recipients still in flight change: a final one never does, so a replayed or
         late record is harmless. Returns how many updates were skipped for that."""
@@ -303,6 +307,8 @@ class SqliteSpool(CampaignNames):
             requeued = [u.id for u in updates if u.state in (QUEUED, DEFERRED)]
             if requeued:
                 db.execute(sql.CANCEL_REQUEUED, (now, json.dumps(requeued)))
+            if outbox:
+                db.executemany(webhook_outbox.ENQUEUE, webhook_outbox.enqueue_params(outbox, now))
         skipped = len(updates) - applied
         if skipped:
             _log.debug("spool: %d of %d updates skipped (not in flight)", skipped, len(updates))
@@ -749,3 +755,51 @@ class SqliteSpool(CampaignNames):
             (self._campaign(campaign_id),),
         )
         return [(k, key, bool(m), bool(r), link, at) for k, key, m, r, link, at in rows]
+
+    # ---- the webhook outbox (ferrymail.webhooks) ----
+
+    def webhook_enqueue(self, rows: Sequence[OutboxRow]) -> None:
+        """Adds events for webhook endpoints (events not written by `record`: submit's,
+        feedback)."""
+        if not rows:
+            return
+        with self._transaction() as db:
+            db.executemany(
+                webhook_outbox.ENQUEUE, webhook_outbox.enqueue_params(rows, self._clock())
+            )
+
+    def webhook_take(self, endpoint: str, limit: int, older_than: float) -> OutboxBatch | None:
+        """The endpoint's next batch: the one that failed (the same events again), else
+        up to `limit` events, once there are `limit` or the oldest came before
+        `older_than`; None when there is nothing to send yet. A new batch is marked in
+        the outbox (it keeps its id and events until it is sent or dead)."""
+        with self._transaction() as db:
+            return webhook_outbox.take(
+                db.execute, endpoint, limit, older_than, self._clock(), postgres=False
+            )
+
+    def webhook_sent(self, endpoint: str, batch: int) -> int:
+        """The endpoint took the batch: its events leave the outbox. Returns how many."""
+        with self._transaction() as db:
+            return webhook_outbox.sent(db.execute, endpoint, batch, postgres=False)
+
+    def webhook_failed(
+        self, endpoint: str, batch: int, error: str, next_attempt: float | None
+    ) -> None:
+        """A POST of the batch failed (`error` says how): it is tried again at
+        `next_attempt`, or, when None, becomes a dead letter."""
+        with self._transaction() as db:
+            webhook_outbox.failed(
+                db.execute, endpoint, batch, error, next_attempt, self._clock(), postgres=False
+            )
+
+    def webhook_replay(self, endpoint: str | None = None) -> int:
+        """Dead letters (of `endpoint`, or all) back to the outbox, first in line, with a
+        new retry period. Returns how many events."""
+        with self._transaction() as db:
+            return webhook_outbox.replay(db.execute, endpoint, postgres=False)
+
+    def webhook_backlog(self) -> list[WebhookBacklog]:
+        """Per endpoint: events waiting, dead letters, the oldest waiting, the last error."""
+        with self._transaction("DEFERRED", durable=False) as db:
+            return webhook_outbox.backlog(db.execute)
