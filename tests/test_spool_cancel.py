@@ -127,8 +127,10 @@ def test_a_version_4_spool_gets_the_cancelled_state(tmp_path: Path, clock: Clock
     with SqliteSpool(path, clock=clock) as spool:
         spool.put_campaign("c1", b"spec-1")
         spool.insert("c1", [new("a@x.test")])
-    # As version 4 left it: no api_key table, no cancel mark, a CHECK that refuses 9.
+    # As version 4 left it: no api_key table, no cancel mark, a CHECK that refuses 9 (and
+    # no webhook outbox, version 6's).
     with closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TABLE webhook_outbox")
         db.execute("DROP TABLE api_key")
         db.execute("ALTER TABLE campaign DROP COLUMN cancelled_at")
         (version,) = db.execute("PRAGMA schema_version").fetchone()
@@ -158,8 +160,10 @@ def test_a_version_1_postgresql_spool_gets_the_cancelled_state(pg_url: str, cloc
     with open_spool(pg_url, clock=clock) as spool:
         spool.put_campaign("c1", b"spec-1")
         spool.insert("c1", [new("a@x.test")])
-    # As version 1 left it: no api_key table, no cancel mark, a CHECK that refuses 9.
+    # As version 1 left it: no api_key table, no cancel mark, a CHECK that refuses 9 (and
+    # no webhook outbox, version 3's).
     with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("DROP TABLE webhook_outbox")
         db.execute("DROP TABLE api_key")
         db.execute("ALTER TABLE campaign DROP COLUMN cancelled_at")
         db.execute("ALTER TABLE recipient DROP CONSTRAINT recipient_state_check")

@@ -73,11 +73,11 @@ def test_record_writes_the_outbox_in_its_transaction(spool_at: str) -> None:
         assert spool.webhook_take("b", 1, older_than=1e12) is None
 
 
-def test_a_postgresql_spool_of_version_1_gets_the_outbox(pg_url: str) -> None:
+def test_a_postgresql_spool_of_version_2_gets_the_outbox(pg_url: str) -> None:
     open_spool(pg_url).close()
     with psycopg.connect(pg_url, autocommit=True) as db:
         db.execute("DROP TABLE webhook_outbox")
-        db.execute("UPDATE ferrymail_spool SET version = 1")
+        db.execute("UPDATE ferrymail_spool SET version = 2")
     with open_spool(pg_url) as spool:
         spool.webhook_enqueue(rows("a", "1"))
         assert [b.pending for b in spool.webhook_backlog()] == [1]
