@@ -31,7 +31,9 @@ def sources_toml(pools: str) -> str:
 
 @pytest.fixture(scope="module")
 def port() -> int:
-    return free_port_everywhere(["127.0.0.40", "127.0.0.41", "127.0.0.42", "127.0.0.43"])
+    return free_port_everywhere(
+        ["127.0.0.40", "127.0.0.41", "127.0.0.42", "127.0.0.43", "127.0.0.44", "127.0.0.45"]
+    )
 
 
 def by_source(peer: ScriptedServer | RawServer) -> dict[str, list[float]]:
@@ -40,6 +42,11 @@ def by_source(peer: ScriptedServer | RawServer) -> dict[str, list[float]]:
     for m in peer.delivered:
         seen.setdefault(peer.connections[m.connection].client[0], []).append(m.received_at)
     return {source: sorted(times) for source, times in seen.items()}
+
+
+def busiest_second(times: list[float]) -> int:
+    """The most of `times` within one second of each other."""
+    return max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
 
 
 def steady_rate(times: list[float], burst: int) -> float:
@@ -157,3 +164,47 @@ async def test_a_blocked_source_leaves_the_pool_and_comes_back_when_the_block_en
     assert len(blocked_wave["127.0.0.22"]) == 40
     after = Counter(peer.connections[m.connection].client[0] for m in peer.delivered[40:])
     assert after == {"127.0.0.21": 20, "127.0.0.22": 20}
+
+
+@on_uvloop
+async def test_max_connection_rate_paces_new_connections_at_the_site_and_per_source(
+    dns_server: DnsServer, scripted_server: Callable[..., ScriptedServer], port: int, tmp_path: Path
+) -> None:
+    # One message per connection, so every message needs a new connection: the
+    # connection rates are what pace them, not the message rates (none set).
+    dns_server.add_zone("connrate.test", ["@ MX 10 mx", "mx A 127.0.0.44"])
+    dns_server.add_zone("srcrate.test", ["@ MX 10 mx", "mx A 127.0.0.45"])
+    site = scripted_server(host="127.0.0.44", port=port)
+    each = scripted_server(host="127.0.0.45", port=port)
+    shaping = sources_toml(
+        "[pool.default]\nsources = { ip1 = 1, ip2 = 1 }\n"
+        '[site."mx.connrate.test"]\nmax_connection_rate = "5/s"\n'
+        "max_deliveries_per_connection = 1\nconnection_limit = 10\n"
+        '[site."mx.srcrate.test"]\nmax_deliveries_per_connection = 1\nconnection_limit = 10\n'
+        '[site."mx.srcrate.test".per_source]\nmax_connection_rate = "4/s"\n'
+    )
+    cfg = config(dns_server, port, tmp_path, shaping=loads(shaping, name="s.toml"), batch_size=10)
+    async with ferrymail.Engine(tmp_path / "spool.db", cfg) as engine:
+        await engine.submit(campaign(), people("connrate.test", 30) + people("srcrate.test", 40))
+        await engine.drain()
+        assert (await engine.report("c1")).states["delivered"] == 70
+    site.wait_closed()
+    each.wait_closed()
+
+    # The site's 5/s is both sources' together: a burst of 5, then 25 more at 5 a second.
+    opened = sorted(c.opened_at for c in site.connections)
+    assert len(opened) == 30
+    assert busiest_second(opened) <= 2 * 5 + 1
+    assert opened[-1] - opened[0] >= 4.5
+    # Each source at its own 4/s, both at once (so the site sees up to 8 a second).
+    per_source: dict[str, list[float]] = {}
+    for c in each.connections:
+        per_source.setdefault(c.client[0], []).append(c.opened_at)
+    assert sorted(per_source) == ["127.0.0.21", "127.0.0.22"]
+    for times in per_source.values():
+        times.sort()
+        assert len(times) == 20
+        assert busiest_second(times) <= 2 * 4 + 1
+        assert times[-1] - times[0] >= 3.5  # a burst of 4, then 16 more at 4 a second
+    first, second = sorted(per_source.values())
+    assert second[0] < first[-1], "the sources' connections were paced apart, not in turn"
