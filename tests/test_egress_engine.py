@@ -1,7 +1,8 @@
 """Egress sources, pools and warm-up applied by the engine: batches leave from the
 campaign's pool's sources (127.0.0.21 to .24, seen by the peer), a warming source sends
 its day's allowance and no more, and a source a receiver blocks is taken out of its
-pool for that site while the rest of the pool carries the traffic."""
+pool for that site (for all the provider's sites, when a provider entry matched) while
+the rest of the pool carries the traffic."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def sources_toml(warmup: dict[str, str] | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def port() -> int:
-    return free_port_everywhere(["127.0.0.30", "127.0.0.31", "127.0.0.32"])
+    return free_port_everywhere(
+        ["127.0.0.30", "127.0.0.31", "127.0.0.32", "127.0.0.33", "127.0.0.34"]
+    )
 
 
 def client_of(peer: ScriptedServer, message: int) -> tuple[str, str | None]:
@@ -136,3 +139,41 @@ async def test_a_source_the_receiver_blocks_leaves_the_pool_for_that_site_only(
         assert spool.suspensions() == []  # the site was not suspended: only ip1 there
     assert (action.rule, action.scope, action.source) == ("yahoo-deferred", "source", "ip1")
     assert action.reply.startswith("421 4.7.0 [TS01]")
+
+
+@on_uvloop
+async def test_a_source_blocked_at_one_of_a_providers_sites_is_blocked_at_all_of_them(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
+) -> None:
+    # Two domains of one receiver (as gmail.com and a Workspace domain are Gmail's):
+    # different MX hosts, so different sites, matched by one provider entry.
+    dns_server.add_zone("first.test", ["@ MX 10 mx1.bigmail.test."])
+    dns_server.add_zone("second.test", ["@ MX 10 mx2.bigmail.test."])
+    dns_server.add_zone("bigmail.test", ["mx1 A 127.0.0.33", "mx2 A 127.0.0.34"])
+    blocking = scripted_server(
+        host="127.0.0.33", port=port, client_rcpt_replies={"127.0.0.21": YAHOO_TS01}
+    )
+    other = scripted_server(host="127.0.0.34", port=port)
+    shaping = sources_toml() + (
+        "[pool.default]\nsources = { ip1 = 1, ip2 = 1 }\n"
+        '[provider.bigmail]\nmx_suffix = [".bigmail.test"]\n'
+        "[[provider.bigmail.automation]]\n"
+        'name = "deferred"\n'
+        "regex = '^421 4\\.7\\.0 \\[TSS?0[124]\\]'\n"
+        'trigger = "immediate"\nscope = "source"\nsuspend = true\nduration = "1h"\n'
+    )
+    cfg = config(dns_server, port, tmp_path, shaping=loads(shaping, name="s.toml"), batch_size=10)
+    async with ferrymail.Engine(spool_at, cfg) as engine:
+        await engine.submit(campaign(), people("first.test", 20))
+        await engine.drain()
+        await engine.submit(campaign(), people("second.test", 40))
+        await engine.drain()
+        report = await engine.report("c1")
+
+    assert report.states["delivered"] == 60
+    assert {client_of(blocking, i)[0] for i in range(len(blocking.delivered))} == {"127.0.0.22"}
+    # ip1 never went to the provider's other site: the block there is the provider's.
+    assert {client_of(other, i)[0] for i in range(len(other.delivered))} == {"127.0.0.22"}
+    with open_spool(spool_at, read_only=True) as spool:
+        (action,) = spool.actions()
+    assert (action.site, action.scope, action.source) == ("provider.bigmail", "source", "ip1")

@@ -4,6 +4,7 @@ site's next batch, through ActionsInForce)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
@@ -64,6 +65,14 @@ class Automator:
                 )
         if not fired:
             return unmatched
+        # A receiver that blocks a source blocks it at all its sites (Gmail's MX sets
+        # for gmail.com and for Workspace domains are one receiver): an action on a
+        # source at a provider's site is stored under the provider entry's name.
+        provider = site.shape.provider if site.shape is not None else None
+        if provider is not None:
+            fired = [
+                dataclasses.replace(a, site=provider) if a.scope == "source" else a for a in fired
+            ]
         # One per rule and target: a batch of 500 throttled replies fires it once.
         fired = list({action.key: action for action in fired}.values())
         for action in await self._actions.fire(fired, site.domains):

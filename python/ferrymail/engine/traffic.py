@@ -100,7 +100,7 @@ class Traffic:
         """Puts recipients in the lanes of the sources their campaigns' pools give them
         at the site; returns those no source can take now, with when to try again."""
         provider = provider_of(site)
-        blocked = self._actions.blocked(site.key, now)
+        blocked = self._actions.blocked(site.key, now, _provider(site))
         by_campaign: dict[str, list[Leased]] = {}
         for r in waiting:
             by_campaign.setdefault(r.campaign, []).append(r)
@@ -147,7 +147,9 @@ class Traffic:
                 source = source_of(self.shaping, lane.source)
                 if source is None:  # reassigned above: cannot happen
                     continue
-                limits = self._actions.limits(site.key, shape.source_limits, now, lane.source)
+                limits = self._actions.limits(
+                    site.key, shape.source_limits, now, lane.source, shape.provider
+                )
                 started = site.start(lane, limits, self._batch_size, now)
                 if started is None:
                     if site.connections_free() < 1:
@@ -164,7 +166,7 @@ class Traffic:
     def _reassign(self, site: Site, now: float) -> Back:
         """Moves the recipients of sources taken out of their pools at the site (a
         receiver blocked them, or a reload removed them) to the pools' other sources."""
-        blocked = self._actions.blocked(site.key, now)
+        blocked = self._actions.blocked(site.key, now, _provider(site))
         moved: list[Leased] = []
         for lane in list(site.lanes.values()):
             gone = source_of(self.shaping, lane.source) is None
@@ -179,3 +181,8 @@ def provider_of(site: Site) -> str:
     """What a site's warm-up counts go by: its provider entry, or the site itself."""
     shape = site.shape
     return (shape.provider if shape is not None else None) or site.key
+
+
+def _provider(site: Site) -> str | None:
+    """The provider entry a site matched ("provider.google"), None for none."""
+    return site.shape.provider if site.shape is not None else None

@@ -87,19 +87,24 @@ class ActionsInForce:
         self._set(a for actions in self._by_site.values() for a in actions if _key(a) not in gone)
 
     def limits(
-        self, site: str, configured: Limits, now: float, source: str | None = None
+        self,
+        site: str,
+        configured: Limits,
+        now: float,
+        source: str | None = None,
+        provider: str | None = None,
     ) -> Limits:
         """The limits in force at `now`: the site's (`source` None; `configured` from
         its shape), lowered by the site's actions; or one source's at the site (its
         name, "" for the host's own address; `configured` from the shape's per_source),
-        lowered by the actions on that source there."""
+        lowered by the actions on that source there and at the site's `provider`."""
         connections, per_connection, rate, connection_rate = (
             configured.connections,
             configured.messages_per_connection,
             configured.rate,
             configured.connection_rate,
         )
-        for action in self._by_site.get(site, ()):
+        for action in self._at(site, provider if source is not None else None):
             if action.scope == "campaign":
                 continue
             if (action.scope == "source") != (source is not None) or (
@@ -137,14 +142,22 @@ class ActionsInForce:
                     )
         return Limits(connections, per_connection, rate, connection_rate)
 
-    def blocked(self, site: str, now: float) -> dict[str, float]:
-        """Source -> until, for the sources suspended at the site (taken out of their
-        pool there; the pool's other sources carry the traffic)."""
+    def blocked(self, site: str, now: float, provider: str | None = None) -> dict[str, float]:
+        """Source -> until, for the sources suspended at the site or at its `provider`
+        (taken out of their pool there; the pool's other sources carry the traffic)."""
         return {
             a.source: a.until
-            for a in self._by_site.get(site, ())
+            for a in self._at(site, provider)
             if a.scope == "source" and a.source and a.suspend and a.started <= now < a.until
         }
+
+    def _at(self, site: str, provider: str | None) -> list[ShapingAction]:
+        """The actions on a site, and on its provider's sites (a source's, stored under
+        the provider entry's name: see engine/automate.py)."""
+        found = list(self._by_site.get(site, ()))
+        if provider is not None:
+            found += self._by_site.get(provider, ())
+        return found
 
     def held(self, site: str, now: float) -> dict[str, float]:
         """Campaign -> until, for the campaigns suspended at the site."""
