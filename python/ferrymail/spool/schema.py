@@ -122,6 +122,31 @@ CREATE TABLE warmup_sent (
     PRIMARY KEY (source, provider, day)
 ) WITHOUT ROWID;
 """
+# Scope '' is global; any other value is a list name (see SqliteSpool.campaign_list).
+_SUPPRESSION = """
+CREATE TABLE suppression (
+    address TEXT NOT NULL,
+    scope TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    PRIMARY KEY (address, scope)
+) WITHOUT ROWID;
+"""
+# Version 5: a campaign can be cancelled (its pending recipients end as "cancelled", a
+# new state: code 9, which the recipient table's CHECK of a version 4 file refuses, so
+# the migration widens it), and the service API's keys.
+_V5 = """
+-- When the campaign was cancelled (POST /v1/campaigns/{id}/cancel, Engine.cancel): its
+-- recipients are never sent again, and one put back in the queue ends as cancelled.
+ALTER TABLE campaign ADD COLUMN cancelled_at REAL;
+-- The service API's keys (ferrymail keys create): never the token, only its SHA-256.
+CREATE TABLE api_key (
+    name TEXT PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    read_only INTEGER NOT NULL CHECK (read_only IN (0, 1)),
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
 # Version 6: the webhook outbox (ferrymail.webhooks): every event a `[[webhook]]` of the
 # service config wants, one row per endpoint, written in the transaction that records
 # the recipient's new state, and deleted once the endpoint has taken it.
@@ -147,31 +172,6 @@ CREATE TABLE webhook_outbox (
 );
 -- An endpoint's rows in order: its open batch, then the rows after it.
 CREATE INDEX webhook_outbox_endpoint ON webhook_outbox (endpoint, dead, batch, id);
-"""
-# Scope '' is global; any other value is a list name (see SqliteSpool.campaign_list).
-_SUPPRESSION = """
-CREATE TABLE suppression (
-    address TEXT NOT NULL,
-    scope TEXT NOT NULL DEFAULT '',
-    reason TEXT NOT NULL,
-    added_at REAL NOT NULL,
-    PRIMARY KEY (address, scope)
-) WITHOUT ROWID;
-"""
-# Version 5: a campaign can be cancelled (its pending recipients end as "cancelled", a
-# new state: code 9, which the recipient table's CHECK of a version 4 file refuses, so
-# the migration widens it), and the service API's keys.
-_V5 = """
--- When the campaign was cancelled (POST /v1/campaigns/{id}/cancel, Engine.cancel): its
--- recipients are never sent again, and one put back in the queue ends as cancelled.
-ALTER TABLE campaign ADD COLUMN cancelled_at REAL;
--- The service API's keys (ferrymail keys create): never the token, only its SHA-256.
-CREATE TABLE api_key (
-    name TEXT PRIMARY KEY,
-    hash BLOB NOT NULL UNIQUE,
-    read_only INTEGER NOT NULL CHECK (read_only IN (0, 1)),
-    created_at REAL NOT NULL
-) WITHOUT ROWID;
 """
 #: The recipient table's state CHECK as versions 1 to 4 wrote it, and as 5 writes it.
 _STATE_CHECK_V4 = "CHECK (state BETWEEN 0 AND 8)"
