@@ -36,7 +36,6 @@ from ..shaping.in_force import ActionsInForce
 from ..sites import Site
 from ..spool import Leased, Report, open_spool
 from ..spool.sqlite import CANCEL_PAGE
-from ..spool.states import CANCELLED
 from ..spooler import Spooler
 from ..submit import SubmitResult, chunks, rows
 from ..suspensions import Suspensions
@@ -79,7 +78,9 @@ class _Parts:
         self.transport = transport
         self.suspensions = Suspensions(spooler)
         self.scheduler = Scheduler(spooler, engine.config, engine._owner)
-        self.recorder = Recorder(spooler, engine._bus, self.scheduler.settled, engine._outbox)
+        self.recorder = Recorder(
+            spooler, engine._bus, self.scheduler.settled, engine._outbox, engine.config.node
+        )
         self.campaigns = Campaigns(spooler)
         self.actions = ActionsInForce(spooler)
         self.egress = Egress(spooler)
@@ -311,34 +312,13 @@ class Engine:
         before by this engine or another process (the spool ends them at the start of
         their batch: see SqliteSpool.cancel). Returns how many recipients were cancelled
         now. ConfigError for a campaign the spool does not have."""
-        spooler = self._open().spooler
+        parts = self._open()
+        spooler = parts.spooler
         total = 0
         while True:
             page = await spooler.call(spooler.spool.cancel, campaign_id, CANCEL_PAGE)
             total += len(page)
-            if self._bus.listened and page:
-                now = time.time()
-                self._bus.publish(
-                    [
-                        Event(
-                            CANCELLED,
-                            campaign_id,
-                            r.key,
-                            r.address,
-                            r.domain,
-                            None,
-                            None,
-                            r.attempts,
-                            None,
-                            None,
-                            None,
-                            None,
-                            now,
-                            now - r.submitted_at,
-                        )
-                        for r in page
-                    ]
-                )
+            await parts.recorder.publish_cancelled((campaign_id, r) for r in page)
             if len(page) < CANCEL_PAGE:
                 break
         self._wake.set()  # a drain waiting for them sees they are final

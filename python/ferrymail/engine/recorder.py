@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from ..events import Event, EventBus
 from ..judge import Verdict
@@ -13,6 +14,21 @@ from ..spool import Leased, Update
 from ..spool.states import CANCELLED, DEFERRED, QUEUED
 from ..spooler import Spooler
 from ..webhooks.outbox import Outbox
+
+
+class Ended(Protocol):
+    """A recipient the spool ended (spool.CancelledRecipient, or a Leased one)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def submitted_at(self) -> float: ...
 
 
 class Recorder:
@@ -32,9 +48,11 @@ class Recorder:
         bus: EventBus,
         settled: Callable[[int], None],
         outbox: Outbox | None = None,
+        node: str | None = None,
     ) -> None:
         self._spooler = spooler
         self._outbox = outbox
+        self._node = node
         self._bus = bus
         self._settled = settled
         self._commits: list[tuple[Verdict, asyncio.Future[None]]] = []
@@ -88,36 +106,54 @@ class Recorder:
         await self._spooler.call(self._spooler.spool.record, updates)
         self._settled(len(updates))
 
-    def cancelled(self, leased: list[Leased]) -> None:
+    async def cancelled(self, leased: list[Leased]) -> None:
         """Recipients the spool ended as cancelled instead of starting their attempt
         (their campaign was cancelled after they were leased): already recorded there;
         they leave the engine's hands and their events are published."""
         if not leased:
             return
         self._settled(len(leased))
-        if self._bus.listened:
-            now = time.time()
-            self._bus.publish(
-                [
-                    Event(
-                        CANCELLED,
-                        r.campaign,
-                        r.key,
-                        r.address,
-                        r.domain,
-                        None,
-                        None,
-                        r.attempts,
-                        None,
-                        None,
-                        None,
-                        None,
-                        now,
-                        now - r.submitted_at,
-                    )
-                    for r in leased
-                ]
+        await self.publish_cancelled((r.campaign, r) for r in leased)
+
+    async def publish_cancelled(self, ended: Iterable[tuple[str, Ended]]) -> None:
+        """The events of recipients the spool ended as cancelled (campaign, recipient):
+        to the event log and subscribers, and to the webhooks' outbox (a transaction
+        after the cancel's: a crash between the two loses these events for the
+        webhooks, not the recipients' state)."""
+        if not self._listened():
+            return
+        now = time.time()
+        events = [
+            Event(
+                CANCELLED,
+                campaign,
+                r.key,
+                r.address,
+                r.domain,
+                None,
+                None,
+                r.attempts,
+                None,
+                None,
+                None,
+                None,
+                now,
+                now - r.submitted_at,
+                None,
+                self._node,
             )
+            for campaign, r in ended
+        ]
+        await self._enqueue(events)
+        self._bus.publish(events)
+
+    def _listened(self) -> bool:
+        return self._bus.listened or bool(self._outbox)
+
+    async def _enqueue(self, events: list[Event]) -> None:
+        if self._outbox and events:
+            hooked = self._outbox.rows(events)
+            await self._spooler.call(self._spooler.spool.webhook_enqueue, hooked)
 
     async def _commit(self, verdicts: list[Verdict]) -> None:
         spool = self._spooler.spool
@@ -135,24 +171,24 @@ class Recorder:
                 # Deferred (or released) after their campaign was cancelled: the spool
                 # ended them there; their event follows the deferral's.
                 now = time.time()
-                self._bus.publish(
-                    [
-                        dataclasses.replace(
-                            e,
-                            type=CANCELLED,
-                            timestamp=now,
-                            since_submit=e.since_submit + now - e.timestamp,
-                        )
-                        for u, e in zip(verdict.updates, verdict.events, strict=True)
-                        if u.id in ended
-                    ]
-                )
+                events = [
+                    dataclasses.replace(
+                        e,
+                        type=CANCELLED,
+                        timestamp=now,
+                        since_submit=e.since_submit + now - e.timestamp,
+                    )
+                    for u, e in zip(verdict.updates, verdict.events, strict=True)
+                    if u.id in ended
+                ]
+                await self._enqueue(events)
+                self._bus.publish(events)
 
     async def _cancelled(self, updates: list[Update]) -> set[int]:
         """Which of the recipients these updates put back in the queue the spool ended
         as cancelled instead (see SqliteSpool.cancel); looked up only when someone takes
         the events and there were such updates (deferrals are the rare outcome)."""
-        if not self._bus.listened:
+        if not self._listened():
             return set()
         requeued = [u.id for u in updates if u.state in (QUEUED, DEFERRED)]
         if not requeued:
