@@ -60,11 +60,13 @@ def news(campaign_id: str) -> ferrymail.Campaign:
 
 
 @contextmanager
-def ferrymail_process(*args: str, ready: str) -> Iterator[str]:
-    """`ferrymail ARGS` until the end of the block; yields its listening address."""
+def ferrymail_process(*args: str, ready: str, cwd: Path) -> Iterator[str]:
+    """`ferrymail ARGS` in `cwd` (where a process on a PostgreSQL spool keeps its event
+    logs) until the end of the block; yields its listening address."""
     process = subprocess.Popen(
         [sys.executable, "-m", "ferrymail", *args],
         stdout=subprocess.PIPE,
+        cwd=cwd,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -115,12 +117,14 @@ async def test_clicks_opens_unsubscribes_late_bounces_and_complaints_come_back(
             "--config", str(tmp_path / "inbound.toml"),
             "--event-log", str(tmp_path / "inbound-events.jsonl"),
             ready="ferrymail inbound: listening",
+            cwd=tmp_path,
         ),
         ferrymail_process(
             "serve", "--listen", "127.0.0.1:0", "--spool", str(spool_path),
             "--config", str(tmp_path / "web.toml"),
             "--event-log", str(tmp_path / "web-events.jsonl"),
             ready="ferrymail serve: listening",
+            cwd=tmp_path,
         ) as web,
         PostfixPeer(
             relay_to=("127.0.0.1", mailbox.port),
