@@ -106,3 +106,19 @@ def test_metrics_after_a_real_delivery_run(tmp_path: Path) -> None:
     }
     assert len(queried) >= 10
     assert [name for name in sorted(queried) if name not in text] == []
+
+
+def test_the_dashboard_takes_the_max_of_the_spool_gauges() -> None:
+    # Every process on one spool (run, serve, each engine of a fleet) serves the same
+    # gauges read from it: a panel that summed them would count the queue once per process.
+    spool_gauges = (
+        "ferrymail_queue_recipients",
+        "ferrymail_suspensions",
+        "ferrymail_shaping_actions",
+        "ferrymail_webhook_backlog_events",
+    )
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    on_gauges = [q for q in queries if any(gauge in q for gauge in spool_gauges)]
+    assert len(on_gauges) == 4
+    assert [q for q in on_gauges if not q.startswith("max")] == []
