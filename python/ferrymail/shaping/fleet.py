@@ -107,17 +107,18 @@ class FleetConnections:
 
     def share(self, site: str, limit: int, now: float) -> int:
         """This engine's connections of `site`, whose limit is `limit` for the fleet."""
+        joined = self._joined_at
+        if joined is None:
+            return 0  # not in the fleet yet (before the first heartbeat)
         target = share_of(site, limit, self._live, self._owner, self._rotation)
         known = self._shares.get(site)
         if known is None:
             # A site new here: the others' shares have counted this engine since they
             # saw it join, unless it joined a moment ago.
-            joined = self._joined_at
-            settled = joined is not None and (self._alone_at_join or now - joined >= SETTLE)
-            if settled:
+            if self._alone_at_join or now - joined >= SETTLE:
                 self._shares[site] = (target, target, now)
                 return target
-            known = (0, target, now if joined is None else joined)
+            known = (0, target, joined)
         in_force, waiting, since = known
         if target <= in_force:
             in_force, waiting, since = target, target, now
