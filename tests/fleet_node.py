@@ -23,6 +23,7 @@ async def main(settings: dict[str, object]) -> None:
         batch_size=int(settings["batch_size"]),  # type: ignore[call-overload]
         suspend_for=float(settings.get("suspend_for", 300.0)),  # type: ignore[arg-type]
         event_log=str(settings["event_log"]),
+        shaping=settings.get("shaping"),  # type: ignore[arg-type]
     )
     async with ferrymail.Engine(str(settings["spool"]), config) as engine:
         print("started", flush=True)

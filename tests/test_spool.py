@@ -663,6 +663,8 @@ def test_a_version_1_spool_is_brought_up_to_date(path: Path, clock: Clock) -> No
             db.execute("DROP INDEX recipient_key")
             db.execute("DROP TABLE suspension")
             db.execute("ALTER TABLE recipient DROP COLUMN interrupted")
+            db.execute("DROP TABLE rate_bucket")  # version 7's
+            db.execute("DROP TABLE fleet_node")
             db.execute("DROP TABLE webhook_outbox")  # version 6's
             db.execute("DROP TABLE api_key")  # version 5's
             db.execute("ALTER TABLE campaign DROP COLUMN cancelled_at")

@@ -128,8 +128,10 @@ def test_a_version_4_spool_gets_the_cancelled_state(tmp_path: Path, clock: Clock
         spool.put_campaign("c1", b"spec-1")
         spool.insert("c1", [new("a@x.test")])
     # As version 4 left it: no api_key table, no cancel mark, a CHECK that refuses 9 (and
-    # no webhook outbox, version 6's).
+    # no webhook outbox, version 6's, nor version 7's fleet tables).
     with closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TABLE rate_bucket")
+        db.execute("DROP TABLE fleet_node")
         db.execute("DROP TABLE webhook_outbox")
         db.execute("DROP TABLE api_key")
         db.execute("ALTER TABLE campaign DROP COLUMN cancelled_at")
@@ -161,8 +163,10 @@ def test_a_version_1_postgresql_spool_gets_the_cancelled_state(pg_url: str, cloc
         spool.put_campaign("c1", b"spec-1")
         spool.insert("c1", [new("a@x.test")])
     # As version 1 left it: no api_key table, no cancel mark, a CHECK that refuses 9 (and
-    # no webhook outbox, version 3's).
+    # no webhook outbox, version 3's, nor version 4's fleet tables).
     with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("DROP TABLE rate_bucket")
+        db.execute("DROP TABLE fleet_node")
         db.execute("DROP TABLE webhook_outbox")
         db.execute("DROP TABLE api_key")
         db.execute("ALTER TABLE campaign DROP COLUMN cancelled_at")

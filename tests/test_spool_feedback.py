@@ -171,6 +171,8 @@ def test_a_version_2_spool_is_brought_up_to_date(tmp_path: Path) -> None:
         spool.put_campaign("c1", spec("c1"))
         spool.insert("c1", [new("ann@a.test", "ann")])
     with closing(sqlite3.connect(path)) as db:  # as ferrymail with schema version 2 left it
+        db.execute("DROP TABLE rate_bucket")  # version 7's
+        db.execute("DROP TABLE fleet_node")
         db.execute("DROP TABLE webhook_outbox")  # version 6's
         db.execute("DROP TABLE api_key")  # version 5's
         db.execute("ALTER TABLE campaign DROP COLUMN cancelled_at")

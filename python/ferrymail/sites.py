@@ -95,8 +95,9 @@ class Site:
         return max(self.bucket.next_token_at(now), lanes_at)
 
     def apply(self, limits: Limits) -> None:
-        """Sets the site's limits in force (the shape's, lowered by automation)."""
-        self.connections = max(1, limits.connections)
+        """Sets the site's limits in force (the shape's, lowered by automation, and this
+        engine's share of the fleet's connections: 0 when it has none now)."""
+        self.connections = max(0, limits.connections)
         self.messages_per_connection = max(1, limits.messages_per_connection)
         self.connection_rate = limits.connection_rate
         self.bucket.set_rate(limits.rate.per_second if limits.rate is not None else None)

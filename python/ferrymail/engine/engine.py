@@ -32,6 +32,8 @@ from ..judge import Judge, Verdict
 from ..routing import Destination, Router
 from ..shaping import Shaping, empty
 from ..shaping.egress import Egress
+from ..shaping.fleet import FleetConnections
+from ..shaping.grants import FleetBucket
 from ..shaping.in_force import ActionsInForce
 from ..sites import Site
 from ..spool import Leased, Report, open_spool
@@ -91,8 +93,25 @@ class _Parts:
         self.automator = Automator(self.actions, self.recorder, engine._judge, suspend)
         self.dispatcher = Dispatcher(spooler, transport, engine._judge, self.recorder)
         self.routes = Routes(engine._router, engine._routed, engine._wake.set)
+        # Each site's limits are the fleet's, whoever shares the spool: connections split
+        # among the engines alive, the rate taken from the spool in grants.
+        spool = spooler.spool
+
+        async def heartbeat(owner: str, node: str, live_for: float) -> tuple[float, list[str]]:
+            return await spooler.call(spool.fleet_heartbeat, owner, node, live_for)
+
+        async def take(key: str, per_second: float, want: int) -> int:
+            return await spooler.call(spool.take_tokens, key, per_second, want)
+
+        self.fleet = FleetConnections(engine._owner, engine.config.node or "", heartbeat)
         self.traffic = Traffic(
-            engine.config, engine._shaping, self.actions, self.egress, self.campaigns
+            engine.config,
+            engine._shaping,
+            self.actions,
+            self.egress,
+            self.campaigns,
+            fleet_bucket=lambda key: FleetBucket(key, None, take, engine._wake.set),
+            connection_share=self.fleet.share,
         )
 
 
@@ -159,6 +178,7 @@ class Engine:
         await parts.suspensions.load()
         await parts.actions.load()
         await parts.egress.load(time.time())
+        await parts.fleet.beat(time.time())  # no site has a share before it
         self._parts = parts
 
     async def close(self) -> None:
@@ -175,6 +195,7 @@ class Engine:
                 self._cut.cancel()
                 self._cut = None
             await parts.spooler.call(parts.spooler.spool.release_owner, self._owner)
+            await parts.spooler.call(parts.spooler.spool.fleet_leave, self._owner)
             parts.spooler.close()
             await parts.transport.close()
         self._bus.close()
@@ -340,6 +361,7 @@ class Engine:
                 raise failure
             await self._lease(parts)
             now = time.time()
+            await parts.fleet.beat(now)
             self._dispatch(parts, now)
             await scheduler.renew(now, self._held(parts))
             if await parts.suspensions.refresh(parts.traffic.sites.values(), now):

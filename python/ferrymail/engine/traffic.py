@@ -52,10 +52,14 @@ class Traffic:
         egress: Egress,
         campaigns: Campaigns,
         fleet_bucket: Callable[[str], Bucket] | None = None,
+        connection_share: Callable[[str, int, float], int] | None = None,
     ) -> None:
         self.sites: dict[str, Site] = {}
         # Makes a site's rate bucket shared by the fleet (None: each engine its own).
         self._fleet_bucket = fleet_bucket
+        # (site, the fleet's connection limit, now) -> this engine's share of it
+        # (shaping/fleet.py; None: the whole limit is this engine's).
+        self._connection_share = connection_share
         self.shaping = shaping
         self._shapes = SiteShapes(config)
         self._batch_size = config.batch_size
@@ -142,7 +146,11 @@ class Traffic:
             if shape is None or site.suspended(now) or not site.lanes:
                 continue
             back += self._reassign(site, now)
-            site.apply(self._actions.limits(site.key, shape.site_limits, now))
+            limits = self._actions.limits(site.key, shape.site_limits, now)
+            if self._connection_share is not None:
+                share = self._connection_share(site.key, limits.connections, now)
+                limits = dataclasses.replace(limits, connections=share)
+            site.apply(limits)
             for lane in site.ready_lanes():
                 source = source_of(self.shaping, lane.source)
                 if source is None:  # reassigned above: cannot happen

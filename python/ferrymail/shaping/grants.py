@@ -107,6 +107,8 @@ class FleetBucket:
         if got:
             self._tokens += got
             self._granted_at = now
-        else:
+        if got < want:
+            # The spool's bucket ran dry (the fleet takes all the rate): ask again when
+            # it has refilled a little, not at once (every pump round would ask).
             self._retry_at = now + max(RETRY_AFTER, 1 / per_second)
         self._wake()

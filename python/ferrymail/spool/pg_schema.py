@@ -13,7 +13,7 @@ from .states import CODE, FINAL_SQL, PENDING_SQL, QUEUED
 
 #: The version of the tables below, kept in ferrymail_spool.version. Raise it with every
 #: change to them, with a migration from the one before.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: The advisory lock key ("FMSP") that two nodes creating the tables at once, or taking
 #: recipient ids at once, serialise on.
 LOCK_KEY = 0x464D5350
@@ -55,6 +55,22 @@ CREATE TABLE webhook_outbox (
     dead smallint NOT NULL DEFAULT 0 CHECK (dead IN (0, 1))
 );
 CREATE INDEX webhook_outbox_endpoint ON webhook_outbox (endpoint, dead, batch, id);
+"""
+# Version 4 (SQLite's version 7): the fleet's share of each site's limits, as in the
+# SQLite spool: a token bucket per site (`granted`: what the last take_tokens got, for
+# its RETURNING) and the engines alive now.
+_V4 = """
+CREATE TABLE rate_bucket (
+    key text PRIMARY KEY,
+    tokens float8 NOT NULL,
+    filled_at float8 NOT NULL,
+    granted integer NOT NULL
+);
+CREATE TABLE fleet_node (
+    owner text PRIMARY KEY,
+    node text NOT NULL,
+    seen_at float8 NOT NULL
+);
 """
 _SCHEMA = f"""
 CREATE TABLE ferrymail_spool (
@@ -193,7 +209,7 @@ BEGIN
     END IF;
     PERFORM pg_advisory_unlock({LOCK_KEY});
 END $$;
-{_V3}"""
+{_V3}{_V4}"""
 
 
 def redacted(url: str) -> str:
@@ -303,4 +319,7 @@ def _migrate(db: psycopg.Connection[tuple[Any, ...]]) -> None:
         if version == 2:
             db.execute(_V3.encode())
             version = 3
+        if version == 3:
+            db.execute(_V4.encode())
+            version = 4
         db.execute("UPDATE ferrymail_spool SET version = %s", (version,))

@@ -208,3 +208,32 @@ API_KEY_ADD = (
 API_KEY_FIND = "SELECT name, read_only, hash FROM api_key WHERE hash = %s"
 API_KEY_LIST = "SELECT name, read_only, created_at FROM api_key ORDER BY name"
 API_KEY_DELETE = "DELETE FROM api_key WHERE name = %s"
+
+# The fleet's share of a site's limits (SqliteSpool.take_tokens, fleet_heartbeat). The
+# bucket, refilled by the server's clock (node clocks do not matter), capped at one
+# second's worth (at least one token), in one statement: a new bucket starts full; an
+# existing one, locked by ON CONFLICT, is refilled from `filled_at` (never moved back:
+# a statement that waited for the lock may carry an earlier time) and gives what it
+# has, up to `want`. `granted` carries the grant to RETURNING.
+_BURST = "greatest(1, %(rate)s::float8)"
+_LEVEL = (
+    f"least({_BURST}, b.tokens + greatest(0, excluded.filled_at - b.filled_at) * %(rate)s::float8)"
+)
+_GRANT = f"least(%(want)s::integer, floor({_LEVEL}))::integer"
+TAKE_TOKENS = f"""
+INSERT INTO rate_bucket AS b (key, tokens, filled_at, granted)
+VALUES (%(key)s, {_BURST} - least(%(want)s::integer, floor({_BURST})),
+    extract(epoch FROM clock_timestamp()), least(%(want)s::integer, floor({_BURST})))
+ON CONFLICT (key) DO UPDATE SET
+    granted = {_GRANT},
+    tokens = {_LEVEL} - {_GRANT},
+    filled_at = greatest(b.filled_at, excluded.filled_at)
+RETURNING granted
+"""
+# An engine's heartbeat: its row's seen_at is the server's time now (returned).
+FLEET_BEAT = """
+INSERT INTO fleet_node (owner, node, seen_at)
+VALUES (%s, %s, extract(epoch FROM clock_timestamp()))
+ON CONFLICT (owner) DO UPDATE SET node = excluded.node, seen_at = excluded.seen_at
+RETURNING seen_at
+"""

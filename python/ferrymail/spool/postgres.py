@@ -52,7 +52,7 @@ from .rows import (
     Unsubscribed,
     Update,
 )
-from .sqlite import CANCEL_PAGE, RECLAIM_EVERY, _first_of_each_key
+from .sqlite import CANCEL_PAGE, FORGET_NODE_AFTER, RECLAIM_EVERY, _first_of_each_key
 from .statements import record_rows
 from .states import CODE, DEFERRED, FINAL, NAME, PENDING_SQL, QUEUED
 from .suppression import domain_key, suppression_key
@@ -67,6 +67,10 @@ SUPPRESSION_CHUNK = 10_000
 #: SELECT) or "pipeline" (executemany of one INSERT a row, in pipeline mode). COPY
 #: measured faster for 10,000-row chunks (bench/spool_pg.py).
 INSERT_WITH = "copy"
+
+#: The advisory lock key ("FMND") heartbeats serialise on, so that of two engines
+#: starting at once the second sees the first (fleet_heartbeat).
+FLEET_LOCK_KEY = 0x464D4E44
 
 _SUBMIT_CODES = {name: CODE[name] for name in (QUEUED, *FINAL)}
 _FOUND = "r.id, c.name, r.key, r.address, r.domain, r.state"
@@ -479,6 +483,31 @@ class PostgresSpool(Reconnecting, CampaignNames):
                     (now, domain_key(domain)),
                 )
             return sorted(site for (site,) in rows)
+
+    # ---- the fleet's share of each site's limits (shaping/grants.py, shaping/fleet.py) ----
+
+    def take_tokens(self, key: str, per_second: float, want: int) -> int:
+        # One statement, by the server's clock. Not `once`: a grant whose COMMIT was cut
+        # and that is taken again only leaves its first tokens unspent (the fleet sends
+        # less, never more).
+        with self._transaction(durable=False) as db:
+            params = {"key": key, "rate": float(per_second), "want": int(want)}
+            return int(_one(db.execute(sql.TAKE_TOKENS, params)))
+
+    def fleet_heartbeat(self, owner: str, node: str, live_for: float) -> tuple[float, list[str]]:
+        with self._transaction(durable=False) as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (FLEET_LOCK_KEY,))
+            now = float(_one(db.execute(sql.FLEET_BEAT, (owner, node))))
+            db.execute("DELETE FROM fleet_node WHERE seen_at < %s", (now - FORGET_NODE_AFTER,))
+            rows = db.execute(
+                "SELECT owner FROM fleet_node WHERE seen_at > %s ORDER BY owner",
+                (now - live_for,),
+            )
+            return now, [owner for (owner,) in rows]
+
+    def fleet_leave(self, owner: str) -> None:
+        with self._transaction(durable=False) as db:
+            db.execute("DELETE FROM fleet_node WHERE owner = %s", (owner,))
 
     # ---- automation actions (shaping) ----
 

@@ -100,6 +100,16 @@ class Spool(Protocol):
 
     def lift(self, domain: str | None = None) -> list[str]: ...
 
+    # ---- the fleet's share of each site's limits ----
+
+    def take_tokens(self, key: str, per_second: float, want: int) -> int: ...
+
+    def fleet_heartbeat(
+        self, owner: str, node: str, live_for: float
+    ) -> tuple[float, list[str]]: ...
+
+    def fleet_leave(self, owner: str) -> None: ...
+
     # ---- automation actions (shaping) ----
 
     def put_actions(self, actions: Sequence[ShapingAction]) -> None: ...

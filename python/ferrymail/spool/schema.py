@@ -13,7 +13,7 @@ from .states import CODE, FINAL_SQL, PENDING_SQL, QUEUED
 
 #: The version of the tables below, kept in PRAGMA user_version. Raise it with every
 #: change to them, with a migration from the one before.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: PRAGMA application_id ("FMSP"): marks the file as a ferrymail spool, so that another
 #: program's SQLite file is refused instead of getting our tables added to it.
 APPLICATION_ID = 0x464D5350
@@ -173,6 +173,25 @@ CREATE TABLE webhook_outbox (
 -- An endpoint's rows in order: its open batch, then the rows after it.
 CREATE INDEX webhook_outbox_endpoint ON webhook_outbox (endpoint, dead, batch, id);
 """
+# Version 7: what the engines sharing one spool share of each site's limits
+# (shaping/grants.py, shaping/fleet.py): a token bucket per site for its message rate,
+# taken from in grants, and the engines alive now, among which its connections are split.
+_V7 = """
+-- A site's message rate as tokens (take_tokens): `tokens` as of `filled_at`, refilled at
+-- the rate the caller passes, holding at most one second's worth.
+CREATE TABLE rate_bucket (
+    key TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    filled_at REAL NOT NULL
+) WITHOUT ROWID;
+-- An engine using the spool (its owner name, `Engine.owner`), seen alive at `seen_at`
+-- (heartbeat); `node` is its Config.node, for people.
+CREATE TABLE fleet_node (
+    owner TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    seen_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
 #: The recipient table's state CHECK as versions 1 to 4 wrote it, and as 5 writes it.
 _STATE_CHECK_V4 = "CHECK (state BETWEEN 0 AND 8)"
 _STATE_CHECK = f"CHECK (state BETWEEN 0 AND {len(CODE) - 1})"
@@ -238,7 +257,7 @@ CREATE INDEX recipient_pending ON recipient (due, id, domain, state, campaign)
 CREATE INDEX recipient_final ON recipient (campaign, state) WHERE {FINAL_SQL};
 {_V2}-- The key is the normalized address (see suppression.py): one row per address and
 -- scope.
-{_SUPPRESSION}{_FEEDBACK}{_V4}{_V5}{_V6}"""
+{_SUPPRESSION}{_FEEDBACK}{_V4}{_V5}{_V6}{_V7}"""
 
 
 def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
@@ -427,6 +446,11 @@ def _migrate(db: sqlite3.Connection, name: str) -> None:
             for statement in _statements(_V6):
                 db.execute(statement)
             db.execute("PRAGMA user_version = 6")
+            version = 6
+        if version == 6:
+            for statement in _statements(_V7):
+                db.execute(statement)
+            db.execute("PRAGMA user_version = 7")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

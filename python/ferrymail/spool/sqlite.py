@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -50,6 +51,9 @@ SUPPRESSION_CHUNK = 10_000
 #: How often `lease` looks for leases of dead processes of this host (and at its first
 #: call): a scan of the in-flight rows, cheap but not free on a busy spool.
 RECLAIM_EVERY = 60.0
+#: An engine not seen for this long is forgotten by `fleet_heartbeat` (its row deleted);
+#: one not seen within the caller's `live_for` is already not counted.
+FORGET_NODE_AFTER = 3600.0
 
 
 def _first_of_each_key(rows: Sequence[NewRecipient]) -> list[NewRecipient | None]:
@@ -444,7 +448,62 @@ class SqliteSpool(CampaignNames):
             db.executemany("DELETE FROM suspension WHERE site = ?", [(s,) for s in sites])
         return sites
 
-    # ---- queries ----
+    # ---- the fleet's share of each site's limits (shaping/grants.py, shaping/fleet.py) ----
+
+    def take_tokens(self, key: str, per_second: float, want: int) -> int:
+        """Take up to `want` tokens from the bucket `key` (a site's message rate), refilled
+        at `per_second` and holding at most one second's worth (at least one token); a
+        new bucket starts full. Returns how many were taken: 0 when it has not one whole
+        token yet. Every engine on the spool takes from the one bucket, in grants of a
+        fraction of a second's worth, so that together they send at the rate without a
+        write per message. Not durable: a grant lost to a power cut is tokens nobody
+        spends."""
+        now = self._clock()
+        burst = max(1.0, per_second)
+        with self._transaction(durable=False) as db:
+            row = db.execute(
+                "SELECT tokens, filled_at FROM rate_bucket WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                level, filled_at = burst, now
+            else:
+                # Never moved back in time (another process's clock read may be later).
+                filled_at = max(now, row[1])
+                level = min(burst, row[0] + max(0.0, now - row[1]) * per_second)
+            got = max(0, min(want, math.floor(level)))
+            db.execute(
+                "INSERT INTO rate_bucket (key, tokens, filled_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE"
+                " SET tokens = excluded.tokens, filled_at = excluded.filled_at",
+                (key, level - got, filled_at),
+            )
+        return got
+
+    def fleet_heartbeat(self, owner: str, node: str, live_for: float) -> tuple[float, list[str]]:
+        """Note that the engine `owner` (`Engine.owner`, on node `node`) is alive now;
+        returns the spool's time now and the owners of the engines seen alive within
+        `live_for` seconds, this one among them, sorted. Engines share each site's
+        connection limit among the live ones (shaping/fleet.py). Heartbeats are
+        serialised (one write lock), so of two engines starting at once the second sees
+        the first. Not durable: a heartbeat lost is the next one's to make."""
+        now = self._clock()
+        with self._transaction(durable=False) as db:
+            db.execute(
+                "INSERT INTO fleet_node (owner, node, seen_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (owner) DO UPDATE"
+                " SET node = excluded.node, seen_at = excluded.seen_at",
+                (owner, node, now),
+            )
+            db.execute("DELETE FROM fleet_node WHERE seen_at < ?", (now - FORGET_NODE_AFTER,))
+            rows = db.execute(
+                "SELECT owner FROM fleet_node WHERE seen_at > ? ORDER BY owner", (now - live_for,)
+            )
+            return now, [owner for (owner,) in rows]
+
+    def fleet_leave(self, owner: str) -> None:
+        """The engine `owner` stopped: the others count it out at their next heartbeat."""
+        with self._transaction(durable=False) as db:
+            db.execute("DELETE FROM fleet_node WHERE owner = ?", (owner,))
 
     # ---- automation actions (shaping) ----
 

@@ -135,6 +135,15 @@ impl Pool {
             let lease = {
                 let mut state = slot.lock();
                 let mut lease = None;
+                // A limit lower than the connections open (a fleet engine's share of the
+                // site shrank, automation lowered it): idle sessions over it are closed
+                // now, oldest first, so the receiver sees the new limit without waiting
+                // for the idle timeout.
+                while state.open > limit && !state.idle.is_empty() {
+                    let session = state.idle.remove(0);
+                    state.open -= 1;
+                    dead.push(session);
+                }
                 while let Some(session) = state.idle.pop() {
                     if session.idle_since.elapsed() < self.idle_timeout && session.is_alive() {
                         lease = Some(Lease::Reuse(Box::new(session), self.permit(&slot)));
@@ -154,6 +163,9 @@ impl Pool {
                 }
                 lease
             };
+            if !dead.is_empty() {
+                slot.notify.notify_waiters();
+            }
             for session in dead {
                 tokio::spawn(session.quit());
             }
@@ -264,5 +276,49 @@ async fn reap(pool: Weak<Pool>, period: Duration) {
         if !expired.is_empty() {
             tokio::spawn(quit_all(expired));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::test_peer::{self, Behaviour};
+
+    fn open(slot: &Arc<Slot>) -> usize {
+        slot.lock().open
+    }
+
+    #[tokio::test]
+    async fn a_lower_limit_closes_the_idle_sessions_over_it() {
+        let peer = test_peer::start(Behaviour::default()).await;
+        let options = test_peer::options(None);
+        let pool = Pool::new(&options);
+        let key = PoolKey {
+            address: peer.address,
+            source: None,
+            tls: TlsPolicy::Off,
+            helo: Arc::from("client.test"),
+        };
+        // Two connections at a limit of two, both handed back idle.
+        let mut permits = Vec::new();
+        for _ in 0..2 {
+            match pool.acquire(&key, 2, &[]).await {
+                Lease::Open(permit) => permits.push(permit),
+                Lease::Reuse(..) => panic!("nothing idle yet"),
+            }
+        }
+        for permit in permits {
+            pool.release(test_peer::session(&peer, &options).await, permit, 100);
+        }
+        let slot = pool.slot(&key);
+        assert_eq!(open(&slot), 2);
+        // The limit drops to one: one idle session is reused, the other closed now.
+        let Lease::Reuse(session, permit) = pool.acquire(&key, 1, &[]).await else {
+            panic!("an idle session was there")
+        };
+        assert_eq!(open(&slot), 1);
+        assert!(slot.lock().idle.is_empty());
+        drop((session, permit));
+        assert_eq!(open(&slot), 0);
     }
 }
