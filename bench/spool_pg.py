@@ -201,8 +201,7 @@ async def run_asyncpg(url: str, n: int, chunk: int, batch: int) -> Meter:
             began = meter.start()
             now = time.time()
             async with db.transaction():
-                columns = record_columns(updates, now)
-                await db.execute(record, now, *columns, columns[0])
+                await db.execute(record, now, *record_columns(updates, now))
             meter.stop("record", began)
         assert await db.fetchval("SELECT count(*) FROM recipient WHERE state = 3") == n
     finally:

@@ -376,7 +376,7 @@ class PostgresSpool(Reconnecting, CampaignNames):
             self.webhook_enqueue(outbox)
             return len(updates)
         with self._transaction(once=True) as db:
-            applied = db.execute(sql.RECORD, (now, *columns, columns[0])).rowcount
+            applied = db.execute(sql.RECORD, (now, *columns)).rowcount
             requeued = [u.id for u in updates if u.state in (QUEUED, DEFERRED)]
             if requeued:  # put back after their campaign was cancelled: they end there
                 db.execute(sql.CANCEL_REQUEUED, {"now": now, "ids": requeued})
