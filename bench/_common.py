@@ -53,6 +53,28 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu(parent: int) -> float:
+    """CPU seconds of a process and its children, live and ended (a PostgreSQL server:
+    the postmaster, its backends, walwriter, checkpointer, autovacuum; the ended ones
+    through the postmaster's cutime and cstime, once it has reaped them)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry), int(fields[1])
+        if pid == parent:
+            total += sum(int(x) for x in fields[11:15]) / tick
+        elif ppid == parent:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def high_water_kb(pid: int) -> int:
     """A running process's peak RSS (VmHWM) in KiB; 0 once it is gone."""
     try:

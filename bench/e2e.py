@@ -77,6 +77,7 @@ from _common import (
     machine_busy,
     markdown_table,
     process_cpu,
+    tree_cpu,
 )
 from ferrymail import sample
 
@@ -191,6 +192,7 @@ class Result(msgspec.Struct, kw_only=True):
     replies: list[tuple[str, int]] = []
     error: str | None = None
     server_cpu: float | None = None  # the PostgreSQL server's CPU seconds meanwhile
+    nodes_maxrss_kb: list[int] = []  # the other engine processes' peak RSS (VmHWM)
 
 
 def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
@@ -307,7 +309,8 @@ async def run_ferrymail(spec: Spec) -> Result:
         seconds = time.perf_counter() - started
         for node in others:  # every recipient is final: the other nodes may stop
             node.send_signal(signal.SIGTERM)
-        used = cpu_seconds() - cpu + sum(node_cpu(node) for node in others)
+        ended = [node_ended(node) for node in others]
+        used = cpu_seconds() - cpu + sum(cpu for cpu, _ in ended)
         if server is not None:
             server_cpu = server.cpu() - server_cpu
         report = await engine.report(campaign_id)
@@ -319,6 +322,7 @@ async def run_ferrymail(spec: Spec) -> Result:
         states={k: v for k, v in report.states.items() if v},
         replies=report.replies[:5],
         server_cpu=server_cpu if server is not None else None,
+        nodes_maxrss_kb=[peak for _, peak in ended],
     )
     if submitted.accepted != spec.recipients:
         result.error = f"submit accepted {submitted} of {spec.recipients:,}"
@@ -362,22 +366,7 @@ class PgServer:
     def cpu(self) -> float:
         """The postmaster's CPU, its ended children's (cutime, cstime: backends that
         ended, reaped by it) and its live children's (backends, walwriter, checkpointer)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            pid, parent = int(entry), int(fields[1])
-            if pid == self.postmaster:
-                total += sum(int(x) for x in fields[11:15]) / tick
-            elif parent == self.postmaster:
-                total += (int(fields[11]) + int(fields[12])) / tick
-        return total
+        return tree_cpu(self.postmaster)
 
 
 def fresh_database(url: str, name: str) -> tuple[str, PgServer]:
@@ -413,11 +402,12 @@ def start_node(spec: Spec, spool: str) -> subprocess.Popen[str]:
     return process
 
 
-def node_cpu(process: subprocess.Popen[str]) -> float:
-    """The CPU seconds a node spent after it was ready (its start-up is not the row's)."""
+def node_ended(process: subprocess.Popen[str]) -> tuple[float, int]:
+    """The CPU seconds a node spent after it was ready (its start-up is not the row's),
+    and its peak RSS in KiB (its own VmHWM, which it reads as it ends)."""
     out, _ = process.communicate(timeout=60)
-    done = float(out.split()[-1])
-    return done - process.ready_cpu  # type: ignore[attr-defined]
+    _, done, peak = out.split()[-3:]
+    return float(done) - process.ready_cpu, int(peak)  # type: ignore[attr-defined]
 
 
 async def run_node(spec: Spec) -> None:
@@ -429,7 +419,7 @@ async def run_node(spec: Spec) -> None:
         loop.add_signal_handler(signal.SIGTERM, engine.stop)
         print("ready", cpu_seconds(), flush=True)
         await engine.run()
-    print("done", cpu_seconds(), flush=True)
+    print("done", cpu_seconds(), high_water_kb(os.getpid()), flush=True)
 
 
 async def stuck(engine: ferrymail.Engine, campaign_id: str, seconds: float) -> NoReturn:
@@ -772,7 +762,9 @@ def table(rows: list[Row]) -> str:
                 f"{r.result.seconds:,.2f}",
                 f"{r.rate:,.0f}",
                 f"{1000 * r.result.cpu / n:.3f}",
-                f"{r.result.maxrss_kb / 1024:,.0f}",
+                " / ".join(
+                    f"{kb / 1024:,.0f}" for kb in (r.result.maxrss_kb, *r.result.nodes_maxrss_kb)
+                ),
                 f"{1000 * r.sink_cpu / n:.3f}",
                 "" if r.result.server_cpu is None else f"{1000 * r.result.server_cpu / n:.3f}",
                 f"{r.sink_messages:,}" + ("" if r.sink_messages == n else " MISMATCH"),
@@ -838,6 +830,7 @@ def goals(rows: list[Row]) -> list[str]:
             f"- {verdict(mb < 300)}: peak RSS for 1,000,000 recipients, {mb:,.0f} MB"
             " (goal: under 300 MB)"
         )
+    out += pg_goals(by_key, missing, verdict)
     busiest = max((r.others for r in rows), default=0.0)
     if busiest > BUSY:
         out.append(
@@ -845,6 +838,42 @@ def goals(rows: list[Row]) -> list[str]:
             " a row (others' load): these verdicts measure the machine's load as much as the"
             " code; rerun when it is quiet."
         )
+    return out
+
+
+def pg_goals(by_key: dict[str, Row], missing: Any, verdict: Any) -> list[str]:
+    """The PostgreSQL rows' goals (issue 14), for those that ran."""
+    out = []
+    if "pg1" in by_key:
+        if why := missing("ferrymail", "pg1"):
+            out.append(f"- not measured, one node on PostgreSQL against SQLite: {why}")
+        else:
+            share = by_key["pg1"].rate / by_key["ferrymail"].rate
+            out.append(
+                f"- {verdict(share >= 0.8)}: one node on PostgreSQL, {by_key['pg1'].rate:,.0f}"
+                f" messages/s = {share:.0%} of SQLite's (goal: at least 80%)"
+            )
+    if "pgkumo" in by_key:
+        if why := missing("pgkumo"):
+            out.append(f"- not measured, KumoMTA's profile on PostgreSQL: {why}")
+        else:
+            hourly = by_key["pgkumo"].rate * 3600
+            out.append(
+                f"- {verdict(hourly >= 12e6)}: KumoMTA's test profile on PostgreSQL, one node,"
+                f" {hourly / 1e6:,.1f} million messages/hour (goal: at least 12 million)"
+            )
+    if "pgmillion" in by_key:
+        if why := missing("pgmillion"):
+            out.append(f"- not measured, 1,000,000 through three nodes on PostgreSQL: {why}")
+        else:
+            row = by_key["pgmillion"]
+            peaks = [row.result.maxrss_kb, *row.result.nodes_maxrss_kb]
+            mbs = " / ".join(f"{kb / 1024:,.0f}" for kb in peaks)
+            out.append(
+                f"- {verdict(max(peaks) / 1024 < 300)}: 1,000,000 through three nodes on"
+                f" PostgreSQL, every one delivered in {row.result.seconds:,.0f} s; peak RSS"
+                f" per node {mbs} MB (goal: under 300 MB each)"
+            )
     return out
 
 
@@ -965,13 +994,20 @@ def plan(args: argparse.Namespace, base: dict[str, Any]) -> list[Row]:
     candidates["kumo"] = Row("kumo", f"ferrymail, {KUMO_KB} KB, DKIM RSA-2048", kumo)
     rows = [row for key, row in candidates.items() if key in wanted]
     if args.spool:
-        for nodes in (1, 2, 3):
+        for nodes in args.nodes:
             spec = Spec(kind="ferrymail", recipients=n, spool=args.spool, nodes=nodes, **base)
             label = f"{nodes} engine" + ("s" if nodes > 1 else "")
             rows.append(Row(f"pg{nodes}", f"ferrymail on PostgreSQL, {label}", spec))
+        if "kumo" in wanted:  # KumoMTA's profile on one node: the commits durable there too
+            spec = msgspec.structs.replace(kumo, spool=args.spool)
+            rows.append(Row("pgkumo", f"{candidates['kumo'].name}, PostgreSQL", spec))
     if args.million:
         big = Spec(kind="ferrymail", recipients=1_000_000, **base)
-        rows.append(Row("million", "ferrymail, 1,000,000 (--million)", big))
+        if args.million_on != "pg" or not args.spool:
+            rows.append(Row("million", "ferrymail, 1,000,000 (--million)", big))
+        if args.spool and args.million_on != "sqlite":
+            spec = msgspec.structs.replace(big, spool=args.spool, nodes=3)
+            rows.append(Row("pgmillion", "ferrymail on PostgreSQL, 3 engines, 1,000,000", spec))
     for row in rows:
         row.spec.timeout = max(MIN_TIMEOUT, SECONDS_PER_1000 * row.spec.recipients / 1000)
         if row.spec.kind == "ferrymail" and row.spec.event_log:
@@ -988,6 +1024,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="10,000 recipients: a smoke test")
     p.add_argument("--no-dkim", action="store_true", help="skip the DKIM rows")
     p.add_argument("--million", action="store_true", help="add a 1,000,000-recipient row")
+    p.add_argument(
+        "--million-on",
+        choices=("both", "sqlite", "pg"),
+        default="both",
+        help="with --million and --spool: the 1,000,000 row's spool (PostgreSQL: 3 engines)",
+    )
     p.add_argument("--connections", type=int, default=10, metavar="C", help="to the sink at once")
     p.add_argument(
         "--per-connection", type=int, default=100, metavar="M", help="messages a connection"
@@ -1010,6 +1052,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="add rows on PostgreSQL with 1, 2, 3 engine processes: postgresql://… (a "
         "server on this machine, whose user may create databases), or pg for a throwaway "
         "cluster",
+    )
+    p.add_argument(
+        "--nodes",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=[1, 2, 3],
+        metavar="N,...",
+        help="engine processes of the PostgreSQL rows (default: 1,2,3; '' for none)",
     )
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--node", help=argparse.SUPPRESS)

@@ -4,9 +4,10 @@ and with asyncpg, and submit by COPY against executemany in pipeline mode.
 Starts a throwaway PostgreSQL cluster (tests/pg_peer.py: initdb, pg_ctl on loopback,
 fsync on unless --no-fsync) or uses --url, then for each driver in a fresh database:
 submits --recipients queued recipients in chunks of --chunk, then leases --lease at a
-time and records each batch delivered until none is left. Prints a table of wall time,
-recipients per second, this process's CPU and the server backend's CPU (from /proc,
-so the server must run on this machine), per 1,000 recipients.
+time and records each batch delivered until none is left; then the same on an SQLite
+spool (fsync on). Prints a table of wall time, recipients per second, this process's
+CPU and the server's (every process of it, from /proc, so the server must run on this
+machine), per 1,000 recipients, and their sum against SQLite's.
 
 The asyncpg side runs the same SQL as PostgresSpool (pg_statements.py), with $n
 parameters, on an asyncio loop: what the spool would cost were it written on asyncpg.
@@ -22,6 +23,7 @@ import asyncio
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +31,8 @@ from typing import Any
 
 import asyncpg
 import psycopg
-from _common import cores, cpu_model, markdown_table, process_cpu
-from ferrymail.spool import NewRecipient, Update
+from _common import cores, cpu_model, markdown_table, tree_cpu
+from ferrymail.spool import NewRecipient, SqliteSpool, Update
 from ferrymail.spool import pg_statements as sql
 from ferrymail.spool import postgres as spool_postgres
 from ferrymail.spool.postgres import PostgresSpool, record_columns
@@ -51,11 +53,18 @@ def recipients(start: int, count: int) -> list[NewRecipient]:
     ]
 
 
-class Meter:
-    """Wall, client CPU and server backend CPU of each phase, summed over its calls."""
+def postmaster(backend: int) -> int:
+    """The server process of a backend (its parent)."""
+    with open(f"/proc/{backend}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("PPid:"))
 
-    def __init__(self, backend_pid: int) -> None:
-        self.backend = backend_pid
+
+class Meter:
+    """Wall, client CPU and the server's CPU (every process of it: the backend, the WAL
+    writer, the checkpointer, autovacuum) of each phase, summed over its calls."""
+
+    def __init__(self, postmaster: int | None) -> None:
+        self.postmaster = postmaster  # None: no server (SQLite works in this process)
         self.totals: dict[str, list[float]] = {}
 
     def __enter__(self) -> Meter:
@@ -65,7 +74,8 @@ class Meter:
         pass
 
     def start(self) -> tuple[float, float, float]:
-        return time.perf_counter(), time.process_time(), process_cpu(self.backend)
+        server = 0.0 if self.postmaster is None else tree_cpu(self.postmaster)
+        return time.perf_counter(), time.process_time(), server
 
     def stop(self, phase: str, began: tuple[float, float, float]) -> None:
         wall, cpu, server = self.start()
@@ -83,8 +93,34 @@ def run_psycopg(url: str, n: int, chunk: int, batch: int, insert_with: str) -> M
     spool_postgres.INSERT_WITH = insert_with
     with PostgresSpool(url) as spool:
         spool.put_campaign("c1", b"spec")
-        pid = int(spool._db.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
-        meter = Meter(pid)
+        meter = Meter(postmaster(int(spool._db.execute("SELECT pg_backend_pid()").fetchone()[0])))  # type: ignore[index]
+        for start in range(0, n, chunk):
+            rows = recipients(start, chunk)
+            began = meter.start()
+            spool.insert("c1", rows)
+            meter.stop("submit", began)
+        while True:
+            began = meter.start()
+            leased = spool.lease(batch, "bench", 60)
+            meter.stop("lease", began)
+            if not leased:
+                break
+            updates = delivered([r.id for r in leased])
+            began = meter.start()
+            spool.record(updates)
+            meter.stop("record", began)
+        assert spool.counts()["delivered"] == n
+    return meter
+
+
+def run_sqlite(n: int, chunk: int, batch: int) -> Meter:
+    """The same phases on the SQLite spool (the yardstick: its work is all client CPU)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="ferrymail-bench-") as tmp,
+        SqliteSpool(Path(tmp) / "spool.db") as spool,
+    ):
+        spool.put_campaign("c1", b"spec")
+        meter = Meter(None)
         for start in range(0, n, chunk):
             rows = recipients(start, chunk)
             began = meter.start()
@@ -127,7 +163,7 @@ async def run_asyncpg(url: str, n: int, chunk: int, batch: int) -> Meter:
         spool.put_campaign("c1", b"spec")
     db: Any = await asyncpg.connect(url)
     try:
-        meter = Meter(await db.fetchval("SELECT pg_backend_pid()"))
+        meter = Meter(postmaster(await db.fetchval("SELECT pg_backend_pid()")))
         campaign = await db.fetchval("SELECT id FROM campaign WHERE name = 'c1'")
         await db.execute(sql.STAGE)
         from_stage = dollars(sql.FROM_STAGE)
@@ -181,12 +217,14 @@ def main() -> None:
     parser.add_argument("--url", help="an existing server's maintenance database URL")
     parser.add_argument("--no-fsync", action="store_true", help="the test cluster's settings")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--runs",
+        default="pipeline,asyncpg",
+        help="besides psycopg with COPY and SQLite: pipeline, asyncpg (comma-separated; '' none)",
+    )
     args = parser.parse_args()
     n = 20_000 if args.quick else args.recipients
     chunk = min(args.chunk, n)
-
-    def fresh(make: Callable[[], str]) -> str:
-        return make()
 
     cluster: PgCluster | None = None
     if args.url is None:
@@ -209,24 +247,33 @@ def main() -> None:
     try:
         # A warm-up: the cluster's first database pays for cold caches.
         run_psycopg(new_database(), chunk, chunk, args.lease, "copy")
-        runs = {
-            "psycopg, COPY": run_psycopg(new_database(), n, chunk, args.lease, "copy"),
-            "psycopg, pipeline": run_psycopg(new_database(), n, chunk, args.lease, "pipeline"),
-            "asyncpg, COPY": asyncio.run(run_asyncpg(new_database(), n, chunk, args.lease)),
-        }
+        extra = set(args.runs.split(",")) - {""}
+        runs = {"psycopg, COPY": run_psycopg(new_database(), n, chunk, args.lease, "copy")}
+        if "pipeline" in extra:
+            runs["psycopg, pipeline"] = run_psycopg(
+                new_database(), n, chunk, args.lease, "pipeline"
+            )
+        if "asyncpg" in extra:
+            runs["asyncpg, COPY"] = asyncio.run(run_asyncpg(new_database(), n, chunk, args.lease))
+        runs["SQLite"] = run_sqlite(n, chunk, args.lease)
     finally:
         if cluster is not None:
             cluster.__exit__(None, None, None)
     lines = []
-    for phase in ("submit", "lease", "record"):
+    per_1k = n / 1000
+    phases = ("submit", "lease", "record")
+    for phase in (*phases, "lease + record"):
+        parts = ("lease", "record") if phase == "lease + record" else (phase,)
+        yardstick = sum(runs["SQLite"].totals[p][1] for p in parts)
         for name, meter in runs.items():
             if phase != "submit" and name == "psycopg, pipeline":
                 continue  # (the same lease and record as "psycopg, COPY")
-            wall, cpu, server = meter.totals[phase]
+            wall, cpu, server = (sum(meter.totals[p][i] for p in parts) for i in range(3))
             label = name if phase == "submit" else name.partition(",")[0]
             lines.append(
                 [f"{phase}: {label}", f"{wall:.2f}", f"{n / wall:,.0f}",
-                 f"{cpu * 1000 / (n / 1000):.1f}", f"{server * 1000 / (n / 1000):.1f}"]
+                 f"{cpu * 1000 / per_1k:.1f}", f"{server * 1000 / per_1k:.1f}",
+                 f"{(cpu + server) * 1000 / per_1k:.1f}", f"{(cpu + server) / yardstick:.2f}x"]
             )  # fmt: skip
     print(
         f"{n:,} recipients, submit in chunks of {chunk:,}, lease {args.lease:,} at a time;"
@@ -234,7 +281,8 @@ def main() -> None:
         f" psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), asyncpg {asyncpg.__version__}"
     )
     print()
-    head = ["phase: driver", "wall s", "recipients/s", "client CPU ms/1k", "server CPU ms/1k"]
+    head = ["phase: driver", "wall s", "recipients/s", "client CPU ms/1k", "server CPU ms/1k",
+            "total CPU ms/1k", "vs SQLite"]  # fmt: skip
     print(markdown_table(head, lines))
 
 
