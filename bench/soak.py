@@ -157,10 +157,31 @@ async def soak(minutes: float, rate: int, work: Path) -> int:
          "--route", f"good.test=127.0.0.1:{good.port}",
          "--route", f"bad.test=127.0.0.2:{hostile.port}",
          "--shaping", str(work / "shaping.toml"), "--service-config", str(work / "service.toml")],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=(work / "serve.err").open("wb"),
         env={**os.environ, "PYTHONUNBUFFERED": "1",
              "FERRYMAIL_TRACKING_SECRET": "soak-tracking-secret-0123456789abcdef"},
     )  # fmt: skip
+    try:
+        return await _drive(serve, receiver, work, token, minutes, rate, hooks, serving_hooks,
+                            good, hostile)  # fmt: skip
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+
+
+async def _drive(
+    serve: subprocess.Popen[bytes],
+    receiver: Receiver,
+    work: Path,
+    token: str,
+    minutes: float,
+    rate: int,
+    hooks: uvicorn.Server,
+    serving_hooks: asyncio.Task[None],
+    good: SmtpPeer,
+    hostile: SmtpPeer,
+) -> int:
     assert serve.stdout is not None
     line = await asyncio.get_running_loop().run_in_executor(None, serve.stdout.readline)
     base = "http://" + line.decode().rsplit(" ", 1)[1].strip()
@@ -186,7 +207,7 @@ async def soak(minutes: float, rate: int, work: Path) -> int:
             body = b"".join(
                 orjson.dumps(
                     {
-                        "email": f"user{n}@{'bad' if n % 5 == 4 else 'good'}.test",
+                        "email": _address(n),
                         "id": f"r{n}",
                         "n": n,
                     }
@@ -209,7 +230,7 @@ async def soak(minutes: float, rate: int, work: Path) -> int:
 
         # Every recipient final, then every logged event at the receiver (bounded).
         deadline = time.monotonic() + SETTLE
-        while sum((await report()).get(s, 0) for s in PENDING) and time.monotonic() < deadline:
+        while _pending(await report()) and time.monotonic() < deadline:
             await asyncio.sleep(1)
         logged = _logged(work / "events.jsonl")
         while time.monotonic() < deadline and not _all_received(logged, receiver):
@@ -228,7 +249,7 @@ async def soak(minutes: float, rate: int, work: Path) -> int:
     logged = _logged(work / "events.jsonl")
     received = {_key(e) for e, _ in receiver.events.values()}
     missing = [k for k in logged if k not in received]
-    pending = sum(states.get(s, 0) for s in PENDING)
+    pending = _pending(states)
     total = sum(states.values())
     ok = ok and not missing and pending == 0 and total == submitted and serve.returncode == 0
 
@@ -241,7 +262,7 @@ async def soak(minutes: float, rate: int, work: Path) -> int:
     ]
     print(markdown_table(["minute", "serve RSS MiB", "submitted", "final", "webhook events"], rows))
     finals = [e for e, _ in receiver.events.values() if e["type"] in FINAL]
-    lag = [at - e["at"] for e, at in receiver.events.values()]
+    lag = [at - e["timestamp"] for e, at in receiver.events.values()]
     lines = []
     for name, values in [
         ("submit→final, all", [e["since_submit"] for e in finals]),
@@ -281,8 +302,17 @@ async def soak(minutes: float, rate: int, work: Path) -> int:
     return 0 if ok else 1
 
 
+def _address(n: int) -> str:
+    """1 in 5 to the hostile peer, numbered among its own (its rules go by that number)."""
+    return f"user{n // 5}@bad.test" if n % 5 == 4 else f"user{n}@good.test"
+
+
+def _pending(states: dict[str, int]) -> int:
+    return sum(states.get(s, 0) for s in PENDING)
+
+
 def _key(event: dict[str, Any]) -> tuple[str, str, float]:
-    return (event["type"], event["recipient"], event["at"])
+    return (event["type"], event["recipient"], event["timestamp"])
 
 
 def _logged(path: Path) -> list[tuple[str, str, float]]:

@@ -90,7 +90,7 @@ class SmtpPeer:
                     return
                 else:
                     await reply("502 5.5.2 command not recognized")
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
