@@ -105,7 +105,7 @@ def over_http(directory: Path, n: int, body: Path) -> tuple[float, float]:
     token = _create_key(spool)
     server = subprocess.Popen(
         [sys.executable, "-m", "ferrymail", "serve", "--listen", "127.0.0.1:0",
-         "--spool", str(spool)],
+         "--spool", str(spool), "--no-delivery"],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1",
              "FERRYMAIL_TRACKING_SECRET": "bench-tracking-secret-0123456789"},

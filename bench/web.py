@@ -193,7 +193,8 @@ def main() -> int:
         (work / "starlette_click.py").write_text(
             STARLETTE.format(config=str(config), spool=str(spool_path))
         )
-        serve = [sys.executable, "-m", "ferrymail", "serve", "--config", str(config)]
+        serve = [sys.executable, "-m", "ferrymail", "serve", "--no-delivery"]
+        serve += ["--config", str(config)]
         servers: list[tuple[str, int, list[str]]] = []
         processes = []
         try:

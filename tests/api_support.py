@@ -32,6 +32,8 @@ class Served:
     #: Tokens of a read-write key ("app") and a read-only one ("dashboard").
     token: str
     read_only: str
+    #: The serve process: its returncode once the block ended.
+    process: subprocess.Popen[bytes]
 
     def auth(self, token: str | None = None) -> dict[str, str]:
         return {"authorization": f"Bearer {token or self.token}"}
@@ -49,8 +51,9 @@ def create_key(spool: Path, name: str, *options: str) -> str:
 
 
 @contextlib.contextmanager
-def serve(tmp_path: Path, *options: str) -> Iterator[Served]:
-    """`ferrymail serve` on a new spool with two keys, until the block ends."""
+def serve(tmp_path: Path, *options: str, delivery: bool = False) -> Iterator[Served]:
+    """`ferrymail serve` on a new spool with two keys, until the block ends; an API-only
+    front (--no-delivery) unless `delivery` (then `options` say where mail goes)."""
     spool = tmp_path / "spool.db"
     tokens = tmp_path / "tokens"
     if not spool.exists():  # a new spool, and its keys; else the same again (a restart)
@@ -60,7 +63,7 @@ def serve(tmp_path: Path, *options: str) -> Iterator[Served]:
     token, read_only = tokens.read_text().split("\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "ferrymail", "serve", "--listen", "127.0.0.1:0",
-         "--spool", str(spool), *options],
+         "--spool", str(spool), *options, *(() if delivery else ("--no-delivery",))],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1",
              "FERRYMAIL_TRACKING_SECRET": "api-test-tracking-secret-0123456789"},
@@ -71,6 +74,6 @@ def serve(tmp_path: Path, *options: str) -> Iterator[Served]:
         assert ready, "ferrymail serve did not start"
         line = process.stdout.readline().decode()
         assert line.startswith("ferrymail serve: listening on 127.0.0.1:"), line
-        yield Served("http://" + line.rsplit(" ", 1)[1].strip(), spool, token, read_only)
+        yield Served("http://" + line.rsplit(" ", 1)[1].strip(), spool, token, read_only, process)
     finally:
         end_process(process)

@@ -121,7 +121,7 @@ async def test_clicks_opens_unsubscribes_late_bounces_and_complaints_come_back(
         ),
         ferrymail_process(
             "serve", "--listen", "127.0.0.1:0", "--spool", str(spool_path),
-            "--config", str(tmp_path / "web.toml"),
+            "--config", str(tmp_path / "web.toml"), "--no-delivery",
             "--event-log", str(tmp_path / "web-events.jsonl"),
             ready="ferrymail serve: listening",
             cwd=tmp_path,

@@ -44,7 +44,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "ferrymail", "serve", "--listen", "127.0.0.1:0",
-         "--spool", str(tmp_path / "spool.db"), "--config", str(toml)],
+         "--spool", str(tmp_path / "spool.db"), "--config", str(toml), "--no-delivery"],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip

@@ -204,7 +204,7 @@ def test_serve_sends_clicks_and_opens_to_its_webhooks(tmp_path: Path) -> None:
     with receiver:
         process = subprocess.Popen(
             [sys.executable, "-m", "ferrymail", "serve", "--listen", "127.0.0.1:0",
-             "--spool", str(spool), "--service-config", str(service),
+             "--spool", str(spool), "--service-config", str(service), "--no-delivery",
              "--metrics-listen", f"127.0.0.1:{metrics_port}"],
             stdout=subprocess.PIPE, env={**os.environ, "FERRYMAIL_TRACKING_SECRET": SECRET,
                                          "PYTHONUNBUFFERED": "1"},

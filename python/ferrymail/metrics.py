@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -43,9 +44,10 @@ LATENCY_BUCKETS = (
 
 class Metrics:
     """The metrics of one process. `observe(event)` counts an event; the spool at
-    `spool_at` is read at each scrape (recipients by state, suspensions, shaping actions
-    in force, the webhook outbox); `webhook_posts` returns the webhook sender's POSTs
-    {(endpoint, "ok"|"failed"): n}, when the process runs one."""
+    `spool_at` is read at each scrape (recipients by state, and pending ones by state and
+    site, suspensions, shaping actions in force, the webhook outbox); `webhook_posts`
+    returns the webhook sender's POSTs {(endpoint, "ok"|"failed"): n}, when the process
+    runs one; `watch_connections` gives the engine's open SMTP connections."""
 
     def __init__(
         self,
@@ -55,6 +57,7 @@ class Metrics:
         # No auto_describe: describing would read the spool at registration.
         self.registry = CollectorRegistry()
         self._sites: set[str] = set()
+        self._sites_lock = threading.Lock()  # the scrape's thread names sites too
         self._messages = {
             kind: Counter(
                 f"ferrymail_messages_{kind}",
@@ -94,17 +97,24 @@ class Metrics:
             registry=self.registry,
         )
         if spool_at is not None or webhook_posts is not None:
-            self.registry.register(_SpoolCollector(spool_at, webhook_posts))
+            self.registry.register(_SpoolCollector(spool_at, webhook_posts, self.site))
+
+    def watch_connections(self, connections: Callable[[], tuple[int, int]]) -> None:
+        """Serve `connections()` (busy, idle: an engine's `connections`) at each scrape
+        as ferrymail_connections_open{state}."""
+        self.registry.register(_ConnectionsCollector(connections))
 
     def site(self, mx: str | None) -> str:
-        """The `site` label of an MX host: itself among the first MAX_SITES, else OTHER."""
+        """The `site` label of an MX host: itself among the first MAX_SITES, else OTHER
+        ("none": no MX host, e.g. a recipient not tried yet)."""
         if mx is None:
             return "none"
         if mx in self._sites:
             return mx
-        if len(self._sites) < MAX_SITES:
-            self._sites.add(mx)
-            return mx
+        with self._sites_lock:
+            if len(self._sites) < MAX_SITES:
+                self._sites.add(mx)
+                return mx
         return OTHER
 
     def observe(self, event: Event | FeedbackEvent) -> None:
@@ -159,7 +169,9 @@ class _SpoolCollector(Collector):
         self,
         spool_at: str | os.PathLike[str] | None,
         webhook_posts: Callable[[], Mapping[tuple[str, str], int]] | None,
+        site: Callable[[str | None], str],
     ) -> None:
+        self._site = site
         self._spool_at = spool_at
         self._spool: Spool | None = None
         self._lock = threading.Lock()
@@ -171,6 +183,7 @@ class _SpoolCollector(Collector):
                 if self._spool is None:
                     self._spool = open_spool(self._spool_at, read_only=True)
                 counts = self._spool.counts()
+                pending = self._spool.pending_by_site()
                 suspensions = len(self._spool.suspensions())
                 actions = len(self._spool.actions())
                 backlog = self._spool.webhook_backlog()
@@ -180,6 +193,7 @@ class _SpoolCollector(Collector):
             for state, n in counts.items():
                 queue.add_metric([state], n)
             yield queue
+            yield self._by_site(pending)
             yield GaugeMetricFamily(
                 "ferrymail_suspensions", "Sites suspended now", value=suspensions
             )
@@ -206,3 +220,37 @@ class _SpoolCollector(Collector):
             for (endpoint, result), n in sorted(self._posts().items()):
                 posts.add_metric([endpoint, result], n)
             yield posts
+
+    def _by_site(self, pending: list[tuple[str, str | None, int]]) -> GaugeMetricFamily:
+        # The biggest queues claim the free site labels first; the rest add up in "other".
+        by: Tally[tuple[str, str]] = Tally()
+        for state, mx, n in sorted(pending, key=lambda row: -row[2]):
+            by[state, self._site(mx)] += n
+        family = GaugeMetricFamily(
+            "ferrymail_queue_pending_recipients",
+            "Pending recipients by state and site (the MX host of their last attempt; "
+            '"none": not tried yet)',
+            labels=["state", "site"],
+        )
+        for (state, site), n in sorted(by.items()):
+            family.add_metric([state, site], n)
+        return family
+
+
+class _ConnectionsCollector(Collector):
+    """The engine's open SMTP connections, asked at scrape time."""
+
+    def __init__(self, connections: Callable[[], tuple[int, int]]) -> None:
+        self._connections = connections
+
+    def collect(self) -> Iterator[Any]:
+        busy, idle = self._connections()
+        family = GaugeMetricFamily(
+            "ferrymail_connections_open",
+            "SMTP connections open: busy (in a delivery, being opened or closing) or idle "
+            "(kept for the next batch)",
+            labels=["state"],
+        )
+        family.add_metric(["busy"], busy)
+        family.add_metric(["idle"], idle)
+        yield family

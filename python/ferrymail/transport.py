@@ -79,6 +79,12 @@ class Transport:
         deliveries started afterwards run normally. Returns without waiting."""
         self._inner.abort()
 
+    def connections(self) -> tuple[int, int]:
+        """The SMTP connections open now, as (busy, idle): busy ones in a delivery (or
+        being opened, or saying QUIT), idle ones kept for the next batch. Any thread."""
+        busy, idle = self._inner.connections()
+        return busy, idle
+
     async def close(self) -> None:
         """Sends QUIT on idle connections and closes them."""
         await self._inner.close()

@@ -69,10 +69,18 @@ def event_log_path(spool: str, event_log: str | None) -> str:
     return beside_spool(spool, "events.jsonl")
 
 
-def add_delivery(p: argparse.ArgumentParser) -> None:
-    """The options that say where mail goes: DNS, a smarthost, per-domain routes."""
+def add_delivery(p: argparse.ArgumentParser, *, event_log: bool = True) -> None:
+    """The options that say where mail goes: DNS, a smarthost, per-domain routes; and
+    --event-log unless the command has a log of its own under that name (serve)."""
     p.add_argument("--helo", metavar="NAME", help="this host's EHLO name (default: hostname)")
     p.add_argument("--dns-server", metavar="HOST:PORT", help="default: the system resolver")
+    p.add_argument(
+        "--mx-port",
+        type=int,
+        default=25,
+        metavar="PORT",
+        help="the port MX hosts are connected on (default: 25; another for tests)",
+    )
     p.add_argument("--smarthost", metavar="HOST:PORT", help="relay everything through it")
     p.add_argument(
         "--route",
@@ -93,24 +101,30 @@ def add_delivery(p: argparse.ArgumentParser) -> None:
         help="this engine's name among those sharing one spool, in every event "
         "(default: the host name)",
     )
-    add_event_log(p)
+    if event_log:
+        add_event_log(p)
 
 
-def engine_config(args: argparse.Namespace) -> Config:
-    """The Config the delivery options describe, checked (a bad value is a CliError)."""
+def engine_config(args: argparse.Namespace, *, own_event_log: bool = True) -> Config:
+    """The Config the delivery options describe, checked (a bad value is a CliError).
+    `own_event_log=False`: the command's --event-log is another log (serve's clicks and
+    opens), so the delivery events go to events.jsonl next to the spool."""
     routes: dict[str, str] = {}
     for route in args.route:
         domain, eq, target = route.partition("=")
         if not eq or not domain or not target:
             raise CliError(f"--route {route!r}: expected DOMAIN=HOST:PORT")
         routes[domain.strip().lower()] = target
+    if not 0 < args.mx_port < 65536:
+        raise CliError(f"--mx-port {args.mx_port}: not a TCP port (1 to 65535)")
     try:
         config = Config(
             helo_name=args.helo or socket.gethostname(),
             dns_servers=[args.dns_server] if args.dns_server else None,
             smarthost=args.smarthost,
             routes=routes,
-            event_log=event_log_path(args.spool, args.event_log),
+            event_log=event_log_path(args.spool, args.event_log if own_event_log else None),
+            mx_port=args.mx_port,
             shaping=args.shaping,
             node=args.node,
         )

@@ -13,7 +13,6 @@ import uvloop
 
 from ..config import Config
 from ..engine import Engine
-from ..metrics import Metrics
 from ..spool import shown
 from ..webhooks import Webhook
 from .common import (
@@ -27,7 +26,7 @@ from .common import (
     warn_helo,
     when,
 )
-from .service import Service, add_metrics_listen, metrics_socket
+from .service import Service, add_metrics_listen, count_events, metrics_socket
 from .webhooks import add_service_config, sending, service_webhooks
 
 #: When a drain first looks for recipients another engine holds, and how often after.
@@ -85,7 +84,8 @@ async def _run(
         service.start()
         counting = None
         if service.metrics is not None:
-            counting = asyncio.create_task(_count(engine, service.metrics))
+            service.metrics.watch_connections(engine.connections)
+            counting = asyncio.create_task(count_events(engine, service.metrics))
         try:
             await (engine.drain() if drain else engine.run())
         finally:
@@ -98,11 +98,6 @@ async def _run(
             if reloader is not None:
                 await reloader.stop()
         return await engine.counts()
-
-
-async def _count(engine: Engine, metrics: Metrics) -> None:
-    async for event in engine.events():
-        metrics.observe(event)
 
 
 async def _watch_leases(engine: Engine) -> None:

@@ -10,7 +10,8 @@ import signal
 import socket
 import threading
 
-from ..config import Config
+import msgspec
+
 from ..engine.engine import Engine
 from ..errors import ConfigError
 from ..events import EventBus
@@ -20,8 +21,9 @@ from ..spool import open_spool as open_any_spool
 from ..spooler import Spooler
 from ..web import WebConfig, app, load
 from ..webhooks.feedback import OutboxBus
-from .common import CliError, add_spool, beside_spool, event_log_path, open_spool
-from .service import Service, add_metrics_listen, metrics_socket
+from .common import CliError, add_delivery, add_spool, beside_spool, engine_config, open_spool
+from .serve_delivery import Delivery
+from .service import Service, add_metrics_listen, count_events, metrics_socket
 from .webhooks import add_service_config, sending, service_webhooks
 
 #: Without --config, the secrets come from these environment variables (not from the
@@ -33,17 +35,20 @@ UNSUBSCRIBE_SECRET_ENV = "FERRYMAIL_UNSUBSCRIBE_SECRET"
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "serve",
-        help="serve the /v1 API (injection, reports, cancel, suppressions) and click "
-        "redirects, open pixels and one-click unsubscribes (HTTP)",
-        description="Serve the /v1 service API (API keys: `ferrymail keys`; delivery is "
-        "`ferrymail run`'s, on the same spool) and the tracking links, open pixels and "
-        "RFC 8058 one-click "
+        help="the sending service: the /v1 API (injection, reports, cancel, "
+        "suppressions), delivery, and click redirects, open pixels and one-click "
+        "unsubscribes (HTTP)",
+        description="Serve the /v1 service API (API keys: `ferrymail keys`) and deliver "
+        "what it takes, as `ferrymail run` does (the same delivery options; "
+        "--no-delivery for an API-only front whose spool `ferrymail run` nodes deliver); "
+        "and serve the tracking links, open pixels and RFC 8058 one-click "
         "unsubscribe URLs of the campaigns in the spool, recording each click, open and "
         "unsubscribe there. Put it behind the TLS-terminating proxy of the campaigns' "
         "tracking host (unsubscribe URLs are https). Without --config, the secret comes "
-        f"from ${SECRET_ENV} (and ${UNSUBSCRIBE_SECRET_ENV}).",
+        f"from ${SECRET_ENV} (and ${UNSUBSCRIBE_SECRET_ENV}). SIGTERM stops delivery "
+        "(batches in flight finish or go back to the queue), then the server.",
         epilog="example: ferrymail serve --listen 127.0.0.1:8080 --spool ferrymail.db "
-        "--config web.toml",
+        "--config web.toml --helo mail.example.com",
     )
     p.add_argument("--listen", required=True, metavar="HOST:PORT", help="e.g. 127.0.0.1:8080")
     add_spool(p)
@@ -82,6 +87,15 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the DKIM key store: a TOML table per key name (domain, selector, key = PEM "
         'file); API campaigns name their keys ("dkim": ["NAME"])',
     )
+    p.add_argument(
+        "--no-delivery",
+        dest="delivery",
+        action="store_false",
+        help="take mail over the API but leave its delivery to `ferrymail run` processes "
+        "on the same spool (the delivery options are then ignored)",
+    )
+    # Delivery events go to events.jsonl next to the spool: --event-log is the web's.
+    add_delivery(p, event_log=False)
     add_service_config(p)
     add_metrics_listen(p)
     p.set_defaults(func=main)
@@ -128,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
     import uvicorn  # only this command needs it
 
     try:
-        config = web_config(args.config)
+        config_web = web_config(args.config)
     except ConfigError as e:
         raise CliError(str(e)) from None
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
@@ -138,6 +152,7 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise CliError(str(e)) from None
     hooks = service_webhooks(args)
+    config = msgspec.structs.replace(engine_config(args, own_event_log=False), webhooks=hooks)
     sock = listening_socket(args.listen)
     metrics_sock = metrics_socket(args)
     log = args.event_log or beside_spool(args.spool, "web-events.jsonl")
@@ -146,28 +161,43 @@ def main(args: argparse.Namespace) -> int:
         # and /metrics counts them.
         senders = sending(args, hooks)
         service = Service(args.spool, senders, metrics_sock) if senders or metrics_sock else None
-        observe = None if service is None or service.metrics is None else service.metrics.observe
+        metrics = None if service is None else service.metrics
+        observe = None if metrics is None else metrics.observe
         events = OutboxBus(log, args.spool, hooks, observe) if hooks or observe else EventBus(log)
-        tracking = app(spool=spool, config=config, events=events)
-        # The /v1 API: an Engine on the spool for submit, cancel, report and flush
-        # (delivery is `ferrymail run`'s), and a spool of its own for keys and reads.
-        # Its submit events go to the log `ferrymail send` and `run` write (events.jsonl
-        # next to the spool).
-        engine = Engine(
-            args.spool,
-            Config(
-                helo_name=socket.gethostname(),
-                event_log=event_log_path(args.spool, None),
-                webhooks=hooks,
-            ),
-        )
+        tracking = app(spool=spool, config=config_web, events=events)
+        # The /v1 API and delivery: one Engine on the spool submits, cancels, reports
+        # and (unless --no-delivery) delivers, so a submit wakes its delivery at once;
+        # the API has a spool of its own for keys and reads. The engine's events go to
+        # the log `ferrymail send` and `run` write (events.jsonl next to the spool).
+        engine = Engine(args.spool, config)
+        if metrics is not None:
+            metrics.watch_connections(engine.connections)
         api_spooler = Spooler(open_any_spool(args.spool))
         api = Api(engine, api_spooler, recipients_limit=args.recipients_limit, dkim_keys=dkim_keys)
+        failures: list[BaseException] = []
+
+        def failed(error: BaseException) -> None:
+            failures.append(error)
+            server.should_exit = True
+
+        delivery = Delivery(engine, args.shaping, failed) if args.delivery else None
+        counting: list[asyncio.Task[None]] = []
 
         async def opened() -> None:
             await engine.open()
+            if metrics is not None:  # submits, and deliveries when delivering
+                counting.append(asyncio.create_task(count_events(engine, metrics)))
+            if delivery is not None:
+                delivery.start()
 
         async def closing() -> None:
+            # uvicorn has stopped taking requests and let those under way (a submit
+            # streaming in) finish; then delivery stops, as `ferrymail run` stops.
+            if delivery is not None:
+                await delivery.stop()
+            for task in counting:
+                task.cancel()
+            await asyncio.gather(*counting, return_exceptions=True)
             await engine.close()
             api_spooler.close()
 
@@ -188,10 +218,10 @@ def main(args: argparse.Namespace) -> int:
         )
         bound = sock.getsockname()
         print(f"ferrymail serve: listening on {bound[0]}:{bound[1]}", flush=True)
-        # uvicorn stops gracefully on SIGTERM (the lifespan shutdown commits the queued
-        # clicks and opens), then raises the signal again for the handler it found:
-        # this one, so that the spool and the event log are closed and the exit is 0,
-        # as for any server stopped the ordinary way (systemd, `kill`).
+        # uvicorn stops gracefully on SIGTERM (the lifespan shutdown stops delivery and
+        # commits the queued clicks and opens), then raises the signal again for the
+        # handler it found: this one, so that the spool and the event log are closed and
+        # the exit is 0, as for any server stopped the ordinary way (systemd, `kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
         background = _Background(service) if service is not None else None
         try:
@@ -202,7 +232,7 @@ def main(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
             events.close()
             sock.close()
-    return 0
+    return 1 if failures else 0
 
 
 class _Background:

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+from ..engine import Engine
 from ..metrics import Metrics
 from ..webhooks import Webhook, WebhookSender
 
@@ -30,6 +31,12 @@ def metrics_socket(args: argparse.Namespace) -> socket.socket | None:
 
     listen = getattr(args, "metrics_listen", None)
     return None if listen is None else listening_socket(listen, "--metrics-listen")
+
+
+async def count_events(engine: Engine, metrics: Metrics) -> None:
+    """Counts the engine's events in the metrics, until cancelled."""
+    async for event in engine.events():
+        metrics.observe(event)
 
 
 class Service:

@@ -36,7 +36,7 @@ from ..shaping.fleet import FleetConnections
 from ..shaping.grants import FleetBucket
 from ..shaping.in_force import ActionsInForce
 from ..sites import Site
-from ..spool import Leased, Report, open_spool
+from ..spool import Leased, NewRecipient, OutboxRow, Report, open_spool
 from ..spool.sqlite import CANCEL_PAGE
 from ..spooler import Spooler
 from ..submit import SubmitResult, chunks, rows
@@ -261,10 +261,26 @@ class Engine:
             # Globally suppressed, or unsubscribed from this campaign's list.
             on_list = await spooler.call(spooler.spool.suppressed_among, addresses, campaign.id)
             new = rows(chunk, on_list)
-            ids = await spooler.call(spooler.spool.insert, campaign.id, new)
             now = time.time()
-            events = []
-            listened = self._listened()
+            events: list[Event] = []
+
+            def outboxed(
+                ids: list[int | None],
+                new: list[NewRecipient] = new,
+                now: float = now,
+                events: list[Event] = events,
+            ) -> list[OutboxRow]:
+                # In the insert's transaction (on the spool's thread): the submit events
+                # reach the webhook outbox with the recipients, or neither does.
+                events[:] = self._submit_events(campaign.id, new, ids, now)
+                return self._outbox.rows(events)
+
+            hooked = bool(self._outbox)
+            ids = await spooler.call(
+                spooler.spool.insert, campaign.id, new, outboxed if hooked else None
+            )
+            if not hooked and self._listened():
+                events = self._submit_events(campaign.id, new, ids, now)
             for row, id_ in zip(new, ids, strict=True):
                 if id_ is None:  # the campaign has this recipient already
                     duplicates += 1
@@ -272,35 +288,38 @@ class Engine:
                 accepted += row.state == "queued"
                 rejected += row.state == "rejected"
                 suppressed += row.state == "suppressed"
-                if listened:
-                    events.append(
-                        Event(
-                            row.state,
-                            campaign.id,
-                            row.key,
-                            row.address,
-                            row.domain,
-                            None,
-                            None,
-                            0,
-                            row.code,
-                            row.enhanced,
-                            row.text,
-                            None,
-                            now,
-                            0.0,
-                            None,
-                            self.config.node,
-                        )
-                    )
-            if self._outbox and events:
-                # A transaction after the insert's: a crash between the two loses these
-                # submit events for the webhooks (a resubmit finds the recipients there).
-                hooked = self._outbox.rows(events)
-                await spooler.call(spooler.spool.webhook_enqueue, hooked)
             self._bus.publish(events)
             self._wake.set()
         return SubmitResult(accepted, rejected, suppressed, duplicates)
+
+    def _submit_events(
+        self, campaign_id: str, new: list[NewRecipient], ids: list[int | None], now: float
+    ) -> list[Event]:
+        """The events of the rows an insert added (id not None)."""
+        events = []
+        for row, id_ in zip(new, ids, strict=True):
+            if id_ is not None:
+                events.append(
+                    Event(
+                        row.state,
+                        campaign_id,
+                        row.key,
+                        row.address,
+                        row.domain,
+                        None,
+                        None,
+                        0,
+                        row.code,
+                        row.enhanced,
+                        row.text,
+                        None,
+                        now,
+                        0.0,
+                        None,
+                        self.config.node,
+                    )
+                )
+        return events
 
     # --- delivering -----------------------------------------------------------------
 
@@ -554,6 +573,12 @@ class Engine:
         or None when the spool has no such campaign."""
         spooler = self._open().spooler
         return await spooler.call(spooler.spool.campaign_spec, campaign_id)
+
+    def connections(self) -> tuple[int, int]:
+        """The SMTP connections this engine has open now, as (busy, idle); (0, 0)
+        when it is not open. Any thread may ask (the metrics' scrape does)."""
+        parts = self._parts
+        return (0, 0) if parts is None else parts.transport.connections()
 
     async def counts(self) -> dict[str, int]:
         """Recipients of every campaign in the spool, by state."""

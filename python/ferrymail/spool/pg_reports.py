@@ -60,6 +60,14 @@ def counts(db: Db) -> dict[str, int]:
     return {name: found[code] for code, name in enumerate(NAME)}
 
 
+def pending_by_site(db: Db) -> list[tuple[str, str | None, int]]:
+    """Pending recipients as (state, the MX host of their last attempt or None, count)."""
+    rows = db.execute(
+        f"SELECT state, mx, count(*) FROM recipient WHERE {PENDING_SQL} GROUP BY 1, 2"
+    )
+    return [(NAME[state], mx, n) for state, mx, n in rows]
+
+
 def suspensions(db: Db, now: float) -> list[Suspension]:
     rows = db.execute(
         "SELECT site, until, reason, domains, since FROM suspension WHERE until > %s"

@@ -224,7 +224,12 @@ class PostgresSpool(Reconnecting, CampaignNames):
 
     # ---- submit ----
 
-    def insert(self, campaign_id: str, rows: Sequence[NewRecipient]) -> list[int | None]:
+    def insert(
+        self,
+        campaign_id: str,
+        rows: Sequence[NewRecipient],
+        outbox: Callable[[list[int | None]], Sequence[OutboxRow]] | None = None,
+    ) -> list[int | None]:
         now = self._clock()
         unique = _first_of_each_key(rows)
         staged = []
@@ -271,6 +276,9 @@ class PostgresSpool(Reconnecting, CampaignNames):
             used = max((id_ for id_ in ids if id_ is not None), default=first - 1)
             if used < last:
                 db.execute("SELECT give_back_recipient_ids(%s, %s)", (last, used))
+            hooked = outbox(ids) if outbox is not None else ()
+            if hooked:
+                self._enqueue(db, hooked, now)
             self._result = ids
         return ids
 
@@ -558,6 +566,10 @@ class PostgresSpool(Reconnecting, CampaignNames):
     def counts(self) -> dict[str, int]:
         with self._transaction(snapshot=True) as db:
             return reports.counts(db)
+
+    def pending_by_site(self) -> list[tuple[str, str | None, int]]:
+        with self._transaction(snapshot=True) as db:
+            return reports.pending_by_site(db)
 
     def status(self) -> Status:
         now = self._clock()

@@ -7,7 +7,7 @@ transaction; the engine calls them from its single spool thread (spooler.py).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -52,7 +52,12 @@ class Spool(Protocol):
 
     # ---- submit and leasing (SqliteSpool.insert, lease …) ----
 
-    def insert(self, campaign_id: str, rows: Sequence[NewRecipient]) -> list[int | None]: ...
+    def insert(
+        self,
+        campaign_id: str,
+        rows: Sequence[NewRecipient],
+        outbox: Callable[[list[int | None]], Sequence[OutboxRow]] | None = None,
+    ) -> list[int | None]: ...
 
     def lease(
         self,
@@ -131,6 +136,8 @@ class Spool(Protocol):
     def pending(self, campaign_id: str | None = None) -> int: ...
 
     def counts(self) -> dict[str, int]: ...
+
+    def pending_by_site(self) -> list[tuple[str, str | None, int]]: ...
 
     def status(self) -> Status: ...
 

@@ -74,6 +74,14 @@ def counts(db: sqlite3.Connection) -> dict[str, int]:
     return {name: found[code] for code, name in enumerate(NAME)}
 
 
+def pending_by_site(db: sqlite3.Connection) -> list[tuple[str, str | None, int]]:
+    """Pending recipients as (state, the MX host of their last attempt or None, count)."""
+    rows = db.execute(
+        f"SELECT state, mx, count(*) FROM recipient WHERE {PENDING_SQL} GROUP BY 1, 2"
+    )
+    return [(NAME[state], mx, n) for state, mx, n in rows]
+
+
 def suspensions(db: sqlite3.Connection, now: float) -> list[Suspension]:
     """The sites suspended at `now`, the one whose suspension ends soonest first."""
     rows = db.execute(

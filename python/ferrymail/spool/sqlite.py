@@ -168,14 +168,22 @@ class SqliteSpool(CampaignNames):
 
     # ---- submit ----
 
-    def insert(self, campaign_id: str, rows: Sequence[NewRecipient]) -> list[int | None]:
+    def insert(
+        self,
+        campaign_id: str,
+        rows: Sequence[NewRecipient],
+        outbox: Callable[[list[int | None]], Sequence[OutboxRow]] | None = None,
+    ) -> list[int | None]:
         """Add recipients of a stored campaign in one transaction and return their ids, in
         order. Queued ones are due at once; final ones ("rejected", "suppressed" …) keep
         their code, enhanced code and text. When this returns, the rows are on disk.
 
         A recipient key is in a campaign once: a row whose key the campaign already has
         (from an earlier insert, or earlier in `rows`) is left out, and its id is None.
-        So submitting a list again, after a crash or by mistake, queues nobody twice."""
+        So submitting a list again, after a crash or by mistake, queues nobody twice.
+
+        `outbox(ids)` gives the webhook events of the rows that went in: they are added
+        to the outbox in the same transaction (a crash keeps both or neither)."""
         now = self._clock()
         firsts = _first_of_each_key(rows)
         with self._transaction() as db:
@@ -205,6 +213,9 @@ class SqliteSpool(CampaignNames):
                     )
                 }
                 ids = [id_ if id_ in present else None for id_ in ids]
+            hooked = outbox(ids) if outbox is not None else ()
+            if hooked:
+                db.executemany(webhook_outbox.ENQUEUE, webhook_outbox.enqueue_params(hooked, now))
         return ids
 
     # ---- leasing ----
@@ -564,6 +575,11 @@ class SqliteSpool(CampaignNames):
     def counts(self) -> dict[str, int]:
         """The whole spool's recipients by state, every state included."""
         return reports.counts(self._db)
+
+    def pending_by_site(self) -> list[tuple[str, str | None, int]]:
+        """Pending recipients as (state, MX host of the last attempt or None, count)."""
+        with self._transaction("DEFERRED") as db:
+            return reports.pending_by_site(db)
 
     def status(self) -> Status:
         """Counts by state, the busiest domains' pending recipients and the suspended

@@ -154,6 +154,13 @@ impl PyTransport {
         *parent = CancellationToken::new();
     }
 
+    /// The SMTP connections open now, as (busy, idle): busy ones in a delivery (or
+    /// being opened, or saying QUIT), idle ones kept for reuse.
+    fn connections(&self) -> (usize, usize) {
+        let counts = self.client.pool.connections();
+        (counts.busy, counts.idle)
+    }
+
     /// Sends QUIT on every idle connection and closes it; connections in use close
     /// when their batch ends. The awaitable completes when the QUITs are done.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

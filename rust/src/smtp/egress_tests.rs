@@ -130,6 +130,24 @@ async fn batches_from_two_sources_use_two_pools_each_with_its_helo_name() {
 }
 
 #[tokio::test]
+async fn the_pool_counts_the_connections_it_keeps_until_it_closes() {
+    use super::pool::ConnectionCounts;
+
+    let peer = test_peer::start(Behaviour::default()).await;
+    let client = Arc::new(Client::new(test_peer::options(None)).unwrap());
+    assert_eq!(client.pool.connections(), ConnectionCounts::default());
+    let outcomes = send(&client, &route(&peer), 2).await;
+    assert!(outcomes.iter().all(|o| o.status == "delivered"));
+    // The batch is over: its connections wait idle for the next one, none busy.
+    let kept = client.pool.connections();
+    assert_eq!(kept.busy, 0);
+    assert_eq!(kept.idle, peer.connections().len());
+    assert!(kept.idle >= 1);
+    client.pool.close().await;
+    assert_eq!(client.pool.connections(), ConnectionCounts::default());
+}
+
+#[tokio::test]
 async fn a_route_without_egress_settings_uses_the_transports() {
     let peer = test_peer::start(Behaviour::default()).await;
     let client = Arc::new(Client::new(test_peer::options(None)).unwrap());

@@ -54,6 +54,13 @@ pub enum Lease {
     Open(Permit),
 }
 
+/// What [`Pool::connections`] counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    pub busy: usize,
+    pub idle: usize,
+}
+
 pub struct Pool {
     slots: Mutex<HashMap<PoolKey, Arc<Slot>>>,
     max_connections: usize,
@@ -212,6 +219,26 @@ impl Pool {
         permit.armed = false;
         permit.slot.lock().idle.push(session);
         permit.slot.notify.notify_waiters();
+    }
+
+    /// The connections counted against the limits now, over every destination:
+    /// `busy` ones are in a delivery, being opened or saying QUIT (a permit is out);
+    /// `idle` ones wait here for reuse. For the metrics (`ferrymail_connections_open`).
+    pub fn connections(&self) -> ConnectionCounts {
+        let slots: Vec<Arc<Slot>> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut counts = ConnectionCounts::default();
+        for slot in slots {
+            let state = slot.lock();
+            counts.idle += state.idle.len();
+            counts.busy += state.open - state.idle.len();
+        }
+        counts
     }
 
     /// Closes every idle session with QUIT, and makes sessions handed back later close
