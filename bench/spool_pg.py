@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 import psycopg
 from _common import cores, cpu_model, markdown_table, tree_cpu
-from ferrymail.spool import NewRecipient, SqliteSpool, Update
+from ferrymail.spool import NewRecipient, Spool, SqliteSpool, Update
 from ferrymail.spool import pg_statements as sql
 from ferrymail.spool import postgres as spool_postgres
 from ferrymail.spool.postgres import PostgresSpool, record_columns
@@ -89,27 +89,33 @@ def delivered(ids: list[int]) -> list[Update]:
     return [Update(i, "delivered", 1, None, 250, "2.0.0", "ok", None, "mx", "ip") for i in ids]
 
 
+def phases(spool: Spool, meter: Meter, n: int, chunk: int, batch: int) -> None:
+    """Submits n recipients in chunks, then leases and records them a batch at a time,
+    timing each phase on `meter`."""
+    for start in range(0, n, chunk):
+        rows = recipients(start, chunk)
+        began = meter.start()
+        spool.insert("c1", rows)
+        meter.stop("submit", began)
+    while True:
+        began = meter.start()
+        leased = spool.lease(batch, "bench", 60)
+        meter.stop("lease", began)
+        if not leased:
+            break
+        updates = delivered([r.id for r in leased])
+        began = meter.start()
+        spool.record(updates)
+        meter.stop("record", began)
+    assert spool.counts()["delivered"] == n
+
+
 def run_psycopg(url: str, n: int, chunk: int, batch: int, insert_with: str) -> Meter:
     spool_postgres.INSERT_WITH = insert_with
     with PostgresSpool(url) as spool:
         spool.put_campaign("c1", b"spec")
         meter = Meter(postmaster(int(spool._db.execute("SELECT pg_backend_pid()").fetchone()[0])))  # type: ignore[index]
-        for start in range(0, n, chunk):
-            rows = recipients(start, chunk)
-            began = meter.start()
-            spool.insert("c1", rows)
-            meter.stop("submit", began)
-        while True:
-            began = meter.start()
-            leased = spool.lease(batch, "bench", 60)
-            meter.stop("lease", began)
-            if not leased:
-                break
-            updates = delivered([r.id for r in leased])
-            began = meter.start()
-            spool.record(updates)
-            meter.stop("record", began)
-        assert spool.counts()["delivered"] == n
+        phases(spool, meter, n, chunk, batch)
     return meter
 
 
@@ -121,22 +127,7 @@ def run_sqlite(n: int, chunk: int, batch: int) -> Meter:
     ):
         spool.put_campaign("c1", b"spec")
         meter = Meter(None)
-        for start in range(0, n, chunk):
-            rows = recipients(start, chunk)
-            began = meter.start()
-            spool.insert("c1", rows)
-            meter.stop("submit", began)
-        while True:
-            began = meter.start()
-            leased = spool.lease(batch, "bench", 60)
-            meter.stop("lease", began)
-            if not leased:
-                break
-            updates = delivered([r.id for r in leased])
-            began = meter.start()
-            spool.record(updates)
-            meter.stop("record", began)
-        assert spool.counts()["delivered"] == n
+        phases(spool, meter, n, chunk, batch)
     return meter
 
 

@@ -114,6 +114,12 @@ impl Pool {
         pool
     }
 
+    /// Every destination's slot now, taken out of the map's lock (each slot has its own).
+    fn all_slots(&self) -> Vec<Arc<Slot>> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.values().cloned().collect()
+    }
+
     fn slot(&self, key: &PoolKey) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots
@@ -225,13 +231,7 @@ impl Pool {
     /// `busy` ones are in a delivery, being opened or saying QUIT (a permit is out);
     /// `idle` ones wait here for reuse. For the metrics (`ferrymail_connections_open`).
     pub fn connections(&self) -> ConnectionCounts {
-        let slots: Vec<Arc<Slot>> = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let slots = self.all_slots();
         let mut counts = ConnectionCounts::default();
         for slot in slots {
             let state = slot.lock();
@@ -252,13 +252,7 @@ impl Pool {
 
     /// Removes the idle sessions `pick` chooses, freeing their places.
     fn take_idle(&self, pick: impl Fn(&Session) -> bool) -> Vec<Session> {
-        let slots: Vec<Arc<Slot>> = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let slots = self.all_slots();
         let mut taken = Vec::new();
         for slot in slots {
             let mut state = slot.lock();
