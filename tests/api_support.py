@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from ferrymail.cli import main as cli
 from ferrymail.spool import SqliteSpool
 from peer_process import STARTUP_TIMEOUT, end_process
@@ -77,3 +78,11 @@ def serve(tmp_path: Path, *options: str, delivery: bool = False) -> Iterator[Ser
         yield Served("http://" + line.rsplit(" ", 1)[1].strip(), spool, token, read_only, process)
     finally:
         end_process(process)
+
+
+def jsonl(domain: str, n: int) -> bytes:
+    """n recipients at `domain` as the JSON lines a recipients POST takes."""
+    return b"".join(
+        orjson.dumps({"email": f"user{i}@{domain}", "id": f"{domain}-{i}", "name": f"U{i}"}) + b"\n"
+        for i in range(n)
+    )

@@ -1,11 +1,13 @@
 """One engine of a test fleet, as its own process: `python fleet_node.py SETTINGS.json`
-drains the PostgreSQL spool the settings name (the fleet tests start three, and kill
-them)."""
+drains the PostgreSQL spool the settings name (the fleet tests start three with
+`start_node`, and kill them)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import ferrymail
 import uvloop
@@ -28,6 +30,19 @@ async def main(settings: dict[str, object]) -> None:
     async with ferrymail.Engine(str(settings["spool"]), config) as engine:
         print("started", flush=True)
         await engine.drain()
+
+
+def start_node(settings: dict[str, object], where: Path) -> subprocess.Popen[bytes]:
+    """Starts one node with `settings` (written to where/NODE.json); its stderr goes to
+    where/NODE.stderr, kept across restarts."""
+    path = where / f"{settings['node']}.json"
+    path.write_text(json.dumps(settings))
+    return subprocess.Popen(
+        [sys.executable, __file__, str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(where / f"{settings['node']}.stderr", "ab"),
+        cwd=Path(__file__).parent,
+    )
 
 
 if __name__ == "__main__":

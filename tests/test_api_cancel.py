@@ -10,9 +10,8 @@ from pathlib import Path
 
 import ferrymail
 import httpx
-import orjson
 import pytest
-from api_support import CAMPAIGN, serve
+from api_support import CAMPAIGN, jsonl, serve
 from dns_peer import DnsServer
 from engine_support import config, free_port_everywhere, logged_events, on_uvloop, quick_retry
 from ferrymail.spool import SqliteSpool
@@ -24,13 +23,6 @@ GREYLISTED = "451 4.7.1 Greylisted, please try again later"
 @pytest.fixture(scope="module")
 def port() -> int:
     return free_port_everywhere()
-
-
-def jsonl(domain: str, n: int) -> bytes:
-    return b"".join(
-        orjson.dumps({"email": f"user{i}@{domain}", "id": f"{domain}-{i}", "name": f"U{i}"}) + b"\n"
-        for i in range(n)
-    )
 
 
 async def until(engine: ferrymail.Engine, campaign: str, state: str, n: int) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,9 +18,9 @@ from engine_support import on_uvloop
 from ferrymail import Campaign, Engine, Recipient
 from ferrymail.spool import open_spool
 from ferrymail.suspensions import CHECK_EVERY
+from fleet_node import start_node
 from smtp_peers import ScriptedServer, SmtpSink
 
-NODE = Path(__file__).with_name("fleet_node.py")
 RECIPIENTS = int(os.environ.get("FERRYMAIL_FLEET_RECIPIENTS", "20000"))
 DOMAINS = 20
 SINKS = 4  # on 127.0.0.2 … 127.0.0.5, each the MX of five domains
@@ -29,17 +28,6 @@ WINDOW = 1000  # recipients each node leases at most: a kill strands no more tha
 BATCH = 100
 # Delivered (at the peers) when the node is killed, as shares of the whole.
 KILLS = (0.25, 0.55)
-
-
-def _start(settings: dict[str, object], where: Path) -> subprocess.Popen[bytes]:
-    path = where / f"{settings['node']}.json"
-    path.write_text(json.dumps(settings))
-    return subprocess.Popen(
-        [sys.executable, str(NODE), str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(where / f"{settings['node']}.stderr", "ab"),
-        cwd=Path(__file__).parent,
-    )
 
 
 def _delivered(sinks: list[SmtpSink]) -> int:
@@ -76,7 +64,7 @@ def test_three_nodes_one_killed_twice_every_recipient_final(pg_url: str, tmp_pat
             for n in range(3)
         ]
         started = time.monotonic()
-        nodes = [_start(s, tmp_path) for s in settings]
+        nodes = [start_node(s, tmp_path) for s in settings]
         killed_at = []
         for share in KILLS:
             while _delivered(sinks) < RECIPIENTS * share:
@@ -85,7 +73,7 @@ def test_three_nodes_one_killed_twice_every_recipient_final(pg_url: str, tmp_pat
             nodes[0].send_signal(signal.SIGKILL)
             nodes[0].wait()  # reaped: its pid is gone, its leases are known dead
             killed_at.append(_delivered(sinks))
-            nodes[0] = _start(settings[0], tmp_path)
+            nodes[0] = start_node(settings[0], tmp_path)
         for p in nodes:
             assert p.wait(120) == 0, (tmp_path / "node-0.stderr").read_text()[-2000:]
         took = time.monotonic() - started

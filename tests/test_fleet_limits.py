@@ -10,30 +10,18 @@ import collections
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import ferrymail
 from ferrymail import Campaign, Engine, Recipient
+from fleet_node import start_node
 from smtp_peers import ScriptedServer
 
-NODE = Path(__file__).with_name("fleet_node.py")
 # The site's max_message_rate: messages a second, for the whole fleet.
 RATE = float(os.environ.get("FERRYMAIL_FLEET_RATE", "40"))
 CONNECTIONS = 4  # the site's connection_limit, for the whole fleet
 RECIPIENTS = int(RATE * 12)  # twelve seconds' worth
 DOMAINS = 6  # all at the one site (its MX is the one peer)
-
-
-def _start(settings: dict[str, object], where: Path) -> subprocess.Popen[bytes]:
-    path = where / f"{settings['node']}.json"
-    path.write_text(json.dumps(settings))
-    return subprocess.Popen(
-        [sys.executable, str(NODE), str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(where / f"{settings['node']}.stderr", "ab"),
-        cwd=Path(__file__).parent,
-    )
 
 
 def test_three_nodes_hold_a_sites_rate_and_connection_limit(pg_url: str, tmp_path: Path) -> None:
@@ -58,7 +46,7 @@ def test_three_nodes_hold_a_sites_rate_and_connection_limit(pg_url: str, tmp_pat
         asyncio.run(submit())
         try:
             nodes = [
-                _start(
+                start_node(
                     {
                         "spool": pg_url,
                         "node": f"node-{n}",

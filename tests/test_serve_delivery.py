@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-from api_support import CAMPAIGN, Served, serve
+from api_support import CAMPAIGN, Served, jsonl, serve
 from dns_peer import DnsServer
 from engine_support import free_port_everywhere
 from ferrymail.cli import main as cli
@@ -27,13 +26,6 @@ NO_SUCH_USER = "550 5.1.1 no such user"
 @pytest.fixture(scope="module")
 def port() -> int:
     return free_port_everywhere()
-
-
-def jsonl(domain: str, n: int) -> bytes:
-    return b"".join(
-        orjson.dumps({"email": f"user{i}@{domain}", "id": f"{domain}-{i}", "name": f"U{i}"}) + b"\n"
-        for i in range(n)
-    )
 
 
 def delivering(dns_server: DnsServer, port: int, *more: str) -> tuple[str, ...]:

@@ -22,8 +22,8 @@ from ferrymail.spool import (
 )
 from ferrymail.spool.schema import SCHEMA_VERSION
 from ferrymail.wire import CampaignSpec, Recipient
+from test_spool import T0, Clock
 
-T0 = 1_800_000_000.0
 ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -39,14 +39,6 @@ def spec(campaign_id: str, list_id: str | None = None) -> bytes:
 def new(address: str, key: str | None = None) -> NewRecipient:
     blob = ENCODER.encode(Recipient(address, {}, key))
     return NewRecipient(blob, address, address.rpartition("@")[2], key or address, "queued")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -14,19 +14,7 @@ import psycopg
 import pytest
 from ferrymail.spool import Spool, SqliteSpool, open_spool
 from ferrymail.spool.postgres import PostgresSpool
-
-T0 = 1_800_000_000.0  # the fake clock's start (years from the real one)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from test_spool import T0, Clock
 
 
 @pytest.fixture
