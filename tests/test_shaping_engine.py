@@ -288,6 +288,28 @@ tls = "required"
 
 
 @on_uvloop
+async def test_an_entrys_idle_timeout_closes_its_sites_pooled_connections_sooner(
+    dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
+) -> None:
+    dns_server.add_zone("brief.test", ["@ MX 10 mx", "mx A 127.0.0.30"])
+    dns_server.add_zone("kept.test", ["@ MX 10 mx", "mx A 127.0.0.31"])
+    brief = scripted_server(host="127.0.0.30", port=port)
+    kept = scripted_server(host="127.0.0.31", port=port)
+    shaping = '[domain."brief.test"]\nidle_timeout = "0.3s"\n'
+    smtp = ferrymail.SmtpOptions("engine.test", tls="off", idle_timeout=60.0)
+    cfg = shaped(dns_server, port, tmp_path, shaping, smtp=smtp)
+    async with ferrymail.Engine(spool_at, cfg) as engine:
+        await engine.submit(campaign(), people("brief.test", 3) + people("kept.test", 3))
+        await engine.drain()
+        # The site's 0.3 s (closed within a second past it), not the transport's 60 s.
+        await asyncio.to_thread(brief.wait_closed, 5.0)
+        assert [c.commands[-1] for c in brief.connections] == ["QUIT"] * len(brief.connections)
+        assert kept.connections and not any(c.closed for c in kept.connections)
+
+    assert len(brief.delivered) == len(kept.delivered) == 3
+
+
+@on_uvloop
 async def test_a_campaign_rule_holds_that_campaign_and_the_others_go_on(
     dns_server: DnsServer, scripted_server: Scripted, port: int, tmp_path: Path, spool_at: str
 ) -> None:

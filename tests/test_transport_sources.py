@@ -102,6 +102,8 @@ def test_a_source_the_host_lacks_defers_locally_and_the_transport_goes_on(
         ({"tls": "sometimes"}, "tls"),
         ({"timeouts": ferrymail.SessionTimeouts(rcpt_timeout=0)}, "rcpt_timeout"),
         ({"timeouts": ferrymail.SessionTimeouts(dot_timeout=-5.0)}, "dot_timeout"),
+        ({"idle_timeout": 0.0}, "idle_timeout"),
+        ({"idle_timeout": float("nan")}, "idle_timeout"),
     ],
 )
 def test_a_bad_egress_setting_fails_only_its_batch(

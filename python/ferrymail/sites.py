@@ -151,19 +151,22 @@ class Site:
         return rates
 
     def _route(self, connections: int, per_connection: int, rates: list[ConnectionRate]) -> Route:
-        """The site's route with the limits of one batch, its TLS policy, timeouts and
-        connection rates."""
+        """The site's route with the limits of one batch, its TLS policy, timeouts,
+        connection rates and idle timeout."""
         per_connection = max(1, min(self.messages_per_connection, per_connection))
         route = self.route
-        tls = self.shape.tls if self.shape is not None else None
-        timeouts = self.shape.timeouts if self.shape is not None else None
-        wanted = (connections, per_connection, tls, timeouts, rates)
+        shape = self.shape
+        tls = shape.tls if shape is not None else None
+        timeouts = shape.timeouts if shape is not None else None
+        idle = shape.idle_timeout if shape is not None else None
+        wanted = (connections, per_connection, tls, timeouts, rates, idle)
         if (
             route.max_connections,
             route.max_messages_per_connection,
             route.tls,
             route.timeouts,
             route.connection_rates,
+            route.idle_timeout,
         ) == wanted:
             return route
         return msgspec.structs.replace(
@@ -173,6 +176,7 @@ class Site:
             tls=tls,
             timeouts=timeouts,
             connection_rates=rates,
+            idle_timeout=idle,
         )
 
     def hold(self, campaign: str) -> list[Leased]:

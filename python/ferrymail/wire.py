@@ -185,6 +185,10 @@ class Route(msgspec.Struct, array_like=True, frozen=True):
     the wait). Reusing an idle pooled connection takes none. A rate not above 0 (or
     not a number) is an unusable setting like those above: every recipient a
     "transient" outcome of kind "local". Empty: new connections are not paced.
+
+    `idle_timeout`: how long the batch's connections may wait idle in the pool for the
+    next batch, in seconds (a site's own); None: the transport's (`SmtpOptions`). Not
+    above 0, or over a day, is an unusable setting as above.
     """
 
     hosts: list[MxHost]
@@ -195,6 +199,7 @@ class Route(msgspec.Struct, array_like=True, frozen=True):
     tls: str | None = None
     timeouts: SessionTimeouts | None = None
     connection_rates: list[ConnectionRate] = []
+    idle_timeout: float | None = None
 
 
 class OutcomeKind(enum.StrEnum):

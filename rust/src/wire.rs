@@ -229,6 +229,10 @@ pub struct Route {
     /// outcome of kind "local". Empty: new connections are not paced.
     #[serde(default)]
     pub connection_rates: Vec<ConnectionRate>,
+    /// How long this batch's connections may wait idle in the pool for the next batch
+    /// (a site's `idle_timeout`), in seconds; None: the transport's.
+    #[serde(default)]
+    pub idle_timeout: Option<f64>,
 }
 
 /// One connection-rate bucket a route names: its key (the engine's: a site, or a site

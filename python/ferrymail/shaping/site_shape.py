@@ -44,6 +44,9 @@ class SiteShape:
     per_source: SourceLimits = dataclasses.field(default_factory=SourceLimits)
     #: The site's new connections' rate (`max_connection_rate`), None: unpaced.
     connection_rate: Rate | None = None
+    #: How long its connections wait idle in the pool for the next batch; None where
+    #: the file sets none (the transport's).
+    idle_timeout: float | None = None
 
     @property
     def site_limits(self) -> InForce:
@@ -115,6 +118,7 @@ class SiteShapes:
             connection_rate=(
                 limits.max_connection_rate if set_by_file("max_connection_rate") else None
             ),
+            idle_timeout=limits.idle_timeout if set_by_file("idle_timeout") else None,
         )
 
     def _timeouts(

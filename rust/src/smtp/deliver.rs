@@ -526,6 +526,7 @@ async fn work(batch: Arc<Batch>) {
                 held = Some(h);
             } else if transaction.reusable {
                 batch.forget_live(h.session.address);
+                h.session.idle_timeout = batch.egress.idle_timeout;
                 client.pool.release(h.session, h.permit, most);
             } else {
                 drop_session(&batch, h);
@@ -536,11 +537,12 @@ async fn work(batch: Arc<Batch>) {
             break;
         }
     }
-    if let Some(h) = held {
+    if let Some(mut h) = held {
         if batch.cancel.is_cancelled() {
             drop_session(&batch, h);
         } else {
             batch.forget_live(h.session.address);
+            h.session.idle_timeout = batch.egress.idle_timeout;
             client.pool.release(h.session, h.permit, most);
         }
     }

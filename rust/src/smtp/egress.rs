@@ -8,8 +8,11 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::options::{helo_name, source_address, tls_policy, ClientOptions, Timeouts, TlsPolicy};
+use super::options::{
+    helo_name, seconds, source_address, tls_policy, ClientOptions, Timeouts, TlsPolicy,
+};
 use crate::wire::Route;
 
 /// The settings a session is opened and run with; with the destination address they
@@ -22,6 +25,8 @@ pub struct Egress {
     pub helo: Arc<str>,
     pub tls: TlsPolicy,
     pub timeouts: Timeouts,
+    /// How long a connection of these settings may wait idle in the pool.
+    pub idle_timeout: Duration,
 }
 
 impl Egress {
@@ -32,6 +37,7 @@ impl Egress {
             helo: Arc::from(options.helo_name.as_str()),
             tls: options.tls,
             timeouts: options.timeouts,
+            idle_timeout: options.idle_timeout,
         }
     }
 
@@ -43,6 +49,7 @@ impl Egress {
             && route.helo_name.is_none()
             && route.tls.is_none()
             && route.timeouts.is_none()
+            && route.idle_timeout.is_none()
         {
             return Ok(default.clone());
         }
@@ -64,11 +71,16 @@ impl Egress {
             }
             None => default.timeouts,
         };
+        let idle_timeout = match route.idle_timeout {
+            Some(value) => seconds("route idle_timeout", value)?,
+            None => default.idle_timeout,
+        };
         Ok(Arc::new(Self {
             source,
             helo,
             tls,
             timeouts,
+            idle_timeout,
         }))
     }
 }
@@ -91,6 +103,7 @@ mod tests {
             tls: None,
             timeouts: None,
             connection_rates: Vec::new(),
+            idle_timeout: None,
         }
     }
 

@@ -56,6 +56,7 @@ fn route(peer: &Peer) -> Route {
         tls: None,
         timeouts: None,
         connection_rates: Vec::new(),
+        idle_timeout: None,
     }
 }
 

@@ -177,7 +177,7 @@ pub(super) fn source_address(field: &str, text: &str) -> Result<IpAddr, String> 
 }
 
 /// A timeout in seconds: above 0, at most a day.
-fn seconds(name: &str, value: f64) -> Result<Duration, String> {
+pub(super) fn seconds(name: &str, value: f64) -> Result<Duration, String> {
     if value.is_finite() && value > 0.0 && value <= 86_400.0 {
         Ok(Duration::from_secs_f64(value))
     } else {

@@ -65,7 +65,6 @@ pub struct Pool {
     slots: Mutex<HashMap<PoolKey, Arc<Slot>>>,
     max_connections: usize,
     max_transactions: usize,
-    idle_timeout: Duration,
     closed: std::sync::atomic::AtomicBool,
     /// The buckets that pace new connections, by the keys routes name.
     pub rates: ConnectionRates,
@@ -104,10 +103,11 @@ impl Pool {
             slots: Mutex::default(),
             max_connections: options.max_connections_per_host,
             max_transactions: options.max_messages_per_connection,
-            idle_timeout: options.idle_timeout,
             closed: Default::default(),
             rates: ConnectionRates::default(),
         });
+        // Each session waits its own batch's idle timeout (a site's may be shorter than
+        // the transport's): one is closed at most a second past it.
         let period =
             (options.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         tokio::spawn(reap(Arc::downgrade(&pool), period));
@@ -158,7 +158,7 @@ impl Pool {
                     dead.push(session);
                 }
                 while let Some(session) = state.idle.pop() {
-                    if session.idle_since.elapsed() < self.idle_timeout && session.is_alive() {
+                    if session.idle_since.elapsed() < session.idle_timeout && session.is_alive() {
                         lease = Some(Lease::Reuse(Box::new(session), self.permit(&slot)));
                         break;
                     }
@@ -287,8 +287,7 @@ async fn reap(pool: Weak<Pool>, period: Duration) {
     loop {
         ticks.tick().await;
         let Some(pool) = pool.upgrade() else { return };
-        let timeout = pool.idle_timeout;
-        let expired = pool.take_idle(|s| s.idle_since.elapsed() >= timeout);
+        let expired = pool.take_idle(|s| s.idle_since.elapsed() >= s.idle_timeout);
         if pruned.elapsed() >= RATE_IDLE {
             pool.rates.prune(RATE_IDLE);
             pruned = Instant::now();

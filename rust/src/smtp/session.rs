@@ -40,8 +40,10 @@ pub struct Session {
     /// The next transaction's MAIL, RCPT and DATA were sent behind the last final dot;
     /// their replies are still to be read.
     pub(super) envelope_sent: bool,
-    /// When the connection was last handed back to its pool.
+    /// When the connection was last handed back to its pool, and how long it may wait
+    /// there (its last batch's idle timeout: a site's own, or the transport's).
     pub idle_since: Instant,
+    pub idle_timeout: Duration,
     /// Reusable buffers: the commands of one transaction, and its dot-stuffed content.
     pub(super) commands: Vec<u8>,
     pub(super) content: Vec<u8>,
@@ -79,6 +81,7 @@ impl Session {
             needs_rset: false,
             envelope_sent: false,
             idle_since: Instant::now(),
+            idle_timeout: egress.idle_timeout,
             commands: Vec::with_capacity(512),
             content: Vec::new(),
         };
