@@ -32,15 +32,21 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_metrics_after_a_real_delivery_run(tmp_path: Path) -> None:
-    spool = tmp_path / "spool.db"
+def queue(spool: Path, n: int) -> None:
+    """Queues n recipients at a.test in the spool, for a `ferrymail run` to deliver."""
 
     async def submit() -> None:
         config = ferrymail.Config(helo_name="engine.test")
         async with ferrymail.Engine(spool, config) as engine:
-            await engine.submit(campaign(), people("a.test", 8))
+            await engine.submit(campaign(), people("a.test", n))
 
     uvloop.run(submit())
+
+
+def test_metrics_after_a_real_delivery_run(tmp_path: Path) -> None:
+    spool = tmp_path / "spool.db"
+
+    queue(spool, 8)
     receiver = Receiver()
     receiver.always = "fail"  # the endpoint is down: its events wait in the outbox
     service = tmp_path / "service.toml"
@@ -136,12 +142,7 @@ def test_connections_open_while_a_peer_holds_them(
 ) -> None:
     spool = tmp_path / "spool.db"
 
-    async def submit() -> None:
-        config = ferrymail.Config(helo_name="engine.test")
-        async with ferrymail.Engine(spool, config) as engine:
-            await engine.submit(campaign(), people("a.test", 4))
-
-    uvloop.run(submit())
+    queue(spool, 4)
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     # The peer takes the recipients, then never answers DATA: its connections stay
