@@ -15,6 +15,7 @@ from ..config import Config
 from ..engine import Engine
 from ..spool import shown
 from ..webhooks import Webhook
+from . import heap
 from .common import (
     add_delivery,
     add_spool,
@@ -56,6 +57,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     spool_must_exist(args.spool)
+    heap.limit_arenas()  # before the first thread: see heap.py
     config = msgspec.structs.replace(engine_config(args), webhooks=service_webhooks(args))
     sock = metrics_socket(args)
     senders = sending(args, config.webhooks)
@@ -78,6 +80,7 @@ async def _run(
         reloader = reload_shaping(engine, shaping)
         print(f"delivering from {shown(spool)}", file=sys.stderr)
         watching = asyncio.create_task(_watch_leases(engine)) if drain else None
+        trimming = asyncio.create_task(heap.trim_every())
         # The webhook sender and /metrics beside the engine, each with a connection of
         # its own to the spool.
         service = Service(spool, senders, metrics_sock)
@@ -92,6 +95,8 @@ async def _run(
             if counting is not None:
                 counting.cancel()
             await service.stop()
+            trimming.cancel()
+            await asyncio.gather(trimming, return_exceptions=True)
             if watching is not None:
                 watching.cancel()
                 await asyncio.gather(watching, return_exceptions=True)

@@ -21,6 +21,7 @@ from ..spool import open_spool as open_any_spool
 from ..spooler import Spooler
 from ..web import WebConfig, app, load
 from ..webhooks.feedback import OutboxBus
+from . import heap
 from .common import CliError, add_delivery, add_spool, beside_spool, engine_config, open_spool
 from .serve_delivery import Delivery
 from .service import Service, add_metrics_listen, count_events, metrics_socket
@@ -141,6 +142,7 @@ def web_config(path: str | None) -> WebConfig:
 def main(args: argparse.Namespace) -> int:
     import uvicorn  # only this command needs it
 
+    heap.limit_arenas()  # before the first thread: see heap.py
     try:
         config_web = web_config(args.config)
     except ConfigError as e:
@@ -181,12 +183,13 @@ def main(args: argparse.Namespace) -> int:
             server.should_exit = True
 
         delivery = Delivery(engine, args.shaping, failed) if args.delivery else None
-        counting: list[asyncio.Task[None]] = []
+        background_tasks: list[asyncio.Task[None]] = []
 
         async def opened() -> None:
             await engine.open()
+            background_tasks.append(asyncio.create_task(heap.trim_every()))
             if metrics is not None:  # submits, and deliveries when delivering
-                counting.append(asyncio.create_task(count_events(engine, metrics)))
+                background_tasks.append(asyncio.create_task(count_events(engine, metrics)))
             if delivery is not None:
                 delivery.start()
 
@@ -195,9 +198,9 @@ def main(args: argparse.Namespace) -> int:
             # streaming in) finish; then delivery stops, as `ferrymail run` stops.
             if delivery is not None:
                 await delivery.stop()
-            for task in counting:
+            for task in background_tasks:
                 task.cancel()
-            await asyncio.gather(*counting, return_exceptions=True)
+            await asyncio.gather(*background_tasks, return_exceptions=True)
             await engine.close()
             api_spooler.close()
 
