@@ -49,7 +49,7 @@ _EIGHT_THREADS = textwrap.dedent(
     from ferrymail.cli import heap
 
     if sys.argv[1] == "capped":
-        assert heap.limit_arenas(2)
+        assert heap.configure(arenas=2)
     all_alive = threading.Barrier(8)
 
     def allocate():
@@ -73,6 +73,44 @@ def _arenas(mode: str) -> int:
     return sum(line.startswith("Arena ") for line in stderr.splitlines())
 
 
-def test_limit_arenas_caps_the_arenas_threads_get() -> None:
+def test_configure_caps_the_arenas_threads_get() -> None:
     assert _arenas("capped") == 2
     assert _arenas("uncapped") > 2  # the cap, not the machine, made it 2
+
+
+# A 1 MiB block is mmap'd; once it is freed glibc raises its threshold to 1 MiB, and the
+# next block of that size goes into the heap, unless the threshold was fixed. mallinfo2's
+# hblkhd counts the bytes in mmap'd blocks.
+_BIG_BLOCK_AGAIN = textwrap.dedent(
+    """
+    import ctypes, sys
+    from ferrymail.cli import heap
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        ).split()]
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = Mallinfo2
+    if sys.argv[1] == "fixed":
+        assert heap.configure()
+    first = bytes(1 << 20)
+    del first
+    before = libc.mallinfo2().hblkhd
+    again = bytes(1 << 20)
+    print(libc.mallinfo2().hblkhd - before >= 1 << 20)
+    """
+)
+
+
+def _mmapped_again(mode: str) -> bool:
+    stdout = subprocess.run(
+        [sys.executable, "-c", _BIG_BLOCK_AGAIN, mode], capture_output=True, text=True, check=True
+    ).stdout
+    return stdout.strip() == "True"
+
+
+def test_configure_keeps_big_blocks_out_of_the_arenas() -> None:
+    assert _mmapped_again("fixed")
+    assert not _mmapped_again("adaptive")  # glibc's own would have put it in the heap

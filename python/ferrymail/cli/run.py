@@ -57,7 +57,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     spool_must_exist(args.spool)
-    heap.limit_arenas()  # before the first thread: see heap.py
+    heap.configure()  # before the first thread: see heap.py
     config = msgspec.structs.replace(engine_config(args), webhooks=service_webhooks(args))
     sock = metrics_socket(args)
     senders = sending(args, config.webhooks)

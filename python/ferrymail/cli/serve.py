@@ -142,7 +142,7 @@ def web_config(path: str | None) -> WebConfig:
 def main(args: argparse.Namespace) -> int:
     import uvicorn  # only this command needs it
 
-    heap.limit_arenas()  # before the first thread: see heap.py
+    heap.configure()  # before the first thread: see heap.py
     try:
         config_web = web_config(args.config)
     except ConfigError as e:
