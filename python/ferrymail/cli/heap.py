@@ -1,21 +1,21 @@
 """Keeps a long-running command's C heap from holding on to memory it has freed (glibc).
 
-`ferrymail serve` and `ferrymail run` live for weeks. Their C allocations (SQLite, the
+`ferrymail serve`, `run` and `inbound` live for weeks. Their C allocations (SQLite, the
 interpreter's large objects, uvloop, httptools) go through glibc's malloc, which gives
 each new thread an arena of its own (up to eight per core) and returns an arena's free
-pages to the OS only from its top. A soak of serve showed it: malloc's in-use bytes
-(mallinfo2) flat at 12 to 13 MiB over 5 minutes while its arenas grew from 14 to 18 MiB,
-the growth all free chunks spread over 11 to 13 arenas, and the Python heap, SQLite and
-the Rust core (mimalloc) flat. Three glibc knobs bound it:
+pages to the OS only from its top. In a soak of serve, malloc's in-use bytes (mallinfo2)
+stayed at 12 to 13 MiB while its arenas grew, the growth free chunks spread over 11 to
+13 arenas, resident until reused. Two glibc knobs hand them back:
 
 - at start, at most `ARENAS` arenas: the threads are few and mostly under the GIL, so
   more arenas buy no parallelism, only more places for free memory to sit;
-- at start, a fixed `MMAP_THRESHOLD`: left to itself, glibc raises it to the size of
-  any mmap'd block freed (up to 32 MiB), and from then on puts the webhook batches and
-  request bodies of that size in the arenas, between longer-lived blocks;
-- every `TRIM_EVERY` seconds, `malloc_trim(0)`, which hands back the free pages inside
+- every `TRIM_EVERY` seconds, `malloc_trim(0)`, which returns the free pages inside
   every arena, not just at its top (3 ms for an 80 MB heap with one block in 50 kept,
-  here, and serve's is under 20 MB).
+  here; serve's is under 20 MB). Trimming once a minute, serve's RSS in the soak fell
+  by up to 9 MiB at a trim and rose back by the next: the heap reuses its holes.
+
+They do not stop serve's slow growth under the soak (see the README's soak section);
+they keep what malloc has freed from counting in it.
 
 On other C libraries (musl, macOS) they are no-ops.
 """
@@ -28,10 +28,8 @@ import ctypes.util
 import functools
 
 ARENAS = 2
-MMAP_THRESHOLD = 128 * 1024  # glibc's starting value, kept
-TRIM_EVERY = 60.0
-_M_MMAP_THRESHOLD = -3  # malloc.h
-_M_ARENA_MAX = -8
+TRIM_EVERY = 10.0
+_M_ARENA_MAX = -8  # malloc.h
 
 
 @functools.cache
@@ -49,18 +47,13 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def configure(arenas: int = ARENAS, mmap_threshold: int = MMAP_THRESHOLD) -> bool:
-    """Caps the arenas threads started from now on may create, and fixes the size from
-    which a block is mmap'd; True if glibc took both.
+def configure(arenas: int = ARENAS) -> bool:
+    """Caps the arenas threads started from now on may create; True if glibc took it.
 
     Call it first thing: a thread keeps the arena it got.
     """
     libc = _glibc()
-    return (
-        libc is not None
-        and libc.mallopt(_M_ARENA_MAX, arenas) == 1
-        and libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
-    )
+    return libc is not None and libc.mallopt(_M_ARENA_MAX, arenas) == 1
 
 
 def trim() -> bool:

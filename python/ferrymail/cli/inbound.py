@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..events import EventBus
 from ..inbound import InboundConfig, InboundServer, load
 from ..webhooks.feedback import OutboxBus
+from . import heap
 from .common import CliError, add_spool, beside_spool, open_spool
 from .serve import SECRET_ENV, UNSUBSCRIBE_SECRET_ENV, listening_socket
 from .webhooks import add_service_config, service_webhooks
@@ -84,6 +85,7 @@ def inbound_config(path: str | None, domains: list[str]) -> InboundConfig:
 
 
 def main(args: argparse.Namespace) -> int:
+    heap.configure()  # before the first thread: see heap.py
     config = inbound_config(args.config, args.domain)
     hooks = service_webhooks(args)
     sock = listening_socket(args.listen)
@@ -111,11 +113,13 @@ async def _serve(server: InboundServer, sock: socket.socket) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     host, port = await server.start(sock=sock)
+    trimming = asyncio.create_task(heap.trim_every())
     print(
         f"ferrymail inbound: listening on {host}:{port} for {', '.join(server.config.domains)}",
         flush=True,
     )
     await stopping.wait()
+    trimming.cancel()
     await server.stop()
     received = ", ".join(f"{n} {kind}" for kind, n in sorted(server.received.items())) or "nothing"
     print(f"ferrymail inbound: stopped; received {received}", flush=True)
