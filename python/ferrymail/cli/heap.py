@@ -14,8 +14,8 @@ stayed at 12 to 13 MiB while its arenas grew, the growth free chunks spread over
   here; serve's is under 20 MB). Trimming once a minute, serve's RSS in the soak fell
   by up to 9 MiB at a trim and rose back by the next: the heap reuses its holes.
 
-They do not stop serve's slow growth under the soak (see the README's soak section);
-they keep what malloc has freed from counting in it.
+What serve's RSS still gains in the soak is SQLite's page caches filling as the spool
+grows (the README's soak section), not the heap.
 
 On other C libraries (musl, macOS) they are no-ops.
 """
