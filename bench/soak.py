@@ -186,7 +186,9 @@ async def _drive(
     line = await asyncio.get_running_loop().run_in_executor(None, serve.stdout.readline)
     base = "http://" + line.decode().rsplit(" ", 1)[1].strip()
     auth = {"authorization": f"Bearer {token}"}
-    samples: list[tuple[float, float, int, int, int]] = []  # t, RSS, submitted, final, events
+    # t, RSS, spool (file and WAL, MiB: what the page caches fill from), submitted,
+    # final, events
+    samples: list[tuple[float, float, float, int, int, int]] = []
     submitted = 0
     ok = True
     async with httpx.AsyncClient(base_url=base, headers=auth, timeout=60) as api:
@@ -198,7 +200,8 @@ async def _drive(
         async def sample(t: float) -> None:
             states = await report()
             final = sum(states.get(s, 0) for s in FINAL)
-            samples.append((t, rss_mib(serve.pid), submitted, final, len(receiver.events)))
+            spool = sum(p.stat().st_size for p in work.glob("spool.db*")) / 2**20
+            samples.append((t, rss_mib(serve.pid), spool, submitted, final, len(receiver.events)))
 
         start = time.monotonic()
         next_sample = 0.0
@@ -256,11 +259,12 @@ async def _drive(
     print(f"\n## soak: {minutes:g} min at {rate}/s, {datetime.date.today()}, "
           f"{cores()} cores ({cpu_model()})\n")  # fmt: skip
     rows = [
-        (f"{t / 60:.1f}", f"{rss:.0f}", f"{s:,}", f"{f:,}", f"{e:,}")
-        for t, rss, s, f, e in samples
-        if samples.index((t, rss, s, f, e)) % 6 == 0 or (t, rss, s, f, e) == samples[-1]
+        (f"{row[0] / 60:.1f}", f"{row[1]:.0f}", f"{row[2]:.1f}", *(f"{n:,}" for n in row[3:]))
+        for i, row in enumerate(samples)
+        if i % 6 == 0 or i == len(samples) - 1
     ]
-    print(markdown_table(["minute", "serve RSS MiB", "submitted", "final", "webhook events"], rows))
+    head = ["minute", "serve RSS MiB", "spool MiB", "submitted", "final", "webhook events"]
+    print(markdown_table(head, rows))
     finals = [e for e, _ in receiver.events.values() if e["type"] in FINAL]
     lag = [at - e["timestamp"] for e, at in receiver.events.values()]
     lines = []
