@@ -1,4 +1,4 @@
-"""serve's and run's C heap: freed memory goes back to the OS (glibc's malloc_trim)."""
+"""The C heap of serve, run and inbound: freed memory goes back to the OS (glibc's malloc_trim)."""
 
 from __future__ import annotations
 

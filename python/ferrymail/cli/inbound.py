@@ -120,6 +120,7 @@ async def _serve(server: InboundServer, sock: socket.socket) -> None:
     )
     await stopping.wait()
     trimming.cancel()
+    await asyncio.gather(trimming, return_exceptions=True)
     await server.stop()
     received = ", ".join(f"{n} {kind}" for kind, n in sorted(server.received.items())) or "nothing"
     print(f"ferrymail inbound: stopped; received {received}", flush=True)
