@@ -181,7 +181,7 @@ class _SpoolCollector(Collector):
         if self._spool_at is not None:
             with self._lock:
                 if self._spool is None:
-                    self._spool = open_spool(self._spool_at, read_only=True)
+                    self._spool = open_spool(self._spool_at, read_only=True, light=True)
                 counts = self._spool.counts()
                 pending = self._spool.pending_by_site()
                 suspensions = len(self._spool.suspensions())

@@ -344,12 +344,13 @@ def open_spool(path: str, *, write: bool = True) -> Iterator[Spool]:
     """An existing spool (a file or a database), read or changed while engines may be
     running on it. `write=False` (status, report): a spool file on a read-only mount,
     or one this user may not write, is opened read-only instead of refused. A database
-    that cannot be reached or refuses us is one line (the URL without its password)."""
+    that cannot be reached or refuses us is one line (the URL without its password).
+    The connection is a light one (a small page cache): the engine's work is not here."""
     spool_must_exist(path)
     name = shown(path)
     try:
         read_only = not write and not is_url(path) and not _writable(path)
-        with open_any_spool(path, read_only=read_only) as spool:
+        with open_any_spool(path, read_only=read_only, light=True) as spool:
             yield spool
     except (Error, sqlite3.DatabaseError) as e:
         message = str(e)

@@ -174,7 +174,7 @@ def main(args: argparse.Namespace) -> int:
         engine = Engine(args.spool, config)
         if metrics is not None:
             metrics.watch_connections(engine.connections)
-        api_spooler = Spooler(open_any_spool(args.spool))
+        api_spooler = Spooler(open_any_spool(args.spool, light=True))
         api = Api(engine, api_spooler, recipients_limit=args.recipients_limit, dkim_keys=dkim_keys)
         failures: list[BaseException] = []
 

@@ -33,11 +33,16 @@ def open_spool(
     *,
     read_only: bool = False,
     clock: Callable[[], float] = time.time,
+    light: bool = False,
 ) -> Spool:
     """The spool at `url_or_path`: a file path or `sqlite:///path` (SQLAlchemy's form:
     four slashes for an absolute path) is a SqliteSpool,
     `postgresql://user@host:port/db` a PostgresSpool. ConfigError (one line, the URL
-    without its password) when it cannot be opened."""
+    without its password) when it cannot be opened.
+
+    `light`: the connection reads reports or writes a few rows (the API's reads,
+    tracking, webhooks, metrics, the CLI), so an SQLite spool gives it a small page
+    cache instead of the engine's (schema.CACHE_KIB). PostgreSQL caches in the server."""
     where = os.fspath(url_or_path)
     if where.startswith(_POSTGRES):
         try:
@@ -51,6 +56,7 @@ def open_spool(
             f"a spool is a file path, sqlite:///path or postgresql://…, not {scheme}://",
             "spool",
         )
+    from .schema import CACHE_KIB, LIGHT_CACHE_KIB
     from .sqlite import SqliteSpool
 
     if where.startswith("sqlite://"):
@@ -62,4 +68,5 @@ def open_spool(
                 "spool",
             )
         where = where.removeprefix("sqlite:///")
-    return SqliteSpool(where, clock=clock, read_only=read_only)
+    cache_kib = LIGHT_CACHE_KIB if light else CACHE_KIB
+    return SqliteSpool(where, clock=clock, read_only=read_only, cache_kib=cache_kib)

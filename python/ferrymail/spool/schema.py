@@ -21,9 +21,16 @@ APPLICATION_ID = 0x464D5350
 #: lists bound as one parameter, are built in since 3.38 and compiled in by most builds
 #: before; connect() checks.)
 MIN_SQLITE = (3, 33, 0)
-#: Page cache per connection (KiB): the pending indexes of a million-row spool stay in
-#: memory, while the RSS of a million-recipient submit stays well under 100 MB.
+#: Page cache (KiB) of a connection that works across the whole spool (the engine's:
+#: submit, lease, record): the pending indexes of a million-row spool stay in memory,
+#: while the RSS of a million-recipient submit stays well under 100 MB.
 CACHE_KIB = 32768
+#: Page cache (KiB) of a connection that reads reports or writes a few rows (the API's
+#: keys and reads, tracking, the webhook outbox, metrics, the CLI): SQLite's default.
+#: Every connection keeps its own copy of the pages it read, so a service with six
+#: connections at CACHE_KIB would grow by up to 192 MiB as its spool grows; the pages
+#: these read are in the OS page cache anyway.
+LIGHT_CACHE_KIB = 2000
 #: How long a writer waits for another process's transaction (`ferrymail status` reading
 #: while the engine writes needs no wait in WAL mode; two writers do).
 BUSY_TIMEOUT_MS = 10_000
@@ -260,14 +267,19 @@ CREATE INDEX recipient_final ON recipient (campaign, state) WHERE {FINAL_SQL};
 {_SUPPRESSION}{_FEEDBACK}{_V4}{_V5}{_V6}{_V7}"""
 
 
-def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3.Connection:
+def connect(
+    path: str | os.PathLike[str], *, read_only: bool = False, cache_kib: int = CACHE_KIB
+) -> sqlite3.Connection:
     """Open (creating if need be) the spool at `path`; ConfigError naming the path when
     it is not a ferrymail spool, is corrupt, or is from a newer version.
 
     `read_only`: open an existing spool without writing anything, for a spool on a
-    read-only mount or a file this user may not write (`ferrymail status`)."""
+    read-only mount or a file this user may not write (`ferrymail status`).
+    `cache_kib`: the connection's page cache (CACHE_KIB or LIGHT_CACHE_KIB)."""
     if read_only:
-        return _connect_read_only(os.fspath(path))
+        db = _connect_read_only(os.fspath(path))
+        db.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+        return db
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise ConfigError(
             "the spool needs SQLite 3.33 or later; "
@@ -286,7 +298,7 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False) -> sqlite3
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Identified before anything is changed: another program's file stays as it was.
         new = _is_empty(db, name)
-        _configure(db, name)
+        _configure(db, name, cache_kib)
         if new:
             _create(db, name)
         else:
@@ -336,7 +348,7 @@ def _connect_read_only(name: str) -> sqlite3.Connection:
     return db
 
 
-def _configure(db: sqlite3.Connection, name: str) -> None:
+def _configure(db: sqlite3.Connection, name: str, cache_kib: int) -> None:
     # WAL: a commit is one append to the log (and one fsync), readers (`ferrymail status`)
     # never block the engine, and a process killed at any moment leaves the last
     # committed state (the log's uncommitted tail is ignored when the file is opened).
@@ -349,7 +361,7 @@ def _configure(db: sqlite3.Connection, name: str) -> None:
     # the cost of the fsync is shared by thousands of rows. (Writes whose loss changes
     # nothing, leases, commit with NORMAL: SqliteSpool._transaction.)
     db.execute("PRAGMA synchronous = FULL")
-    db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    db.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
     try:
         db.execute("SELECT json_valid('[]')")
     except sqlite3.OperationalError:

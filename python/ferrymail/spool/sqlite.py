@@ -35,7 +35,7 @@ from .rows import (
     Unsubscribed,
     Update,
 )
-from .schema import connect
+from .schema import CACHE_KIB, connect
 from .states import DEFERRED, NAME, PENDING_SQL, QUEUED
 from .suppression import domain_key, suppression_key
 
@@ -91,11 +91,14 @@ class SqliteSpool(CampaignNames):
         *,
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
+        cache_kib: int = CACHE_KIB,
     ) -> None:
         """`read_only`: open an existing spool to read it only (a read-only mount, a
-        file of another user); every write then fails."""
+        file of another user); every write then fails. `cache_kib`: the connection's
+        page cache, CACHE_KIB for the engine's work across the whole spool,
+        LIGHT_CACHE_KIB for a connection that reads reports or writes a few rows."""
         self.path = os.fspath(path)
-        self._db = connect(path, read_only=read_only)
+        self._db = connect(path, read_only=read_only, cache_kib=cache_kib)
         self._clock = clock
         self._durable = True  # synchronous=FULL, as connect() leaves it
         # Campaigns are never renamed nor deleted: their ids can be cached forever.

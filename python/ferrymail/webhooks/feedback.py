@@ -77,7 +77,7 @@ class OutboxBus(EventBus):
         super().close()
 
     def _write_outbox(self) -> None:
-        spool = open_spool(self._spool_at)
+        spool = open_spool(self._spool_at, light=True)
         try:
             done = False
             while not done:

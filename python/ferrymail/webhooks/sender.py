@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -79,7 +80,9 @@ class WebhookSender:
         if not self._webhooks:
             return
         loop = asyncio.get_running_loop()
-        spool: Spool = await loop.run_in_executor(None, open_spool, self._spool_at)
+        spool: Spool = await loop.run_in_executor(
+            None, functools.partial(open_spool, self._spool_at, light=True)
+        )
         spooler = Spooler(spool)  # type: ignore[arg-type]
         try:
             async with httpx.AsyncClient(follow_redirects=False) as client:
