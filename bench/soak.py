@@ -210,10 +210,13 @@ async def _drive(
         warm = await _warm_up(api, warmup, report, work, receiver)
 
         async def sample(t: float) -> None:
+            # RSS first: the report this bench asks for is serve's work too, and its
+            # memory is given back by the next trim (cli/heap.py).
+            rss = rss_mib(serve.pid)
             states = await report()
             final = sum(states.get(s, 0) for s in FINAL)
             spool = sum(p.stat().st_size for p in work.glob("spool.db*")) / 2**20
-            samples.append((t, rss_mib(serve.pid), spool, submitted, final, len(receiver.events)))
+            samples.append((t, rss, spool, submitted, final, len(receiver.events)))
 
         start = time.monotonic()
         next_sample = 0.0

@@ -213,10 +213,10 @@ async def _failing_answer(tmp_path: Path) -> tuple[httpx.Response, httpx.Respons
     transport = httpx.ASGITransport(app=api)
     headers = {"authorization": "Bearer fm_token"}
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        report = await client.get("/v1/campaigns/c1", headers=headers)
+        cancel = await client.post("/v1/campaigns/c1/cancel", headers=headers)
         flush = await client.post("/v1/flush", headers=headers)
     spool.close()
-    return report, flush
+    return cancel, flush
 
 
 def test_a_handler_that_raises_answers_500_without_a_traceback(
@@ -224,13 +224,13 @@ def test_a_handler_that_raises_answers_500_without_a_traceback(
 ) -> None:
     import asyncio
 
-    report, flush = asyncio.run(_failing_answer(tmp_path))
-    for answer in (report, flush):
+    cancel, flush = asyncio.run(_failing_answer(tmp_path))
+    for answer in (cancel, flush):
         assert answer.status_code == 500
         assert answer.json() == {"error": "internal", "detail": "the server failed; see its log"}
         assert "Traceback" not in answer.text and "EngineClosedError" not in answer.text
     # The log has it, for the operator.
-    assert "EngineClosedError" in caplog.text and "GET /v1/campaigns/c1 failed" in caplog.text
+    assert "EngineClosedError" in caplog.text and "POST /v1/campaigns/c1/cancel failed" in caplog.text
 
 
 def test_tls_is_uvicorns(tmp_path: Path, mx_tls: TlsFiles) -> None:

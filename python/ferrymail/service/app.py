@@ -51,8 +51,8 @@ _SUPPRESSION = re.compile(r"^/v1/suppressions/([^/]+)$")
 
 
 class Api:
-    """The API over an open Engine (submit, cancel, report, flush) and a Spooler on the
-    same spool (keys, status, suppressions)."""
+    """The API over an open Engine (submit, cancel, flush) and a Spooler on the same
+    spool, a light connection (keys, status, reports, suppressions)."""
 
     def __init__(
         self,
@@ -251,7 +251,9 @@ class Api:
 
     async def _report(self, campaign_id: str) -> Any:
         try:
-            return await self._engine.report(campaign_id)
+            # On the API's own connection: a report is a read (SQL aggregates over the
+            # campaign's rows), and the engine's connection and thread are for delivery.
+            return await self._spooler.call(self._spooler.spool.report, campaign_id)
         except ConfigError:
             raise ApiError(404, "not-found", f"no campaign {campaign_id!r}") from None
 
