@@ -230,7 +230,9 @@ def test_a_handler_that_raises_answers_500_without_a_traceback(
         assert answer.json() == {"error": "internal", "detail": "the server failed; see its log"}
         assert "Traceback" not in answer.text and "EngineClosedError" not in answer.text
     # The log has it, for the operator.
-    assert "EngineClosedError" in caplog.text and "POST /v1/campaigns/c1/cancel failed" in caplog.text
+    assert (
+        "EngineClosedError" in caplog.text and "POST /v1/campaigns/c1/cancel failed" in caplog.text
+    )
 
 
 def test_tls_is_uvicorns(tmp_path: Path, mx_tls: TlsFiles) -> None:
