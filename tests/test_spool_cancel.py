@@ -4,15 +4,16 @@ there, in-flight ones finish; a version 4 SQLite file is migrated."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from ferrymail.spool import Spool, SqliteSpool, open_spool
+from ferrymail.spool import CancelledRecipient, OutboxRow, Spool, SqliteSpool, open_spool
 from ferrymail.spool.schema import SCHEMA_VERSION
-from test_spool import Clock, new, outcome
+from test_spool import Clock, dead_pid, new, outcome
 
 
 @pytest.fixture
@@ -105,8 +106,6 @@ def test_a_recipient_put_back_after_the_cancel_ends_cancelled(spool: Spool, cloc
         "c@a.test": "cancelled",
     }
     assert spool.lease(10, "me", 60) == []
-    ids = [r.id for r in leased.values()]
-    assert sorted(spool.cancelled_among([*ids, 999])) == sorted(ids)
 
 
 def test_api_keys_are_kept_by_hash(spool: Spool, clock: Clock) -> None:
@@ -182,3 +181,89 @@ def test_a_version_1_postgresql_spool_gets_the_cancelled_state(pg_url: str, cloc
         assert spool.add_api_key("app", b"h" * 32, False)
     with psycopg.connect(pg_url) as db:
         assert db.execute("SELECT version FROM ferrymail_spool").fetchone() == (PG_VERSION,)
+
+
+class Hook:
+    """The engine's side of `on_cancelled`: an outbox row per recipient, and what it saw."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    def __call__(self, ended: list[CancelledRecipient]) -> list[OutboxRow]:
+        if self.fail:
+            raise RuntimeError("the outbox cannot be written")
+        return [OutboxRow("esp", f"evt-{r.key}", b'{"type":"cancelled"}') for r in ended]
+
+
+def outboxed(spool: Spool) -> list[str]:
+    """The event ids of the outbox's waiting events, in order."""
+    batch = spool.webhook_take("esp", 1000, older_than=1e12)
+    return [] if batch is None else [event_id for event_id, _ in batch.events]
+
+
+def test_every_path_that_ends_a_recipient_as_cancelled_gives_its_event(
+    spool: Spool, clock: Clock
+) -> None:
+    spool.on_cancelled = Hook()
+    host = socket.gethostname()
+    spool.insert("c1", [new(f"r{i}@a.test") for i in range(7)])
+    leased = {r.address: r for r in spool.lease(5, "me", 60)}  # r0 … r4
+    spool.lease(1, f"{host}:{dead_pid()}:0a1b2c3d", 60)  # r5, of a process that died
+    spool.started([leased["r0@a.test"].id, leased["r1@a.test"].id])
+    clock.advance(1)
+    # The cancel's page: r6, the only one waiting.
+    assert [r.key for r in spool.cancel("c1")] == ["r6@a.test"]
+    # A batch about to start: r2 ends instead.
+    assert spool.started([leased["r2@a.test"].id]) == [leased["r2@a.test"].id]
+    # A deferral after the cancel: r0 ends there.
+    deferral = OutboxRow("esp", "evt-deferred", b'{"type":"deferred"}')
+    spool.record(
+        [outcome(leased["r0@a.test"], "deferred", next_attempt=clock.now + 60)], [deferral]
+    )
+    # r1's attempt, begun before the cancel, finishes.
+    spool.record([outcome(leased["r1@a.test"], "delivered", code=250)])
+    # The shutdown of "me": r3 and r4 (leased, not started) end there.
+    assert spool.release_owner("me") == 2
+    # A flush ends the dead process's lease: r5 ends there.
+    spool.flush()
+
+    ended = spool.take_cancelled()
+    keys = [r.key for r in ended]  # in the order of their transactions
+    assert keys[:3] == ["r6@a.test", "r2@a.test", "r0@a.test"]
+    assert sorted(keys[3:5]) == ["r3@a.test", "r4@a.test"]
+    assert keys[5:] == ["r5@a.test"]
+    assert {r.campaign for r in ended} == {"c1"}
+    assert all(r.at == clock.now and r.submitted_at == clock.now - 1 for r in ended)
+    assert {r.key: r.attempts for r in ended}["r0@a.test"] == 1
+    assert spool.take_cancelled() == []  # taken once
+    # Each one's webhook event is in the outbox, r0's after its deferral's.
+    events = outboxed(spool)
+    assert sorted(events) == sorted(["evt-deferred", *(f"evt-{key}" for key in keys)])
+    assert events.index("evt-deferred") + 1 == events.index("evt-r0@a.test")
+    assert states(spool, "c1") == {
+        **{f"r{i}@a.test": "cancelled" for i in (0, 2, 3, 4, 5, 6)},
+        "r1@a.test": "delivered",
+    }
+
+
+def test_a_cancel_whose_events_cannot_be_written_ends_nobody(spool: Spool) -> None:
+    spool.insert("c1", [new("a@a.test"), new("b@a.test")])
+    spool.on_cancelled = Hook(fail=True)
+    with pytest.raises(RuntimeError, match="the outbox cannot be written"):
+        spool.cancel("c1")
+    # Both or neither: the recipients still wait, no event was kept.
+    assert states(spool, "c1") == {"a@a.test": "queued", "b@a.test": "queued"}
+    assert spool.cancelled_at("c1") is None
+    assert spool.take_cancelled() == []
+    assert outboxed(spool) == []
+    spool.on_cancelled = Hook()
+    assert len(spool.cancel("c1")) == 2
+    assert sorted(outboxed(spool)) == ["evt-a@a.test", "evt-b@a.test"]
+    assert len(spool.take_cancelled()) == 2
+
+
+def test_without_the_hook_nothing_is_kept(spool: Spool) -> None:
+    spool.insert("c1", [new("a@a.test")])
+    assert [(r.campaign, r.key) for r in spool.cancel("c1")] == [("c1", "a@a.test")]
+    assert spool.take_cancelled() == []
+    assert outboxed(spool) == []

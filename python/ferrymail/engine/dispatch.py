@@ -62,7 +62,7 @@ class Dispatcher:
         cancelled = await self._spooler.call(self._spooler.spool.started, [r.id for r in batch])
         if cancelled:
             ended = set(cancelled)
-            await self._recorder.cancelled([r for r in batch if r.id in ended])
+            self._recorder.cancelled([r for r in batch if r.id in ended])
             batch = [r for r in batch if r.id not in ended]
             if not batch:
                 return []

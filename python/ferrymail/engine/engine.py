@@ -195,6 +195,7 @@ class Engine:
                 self._cut.cancel()
                 self._cut = None
             await parts.spooler.call(parts.spooler.spool.release_owner, self._owner)
+            parts.recorder.publish_cancelled()  # those of a cancelled campaign ended there
             await parts.spooler.call(parts.spooler.spool.fleet_leave, self._owner)
             parts.spooler.close()
             await parts.transport.close()
@@ -341,6 +342,7 @@ class Engine:
         await parts.suspensions.lift(parts.traffic.sites.values(), domain)
         await parts.actions.lift(domain)
         count = await parts.spooler.call(parts.spooler.spool.flush, domain)
+        parts.recorder.publish_cancelled()  # those of a cancelled campaign ended there
         self._router.flush()
         self._wake.set()
         return count
@@ -358,7 +360,7 @@ class Engine:
         while True:
             page = await spooler.call(spooler.spool.cancel, campaign_id, CANCEL_PAGE)
             total += len(page)
-            await parts.recorder.publish_cancelled((campaign_id, r) for r in page)
+            parts.recorder.publish_cancelled()
             if len(page) < CANCEL_PAGE:
                 break
         self._wake.set()  # a drain waiting for them sees they are final

@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import time
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Sequence
 
 from ..events import Event, EventBus
 from ..judge import Verdict
-from ..spool import Leased, Update
-from ..spool.states import CANCELLED, DEFERRED, QUEUED
+from ..spool import CancelledRecipient, Leased, OutboxRow, Update
+from ..spool.states import CANCELLED
 from ..spooler import Spooler
 from ..webhooks.outbox import Outbox
-
-
-class Ended(Protocol):
-    """A recipient the spool ended (spool.CancelledRecipient, or a Leased one)."""
-
-    @property
-    def key(self) -> str: ...
-    @property
-    def address(self) -> str: ...
-    @property
-    def domain(self) -> str: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def submitted_at(self) -> float: ...
 
 
 class Recorder:
@@ -57,6 +39,7 @@ class Recorder:
         self._settled = settled
         self._commits: list[tuple[Verdict, asyncio.Future[None]]] = []
         self._committing = False
+        spooler.spool.on_cancelled = self._outboxed
 
     async def record(self, verdict: Verdict) -> None:
         """Writes a verdict, then publishes its events; returns when it is durable."""
@@ -106,54 +89,49 @@ class Recorder:
         await self._spooler.call(self._spooler.spool.record, updates)
         self._settled(len(updates))
 
-    async def cancelled(self, leased: list[Leased]) -> None:
+    def cancelled(self, leased: list[Leased]) -> None:
         """Recipients the spool ended as cancelled instead of starting their attempt
-        (their campaign was cancelled after they were leased): already recorded there;
-        they leave the engine's hands and their events are published."""
-        if not leased:
-            return
-        self._settled(len(leased))
-        await self.publish_cancelled((r.campaign, r) for r in leased)
+        (their campaign was cancelled after they were leased): they leave the engine's
+        hands, and their events are published."""
+        if leased:
+            self._settled(len(leased))
+            self.publish_cancelled()
 
-    async def publish_cancelled(self, ended: Iterable[tuple[str, Ended]]) -> None:
-        """The events of recipients the spool ended as cancelled (campaign, recipient):
-        to the event log and subscribers, and to the webhooks' outbox (a transaction
-        after the cancel's: a crash between the two loses these events for the
-        webhooks, not the recipients' state)."""
-        if not self._listened():
-            return
-        now = time.time()
-        events = [
-            Event(
-                CANCELLED,
-                campaign,
-                r.key,
-                r.address,
-                r.domain,
-                None,
-                None,
-                r.attempts,
-                None,
-                None,
-                None,
-                None,
-                now,
-                now - r.submitted_at,
-                None,
-                self._node,
-            )
-            for campaign, r in ended
-        ]
-        await self._enqueue(events)
-        self._bus.publish(events)
+    def publish_cancelled(self) -> None:
+        """Publishes the events of the recipients the spool ended as cancelled since the
+        last call (whatever the path: a cancel, a batch, a deferral, a sweep). Their
+        webhook events are already in the outbox, written by the spool in the
+        transaction that ended them (`_outboxed`)."""
+        ended = self._spooler.spool.take_cancelled()
+        if ended and self._bus.listened:
+            self._bus.publish([self._event(r) for r in ended])
 
-    def _listened(self) -> bool:
-        return self._bus.listened or bool(self._outbox)
+    def _outboxed(self, ended: list[CancelledRecipient]) -> Sequence[OutboxRow]:
+        """The spool's hook (spool/cancelled.py): the outbox rows of these recipients'
+        events, for the transaction that ends them as cancelled."""
+        if not self._outbox:
+            return ()
+        return self._outbox.rows([self._event(r) for r in ended])
 
-    async def _enqueue(self, events: list[Event]) -> None:
-        if self._outbox and events:
-            hooked = self._outbox.rows(events)
-            await self._spooler.call(self._spooler.spool.webhook_enqueue, hooked)
+    def _event(self, r: CancelledRecipient) -> Event:
+        return Event(
+            CANCELLED,
+            r.campaign,
+            r.key,
+            r.address,
+            r.domain,
+            None,
+            None,
+            r.attempts,
+            None,
+            None,
+            None,
+            None,
+            r.at,
+            r.at - r.submitted_at,
+            None,
+            self._node,
+        )
 
     async def _commit(self, verdicts: list[Verdict]) -> None:
         spool = self._spooler.spool
@@ -164,34 +142,8 @@ class Recorder:
             for address, reason in verdict.suppress:
                 await self._spooler.call(spool.suppress, address, reason)
         self._settled(len(updates))
-        ended = await self._cancelled(updates)
         for verdict in verdicts:
             self._bus.publish(verdict.events)
-            if ended and len(verdict.events) == len(verdict.updates):
-                # Deferred (or released) after their campaign was cancelled: the spool
-                # ended them there; their event follows the deferral's.
-                now = time.time()
-                events = [
-                    dataclasses.replace(
-                        e,
-                        type=CANCELLED,
-                        timestamp=now,
-                        since_submit=e.since_submit + now - e.timestamp,
-                    )
-                    for u, e in zip(verdict.updates, verdict.events, strict=True)
-                    if u.id in ended
-                ]
-                await self._enqueue(events)
-                self._bus.publish(events)
-
-    async def _cancelled(self, updates: list[Update]) -> set[int]:
-        """Which of the recipients these updates put back in the queue the spool ended
-        as cancelled instead (see SqliteSpool.cancel); looked up only when someone takes
-        the events and there were such updates (deferrals are the rare outcome)."""
-        if not self._listened():
-            return set()
-        requeued = [u.id for u in updates if u.state in (QUEUED, DEFERRED)]
-        if not requeued:
-            return set()
-        spool = self._spooler.spool
-        return set(await self._spooler.call(spool.cancelled_among, requeued))
+        # Deferred (or released) after their campaign was cancelled: the spool ended
+        # them in this transaction; their events follow the deferrals'.
+        self.publish_cancelled()

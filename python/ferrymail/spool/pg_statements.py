@@ -182,6 +182,9 @@ _TO_CANCELLED = f"""
 UPDATE recipient SET state = {_CANCELLED}, due = NULL, next_attempt = NULL,
     lease_until = NULL, lease_owner = NULL, leased_from = NULL, updated_at = %(now)s
 """
+# What every statement that ends rows as cancelled returns: the fields of their events
+# (see cancelled.py), then the id.
+_ENDED = " RETURNING campaign, key, address, domain, attempts, submitted_at, id"
 _CANCELLED_CAMPAIGNS = "SELECT id FROM campaign WHERE cancelled_at IS NOT NULL"
 CANCEL_MARK = (
     "UPDATE campaign SET cancelled_at = coalesce(cancelled_at, %(now)s) WHERE id = %(campaign)s"
@@ -191,29 +194,31 @@ CANCEL_PAGE = (
     + " WHERE id IN (SELECT id FROM recipient"
     + f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND campaign = %(campaign)s"
     + " LIMIT %(limit)s FOR UPDATE)"
-    + " RETURNING key, address, domain, attempts, submitted_at"
+    + _ENDED
 )
 UNSTARTED_CANCELLED = (
     f"SELECT id FROM recipient WHERE id = ANY(%(ids)s) AND {_HELD}"
     f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
 )
-CANCEL_IDS = _TO_CANCELLED + f" WHERE id = ANY(%(ids)s) AND state = {_IN_FLIGHT}"
+CANCEL_IDS = _TO_CANCELLED + f" WHERE id = ANY(%(ids)s) AND state = {_IN_FLIGHT}" + _ENDED
 CANCEL_REQUEUED = (
     _TO_CANCELLED
     + f" WHERE id = ANY(%(ids)s) AND {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED})"
     + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+    + _ENDED
 )
 CANCEL_OWNER = (
     _TO_CANCELLED
     + f" WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_owner = %(owner)s"
     + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+    + _ENDED
 )
 CANCEL_SWEEP = (
     _TO_CANCELLED
     + f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED})"
     + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+    + _ENDED
 )
-CANCELLED_AMONG = f"SELECT id FROM recipient WHERE id = ANY(%s) AND state = {_CANCELLED}"
 API_KEY_ADD = (
     "INSERT INTO api_key (name, hash, read_only, created_at) VALUES (%s, %s, %s, %s)"
     " ON CONFLICT (name) DO NOTHING"

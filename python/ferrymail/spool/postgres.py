@@ -35,6 +35,7 @@ from . import pg_reports as reports
 from . import pg_statements as sql
 from .actions import ShapingAction
 from .campaigns import CampaignNames
+from .cancelled import CancelledEvents
 from .lookup import RECENT_CAMPAIGNS, Found
 from .outbox import OutboxBatch, OutboxRow, WebhookBacklog, pg
 from .owners import dead_here
@@ -109,7 +110,7 @@ def record_columns(updates: Sequence[Update], now: float) -> list[list[Any]]:
 
 
 @reconnecting_methods
-class PostgresSpool(Reconnecting, CampaignNames):
+class PostgresSpool(Reconnecting, CampaignNames, CancelledEvents):
     """The spool in a PostgreSQL database (see SqliteSpool for every method's contract:
     the same states, codes and rules, method by method).
 
@@ -146,6 +147,7 @@ class PostgresSpool(Reconnecting, CampaignNames):
         self._calling = False
         self._clock = clock
         CampaignNames.__init__(self)
+        CancelledEvents.__init__(self)
         self._reclaim_at = float("-inf")
         self._staged = False  # the staging table of COPY exists in this session
 
@@ -192,16 +194,23 @@ class PostgresSpool(Reconnecting, CampaignNames):
         must not run twice (pg_reconnect.py): its transaction id is noted, and the
         method sets `self._result` before the block ends."""
         db = self._db
-        with db.transaction():
-            if snapshot:
-                db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            if not durable:
-                db.execute("SET LOCAL synchronous_commit = off")
-            if once:
-                self._xid = str(_one(db.execute("SELECT pg_current_xact_id()::text")))
-            yield db
-            self._committing = True
+        try:
+            with db.transaction():
+                if snapshot:
+                    db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                if not durable:
+                    db.execute("SET LOCAL synchronous_commit = off")
+                if once:
+                    self._xid = str(_one(db.execute("SELECT pg_current_xact_id()::text")))
+                yield db
+                self._committing = True
+        except BaseException:
+            # (A COMMIT cut off that did commit: its cancelled recipients miss the event
+            # log; their webhook events are in the outbox.)
+            self._commit_cancelled(False)
+            raise
         self._committing = False
+        self._commit_cancelled(True)
 
     # ---- campaigns ----
 
@@ -278,7 +287,7 @@ class PostgresSpool(Reconnecting, CampaignNames):
                 db.execute("SELECT give_back_recipient_ids(%s, %s)", (last, used))
             hooked = outbox(ids) if outbox is not None else ()
             if hooked:
-                self._enqueue(db, hooked, now)
+                self._enqueue_rows(db, hooked, now)
             self._result = ids
         return ids
 
@@ -350,7 +359,7 @@ class PostgresSpool(Reconnecting, CampaignNames):
                 _log.info("spool: %d leases of %s (a dead process) ended", count, holder)
                 ended += count
         if ended:  # back in the queue: those of a cancelled campaign end there
-            db.execute(sql.CANCEL_SWEEP, {"now": now})
+            self._ended(db, db.execute(sql.CANCEL_SWEEP, {"now": now}).fetchall(), now)
         return ended
 
     def leases(self) -> list[tuple[str, int, float, bool]]:
@@ -371,7 +380,8 @@ class PostgresSpool(Reconnecting, CampaignNames):
             found = db.execute(sql.UNSTARTED_CANCELLED, {"ids": list(ids)}).fetchall()
             cancelled = [int(row[0]) for row in found]
             if cancelled:
-                db.execute(sql.CANCEL_IDS, {"now": now, "ids": cancelled})
+                ended = db.execute(sql.CANCEL_IDS, {"now": now, "ids": cancelled}).fetchall()
+                self._ended(db, ended, now)
             db.execute(sql.STARTED, (list(ids),))
             self._result = cancelled
         return cancelled
@@ -390,10 +400,11 @@ class PostgresSpool(Reconnecting, CampaignNames):
         with self._transaction(once=True) as db:
             applied = db.execute(sql.RECORD, (now, *columns)).rowcount
             requeued = [u.id for u in updates if u.state in (QUEUED, DEFERRED)]
-            if requeued:  # put back after their campaign was cancelled: they end there
-                db.execute(sql.CANCEL_REQUEUED, {"now": now, "ids": requeued})
             if outbox:
-                self._enqueue(db, outbox, now)
+                self._enqueue_rows(db, outbox, now)
+            if requeued:  # put back after their campaign was cancelled: they end there
+                ended = db.execute(sql.CANCEL_REQUEUED, {"now": now, "ids": requeued}).fetchall()
+                self._ended(db, ended, now)
             self._result = len(updates) - applied
         skipped = len(updates) - applied
         if skipped:
@@ -403,8 +414,9 @@ class PostgresSpool(Reconnecting, CampaignNames):
     def release_owner(self, owner: str) -> int:
         now = self._clock()
         with self._transaction(durable=False) as db:
-            cancelled = db.execute(sql.CANCEL_OWNER, {"now": now, "owner": owner}).rowcount
-            return db.execute(sql.RELEASE_OWNER, (now, owner)).rowcount + cancelled
+            owned = db.execute(sql.CANCEL_OWNER, {"now": now, "owner": owner}).fetchall()
+            ended = self._ended(db, owned, now)
+            return db.execute(sql.RELEASE_OWNER, (now, owner)).rowcount + len(ended)
 
     def flush(self, domain: str | None = None) -> int:
         now = self._clock()
@@ -417,7 +429,7 @@ class PostgresSpool(Reconnecting, CampaignNames):
         with self._transaction(durable=False) as db:
             self._end_dead_leases(db, now, "")
             released = db.execute(release, params).rowcount
-            db.execute(sql.CANCEL_SWEEP, {"now": now})
+            self._ended(db, db.execute(sql.CANCEL_SWEEP, {"now": now}).fetchall(), now)
             return db.execute(statement, params).rowcount + released
 
     def cancel(self, campaign_id: str, limit: int = CANCEL_PAGE) -> list[CancelledRecipient]:
@@ -429,12 +441,7 @@ class PostgresSpool(Reconnecting, CampaignNames):
             db.execute("SELECT 1 FROM campaign WHERE id = %s FOR UPDATE", (campaign,))
             params = {"now": now, "campaign": campaign, "limit": limit}
             db.execute(sql.CANCEL_MARK, params)
-            rows = db.execute(sql.CANCEL_PAGE, params).fetchall()
-        return [CancelledRecipient(*row) for row in rows]
-
-    def cancelled_among(self, ids: Sequence[int]) -> list[int]:
-        rows = self._db.execute(sql.CANCELLED_AMONG, (list(ids),)).fetchall()
-        return [int(row[0]) for row in rows]
+            return self._ended(db, db.execute(sql.CANCEL_PAGE, params).fetchall(), now)
 
     def cancelled_at(self, campaign_id: str) -> float | None:
         row = self._db.execute(
@@ -779,7 +786,7 @@ class PostgresSpool(Reconnecting, CampaignNames):
     # ---- the webhook outbox (SqliteSpool's methods say what each does) ----
 
     @staticmethod
-    def _enqueue(db: psycopg.Connection[Any], rows: Sequence[OutboxRow], now: float) -> None:
+    def _enqueue_rows(db: psycopg.Connection[Any], rows: Sequence[OutboxRow], now: float) -> None:
         with db.cursor() as cursor:
             cursor.executemany(pg(webhook_outbox.ENQUEUE), webhook_outbox.enqueue_params(rows, now))
 
@@ -787,7 +794,7 @@ class PostgresSpool(Reconnecting, CampaignNames):
         if not rows:
             return
         with self._transaction() as db:
-            self._enqueue(db, rows, self._clock())
+            self._enqueue_rows(db, rows, self._clock())
 
     def webhook_take(self, endpoint: str, limit: int, older_than: float) -> OutboxBatch | None:
         with self._transaction() as db:

@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from .actions import ShapingAction
+from .cancelled import CancelledHook
 from .lookup import Found
 from .outbox import OutboxBatch, OutboxRow, WebhookBacklog
 from .rows import (
@@ -83,7 +84,10 @@ class Spool(Protocol):
 
     def cancel(self, campaign_id: str, limit: int = ...) -> list[CancelledRecipient]: ...
 
-    def cancelled_among(self, ids: Sequence[int]) -> list[int]: ...
+    #: The engine's hook for the recipients the spool ends as cancelled (cancelled.py).
+    on_cancelled: CancelledHook | None
+
+    def take_cancelled(self) -> list[CancelledRecipient]: ...
 
     def cancelled_at(self, campaign_id: str) -> float | None: ...
 

@@ -172,13 +172,16 @@ class DomainStatus(msgspec.Struct, frozen=True):
 
 
 class CancelledRecipient(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """A recipient `cancel` ended (for its event)."""
+    """A recipient the spool ended as cancelled (for its event; see spool/cancelled.py)."""
 
+    campaign: str
     key: str
     address: str
     domain: str
     attempts: int
     submitted_at: float
+    #: When it was cancelled (its event's timestamp).
+    at: float
 
 
 class Suspension(msgspec.Struct, frozen=True):

@@ -20,6 +20,7 @@ from . import outbox as webhook_outbox
 from . import statements as sql
 from .actions import ShapingAction
 from .campaigns import CampaignNames
+from .cancelled import CancelledEvents
 from .lookup import Found
 from .outbox import OutboxBatch, OutboxRow, WebhookBacklog
 from .owners import dead_here
@@ -69,7 +70,7 @@ def _first_of_each_key(rows: Sequence[NewRecipient]) -> list[NewRecipient | None
     return out
 
 
-class SqliteSpool(CampaignNames):
+class SqliteSpool(CampaignNames, CancelledEvents):
     """The spool in one SQLite file (WAL mode; see schema.py).
 
     Every method is synchronous and is one transaction: a write either happens whole or
@@ -103,6 +104,7 @@ class SqliteSpool(CampaignNames):
         self._durable = True  # synchronous=FULL, as connect() leaves it
         # Campaigns are never renamed nor deleted: their ids can be cached forever.
         CampaignNames.__init__(self)
+        CancelledEvents.__init__(self)
         self._reclaim_at = float("-inf")  # when lease() next looks for dead owners
 
     def close(self) -> None:
@@ -139,9 +141,14 @@ class SqliteSpool(CampaignNames):
             yield db
             db.execute("COMMIT")
         except BaseException:
+            self._commit_cancelled(False)
             if db.in_transaction:  # SQLite itself rolls back after some errors
                 db.execute("ROLLBACK")
             raise
+        self._commit_cancelled(True)
+
+    def _enqueue_rows(self, db: sqlite3.Connection, rows: Sequence[OutboxRow], now: float) -> None:
+        db.executemany(webhook_outbox.ENQUEUE, webhook_outbox.enqueue_params(rows, now))
 
     # ---- campaigns ----
 
@@ -218,7 +225,7 @@ class SqliteSpool(CampaignNames):
                 ids = [id_ if id_ in present else None for id_ in ids]
             hooked = outbox(ids) if outbox is not None else ()
             if hooked:
-                db.executemany(webhook_outbox.ENQUEUE, webhook_outbox.enqueue_params(hooked, now))
+                self._enqueue_rows(db, hooked, now)
         return ids
 
     # ---- leasing ----
@@ -272,7 +279,7 @@ class SqliteSpool(CampaignNames):
                 _log.info("spool: %d leases of %s (a dead process) ended", count, holder)
                 ended += count
         if ended:  # back in the queue: those of a cancelled campaign end there
-            db.execute(sql.CANCEL_SWEEP, (now,))
+            self._ended(db, db.execute(sql.CANCEL_SWEEP, (now,)).fetchall(), now)
         return ended
 
     def leases(self) -> list[tuple[str, int, float, bool]]:
@@ -296,11 +303,10 @@ class SqliteSpool(CampaignNames):
         # as before this existed (and a cancelled one is cancelled again by the sweeps).
         with self._transaction(durable=False) as db:
             listed = json.dumps(list(ids))
-            cancelled = [row[0] for row in db.execute(sql.UNSTARTED_CANCELLED, (listed,))]
-            if cancelled:
-                db.execute(sql.CANCEL_IDS, (now, json.dumps(cancelled)))
+            rows = db.execute(sql.CANCEL_UNSTARTED, (now, listed)).fetchall()
+            self._ended(db, rows, now)
             db.execute(sql.STARTED, (listed,))
-        return cancelled
+        return [row[6] for row in rows]
 
     def renew(self, ids: Sequence[int], lease_for: float) -> int:
         """Extend the leases of in-flight recipients to `lease_for` seconds from now;
@@ -323,10 +329,11 @@ class SqliteSpool(CampaignNames):
             # Put back in the queue (deferred, or released untried) after their
             # campaign was cancelled: they end there.
             requeued = [u.id for u in updates if u.state in (QUEUED, DEFERRED)]
-            if requeued:
-                db.execute(sql.CANCEL_REQUEUED, (now, json.dumps(requeued)))
             if outbox:
-                db.executemany(webhook_outbox.ENQUEUE, webhook_outbox.enqueue_params(outbox, now))
+                self._enqueue_rows(db, outbox, now)
+            if requeued:  # after the outbox rows: a cancelled event follows the deferral's
+                ended = db.execute(sql.CANCEL_REQUEUED, (now, json.dumps(requeued))).fetchall()
+                self._ended(db, ended, now)
         skipped = len(updates) - applied
         if skipped:
             _log.debug("spool: %d of %d updates skipped (not in flight)", skipped, len(updates))
@@ -340,8 +347,8 @@ class SqliteSpool(CampaignNames):
         # Not durable: if lost, the leases end by themselves. Closing the spool
         # checkpoints the log anyway.
         with self._transaction(durable=False) as db:
-            cancelled = db.execute(sql.CANCEL_OWNER, (now, owner)).rowcount
-            return int(db.execute(sql.RELEASE_OWNER, (now, owner)).rowcount) + int(cancelled)
+            ended = self._ended(db, db.execute(sql.CANCEL_OWNER, (now, owner)).fetchall(), now)
+            return int(db.execute(sql.RELEASE_OWNER, (now, owner)).rowcount) + len(ended)
 
     def flush(self, domain: str | None = None) -> int:
         """Make every waiting recipient (deferred, or queued for later), of `domain` or
@@ -359,7 +366,7 @@ class SqliteSpool(CampaignNames):
         with self._transaction(durable=False) as db:  # if lost, they wait their time
             self._end_dead_leases(db, now, "")
             released = db.execute(release, params).rowcount
-            db.execute(sql.CANCEL_SWEEP, (now,))
+            self._ended(db, db.execute(sql.CANCEL_SWEEP, (now,)).fetchall(), now)
             return int(db.execute(statement, params).rowcount) + int(released)
 
     def cancel(self, campaign_id: str, limit: int = CANCEL_PAGE) -> list[CancelledRecipient]:
@@ -367,24 +374,19 @@ class SqliteSpool(CampaignNames):
         now on (one leased and not yet started ends as cancelled at `started`; one put
         back in the queue, by a deferral, a release or an ended lease, ends as cancelled
         there; one whose attempt began finishes it, recorded as usual), and up to
-        `limit` of its queued and deferred recipients end as "cancelled", returned for
-        their events. Fewer than `limit` returned: none is left; else call again (one
-        transaction a page: a million recipients never hold the spool at once).
-        ConfigError for a campaign the spool does not have."""
+        `limit` of its queued and deferred recipients end as "cancelled", returned.
+        Fewer than `limit` returned: none is left; else call again (one transaction a
+        page: a million recipients never hold the spool at once). ConfigError for a
+        campaign the spool does not have.
+
+        Every path that ends a recipient as cancelled writes its webhook events in its
+        transaction and keeps it for `take_cancelled` (see cancelled.py)."""
         now = self._clock()
         with self._transaction() as db:
             campaign = self._campaign(campaign_id)
             db.execute(sql.CANCEL_MARK, (now, campaign))
-            rows = db.execute(sql.CANCEL_PAGE, (campaign, limit)).fetchall()
-            if rows:
-                db.execute(sql.CANCEL_WAITING, (now, json.dumps([r[0] for r in rows])))
-        return [CancelledRecipient(*row[1:]) for row in rows]
-
-    def cancelled_among(self, ids: Sequence[int]) -> list[int]:
-        """Those of these recipients that are cancelled (for the events of the ones
-        `record` ended as cancelled instead of putting them back in the queue)."""
-        found = self._db.execute(sql.CANCELLED_AMONG, (json.dumps(list(ids)),))
-        return [row[0] for row in found]
+            rows = db.execute(sql.CANCEL_PAGE, (now, campaign, limit)).fetchall()
+            return self._ended(db, rows, now)
 
     def cancelled_at(self, campaign_id: str) -> float | None:
         """When the campaign was cancelled, or None; KeyError for no such campaign."""

@@ -223,48 +223,47 @@ _TO_CANCELLED = f"""
 UPDATE recipient SET state = {_CANCELLED}, due = NULL, next_attempt = NULL,
     lease_until = NULL, lease_owner = NULL, leased_from = NULL, updated_at = ?1
 """
+# What every statement that ends rows as cancelled returns: the fields of their events
+# (see cancelled.py), then the id.
+_ENDED = " RETURNING campaign, key, address, domain, attempts, submitted_at, id"
 _CANCELLED_CAMPAIGNS = "SELECT id FROM campaign WHERE cancelled_at IS NOT NULL"
 CANCEL_MARK = "UPDATE campaign SET cancelled_at = coalesce(cancelled_at, ?1) WHERE id = ?2"
-# A page of the campaign's queued and deferred rows (in-flight ones finish their
-# attempt); then that page's rows end.
+# A page of the campaign's queued and deferred rows end (in-flight ones finish their
+# attempt).
 CANCEL_PAGE = (
-    "SELECT id, key, address, domain, attempts, submitted_at FROM recipient"
-    f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND campaign = ?1 LIMIT ?2"
-)
-CANCEL_WAITING = (
     _TO_CANCELLED
-    + f" WHERE id IN (SELECT value FROM json_each(?2)) AND state IN ({_QUEUED}, {_DEFERRED})"
+    + " WHERE id IN (SELECT id FROM recipient"
+    + f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED}) AND campaign = ?2 LIMIT ?3)"
+    + _ENDED
 )
 # Leased rows whose attempt has not started, of a cancelled campaign: `started` ends them
 # instead of letting them be sent.
-UNSTARTED_CANCELLED = (
-    f"SELECT id FROM recipient WHERE id IN (SELECT value FROM json_each(?1))"
-    f" AND state = {_IN_FLIGHT} AND campaign IN ({_CANCELLED_CAMPAIGNS})"
-)
-CANCEL_IDS = (
-    _TO_CANCELLED + f" WHERE id IN (SELECT value FROM json_each(?2)) AND state = {_IN_FLIGHT}"
+CANCEL_UNSTARTED = (
+    _TO_CANCELLED
+    + f" WHERE id IN (SELECT value FROM json_each(?2)) AND state = {_IN_FLIGHT}"
+    + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+    + _ENDED
 )
 # Rows put back in the queue (a deferral, a release) of a cancelled campaign.
 CANCEL_REQUEUED = (
     _TO_CANCELLED
     + f" WHERE id IN (SELECT value FROM json_each(?2)) AND {PENDING_SQL}"
     + f" AND state IN ({_QUEUED}, {_DEFERRED}) AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+    + _ENDED
 )
 # An owner's leased rows of a cancelled campaign, before release_owner puts the rest back.
 CANCEL_OWNER = (
     _TO_CANCELLED
     + f" WHERE {PENDING_SQL} AND state = {_IN_FLIGHT} AND lease_owner = ?2"
     + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
+    + _ENDED
 )
 # Every pending row of the cancelled campaigns that is not in flight (after leases ended).
 CANCEL_SWEEP = (
     _TO_CANCELLED
     + f" WHERE {PENDING_SQL} AND state IN ({_QUEUED}, {_DEFERRED})"
     + f" AND campaign IN ({_CANCELLED_CAMPAIGNS})"
-)
-CANCELLED_AMONG = (
-    f"SELECT id FROM recipient WHERE id IN (SELECT value FROM json_each(?1))"
-    f" AND state = {_CANCELLED}"
+    + _ENDED
 )
 API_KEY_ADD = "INSERT INTO api_key (name, hash, read_only, created_at) VALUES (?, ?, ?, ?)"
 API_KEY_FIND = "SELECT name, read_only, hash FROM api_key WHERE hash = ?"
