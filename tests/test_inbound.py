@@ -22,6 +22,8 @@ from ferrymail import verp
 from ferrymail.events import EventBus
 from ferrymail.inbound import InboundServer, message_digest
 from ferrymail.spool import SqliteSpool
+from ferrymail.webhooks import Webhook
+from ferrymail.webhooks.feedback import feedback_hook
 from inbound_support import (
     BOUNCE_DOMAIN,
     arf,
@@ -314,6 +316,35 @@ async def test_mailto_unsubscribe_suppresses_for_the_list_once(tmp_path: Path) -
     assert not spool.is_suppressed(ANN.address)  # not globally: promo-1 still may
     assert [k for k, *_ in spool.feedback("news-1")] == ["unsubscribed"]
     assert [e["type"] for e in events(tmp_path)] == ["unsubscribed"]
+
+
+@on_uvloop
+async def test_webhooks_get_the_same_events_as_the_log_from_the_spools_transactions(
+    tmp_path: Path,
+) -> None:
+    """With webhooks (as `ferrymail inbound --service-config` sets them), each event of
+    the log is in the outbox too: a late bounce with its record, a delay on its own."""
+    spool = delivered_spool(tmp_path / "s.db", [plain("news-1")], [ANN, BOB])
+    hook = Webhook(
+        name="esp",
+        url="http://127.0.0.1:9/events",  # never called: no sender runs here
+        events=frozenset({"bounced-late", "delayed"}),
+        secrets=(b"k" * 32,),
+    )
+    spool.on_feedback = feedback_hook([hook])
+    original = rendered(plain("news-1"), ANN)
+    delay = dsn(rendered(plain("news-1"), BOB), BOB.address, action="delayed", status="4.2.2")
+    async with listening(spool, tmp_path) as (_, port):
+        assert (await deliver(port, dsn(original, ANN.address)))[0] == 250
+        assert (await deliver(port, delay))[0] == 250
+    batch = spool.webhook_take("esp", 100, older_than=1e12)
+    assert batch is not None
+    outboxed = [json.loads(body) for _, body in batch.events]
+    assert [(e["type"], e["address"]) for e in outboxed] == [
+        ("bounced-late", ANN.address),
+        ("delayed", BOB.address),
+    ]
+    assert [{k: v for k, v in e.items() if k != "id"} for e in outboxed] == events(tmp_path)
 
 
 # --- VERP ---------------------------------------------------------------------------

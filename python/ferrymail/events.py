@@ -8,9 +8,13 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import orjson
+
+if TYPE_CHECKING:
+    from .spool import Recorded, Signal
 
 # A subscriber that falls this far behind loses its oldest events rather than growing
 # without bound; the log file never loses any.
@@ -88,6 +92,25 @@ class FeedbackEvent:
     detail: str | None = None
 
 
+def feedback_event(signal: Signal, recorded: Recorded) -> FeedbackEvent:
+    """The event of a signal the spool recorded (`recorded`: what it stored for it): the
+    same one for the event log and, written by the spool, for the webhooks."""
+    return FeedbackEvent(
+        signal.kind,
+        signal.campaign,
+        signal.key,
+        recorded.address,
+        recorded.domain,
+        signal.at,
+        signal.machine,
+        recorded.first,
+        signal.link,
+        signal.url,
+        signal.user_agent,
+        signal.detail,
+    )
+
+
 class EventBus:
     """Writes each batch of events to the log in one write and hands them to every
     subscriber's queue.
@@ -99,7 +122,13 @@ class EventBus:
     and once the log can be written again a "lost" line (LOST) says how many are
     missing there, before the events that follow."""
 
-    def __init__(self, log_path: str | os.PathLike[str] | None) -> None:
+    def __init__(
+        self,
+        log_path: str | os.PathLike[str] | None,
+        observe: Callable[[Event | FeedbackEvent], None] | None = None,
+    ) -> None:
+        """`observe`: called with every event published (the metrics of `serve`)."""
+        self._observe = observe
         self._path = None if log_path is None else os.fspath(log_path)
         self._log: int | None = None
         if self._path is not None:
@@ -113,13 +142,16 @@ class EventBus:
 
     @property
     def listened(self) -> bool:
-        """Whether anyone takes events (a log or a subscriber): if not, the engine does
-        not build them."""
-        return self._log is not None or bool(self._subscribers)
+        """Whether anyone takes events (a log, a subscriber, an observer): if not, the
+        engine does not build them."""
+        return self._log is not None or bool(self._subscribers) or self._observe is not None
 
     def publish(self, events: Sequence[Event | FeedbackEvent]) -> None:
         if not events:
             return
+        if self._observe is not None:
+            for event in events:
+                self._observe(event)
         if self._log is not None:
             self._write(self._log, events)
         for queue in self._subscribers:

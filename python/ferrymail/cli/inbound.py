@@ -16,7 +16,7 @@ import uvloop
 from ..errors import ConfigError
 from ..events import EventBus
 from ..inbound import InboundConfig, InboundServer, load
-from ..webhooks.feedback import OutboxBus
+from ..webhooks.feedback import feedback_hook
 from . import heap
 from .common import CliError, add_spool, beside_spool, open_spool
 from .serve import SECRET_ENV, UNSUBSCRIBE_SECRET_ENV, listening_socket
@@ -94,9 +94,11 @@ def main(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatter
     with open_spool(args.spool) as spool:
-        # With webhooks, the late bounces, complaints and auto-replies they want go to
-        # the outbox (`run` or `serve` send them).
-        events = OutboxBus(log, args.spool, hooks) if hooks else EventBus(log)
+        # With webhooks, the late bounces, complaints, auto-replies and delays they want
+        # go to the outbox in the transactions that record them (`run` or `serve` send
+        # them).
+        spool.on_feedback = feedback_hook(hooks)
+        events = EventBus(log)
         try:
             uvloop.run(_serve(InboundServer(spool, config, events, hostname=args.hostname), sock))
         finally:

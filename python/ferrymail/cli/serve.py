@@ -20,7 +20,7 @@ from ..service.dkim_keys import load as dkim_store
 from ..spool import open_spool as open_any_spool
 from ..spooler import Spooler
 from ..web import WebConfig, app, load
-from ..webhooks.feedback import OutboxBus
+from ..webhooks.feedback import feedback_hook
 from . import heap
 from .common import CliError, add_delivery, add_spool, beside_spool, engine_config, open_spool
 from .serve_delivery import Delivery
@@ -159,13 +159,13 @@ def main(args: argparse.Namespace) -> int:
     metrics_sock = metrics_socket(args)
     log = args.event_log or beside_spool(args.spool, "web-events.jsonl")
     with open_spool(args.spool) as spool:
-        # With webhooks, the clicks, opens and unsubscribes they want go to the outbox,
-        # and /metrics counts them.
+        # With webhooks, the clicks, opens and unsubscribes they want go to the outbox
+        # in the transactions that record them; /metrics counts them.
+        spool.on_feedback = feedback_hook(hooks)
         senders = sending(args, hooks)
         service = Service(args.spool, senders, metrics_sock) if senders or metrics_sock else None
         metrics = None if service is None else service.metrics
-        observe = None if metrics is None else metrics.observe
-        events = OutboxBus(log, args.spool, hooks, observe) if hooks or observe else EventBus(log)
+        events = EventBus(log, None if metrics is None else metrics.observe)
         tracking = app(spool=spool, config=config_web, events=events)
         # The /v1 API and delivery: one Engine on the spool submits, cancels, reports
         # and (unless --no-delivery) delivers, so a submit wakes its delivery at once;

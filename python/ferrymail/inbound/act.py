@@ -14,9 +14,9 @@ import msgspec
 import orjson
 
 from ..bounce import HARD_CATEGORIES
-from ..events import FeedbackEvent
+from ..events import FeedbackEvent, feedback_event
 from ..feedback import Feedback, RecipientReport
-from ..spool import Found, Signal, Spool
+from ..spool import Found, Recorded, Signal, Spool
 from .config import InboundConfig
 from .match import Matcher
 
@@ -77,12 +77,25 @@ class Handler:
             else:
                 matched.setdefault(hit[0].id, (hit[0], hit[1], report))
         if feedback.kind == "delay":
+            # Not stored (a delay changes nothing), only told: its webhook events are
+            # written to the outbox all the same, in a transaction of their own.
             now = self._clock()
-            events = [
-                _event("delayed", found, now, _detail(feedback, report, how))
+            told = [
+                (
+                    Signal(
+                        "delayed",
+                        found.campaign,
+                        found.key,
+                        now,
+                        detail=_detail(feedback, report, how),
+                    ),
+                    Recorded(True, found.address, found.domain),
+                )
                 for found, how, report in matched.values()
             ]
-            return Handled("delay", events, [], unmatched)
+            if told:
+                self._spool.record_inbound([], [], told)
+            return Handled("delay", [feedback_event(s, r) for s, r in told], [], unmatched)
         signals = []
         suppress = []
         for found, how, report in matched.values():
@@ -157,15 +170,13 @@ class Handler:
         if named is None:
             return Handled("unsubscribe", [], [], [feedback.sender or "?"])
         campaign, key = named
-        done = self._spool.unsubscribe(campaign, key, scope=self._config.unsubscribe_scope)
+        scope = self._config.unsubscribe_scope
+        done = self._spool.unsubscribe(campaign, key, scope=scope, by="mailto")
         if done is None:
             return Handled("unsubscribe", [], [], [feedback.sender or "?"])
         if not done.new:
             return Handled("unsubscribe", [], [], [])
-        detail = _json({"scope": done.scope or "global", "by": "mailto"})
-        event = FeedbackEvent(
-            "unsubscribed", campaign, key, done.address, done.domain, self._clock(), detail=detail
-        )
+        event = feedback_event(done.signal, done.recorded)
         return Handled("unsubscribe", [event], [done.address], [])
 
     def _record(
@@ -177,17 +188,7 @@ class Handler:
     ) -> Handled:
         recorded = self._spool.record_inbound(signals, suppress) if signals else []
         events = [
-            FeedbackEvent(
-                s.kind,
-                s.campaign,
-                s.key,
-                done.address,
-                done.domain,
-                s.at,
-                False,
-                done.first,
-                detail=s.detail,
-            )
+            feedback_event(s, done)
             for s, done in zip(signals, recorded, strict=True)
             if done is not None
         ]
@@ -207,12 +208,6 @@ def _detail(feedback: Feedback, report: RecipientReport, how: str) -> str:
             "reporting_mta": feedback.reporting_mta,
             "matched_by": how,
         }
-    )
-
-
-def _event(kind: str, found: Found, at: float, detail: str) -> FeedbackEvent:
-    return FeedbackEvent(
-        kind, found.campaign, found.key, found.address, found.domain, at, detail=detail
     )
 
 

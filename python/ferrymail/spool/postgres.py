@@ -36,6 +36,7 @@ from . import pg_statements as sql
 from .actions import ShapingAction
 from .campaigns import CampaignNames
 from .cancelled import CancelledEvents
+from .feedback_events import FeedbackEvents, unsubscribe_signal
 from .lookup import RECENT_CAMPAIGNS, Found
 from .outbox import OutboxBatch, OutboxRow, WebhookBacklog, pg
 from .owners import dead_here
@@ -110,7 +111,7 @@ def record_columns(updates: Sequence[Update], now: float) -> list[list[Any]]:
 
 
 @reconnecting_methods
-class PostgresSpool(Reconnecting, CampaignNames, CancelledEvents):
+class PostgresSpool(Reconnecting, CampaignNames, CancelledEvents, FeedbackEvents):
     """The spool in a PostgreSQL database (see SqliteSpool for every method's contract:
     the same states, codes and rules, method by method).
 
@@ -697,14 +698,22 @@ class PostgresSpool(Reconnecting, CampaignNames, CancelledEvents):
                 out[i] = Recorded(first, address, domain)
             with db.cursor() as cursor:
                 cursor.executemany(sql.INSERT_FEEDBACK, new_rows)
+        self._feedback_outbox(db, signals, out, self._clock())
         return out
 
     def record_inbound(
-        self, signals: Sequence[Signal], suppress: Sequence[tuple[str, str, str]] = ()
+        self,
+        signals: Sequence[Signal],
+        suppress: Sequence[tuple[str, str, str]] = (),
+        told: Sequence[tuple[Signal, Recorded]] = (),
     ) -> list[Recorded | None]:
+        if not signals and not suppress and self.on_feedback is None:
+            return []  # only told signals, and no webhook wants them
         now = self._clock()
         with self._transaction() as db:
             recorded = self._record_feedback(db, signals)
+            if told:
+                self._feedback_outbox(db, [s for s, _ in told], [r for _, r in told], now)
             with db.cursor() as cursor:
                 cursor.executemany(
                     sql.UPSERT_SUPPRESSION,
@@ -746,6 +755,7 @@ class PostgresSpool(Reconnecting, CampaignNames, CancelledEvents):
         *,
         scope: str = "list",
         user_agent: str | None = None,
+        by: str | None = None,
     ) -> Unsubscribed | None:
         if scope not in ("list", "global"):
             raise ValueError(f"scope must be 'list' or 'global', not {scope!r}")
@@ -770,10 +780,16 @@ class PostgresSpool(Reconnecting, CampaignNames, CancelledEvents):
             recorded = db.execute(
                 sql.PERSON_BEFORE, (campaign, "unsubscribed", key, None)
             ).fetchone()
+            signal = unsubscribe_signal(campaign_id, key, now, name, user_agent, by)
             if recorded is None:
                 row = (campaign, key, "unsubscribed", now, False, False, address, domain)
-                db.execute(sql.INSERT_FEEDBACK, (*row, None, None, user_agent, None))
-        return Unsubscribed(suppressed is not None or recorded is None, address, domain, name)
+                db.execute(sql.INSERT_FEEDBACK, (*row, None, None, user_agent, signal.detail))
+            done = Unsubscribed(
+                suppressed is not None or recorded is None, address, domain, name, signal
+            )
+            if done.new:
+                self._feedback_outbox(db, [signal], [done.recorded], now)
+        return done
 
     def feedback(self, campaign_id: str) -> list[tuple[str, str, bool, bool, int | None, float]]:
         rows = self._db.execute(

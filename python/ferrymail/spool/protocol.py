@@ -13,6 +13,7 @@ from typing import Protocol, Self
 
 from .actions import ShapingAction
 from .cancelled import CancelledHook
+from .feedback_events import FeedbackHook
 from .lookup import Found
 from .outbox import OutboxBatch, OutboxRow, WebhookBacklog
 from .rows import (
@@ -169,10 +170,16 @@ class Spool(Protocol):
 
     # ---- feedback ----
 
+    #: The outbox rows of the signals recorded, when webhooks want them (feedback_events.py).
+    on_feedback: FeedbackHook | None
+
     def record_feedback(self, signals: Sequence[Signal]) -> list[Recorded | None]: ...
 
     def record_inbound(
-        self, signals: Sequence[Signal], suppress: Sequence[tuple[str, str, str]] = ()
+        self,
+        signals: Sequence[Signal],
+        suppress: Sequence[tuple[str, str, str]] = (),
+        told: Sequence[tuple[Signal, Recorded]] = (),
     ) -> list[Recorded | None]: ...
 
     def find_recipient(self, row_id: int) -> Found | None: ...
@@ -188,6 +195,7 @@ class Spool(Protocol):
         *,
         scope: str = "list",
         user_agent: str | None = None,
+        by: str | None = None,
     ) -> Unsubscribed | None: ...
 
     def feedback(

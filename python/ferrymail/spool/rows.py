@@ -111,6 +111,13 @@ class Unsubscribed(msgspec.Struct, frozen=True, gc=False):
     domain: str
     #: "" for the global list, else the list's name.
     scope: str
+    #: The signal recorded, for its event (when `new`).
+    signal: Signal
+
+    @property
+    def recorded(self) -> Recorded:
+        """What the spool stored for `signal`, for its event."""
+        return Recorded(True, self.address, self.domain)
 
 
 class FeedbackCounts(msgspec.Struct, frozen=True):

@@ -21,6 +21,7 @@ from . import statements as sql
 from .actions import ShapingAction
 from .campaigns import CampaignNames
 from .cancelled import CancelledEvents
+from .feedback_events import FeedbackEvents, unsubscribe_signal
 from .lookup import Found
 from .outbox import OutboxBatch, OutboxRow, WebhookBacklog
 from .owners import dead_here
@@ -70,7 +71,7 @@ def _first_of_each_key(rows: Sequence[NewRecipient]) -> list[NewRecipient | None
     return out
 
 
-class SqliteSpool(CampaignNames, CancelledEvents):
+class SqliteSpool(CampaignNames, CancelledEvents, FeedbackEvents):
     """The spool in one SQLite file (WAL mode; see schema.py).
 
     Every method is synchronous and is one transaction: a write either happens whole or
@@ -748,19 +749,29 @@ class SqliteSpool(CampaignNames, CancelledEvents):
                 )
                 out[i] = Recorded(first, address, domain)
             db.executemany(sql.INSERT_FEEDBACK, new_rows)
+        self._feedback_outbox(db, signals, out, self._clock())
         return out
 
     def record_inbound(
-        self, signals: Sequence[Signal], suppress: Sequence[tuple[str, str, str]] = ()
+        self,
+        signals: Sequence[Signal],
+        suppress: Sequence[tuple[str, str, str]] = (),
+        told: Sequence[tuple[Signal, Recorded]] = (),
     ) -> list[Recorded | None]:
         """What one inbound message said, in one durable transaction: its signals (late
         bounces, complaints, auto-replies; see `record_feedback`) and the suppressions
         they call for, (address, reason, scope) each. The listener answers the message's
         sender only after this returns, so a crash before makes it send the message
-        again, never loses it."""
+        again, never loses it. `told`: signals that are not stored (a delay report),
+        with what their events say of the recipient: only their webhook events are
+        written, in the same transaction."""
+        if not signals and not suppress and self.on_feedback is None:
+            return []  # only told signals, and no webhook wants them
         now = self._clock()
         with self._transaction() as db:
             recorded = self._record_feedback(db, signals)
+            if told:
+                self._feedback_outbox(db, [s for s, _ in told], [r for _, r in told], now)
             db.executemany(
                 "INSERT INTO suppression (address, scope, reason, added_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (address, scope) DO UPDATE"
@@ -788,13 +799,15 @@ class SqliteSpool(CampaignNames, CancelledEvents):
         *,
         scope: str = "list",
         user_agent: str | None = None,
+        by: str | None = None,
     ) -> Unsubscribed | None:
         """A recipient's unsubscribe (RFC 8058 one-click, or the mailto one), in one
         durable transaction: the address is suppressed in the campaign's list
         (`scope="list"`) or globally (`scope="global"`), and an "unsubscribed" signal
-        recorded. Idempotent: when both are there already, nothing changes and
-        `Unsubscribed.new` is False. None when the spool has no such campaign or
-        recipient (nothing to unsubscribe)."""
+        recorded (its event's outbox rows too, see feedback_events.py; `by`: how it
+        came, None for the one-click POST, "mailto" for mail). Idempotent: when both
+        are there already, nothing changes and `Unsubscribed.new` is False. None when
+        the spool has no such campaign or recipient (nothing to unsubscribe)."""
         if scope not in ("list", "global"):
             raise ValueError(f"scope must be 'list' or 'global', not {scope!r}")
         now = self._clock()
@@ -821,10 +834,16 @@ class SqliteSpool(CampaignNames, CancelledEvents):
                     " VALUES (?, ?, ?, ?)",
                     (suppression_key(address), name, f"unsubscribed from {campaign_id}", now),
                 )
+            signal = unsubscribe_signal(campaign_id, key, now, name, user_agent, by)
             if recorded is None:
                 row = (campaign, key, "unsubscribed", now, 0, 0, address, domain)
-                db.execute(sql.INSERT_FEEDBACK, (*row, None, None, user_agent, None))
-        return Unsubscribed(suppressed is None or recorded is None, address, domain, name)
+                db.execute(sql.INSERT_FEEDBACK, (*row, None, None, user_agent, signal.detail))
+            done = Unsubscribed(
+                suppressed is None or recorded is None, address, domain, name, signal
+            )
+            if done.new:
+                self._feedback_outbox(db, [signal], [done.recorded], now)
+        return done
 
     def feedback(self, campaign_id: str) -> list[tuple[str, str, bool, bool, int | None, float]]:
         """(kind, key, machine, repeat, link, at) of every signal of the campaign, in

@@ -11,10 +11,8 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
-
 from ..errors import TokenError
-from ..events import EventBus, FeedbackEvent
+from ..events import EventBus, feedback_event
 from ..spool import Signal, Spool
 from ..spooler import Spooler
 from ..tracking import TokenClaims, verify
@@ -218,20 +216,7 @@ class TrackingApp:
             await _respond(send, 404, _PAGE_HEADERS, pages.NOT_FOUND, scope)
             return
         if done.new and self.events is not None and self.events.listened:
-            self.events.publish(
-                [
-                    FeedbackEvent(
-                        "unsubscribed",
-                        claims.campaign,
-                        str(claims.recipient),
-                        done.address,
-                        done.domain,
-                        time.time(),
-                        user_agent=agent,
-                        detail=orjson.dumps({"scope": done.scope or "global"}).decode(),
-                    )
-                ]
-            )
+            self.events.publish([feedback_event(done.signal, done.recorded)])
         await _respond(send, 200, _PAGE_HEADERS, pages.DONE, scope)
 
 

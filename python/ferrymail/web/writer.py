@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sqlite3
 
-from ..events import EventBus, FeedbackEvent
+from ..events import EventBus, feedback_event
 from ..spool import Recorded, Signal
 from ..spooler import Spooler
 
@@ -106,20 +106,7 @@ class FeedbackWriter:
         if self._bus is None or not self._bus.listened:
             return
         events = [
-            FeedbackEvent(
-                signal.kind,
-                signal.campaign,
-                signal.key,
-                done.address,
-                done.domain,
-                signal.at,
-                signal.machine,
-                done.first,
-                signal.link,
-                signal.url,
-                signal.user_agent,
-                signal.detail,
-            )
+            feedback_event(signal, done)
             for signal, done in zip(batch, recorded, strict=True)
             if done is not None
         ]
