@@ -381,6 +381,7 @@ class Engine:
                 failure, self._failure = self._failure, None
                 raise failure
             await self._lease(parts)
+            parts.recorder.publish_cancelled()  # a lease ends a dead process's leases
             now = time.time()
             await parts.fleet.beat(now)
             self._dispatch(parts, now)
