@@ -338,3 +338,50 @@ async def test_clicks_wait_out_a_spool_locked_by_another_writer(spool: SqliteSpo
     await tracker.aclose()
     assert [row[:2] for row in spool.feedback("news-1")] == [("clicked", "ann")]
     assert tracker._writer.lost == 0
+
+
+@on_uvloop
+async def test_past_the_queue_limit_answers_wait_for_room_instead_of_piling_up(
+    spool: SqliteSpool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a real server (uvicorn: an answer leaves before the handler returns), a click
+    past the queue's limit is answered only when there is room: the client waits, and
+    its next requests with it, instead of requests piling up in memory."""
+    import socket
+
+    import uvicorn
+    from ferrymail.web import writer
+
+    monkeypatch.setattr(writer, "MAX_PENDING", 1)  # a queue of one signal
+    spool._db.execute("PRAGMA busy_timeout = 20")
+    tracker = serve(spool)
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(tracker, log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
+    other = sqlite3.connect(spool.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the spool cannot take a commit for now
+    ann, bob = links(NEWS, ANN), links(NEWS, BOB)
+    browser = {"user-agent": BROWSER}
+    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            # The first is taken by the commit that waits; the second fills the queue.
+            for path in (ann.clicks[0], bob.clicks[0]):
+                assert (await http.get(path, headers=browser)).status_code == 302
+            # The third waits for room: unanswered while the spool stays locked.
+            third = asyncio.ensure_future(http.get(ann.clicks[1], headers=browser))
+            await asyncio.sleep(0.3)
+            assert not third.done()
+            other.execute("ROLLBACK")
+            assert (await asyncio.wait_for(third, 10)).status_code == 302
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+        server.should_exit = True
+        await serving
+    await tracker.aclose()
+    assert len(spool.feedback("news-1")) == 3
+    assert tracker._writer.lost == 0

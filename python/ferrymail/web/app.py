@@ -133,14 +133,6 @@ class TrackingApp:
                 await _respond(send, 404, _PAGE_HEADERS, pages.NOT_FOUND, scope)
                 return
             machine = method == "HEAD" or self._agents.scanner(agent)
-            headers = [
-                (b"location", location),
-                _NO_STORE,
-                (b"referrer-policy", b"no-referrer"),
-                (b"content-length", b"0"),
-            ]
-            await send({"type": "http.response.start", "status": 302, "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
             signal = Signal(
                 "clicked",
                 claims.campaign,
@@ -151,14 +143,28 @@ class TrackingApp:
                 claims.url,
                 agent or None,
             )
+            # Queued before the answer: when the queue is full (the spool cannot keep
+            # up), the answer waits for room, and so does the client's next request on
+            # this connection. Answered first, the requests would keep coming, each
+            # task parked on the full queue, without bound.
+            await self._writer.add(signal)
+            headers = [
+                (b"location", location),
+                _NO_STORE,
+                (b"referrer-policy", b"no-referrer"),
+                (b"content-length", b"0"),
+            ]
+            await send({"type": "http.response.start", "status": 302, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
         else:
             client = scope.get("client")
             machine = method == "HEAD" or self._agents.proxy(agent, client[0] if client else None)
-            await _respond(send, 200, _PIXEL_HEADERS, pages.PIXEL, scope)
-            signal = Signal(
-                "opened", claims.campaign, key, time.time(), machine, user_agent=agent or None
+            await self._writer.add(
+                Signal(
+                    "opened", claims.campaign, key, time.time(), machine, user_agent=agent or None
+                )
             )
-        await self._writer.add(signal)
+            await _respond(send, 200, _PIXEL_HEADERS, pages.PIXEL, scope)
 
     # ---- unsubscribe ----
 
