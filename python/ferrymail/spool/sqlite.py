@@ -13,6 +13,8 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 
+import orjson
+
 from ..errors import ConfigError
 from . import actions as actions_table
 from . import lookup, reports
@@ -717,12 +719,13 @@ class SqliteSpool(CampaignNames, CancelledEvents, FeedbackEvents):
                 campaign = self._campaign(name)
             except ConfigError:
                 continue  # (out stays None for them)
-            keys = json.dumps(list({signals[i].key for i in indexes}))
-            found = {
-                key: (address, domain)
-                for key, address, domain in db.execute(sql.RECIPIENTS_BY_KEY, (campaign, keys))
-            }
-            seen = set(db.execute(sql.PEOPLE_BEFORE, (campaign, keys)))
+            keys = orjson.dumps(list({signals[i].key for i in indexes})).decode()
+            (found_json,) = db.execute(sql.RECIPIENTS_BY_KEY, (campaign, keys)).fetchone()
+            found = {key: (address, domain) for key, address, domain in orjson.loads(found_json)}
+            marks = list({(signals[i].kind, signals[i].key, signals[i].link) for i in indexes})
+            marked = orjson.dumps(marks).decode()
+            (seen_json,) = db.execute(sql.PEOPLE_BEFORE, (campaign, marked)).fetchone()
+            seen = {(kind, key, link) for kind, key, link in orjson.loads(seen_json)}
             new_rows = []
             for i in indexes:
                 signal = signals[i]
@@ -733,7 +736,6 @@ class SqliteSpool(CampaignNames, CancelledEvents, FeedbackEvents):
                     seen.add(mark)
                 new_rows.append(
                     (
-                        campaign,
                         signal.key,
                         signal.kind,
                         signal.at,
@@ -748,7 +750,7 @@ class SqliteSpool(CampaignNames, CancelledEvents, FeedbackEvents):
                     )
                 )
                 out[i] = Recorded(first, address, domain)
-            db.executemany(sql.INSERT_FEEDBACK, new_rows)
+            db.execute(sql.INSERT_FEEDBACK_ROWS, (campaign, orjson.dumps(new_rows).decode()))
         self._feedback_outbox(db, signals, out, self._clock())
         return out
 

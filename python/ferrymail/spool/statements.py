@@ -198,13 +198,33 @@ def record_rows(updates: Sequence[Update], now: float) -> Iterator[tuple[object,
 RECIPIENT_BY_KEY = "SELECT address, domain FROM recipient WHERE campaign = ? AND key = ?"
 # The same for a list of keys (JSON), and the (kind, key, link) of every person's signal
 # of those keys so far.
+# record_feedback's three statements each take or give a whole batch as one JSON value:
+# one sqlite3_step each instead of one per row. Each step lets the GIL go and must win it
+# back from a busy event loop (up to the 5 ms switch interval): per row, the spool thread
+# of a loaded tracking server fell behind the clicks.
 RECIPIENTS_BY_KEY = """
-SELECT key, address, domain FROM recipient
+SELECT json_group_array(json_array(key, address, domain)) FROM recipient
 WHERE campaign = ?1 AND key IN (SELECT value FROM json_each(?2))
 """
+# Which of these [kind, key, link] marks a person's signal had before: one index seek each
+# (feedback_signal), however many signals the campaign has.
 PEOPLE_BEFORE = """
-SELECT DISTINCT kind, key, link FROM feedback
-WHERE campaign = ?1 AND key IN (SELECT value FROM json_each(?2)) AND machine = 0
+SELECT json_group_array(json(m.value)) FROM json_each(?2) AS m
+WHERE EXISTS (
+    SELECT 1 FROM feedback f WHERE f.campaign = ?1 AND f.key = json_extract(m.value, '$[1]')
+    AND f.kind = json_extract(m.value, '$[0]') AND f.link IS json_extract(m.value, '$[2]')
+    AND f.machine = 0
+)
+"""
+# Rows of [key, kind, at, machine, repeat, address, domain, link, url, user_agent, detail].
+INSERT_FEEDBACK_ROWS = """
+INSERT INTO feedback (campaign, key, kind, at, machine, repeat, address, domain, link, url,
+    user_agent, detail)
+SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+    json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),
+    json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+    json_extract(value, '$[8]'), json_extract(value, '$[9]'), json_extract(value, '$[10]')
+FROM json_each(?2)
 """
 # A person's signal of this kind (and link: `IS`, since opens have none) came before.
 PERSON_BEFORE = """
