@@ -94,6 +94,17 @@ def test_signals_are_rows_beside_the_final_state_first_or_repeat_per_link(
     assert (counts.opens, counts.unique_opens, counts.machine_opens) == (1, 1, 1)
     assert counts.unsubscribes == counts.complaints == counts.late_bounces == 0
     assert counts.complaint_rate == 0.0
+    # A later batch sees the earlier ones: per link for clicks, and for opens (no link).
+    later = spool.record_feedback(
+        [
+            click("ann", 1),
+            Signal("opened", "c1", "ann", T0 + 1),
+            Signal("opened", "c1", "bob", T0 + 1),  # bob's only open before was a machine's
+            click("bob", 1),
+            click("bob", 1, machine=True),
+        ]
+    )
+    assert [r.first if r else None for r in later] == [False, False, True, True, False]
 
 
 def test_complaint_rate_per_campaign_and_receiving_domain(spool: Spool) -> None:

@@ -159,9 +159,15 @@ RECIPIENT_BY_KEY = "SELECT address, domain FROM recipient WHERE campaign = %s AN
 RECIPIENTS_BY_KEY = """
 SELECT key, address, domain FROM recipient WHERE campaign = %s AND key = ANY(%s)
 """
+# Which of these (kind, key, link) marks a person's signal had before: an index seek each
+# (feedback_signal; an open's NULL link by the (campaign, key, kind) prefix), however many
+# signals the campaign has.
 PEOPLE_BEFORE = """
-SELECT DISTINCT kind, key, link FROM feedback
-WHERE campaign = %s AND key = ANY(%s) AND NOT machine
+SELECT m.kind, m.key, m.link FROM unnest(%s::text[], %s::text[], %s::int8[]) AS m(kind, key, link)
+WHERE EXISTS (
+    SELECT 1 FROM feedback f WHERE f.campaign = %s AND f.key = m.key AND f.kind = m.kind
+    AND (f.link = m.link OR (f.link IS NULL AND m.link IS NULL)) AND NOT f.machine
+)
 """
 PERSON_BEFORE = """
 SELECT 1 FROM feedback WHERE campaign = %s AND kind = %s AND key = %s

@@ -682,7 +682,10 @@ class PostgresSpool(Reconnecting, CampaignNames, CancelledEvents, FeedbackEvents
                 key: (address, domain)
                 for key, address, domain in db.execute(sql.RECIPIENTS_BY_KEY, (campaign, keys))
             }
-            seen = set(db.execute(sql.PEOPLE_BEFORE, (campaign, keys)))
+            marks = list({(signals[i].kind, signals[i].key, signals[i].link) for i in indexes})
+            kinds, marked_keys, links = (list(column) for column in zip(*marks, strict=True))
+            before = db.execute(sql.PEOPLE_BEFORE, (kinds, marked_keys, links, campaign))
+            seen = {(kind, key, link) for kind, key, link in before}
             new_rows = []
             for i in indexes:
                 signal = signals[i]
