@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
+import orjson
 
 
 class OutboxRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -82,6 +83,20 @@ def pg(statement: str) -> str:
 
 def enqueue_params(rows: Sequence[OutboxRow], now: float) -> list[tuple[str, str, bytes, float]]:
     return [(r.endpoint, r.event_id, r.body, now) for r in rows]
+
+
+# SQLite's: the rows as one JSON array of [endpoint, event_id, body as text], one
+# statement step for all of them (see statements.RECIPIENTS_BY_KEY for why: the GIL).
+ENQUEUE_JSON = (
+    "INSERT INTO webhook_outbox (endpoint, event_id, body, created_at)"
+    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+    " CAST(json_extract(value, '$[2]') AS BLOB), ?2 FROM json_each(?1)"
+)
+
+
+def enqueue_json(rows: Sequence[OutboxRow]) -> str:
+    """ENQUEUE_JSON's array (a body is JSON, hence UTF-8 text)."""
+    return orjson.dumps([(r.endpoint, r.event_id, r.body.decode()) for r in rows]).decode()
 
 
 def take(

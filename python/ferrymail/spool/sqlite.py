@@ -151,7 +151,7 @@ class SqliteSpool(CampaignNames, CancelledEvents, FeedbackEvents):
         self._commit_cancelled(True)
 
     def _enqueue_rows(self, db: sqlite3.Connection, rows: Sequence[OutboxRow], now: float) -> None:
-        db.executemany(webhook_outbox.ENQUEUE, webhook_outbox.enqueue_params(rows, now))
+        db.execute(webhook_outbox.ENQUEUE_JSON, (webhook_outbox.enqueue_json(rows), now))
 
     # ---- campaigns ----
 
@@ -860,14 +860,13 @@ class SqliteSpool(CampaignNames, CancelledEvents, FeedbackEvents):
     # ---- the webhook outbox (ferrymail.webhooks) ----
 
     def webhook_enqueue(self, rows: Sequence[OutboxRow]) -> None:
-        """Adds events for webhook endpoints (events not written by `record`: submit's,
-        feedback)."""
+        """Adds events for webhook endpoints in a transaction of their own (the others
+        are written in the transaction of their change: see `record`, `insert`,
+        cancelled.py, feedback_events.py)."""
         if not rows:
             return
         with self._transaction() as db:
-            db.executemany(
-                webhook_outbox.ENQUEUE, webhook_outbox.enqueue_params(rows, self._clock())
-            )
+            self._enqueue_rows(db, rows, self._clock())
 
     def webhook_take(self, endpoint: str, limit: int, older_than: float) -> OutboxBatch | None:
         """The endpoint's next batch: the one that failed (the same events again), else
