@@ -10,6 +10,9 @@ rows go to a real spool in group commits. Rows:
 
 - hello: a bare ASGI callable answering "hello" (the ceiling).
 - click / open: `ferrymail serve`.
+- click, webhook: `ferrymail serve` with a webhook that wants clicks: each click's event
+  is also written to the spool's webhook outbox, in the transaction that records it
+  (`--no-webhook-sender`: the outbox fills, nothing is POSTed).
 - starlette click: the same click work (verify, queue the row, 302) as a Starlette
   route with its Request and RedirectResponse: what Starlette would cost the endpoint
   (run when starlette is installed: pip install -e .[bench]).
@@ -189,6 +192,11 @@ def main() -> int:
             spool.insert(campaign.id, rows(people, set()))
         config = work / "web.toml"
         config.write_text(f'tracking_secrets = ["{SECRET}"]\ntracking_path = "/t"\n')
+        hooks = work / "service.toml"
+        hooks.write_text(
+            '[[webhook]]\nname = "esp"\nurl = "http://127.0.0.1:9/"\nevents = ["clicked"]\n'
+            'secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n'
+        )
         (work / "hello.py").write_text(HELLO)
         (work / "starlette_click.py").write_text(
             STARLETTE.format(config=str(config), spool=str(spool_path))
@@ -202,6 +210,7 @@ def main() -> int:
                 ("hello (bare uvicorn)", "hello", ["/"]),
                 ("ferrymail click", "serve", clicks),
                 ("ferrymail open", "serve", opens),
+                ("ferrymail click, webhook", "serve", clicks),
                 ("starlette click", "starlette_click:app", clicks),
             ]:
                 if target == "starlette_click:app" and not _has_starlette():
@@ -214,6 +223,8 @@ def main() -> int:
                     shutil.copy(spool_path, own)
                     command = [*serve, "--listen", f"127.0.0.1:{port}", "--spool", str(own),
                                "--event-log", str(own.with_suffix(".jsonl"))]  # fmt: skip
+                    if name.endswith("webhook"):
+                        command += ["--service-config", str(hooks), "--no-webhook-sender"]
                 else:
                     command = uvicorn(work, "hello:app" if target == "hello" else target, port)
                 processes.append(start(command, port))
@@ -245,6 +256,9 @@ def main() -> int:
             clicked = spool.report(campaign.id).feedback.clicks
         with SqliteSpool(work / "open.db") as spool:
             opened = spool.report(campaign.id).feedback.opens
+        with SqliteSpool(work / "webhook.db") as spool:
+            hooked = spool.report(campaign.id).feedback.clicks
+            outboxed = sum(b.pending for b in spool.webhook_backlog())
     hello = results[0][1]
     lines = [
         [name, f"{rate:,.0f}", f"{p99:.2f}", f"{rate / hello:.0%}", f"{bad:,}"]
@@ -259,7 +273,8 @@ def main() -> int:
     print()
     print(markdown_table(["endpoint", "requests/s", "p99 ms", "vs hello", "errors"], lines))
     print()
-    print(f"recorded in the spools: {clicked:,} clicks, {opened:,} opens")
+    print(f"recorded in the spools: {clicked:,} clicks, {opened:,} opens; with the webhook "
+          f"{hooked:,} clicks and {outboxed:,} events in its outbox")  # fmt: skip
     return 0
 
 
