@@ -24,7 +24,7 @@ CancelledHook = Callable[[list[CancelledRecipient]], Sequence[OutboxRow]]
 class CancelledEvents:
     """The part of SqliteSpool and PostgresSpool that keeps the recipients they end as
     cancelled. The spool calls `_ended` in the transaction, with the rows of an
-    `UPDATE … RETURNING campaign, key, address, domain, attempts, submitted_at`, and
+    `UPDATE … RETURNING campaign, key, address, domain, attempts, submitted_at, id`, and
     `_commit_cancelled(ok)` when that transaction ends; `_campaign_name` (CampaignNames)
     names the campaigns and `_enqueue_rows(db, rows, now)` writes outbox rows."""
 

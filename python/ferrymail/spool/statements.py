@@ -196,8 +196,6 @@ def record_rows(updates: Sequence[Update], now: float) -> Iterator[tuple[object,
 # ---- feedback ----
 
 RECIPIENT_BY_KEY = "SELECT address, domain FROM recipient WHERE campaign = ? AND key = ?"
-# The same for a list of keys (JSON), and the (kind, key, link) of every person's signal
-# of those keys so far.
 # record_feedback's three statements each take or give a whole batch as one JSON value:
 # one sqlite3_step each instead of one per row. Each step lets the GIL go and must win it
 # back from a busy event loop (up to the 5 ms switch interval): per row, the spool thread
